@@ -1,0 +1,48 @@
+# Herald's two everyday commands are `make run` and `make test`. Everything
+# they need (Go modules, the npm packages for the client tests) is fetched by
+# the targets below.
+
+GO      ?= go
+BIN     := bin/herald
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+JS_DEPS := tests/js/node_modules/.package-lock.json
+
+# Packages with concurrency run again under the race detector.
+RACE_PKGS := ./gateway/ ./bus/ ./client/ ./api/ ./node/
+
+.PHONY: build run test vet race fuzz bench js-deps clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/herald
+
+## run: a single node on 127.0.0.1:6001 with the dev app (app-id / app-key / app-secret), data in ./data
+run: build
+	./$(BIN) serve
+
+## test: vet, the whole suite (including pusher-js and the pusher SDK end to end), then the race detector
+test: js-deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 10m ./...
+	$(GO) test -race -count=1 -timeout 10m $(RACE_PKGS)
+
+js-deps: $(JS_DEPS)
+
+$(JS_DEPS): tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+
+## fuzz: run every fuzz target for FUZZTIME each (default 10s)
+FUZZTIME ?= 10s
+fuzz:
+	@for pkg in ./protocol/ ./gateway/ ./configs/ ./bus/ ./client/; do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test $$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) || exit 1; \
+	  done; \
+	done
+
+## bench: the fixed benchmark set behind docs/benchmarks.md (about 10 minutes)
+bench: build
+	bash scripts/bench.sh
+
+clean:
+	rm -rf bin out

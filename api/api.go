@@ -1,0 +1,207 @@
+// Package api owns Herald's HTTP surface on the client port: routing of every
+// request fasthttp serves, the Pusher REST API (request signatures, trigger
+// and batch publishing), /healthz, /readyz and /metrics. WebSocket upgrades
+// are handed to the gateway; api never touches sockets itself.
+//
+// Routing is a handful of fixed paths, so it is done by hand rather than with
+// a router library.
+package api
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"herald/bus"
+	"herald/gateway"
+	"herald/protocol"
+)
+
+// Publisher stores events in the bus. Publish returns once the event is
+// stored (acknowledged by the stream), so a 200 answer means replayable.
+type Publisher interface {
+	PublishBatch(ctx context.Context, ps []bus.Publication) ([]uint64, error)
+}
+
+// Channels answers channel queries. On one node it is the gateway's local
+// index; a cluster backs it with cluster-wide data.
+type Channels interface {
+	SubscriptionCount(app *gateway.App, channel string) int
+	UserCount(app *gateway.App, channel string) int
+}
+
+// Config sets up the HTTP server.
+type Config struct {
+	Gateway        *gateway.Gateway
+	Publisher      Publisher
+	Channels       Channels
+	Registry       *prometheus.Registry // metrics served at /metrics; nil: none
+	Logger         *slog.Logger
+	MaxBodyBytes   int
+	ReadBufferSize int
+	PublishTimeout time.Duration // how long a REST call waits for the stream's ack; 0: 5s
+	Now            func() time.Time
+}
+
+// Server is the client port's HTTP server.
+type Server struct {
+	cfg     Config
+	fs      *fasthttp.Server
+	ready   atomic.Bool
+	metrics fasthttp.RequestHandler
+	reqs    *prometheus.CounterVec
+}
+
+// New builds the server; Serve starts it.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.PublishTimeout <= 0 {
+		cfg.PublishTimeout = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg}
+	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_rest_requests_total",
+		Help: "REST API requests by endpoint and HTTP status.",
+	}, []string{"endpoint", "status"})
+	if cfg.Registry != nil {
+		cfg.Registry.MustRegister(s.reqs)
+		s.metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	}
+	s.fs = &fasthttp.Server{
+		Handler:                      s.handle,
+		Name:                         "herald",
+		KeepHijackedConns:            true,
+		ReadBufferSize:               cfg.ReadBufferSize,
+		MaxRequestBodySize:           cfg.MaxBodyBytes,
+		ReadTimeout:                  30 * time.Second,
+		IdleTimeout:                  120 * time.Second,
+		DisablePreParseMultipartForm: true,
+		NoDefaultServerHeader:        false,
+		Logger:                       fasthttpLogger{cfg.Logger},
+	}
+	return s
+}
+
+// Serve serves HTTP on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error { return s.fs.Serve(ln) }
+
+// SetReady switches /readyz between 200 and 503.
+func (s *Server) SetReady(ok bool) { s.ready.Store(ok) }
+
+// Shutdown stops accepting and waits for open HTTP requests to finish.
+// Hijacked WebSocket connections are the gateway's to close.
+func (s *Server) Shutdown(ctx context.Context) error { return s.fs.ShutdownWithContext(ctx) }
+
+func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	path := ctx.Path()
+	switch {
+	case bytes.HasPrefix(path, []byte("/apps/")):
+		s.rest(ctx)
+	case bytes.HasPrefix(path, []byte("/app/")) || isUpgrade(ctx):
+		s.cfg.Gateway.ServeUpgrade(ctx)
+	case string(path) == "/healthz":
+		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ok"}`))
+	case string(path) == "/readyz":
+		if s.ready.Load() {
+			writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ready"}`))
+		} else {
+			writeError(ctx, &protocol.HTTPError{Status: fasthttp.StatusServiceUnavailable, Message: "not ready"})
+		}
+	case string(path) == "/metrics" && s.metrics != nil:
+		s.metrics(ctx)
+	default:
+		writeError(ctx, &protocol.HTTPError{Status: fasthttp.StatusNotFound, Message: "Not found"})
+	}
+}
+
+func isUpgrade(ctx *fasthttp.RequestCtx) bool {
+	return bytes.EqualFold(ctx.Request.Header.Peek("Upgrade"), []byte("websocket"))
+}
+
+// rest routes /apps/{id}/... after authenticating the request.
+func (s *Server) rest(ctx *fasthttp.RequestCtx) {
+	rest := ctx.Path()[len("/apps/"):]
+	id, sub, _ := bytes.Cut(rest, []byte("/"))
+	endpoint := "unknown"
+	defer func() { s.reqs.WithLabelValues(endpoint, strconv.Itoa(ctx.Response.StatusCode())).Inc() }()
+
+	app, ok := s.cfg.Gateway.AppByID(string(id))
+	if !ok {
+		writeError(ctx, &protocol.HTTPError{Status: fasthttp.StatusNotFound, Message: "Unknown app " + strconv.Quote(string(id))})
+		return
+	}
+	var handler func(*fasthttp.RequestCtx, *gateway.App) error
+	switch {
+	case string(sub) == "events" && ctx.IsPost():
+		endpoint, handler = "events", s.trigger
+	case string(sub) == "batch_events" && ctx.IsPost():
+		endpoint, handler = "batch_events", s.batch
+	default:
+		writeError(ctx, &protocol.HTTPError{Status: fasthttp.StatusNotFound, Message: "Unknown endpoint " + string(ctx.Method()) + " " + string(ctx.Path())})
+		return
+	}
+	if err := s.authenticate(ctx, app); err != nil {
+		writeError(ctx, err)
+		return
+	}
+	if !app.Enabled {
+		writeError(ctx, &protocol.HTTPError{Status: fasthttp.StatusForbidden, Message: "App is disabled"})
+		return
+	}
+	if err := handler(ctx, app); err != nil {
+		writeError(ctx, err)
+	}
+}
+
+// authenticate checks the request signature (spec 6.2) on the path as it
+// arrived on the wire.
+func (s *Server) authenticate(ctx *fasthttp.RequestCtx, app *gateway.App) error {
+	uri := ctx.URI()
+	path := uri.PathOriginal()
+	if i := bytes.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	return protocol.VerifyREST(protocol.RESTRequest{
+		Method:   string(ctx.Method()),
+		Path:     string(path),
+		RawQuery: string(uri.QueryString()),
+		Body:     ctx.PostBody(),
+	}, app.Key, app.Secret, s.cfg.Now())
+}
+
+// writeError answers with the error's status and JSON body; errors that are
+// not *protocol.HTTPError are internal.
+func writeError(ctx *fasthttp.RequestCtx, err error) {
+	var he *protocol.HTTPError
+	if !errors.As(err, &he) {
+		he = &protocol.HTTPError{Status: fasthttp.StatusInternalServerError, Message: err.Error()}
+	}
+	writeJSON(ctx, he.Status, he.Body())
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, body []byte) {
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(body)
+}
+
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Debug("fasthttp", "msg", sprintf(format, args...))
+}

@@ -1,0 +1,106 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/valyala/fasthttp"
+
+	"herald/bus"
+	"herald/gateway"
+	"herald/protocol"
+)
+
+// trigger handles POST /apps/{id}/events (spec 6.3).
+func (s *Server) trigger(ctx *fasthttp.RequestCtx, app *gateway.App) error {
+	t, err := protocol.DecodeTrigger(ctx.PostBody(), app.Limits)
+	if err != nil {
+		return err
+	}
+	if err := s.publish(app, []protocol.Trigger{t}); err != nil {
+		return err
+	}
+	if len(t.Info) == 0 {
+		writeJSON(ctx, fasthttp.StatusOK, []byte("{}"))
+		return nil
+	}
+	chans := make(map[string]map[string]int, len(t.Channels))
+	for _, ch := range t.Channels {
+		chans[ch] = s.info(app, ch, t.Info)
+	}
+	body, _ := json.Marshal(map[string]any{"channels": chans})
+	writeJSON(ctx, fasthttp.StatusOK, body)
+	return nil
+}
+
+// batch handles POST /apps/{id}/batch_events (spec 6.4): validated all or
+// nothing, published in order, answered with one info entry per item when any
+// item asked for info.
+func (s *Server) batch(ctx *fasthttp.RequestCtx, app *gateway.App) error {
+	ts, err := protocol.DecodeBatch(ctx.PostBody(), app.Limits)
+	if err != nil {
+		return err
+	}
+	if err := s.publish(app, ts); err != nil {
+		return err
+	}
+	anyInfo := false
+	for _, t := range ts {
+		anyInfo = anyInfo || len(t.Info) > 0
+	}
+	if !anyInfo {
+		writeJSON(ctx, fasthttp.StatusOK, []byte("{}"))
+		return nil
+	}
+	out := make([]map[string]int, len(ts))
+	for i, t := range ts {
+		out[i] = s.info(app, t.Channels[0], t.Info)
+	}
+	body, _ := json.Marshal(map[string]any{"batch": out})
+	writeJSON(ctx, fasthttp.StatusOK, body)
+	return nil
+}
+
+// publish stores one event per channel of every trigger, in order, and waits
+// until the stream has acknowledged them all.
+func (s *Server) publish(app *gateway.App, ts []protocol.Trigger) error {
+	var ps []bus.Publication
+	for _, t := range ts {
+		for _, ch := range t.Channels {
+			ps = append(ps, bus.Publication{
+				App:     app.ID,
+				Channel: ch,
+				Payload: protocol.AppendEvent(nil, t.Name, ch, t.Data, ""),
+				Exclude: t.SocketID,
+			})
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
+	defer cancel()
+	if _, err := s.cfg.Publisher.PublishBatch(ctx, ps); err != nil {
+		s.cfg.Logger.Warn("publish failed", "app", app.ID, "events", len(ps), "err", err)
+		return &protocol.HTTPError{Status: fasthttp.StatusServiceUnavailable, Message: fmt.Sprintf("Could not store the event: %v", err)}
+	}
+	return nil
+}
+
+// info returns the attributes a trigger asked for on one channel:
+// subscription_count for every channel, user_count for presence channels.
+func (s *Server) info(app *gateway.App, channel string, attrs []string) map[string]int {
+	out := make(map[string]int, len(attrs))
+	kind, _ := protocol.Classify(channel)
+	for _, a := range attrs {
+		switch a {
+		case protocol.InfoSubscriptionCount:
+			out[a] = s.cfg.Channels.SubscriptionCount(app, channel)
+		case protocol.InfoUserCount:
+			if kind == protocol.Presence {
+				out[a] = s.cfg.Channels.UserCount(app, channel)
+			}
+		}
+	}
+	return out
+}
+
+func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }

@@ -1,0 +1,297 @@
+// Package bus owns the embedded NATS server and the node's connection to it,
+// subject and stream names, publishing, live subscriptions and (later)
+// history reads. It knows nothing about WebSockets.
+//
+// Layers, bottom up: server.go runs the embedded nats-server (options built
+// in one place); names.go is the subject scheme and the channel-token
+// encoding; publish.go puts events into an app's JetStream stream (or, with
+// streams off, straight onto the live subject); live.go keeps refcounted live
+// subscriptions and hands messages to a Sink in per-shard batches.
+//
+// Every stored message is republished by the stream onto its live subject
+// with headers Nats-Sequence (its serial) and Nats-Last-Sequence (the
+// previous serial on the same channel), which the Sink sees as
+// Message.Serial and Message.PrevSerial.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// HeaderExclude is the message header carrying the socket id that must not
+// receive the event (Pusher's socket_id exclusion).
+const HeaderExclude = "Herald-Exclude"
+
+// Message is one live event for local delivery. Payload is the stored bytes
+// (a Pusher event JSON object); it and the Message are valid only during the
+// Deliver call (copy to keep). App and Channel strings may be kept.
+type Message struct {
+	App        string
+	Channel    string
+	Serial     uint64 // stream sequence; 0 when streams are off
+	PrevSerial uint64 // previous Serial on the same channel; 0 for the first or when streams are off
+	Exclude    string // socket id to skip; "" for none
+	Payload    []byte
+}
+
+// Sink receives live messages. Deliver and Flush for one shard are called
+// from that shard's goroutine only, never concurrently for the same shard;
+// different shards call concurrently. After a batch of Deliver calls (at
+// most MaxDrain) Flush is called once. A Sink must not block for long: while
+// it does, its shard's queue fills and further messages are dropped as a slow
+// consumer. No call is made after Close returns.
+type Sink interface {
+	Deliver(shard int, m *Message)
+	Flush(shard int)
+}
+
+// Stats are counters for metrics.
+type Stats struct {
+	LiveSubscriptions  int    // NATS subscriptions on live subjects, including those in their grace period
+	IdleSubscriptions  int    // of those, the ones with no local subscriber left (in grace)
+	Delivered          uint64 // messages handed to Sink.Deliver
+	SlowConsumerDrops  uint64 // messages dropped because a shard queue was full
+	SlowConsumerEvents uint64 // times a subscription became a slow consumer
+	Pending            int    // messages waiting in shard queues now (capacity Shards*ShardQueueLen)
+}
+
+// Bus is one node's connection to NATS. All methods are safe for concurrent use.
+//
+// Lock order: b.mu before b.slowMu; b.appsMu alone. No lock is held while
+// the Sink is called or while waiting on the server.
+type Bus struct {
+	cfg   Config
+	log   *slog.Logger
+	sink  Sink
+	srv   *server.Server
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	epoch time.Time // monotonic base for idle times
+
+	shards []chan *nats.Msg
+	done   chan struct{}
+	wg     sync.WaitGroup
+	closed atomic.Bool
+	once   sync.Once
+
+	mu        sync.Mutex // guards subs, idleQ, idleN
+	subs      map[subKey]*liveSub
+	idleQ     []idleRef // refs==0 transitions, oldest first; may hold stale entries
+	idleN     int
+	appsMu    sync.RWMutex
+	apps      map[string]struct{} // apps whose stream has been ensured
+	delivered atomic.Uint64
+
+	slowMu     sync.Mutex // guards slowSubs, slowRetire
+	slowSubs   map[*nats.Subscription]struct{}
+	slowRetire uint64
+	slowEvents atomic.Uint64
+}
+
+// Start runs the embedded server, connects to it, ensures the streams of
+// cfg.Apps (when streams are on) and starts the delivery goroutines (one per
+// shard, plus one sweeper). sink must not be nil.
+func Start(cfg Config, sink Sink) (*Bus, error) {
+	cfg = cfg.withDefaults()
+	if sink == nil {
+		return nil, errors.New("bus: nil sink")
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("bus: DataDir is required")
+	}
+	for _, app := range cfg.Apps {
+		if !ValidApp(app) {
+			return nil, fmt.Errorf("%w: %q", ErrInvalidApp, app)
+		}
+	}
+	b := &Bus{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "bus"),
+		sink:     sink,
+		epoch:    time.Now(),
+		done:     make(chan struct{}),
+		subs:     make(map[subKey]*liveSub),
+		apps:     make(map[string]struct{}),
+		slowSubs: make(map[*nats.Subscription]struct{}),
+	}
+	srv, err := startServer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	b.srv = srv
+	b.nc, err = nats.Connect("",
+		nats.InProcessServer(srv),
+		nats.Name(cfg.ServerName),
+		nats.NoReconnect(),
+		nats.ErrorHandler(b.onAsyncError),
+	)
+	if err != nil {
+		b.shutdownServer()
+		return nil, fmt.Errorf("bus: connect: %w", err)
+	}
+	b.js, err = jetstream.New(b.nc,
+		jetstream.WithPublishAsyncMaxPending(asyncMaxPending),
+		jetstream.WithPublishAsyncTimeout(asyncAckTimeout),
+	)
+	if err != nil {
+		b.nc.Close()
+		b.shutdownServer()
+		return nil, fmt.Errorf("bus: jetstream: %w", err)
+	}
+	b.shards = make([]chan *nats.Msg, cfg.Shards)
+	for i := range b.shards {
+		b.shards[i] = make(chan *nats.Msg, ShardQueueLen)
+		b.wg.Add(1)
+		go b.shardLoop(i)
+	}
+	b.wg.Add(1)
+	go b.sweepLoop()
+
+	for _, app := range cfg.Apps {
+		if err := b.EnsureApp(context.Background(), app); err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// Close stops delivery (no Sink call happens after it returns), closes the
+// connection and shuts the embedded server down, waiting for it. It leaves
+// no goroutine behind. Calling it again is a no-op.
+func (b *Bus) Close() error {
+	b.once.Do(func() {
+		b.mu.Lock()
+		b.closed.Store(true)
+		b.mu.Unlock()
+		close(b.done)
+		b.wg.Wait()
+
+		b.retireAllSlow()
+		b.js.CleanupPublisher()
+		if err := b.nc.FlushTimeout(time.Second); err != nil {
+			b.log.Debug("bus: flush on close", "err", err)
+		}
+		b.nc.Close()
+		b.shutdownServer()
+	})
+	return nil
+}
+
+func (b *Bus) shutdownServer() {
+	b.srv.Shutdown()
+	b.srv.WaitForShutdown()
+}
+
+// Shards is the number of delivery shards (and Sink shard indexes 0..Shards()-1).
+func (b *Bus) Shards() int { return len(b.shards) }
+
+// StreamEnabled reports whether publishes are stored in streams.
+func (b *Bus) StreamEnabled() bool { return b.cfg.StreamEnabled }
+
+// Server is the embedded server.
+func (b *Bus) Server() *server.Server { return b.srv }
+
+// Conn is the node's in-process connection. Do not close it.
+func (b *Bus) Conn() *nats.Conn { return b.nc }
+
+// JetStream is the JetStream context on Conn.
+func (b *Bus) JetStream() jetstream.JetStream { return b.js }
+
+// Flush round-trips the connection: every Subscribe, Unsubscribe and core
+// publish made before it has been processed by the server when it returns.
+// Without a deadline on ctx it waits at most 10 s.
+func (b *Bus) Flush(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	if err := b.nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("bus: flush: %w", err)
+	}
+	return nil
+}
+
+// Stats returns current counters. It is cheap enough for every metrics scrape.
+func (b *Bus) Stats() Stats {
+	b.mu.Lock()
+	st := Stats{LiveSubscriptions: len(b.subs), IdleSubscriptions: b.idleN}
+	b.mu.Unlock()
+	st.Delivered = b.delivered.Load()
+	st.SlowConsumerDrops = b.slowDrops()
+	st.SlowConsumerEvents = b.slowEvents.Load()
+	for _, ch := range b.shards {
+		st.Pending += len(ch)
+	}
+	return st
+}
+
+// onAsyncError is the connection's error handler (run on nats.go's callback
+// goroutine). A slow-consumer event remembers the subscription so its drop
+// count can be summed.
+func (b *Bus) onAsyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
+	if !errors.Is(err, nats.ErrSlowConsumer) || sub == nil {
+		b.log.Warn("bus: nats async error", "err", err)
+		return
+	}
+	b.slowEvents.Add(1)
+	b.slowMu.Lock()
+	b.slowSubs[sub] = struct{}{}
+	b.slowMu.Unlock()
+	b.log.Warn("bus: slow consumer, live messages dropped", "subject", sub.Subject)
+}
+
+// slowDrops is the number of messages dropped on full shard queues, summed
+// over subscriptions that ever were slow consumers.
+func (b *Bus) slowDrops() uint64 {
+	b.slowMu.Lock()
+	defer b.slowMu.Unlock()
+	n := b.slowRetire
+	for sub := range b.slowSubs {
+		d, err := sub.Dropped()
+		if err != nil {
+			// Unsubscribed before its slow-consumer event arrived: its
+			// count is gone, and so must be the entry.
+			delete(b.slowSubs, sub)
+			continue
+		}
+		n += uint64(d)
+	}
+	return n
+}
+
+// retireSlow keeps sub's drop count before sub is unsubscribed.
+func (b *Bus) retireSlow(sub *nats.Subscription) {
+	b.slowMu.Lock()
+	defer b.slowMu.Unlock()
+	if _, ok := b.slowSubs[sub]; !ok {
+		return
+	}
+	if d, err := sub.Dropped(); err == nil && d > 0 {
+		b.slowRetire += uint64(d)
+	}
+	delete(b.slowSubs, sub)
+}
+
+func (b *Bus) retireAllSlow() {
+	b.slowMu.Lock()
+	subs := make([]*nats.Subscription, 0, len(b.slowSubs))
+	for sub := range b.slowSubs {
+		subs = append(subs, sub)
+	}
+	b.slowMu.Unlock()
+	for _, sub := range subs {
+		b.retireSlow(sub)
+	}
+}

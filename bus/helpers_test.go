@@ -1,0 +1,149 @@
+package bus
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestMain fails the package when goroutines outlive the tests.
+func TestMain(m *testing.M) {
+	base := runtime.NumGoroutine()
+	code := m.Run()
+	// The fuzzing engine leaves its signal goroutine running.
+	fuzzing := flag.Lookup("test.fuzz") != nil && flag.Lookup("test.fuzz").Value.String() != ""
+	if code == 0 && !fuzzing {
+		if err := waitGoroutines(base, 10*time.Second); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// waitGoroutines polls until at most n goroutines run, or reports them.
+func waitGoroutines(n int, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		got := runtime.NumGoroutine()
+		if got <= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			return fmt.Errorf("%d goroutines, want <= %d:\n%s", got, n, buf)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitFor polls f until it returns nil or d passes.
+func waitFor(t testing.TB, d time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %s: %v", d, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// testConfig is a single-node config in a fresh temp dir, app "app1".
+func testConfig(t testing.TB) Config {
+	cfg := DefaultConfig(t.TempDir())
+	cfg.Apps = []string{"app1"}
+	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return cfg
+}
+
+// startBus starts a Bus closed at test cleanup.
+func startBus(t testing.TB, cfg Config, sink Sink) *Bus {
+	t.Helper()
+	b, err := Start(cfg, sink)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// recSink records copies of delivered messages.
+type recSink struct {
+	mu      sync.Mutex
+	msgs    []Message
+	flushes int
+	gate    chan struct{} // if set, Deliver waits on it once
+	entered chan struct{} // closed when Deliver first waits on gate
+}
+
+func (s *recSink) Deliver(shard int, m *Message) {
+	if s.gate != nil {
+		s.mu.Lock()
+		g := s.gate
+		s.gate = nil
+		s.mu.Unlock()
+		if g != nil {
+			close(s.entered)
+			<-g
+		}
+	}
+	c := *m
+	c.Payload = append([]byte(nil), m.Payload...)
+	s.mu.Lock()
+	s.msgs = append(s.msgs, c)
+	s.mu.Unlock()
+}
+
+func (s *recSink) Flush(shard int) {
+	s.mu.Lock()
+	s.flushes++
+	s.mu.Unlock()
+}
+
+func (s *recSink) snapshot() []Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Message(nil), s.msgs...)
+}
+
+func (s *recSink) forChannel(ch string) []Message {
+	var out []Message
+	for _, m := range s.snapshot() {
+		if m.Channel == ch {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// waitCount waits until the sink holds n messages for channel ch.
+func (s *recSink) waitCount(t testing.TB, ch string, n int) []Message {
+	t.Helper()
+	var got []Message
+	waitFor(t, 10*time.Second, func() error {
+		got = s.forChannel(ch)
+		if len(got) < n {
+			return fmt.Errorf("%d of %d messages on %q", len(got), n, ch)
+		}
+		return nil
+	})
+	return got
+}
+
+// nopSink discards; for benchmarks (count with Stats().Delivered).
+type nopSink struct{}
+
+func (nopSink) Deliver(int, *Message) {}
+
+func (nopSink) Flush(int) {}

@@ -1,0 +1,187 @@
+package bus
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Subject scheme (the only place it is spelled out):
+//
+//	herald.<app>.msg.<tok>   stored: published into the app's stream HERALD_<app>
+//	herald.<app>.live.<tok>  live: the stream republishes every stored message here
+//
+// <app> is an app id (^[A-Za-z0-9_-]{1,64}$), used as is. <tok> is the channel
+// name encoded into one NATS subject token by EncodeChannel.
+const (
+	subjectRoot  = "herald."
+	storedInfix  = ".msg."
+	liveInfix    = ".live."
+	streamPrefix = "HERALD_"
+	maxAppLen    = 64
+)
+
+// Sentinel errors.
+var (
+	// ErrInvalidApp: the app id does not match ^[A-Za-z0-9_-]{1,64}$.
+	ErrInvalidApp = errors.New("bus: invalid app id")
+	// ErrInvalidChannel: the channel name is empty.
+	ErrInvalidChannel = errors.New("bus: invalid channel name")
+	// ErrInvalidToken: a subject token is not the canonical encoding of any channel name.
+	ErrInvalidToken = errors.New("bus: invalid channel token")
+	// ErrClosed: the Bus was closed.
+	ErrClosed = errors.New("bus: closed")
+)
+
+// ValidApp reports whether app is a legal app id: 1 to 64 bytes of A-Z a-z 0-9 _ -.
+func ValidApp(app string) bool {
+	if len(app) == 0 || len(app) > maxAppLen {
+		return false
+	}
+	for i := 0; i < len(app); i++ {
+		c := app[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// StreamName is the name of app's stream: HERALD_<app>.
+func StreamName(app string) string { return streamPrefix + app }
+
+// StoredSubject is the subject a publish to (app, channel) goes to: herald.<app>.msg.<tok>.
+func StoredSubject(app, channel string) string {
+	return subjectRoot + app + storedInfix + EncodeChannel(channel)
+}
+
+// LiveSubject is the subject (app, channel) is delivered live on: herald.<app>.live.<tok>.
+func LiveSubject(app, channel string) string {
+	return subjectRoot + app + liveInfix + EncodeChannel(channel)
+}
+
+// storedWildcard is the stream's subject filter: herald.<app>.msg.>.
+func storedWildcard(app string) string { return subjectRoot + app + ".msg.>" }
+
+// liveWildcard is the republish destination: herald.<app>.live.>.
+func liveWildcard(app string) string { return subjectRoot + app + ".live.>" }
+
+// parseLiveSubject splits herald.<app>.live.<tok> into app and tok.
+// It does not allocate: both are substrings of subj.
+func parseLiveSubject(subj string) (app, tok string, ok bool) {
+	rest, ok := strings.CutPrefix(subj, subjectRoot)
+	if !ok {
+		return "", "", false
+	}
+	i := strings.IndexByte(rest, '.')
+	if i <= 0 {
+		return "", "", false
+	}
+	app, rest = rest[:i], rest[i:]
+	tok, ok = strings.CutPrefix(rest, liveInfix)
+	if !ok || tok == "" {
+		return "", "", false
+	}
+	return app, tok, true
+}
+
+// needsEscape reports whether byte c cannot appear raw in a channel token:
+// the escape character itself, NATS token separator and wildcards, and every
+// space, control or non-ASCII byte.
+func needsEscape(c byte) bool {
+	return c <= ' ' || c >= 0x7F || c == '%' || c == '.' || c == '*' || c == '>'
+}
+
+const upperHex = "0123456789ABCDEF"
+
+// EncodeChannel encodes a channel name into one NATS subject token,
+// reversibly: '%' -> %25, '.' -> %2E, '*' -> %2A, '>' -> %3E, and every
+// space, control character or byte >= 0x7F -> %XX (uppercase hex). All other
+// bytes, including every legal Pusher channel character except '.', are kept.
+// A name with nothing to escape is returned as is, without allocating.
+// The empty name encodes to the empty string, which is not a valid token.
+func EncodeChannel(name string) string {
+	n := 0
+	for i := 0; i < len(name); i++ {
+		if needsEscape(name[i]) {
+			n++
+		}
+	}
+	if n == 0 {
+		return name
+	}
+	var sb strings.Builder
+	sb.Grow(len(name) + 2*n)
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if needsEscape(c) {
+			sb.WriteByte('%')
+			sb.WriteByte(upperHex[c>>4])
+			sb.WriteByte(upperHex[c&0x0F])
+		} else {
+			sb.WriteByte(c)
+		}
+	}
+	return sb.String()
+}
+
+// DecodeChannel reverses EncodeChannel. It accepts only canonical tokens
+// (those EncodeChannel produces): a raw byte that needs escaping, a malformed
+// or lowercase escape, or an escape of a byte that needs none is an error
+// wrapping ErrInvalidToken, so that one channel has exactly one subject.
+// A token without escapes is returned as is, without allocating.
+func DecodeChannel(tok string) (string, error) {
+	if tok == "" {
+		return "", fmt.Errorf("%w: empty", ErrInvalidToken)
+	}
+	esc := 0
+	for i := 0; i < len(tok); i++ {
+		c := tok[i]
+		if c == '%' {
+			esc++
+			continue
+		}
+		if needsEscape(c) {
+			return "", fmt.Errorf("%w: raw byte 0x%02X at %d", ErrInvalidToken, c, i)
+		}
+	}
+	if esc == 0 {
+		return tok, nil
+	}
+	if len(tok) < 3*esc {
+		return "", fmt.Errorf("%w: short escape", ErrInvalidToken)
+	}
+	buf := make([]byte, 0, len(tok)-2*esc)
+	for i := 0; i < len(tok); i++ {
+		c := tok[i]
+		if c != '%' {
+			buf = append(buf, c)
+			continue
+		}
+		if i+2 >= len(tok) {
+			return "", fmt.Errorf("%w: short escape at %d", ErrInvalidToken, i)
+		}
+		hi, lo := unhex(tok[i+1]), unhex(tok[i+2])
+		if hi < 0 || lo < 0 {
+			return "", fmt.Errorf("%w: bad escape at %d", ErrInvalidToken, i)
+		}
+		d := byte(hi<<4 | lo)
+		if !needsEscape(d) {
+			return "", fmt.Errorf("%w: needless escape at %d", ErrInvalidToken, i)
+		}
+		buf = append(buf, d)
+		i += 2
+	}
+	return string(buf), nil
+}
+
+// unhex decodes one uppercase hex digit, or returns -1.
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'A' <= c && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
+}

@@ -1,0 +1,210 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Publication is one event for one channel.
+type Publication struct {
+	App     string
+	Channel string
+	Payload []byte // stored and delivered as is (a Pusher event JSON object); not copied, do not modify until Publish returns
+	Exclude string // socket id that must not receive it; "" for none
+}
+
+// streamConfig is app's stream: file storage, one replica, the replay window
+// as limits, direct gets allowed, every stored message republished live.
+func (b *Bus) streamConfig(app string) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:              StreamName(app),
+		Subjects:          []string{storedWildcard(app)},
+		Storage:           jetstream.FileStorage,
+		Replicas:          1,
+		Retention:         jetstream.LimitsPolicy,
+		Discard:           jetstream.DiscardOld,
+		MaxAge:            b.cfg.MaxAge,
+		MaxMsgsPerSubject: b.cfg.MaxMsgsPerChannel,
+		AllowDirect:       true,
+		RePublish: &jetstream.RePublish{
+			Source:      storedWildcard(app),
+			Destination: liveWildcard(app),
+		},
+	}
+}
+
+// EnsureApp creates app's stream or updates it to the current config. Each
+// attempt waits at most 2 s (JetStream API requests may go unanswered while
+// a leader is elected); unanswered attempts are retried a few times while
+// ctx allows. With streams off it only validates app.
+func (b *Bus) EnsureApp(ctx context.Context, app string) error {
+	if !ValidApp(app) {
+		return fmt.Errorf("%w: %q", ErrInvalidApp, app)
+	}
+	if !b.cfg.StreamEnabled {
+		return nil
+	}
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	cfg := b.streamConfig(app)
+	var err error
+	for attempt := 1; attempt <= ensureAttempts; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, ensureAttemptWait)
+		_, err = b.js.CreateOrUpdateStream(actx, cfg)
+		cancel()
+		if err == nil {
+			b.appsMu.Lock()
+			b.apps[app] = struct{}{}
+			b.appsMu.Unlock()
+			return nil
+		}
+		if ctx.Err() != nil || !retryable(err) || attempt == ensureAttempts {
+			break
+		}
+		b.log.Debug("bus: create stream: retrying", "stream", cfg.Name, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("bus: create stream %q: %w", cfg.Name, err)
+}
+
+// retryable reports whether a JetStream API error may go away by itself:
+// no answer in time, nobody answering yet, or the service not yet available.
+// A request the server answered with a config error is not retried.
+func retryable(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code == 503
+	}
+	return errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+}
+
+// ensureKnown ensures app's stream once per Bus lifetime, so a publish to an
+// app added after Start needs no separate EnsureApp call.
+func (b *Bus) ensureKnown(ctx context.Context, app string) error {
+	b.appsMu.RLock()
+	_, ok := b.apps[app]
+	b.appsMu.RUnlock()
+	if ok {
+		return nil
+	}
+	return b.EnsureApp(ctx, app)
+}
+
+// check validates p before anything is sent.
+func (b *Bus) check(p *Publication) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	if !ValidApp(p.App) {
+		return fmt.Errorf("%w: %q", ErrInvalidApp, p.App)
+	}
+	if p.Channel == "" {
+		return ErrInvalidChannel
+	}
+	return nil
+}
+
+// newMsg builds the NATS message for p: the stored subject with streams on,
+// the live subject without.
+func (b *Bus) newMsg(p *Publication) *nats.Msg {
+	m := &nats.Msg{Data: p.Payload}
+	if b.cfg.StreamEnabled {
+		m.Subject = StoredSubject(p.App, p.Channel)
+	} else {
+		m.Subject = LiveSubject(p.App, p.Channel)
+	}
+	if p.Exclude != "" {
+		m.Header = nats.Header{HeaderExclude: []string{p.Exclude}}
+	}
+	return m
+}
+
+// Publish stores one event in its app's stream and returns its serial (the
+// stream sequence) once the server has acknowledged it; ctx bounds the wait
+// (5 s without a deadline). The stream republishes it to every node's live
+// subscribers. With streams off it is a core NATS publish onto the live
+// subject, returned without waiting, and the serial is 0.
+func (b *Bus) Publish(ctx context.Context, p Publication) (serial uint64, err error) {
+	if err := b.check(&p); err != nil {
+		return 0, err
+	}
+	m := b.newMsg(&p)
+	if !b.cfg.StreamEnabled {
+		if err := b.nc.PublishMsg(m); err != nil {
+			return 0, fmt.Errorf("bus: publish %q: %w", m.Subject, err)
+		}
+		return 0, nil
+	}
+	if err := b.ensureKnown(ctx, p.App); err != nil {
+		return 0, err
+	}
+	ack, err := b.js.PublishMsg(ctx, m)
+	if err != nil {
+		return 0, fmt.Errorf("bus: publish %q: %w", m.Subject, err)
+	}
+	return ack.Sequence, nil
+}
+
+// PublishBatch publishes every publication without waiting between them,
+// then waits for all acknowledgements. serials[i] is the serial of ps[i]
+// (all 0 with streams off). Publications to the same channel are stored in
+// input order. On error, serials holds the serials acknowledged so far (0
+// for the others) and some later publications may have been stored anyway;
+// nothing is sent if a publication fails validation.
+func (b *Bus) PublishBatch(ctx context.Context, ps []Publication) (serials []uint64, err error) {
+	for i := range ps {
+		if err := b.check(&ps[i]); err != nil {
+			return nil, fmt.Errorf("bus: publish batch item %d: %w", i, err)
+		}
+	}
+	serials = make([]uint64, len(ps))
+	if !b.cfg.StreamEnabled {
+		for i := range ps {
+			m := b.newMsg(&ps[i])
+			if err := b.nc.PublishMsg(m); err != nil {
+				return serials, fmt.Errorf("bus: publish %q: %w", m.Subject, err)
+			}
+		}
+		return serials, nil
+	}
+	for i := range ps {
+		if i > 0 && ps[i].App == ps[i-1].App {
+			continue
+		}
+		if err := b.ensureKnown(ctx, ps[i].App); err != nil {
+			return serials, err
+		}
+	}
+	futs := make([]jetstream.PubAckFuture, len(ps))
+	for i := range ps {
+		m := b.newMsg(&ps[i])
+		f, err := b.js.PublishMsgAsync(m, jetstream.WithStallWait(batchStallWait))
+		if err != nil {
+			return serials, fmt.Errorf("bus: publish %q: %w", m.Subject, err)
+		}
+		futs[i] = f
+	}
+	for i, f := range futs {
+		select {
+		case ack := <-f.Ok():
+			serials[i] = ack.Sequence
+		case err := <-f.Err():
+			return serials, fmt.Errorf("bus: publish %q: %w", f.Msg().Subject, err)
+		case <-ctx.Done():
+			return serials, fmt.Errorf("bus: publish batch: %w", ctx.Err())
+		}
+	}
+	return serials, nil
+}

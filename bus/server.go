@@ -1,0 +1,71 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// serverOptions builds the embedded server's options from cfg. It is the one
+// place that decides how the server runs; clustering and external NATS will
+// grow here.
+//
+// Single node: JetStream standalone, no client listener (DontListen), the
+// node connects in-process. DontListen must not be combined with a cluster
+// block: nats-server then never opens its route listener and Shutdown hangs
+// (see notes/stack.md c.1).
+func serverOptions(cfg Config) *server.Options {
+	return &server.Options{
+		ServerName: cfg.ServerName,
+		DontListen: true,
+		NoSigs:     true,
+		NoLog:      false,
+		JetStream:  true,
+		StoreDir:   cfg.storeDir(),
+		SyncAlways: cfg.SyncAlways,
+	}
+}
+
+// startServer creates, starts and waits for the embedded server.
+// On error nothing is left running.
+func startServer(cfg Config) (*server.Server, error) {
+	opts := serverOptions(cfg)
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("bus: new server: %w", err)
+	}
+	debug := cfg.Logger.Enabled(context.Background(), slog.LevelDebug)
+	s.SetLoggerV2(slogLogger{l: cfg.Logger}, debug, false, false)
+	s.Start()
+	if !s.ReadyForConnections(readyTimeout) {
+		s.Shutdown()
+		s.WaitForShutdown()
+		return nil, fmt.Errorf("bus: server not ready for connections after %s", readyTimeout)
+	}
+	return s, nil
+}
+
+// slogLogger bridges server.Logger to log/slog. Fatalf is logged as an error
+// and does not exit: the embedding process decides.
+type slogLogger struct{ l *slog.Logger }
+
+// levelTrace is below slog.LevelDebug; it is only logged when the handler
+// enables it.
+const levelTrace = slog.LevelDebug - 4
+
+func (g slogLogger) log(level slog.Level, format string, v []any) {
+	ctx := context.Background()
+	if !g.l.Enabled(ctx, level) {
+		return
+	}
+	g.l.Log(ctx, level, fmt.Sprintf(format, v...), "component", "nats")
+}
+
+func (g slogLogger) Noticef(format string, v ...any) { g.log(slog.LevelInfo, format, v) }
+func (g slogLogger) Warnf(format string, v ...any)   { g.log(slog.LevelWarn, format, v) }
+func (g slogLogger) Fatalf(format string, v ...any)  { g.log(slog.LevelError, format, v) }
+func (g slogLogger) Errorf(format string, v ...any)  { g.log(slog.LevelError, format, v) }
+func (g slogLogger) Debugf(format string, v ...any)  { g.log(slog.LevelDebug, format, v) }
+func (g slogLogger) Tracef(format string, v ...any)  { g.log(levelTrace, format, v) }

@@ -1,0 +1,205 @@
+// Package configs owns Herald's Config struct, its defaults, loading (a YAML
+// file, then HERALD_* environment overrides), validation, and the example
+// files (herald.example.yaml).
+//
+// Precedence, lowest first: Default(), the YAML file, HERALD_* variables,
+// then command-line flags, which the caller applies to the *Config after Load
+// returns (and should follow with Validate).
+//
+// Herald runs with no file at all: Default() is one dev app (app-id, app-key,
+// app-secret, client events on), a single node, data in ./data. Unknown keys
+// in a file are warnings, never a refusal to start, unless LoadOptions.Strict
+// is set (herald check-config --strict). Every value is validated at load
+// with an error that names the key, and the file or variable it came from.
+//
+// A *Config is plain data: not safe for concurrent mutation, safe for
+// concurrent reads once loaded.
+package configs
+
+import "time"
+
+// Defaults. Each is the value used when the key is absent; units are in the
+// names (bytes, counts) or carried by the type (durations).
+const (
+	DefaultListen  = "127.0.0.1:6001"
+	DefaultDataDir = "./data"
+
+	DefaultLogLevel  = "info"
+	DefaultLogFormat = "text"
+
+	DefaultMaxEventDataBytes    = 10240
+	DefaultMaxChannelsPerEvent  = 100
+	DefaultMaxBatchSize         = 10
+	DefaultMaxEventNameLength   = 200
+	DefaultMaxChannelNameLength = 200
+
+	DefaultActivityTimeout = 120 * time.Second
+	DefaultPongTimeout     = 30 * time.Second
+	DefaultMaxMessageBytes = 32768
+	DefaultWriteQueueBytes = 1 << 20
+
+	DefaultStreamMaxAge            = 2 * time.Minute
+	DefaultStreamMaxMsgsPerChannel = 1000
+	DefaultStreamSync              = SyncInterval
+
+	DefaultHTTPMaxBodyBytes    = 1 << 20
+	DefaultHTTPReadBufferBytes = 16384
+
+	// The built-in dev app, used when neither the file nor HERALD_APPS lists apps.
+	DevAppID     = "app-id"
+	DevAppKey    = "app-key"
+	DevAppSecret = "app-secret"
+)
+
+// Values of Stream.Sync.
+const (
+	// SyncInterval lets JetStream flush to disk every 2 minutes: a crash of
+	// the process loses nothing acknowledged, a crash of the OS can.
+	SyncInterval = "interval"
+	// SyncAlways fsyncs every write.
+	SyncAlways = "always"
+)
+
+// Config is the whole configuration of one Herald node.
+type Config struct {
+	Listen  string  `yaml:"listen"`   // host:port for WebSocket + REST; default "127.0.0.1:6001"
+	DataDir string  `yaml:"data_dir"` // JetStream and other state; default "./data"
+	Log     Log     `yaml:"log"`
+	Apps    []App   `yaml:"apps"` // default: the dev app; a file's list replaces it
+	Gateway Gateway `yaml:"gateway"`
+	Bus     Bus     `yaml:"bus"`
+	HTTP    HTTP    `yaml:"http"`
+}
+
+// Log configures the process logger.
+type Log struct {
+	Level  string `yaml:"level"`  // debug|info|warn|error; default info
+	Format string `yaml:"format"` // text|json; default text
+}
+
+// App is one Pusher application: its credentials and per-app limits.
+type App struct {
+	ID      string `yaml:"id"`      // required, ^[A-Za-z0-9_-]{1,64}$, unique
+	Key     string `yaml:"key"`     // required, ^[A-Za-z0-9_\-.]{1,128}$, unique across apps
+	Secret  string `yaml:"secret"`  // required, non-empty
+	Enabled *bool  `yaml:"enabled"` // default true (nil means true); use IsEnabled
+
+	ClientEvents bool `yaml:"client_events"` // default false for configured apps; the dev app has true
+
+	MaxConnections       int `yaml:"max_connections"`         // 0 = unlimited; >= 0
+	MaxEventDataBytes    int `yaml:"max_event_data_bytes"`    // default 10240; 1..1048576
+	MaxChannelsPerEvent  int `yaml:"max_channels_per_event"`  // default 100; 1..1000
+	MaxBatchSize         int `yaml:"max_batch_size"`          // default 10; 1..1000
+	MaxEventNameLength   int `yaml:"max_event_name_length"`   // default 200; 1..1000
+	MaxChannelNameLength int `yaml:"max_channel_name_length"` // default 200; 1..1000
+}
+
+// IsEnabled reports whether the app accepts connections and events
+// (Enabled nil means true).
+func (a *App) IsEnabled() bool { return a.Enabled == nil || *a.Enabled }
+
+// Gateway configures the WebSocket edge.
+type Gateway struct {
+	ActivityTimeout Duration `yaml:"activity_timeout"`  // default 120s; sent to clients as whole seconds; 1s..1h
+	PongTimeout     Duration `yaml:"pong_timeout"`      // default 30s; 100ms..10m
+	MaxMessageBytes int      `yaml:"max_message_bytes"` // default 32768: largest message (and frame) from a client; 1024..16777216
+	WriteQueueBytes int      `yaml:"write_queue_bytes"` // default 1048576: per-socket outbound bound before a slow-consumer close; 4096..1073741824
+	Pollers         int      `yaml:"pollers"`           // default 0 = GOMAXPROCS; 0..256
+	RequireProtocol bool     `yaml:"require_protocol"`  // default false: a missing ?protocol= means 7; true closes with 4008
+}
+
+// ActivityTimeoutSeconds is ActivityTimeout as the whole number of seconds
+// sent to clients in pusher:connection_established (rounded down, at least 1).
+func (g *Gateway) ActivityTimeoutSeconds() int {
+	s := int(g.ActivityTimeout.D() / time.Second)
+	if s < 1 {
+		return 1
+	}
+	return s
+}
+
+// Bus configures message delivery between nodes.
+type Bus struct {
+	Stream Stream `yaml:"stream"`
+	Shards int    `yaml:"shards"` // default 0 = GOMAXPROCS; live-delivery shards; 0..256
+}
+
+// Stream configures the JetStream replay window of every app.
+type Stream struct {
+	Enabled           *bool    `yaml:"enabled"`              // default true; false = core NATS only, no serials, no replay. Use IsEnabled.
+	MaxAge            Duration `yaml:"max_age"`              // default 2m: replay window age; 1s..720h
+	MaxMsgsPerChannel int64    `yaml:"max_msgs_per_channel"` // default 1000; 1..10000000
+	Sync              string   `yaml:"sync"`                 // "interval" (default) or "always"; see SyncInterval, SyncAlways
+}
+
+// IsEnabled reports whether JetStream replay and serials are on (Enabled nil
+// means true).
+func (s *Stream) IsEnabled() bool { return s.Enabled == nil || *s.Enabled }
+
+// HTTP configures the HTTP server shared by REST and WebSocket upgrades.
+type HTTP struct {
+	MaxBodyBytes    int `yaml:"max_body_bytes"`    // default 1048576; 1024..67108864
+	ReadBufferBytes int `yaml:"read_buffer_bytes"` // default 16384 (upgrade requests with big cookies); 4096..1048576
+}
+
+// Default returns the configuration used with no file: every default and the
+// dev app {ID: "app-id", Key: "app-key", Secret: "app-secret", ClientEvents: true}.
+// Pointer fields (Enabled) are set to fresh pointers to true, so the result
+// compares equal (reflect.DeepEqual) to a loaded file that spells out the
+// defaults. Each call returns a new Config.
+func Default() *Config {
+	dev := NewApp(DevAppID, DevAppKey, DevAppSecret)
+	dev.ClientEvents = true
+	return &Config{
+		Listen:  DefaultListen,
+		DataDir: DefaultDataDir,
+		Log:     Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		Apps:    []App{dev},
+		Gateway: Gateway{
+			ActivityTimeout: Duration(DefaultActivityTimeout),
+			PongTimeout:     Duration(DefaultPongTimeout),
+			MaxMessageBytes: DefaultMaxMessageBytes,
+			WriteQueueBytes: DefaultWriteQueueBytes,
+		},
+		Bus: Bus{
+			Stream: Stream{
+				Enabled:           boolPtr(true),
+				MaxAge:            Duration(DefaultStreamMaxAge),
+				MaxMsgsPerChannel: DefaultStreamMaxMsgsPerChannel,
+				Sync:              DefaultStreamSync,
+			},
+		},
+		HTTP: HTTP{
+			MaxBodyBytes:    DefaultHTTPMaxBodyBytes,
+			ReadBufferBytes: DefaultHTTPReadBufferBytes,
+		},
+	}
+}
+
+// Loopback is the preset for tests: Default() listening on 127.0.0.1:0 (a
+// free port) with its data in dataDir (typically t.TempDir()).
+func Loopback(dataDir string) *Config {
+	c := Default()
+	c.Listen = "127.0.0.1:0"
+	c.DataDir = dataDir
+	return c
+}
+
+// NewApp returns an enabled app with the given credentials and every per-app
+// limit at its default (client events off). Apps read from a file or from
+// HERALD_APPS start from this before their keys are applied.
+func NewApp(id, key, secret string) App {
+	return App{
+		ID:                   id,
+		Key:                  key,
+		Secret:               secret,
+		Enabled:              boolPtr(true),
+		MaxEventDataBytes:    DefaultMaxEventDataBytes,
+		MaxChannelsPerEvent:  DefaultMaxChannelsPerEvent,
+		MaxBatchSize:         DefaultMaxBatchSize,
+		MaxEventNameLength:   DefaultMaxEventNameLength,
+		MaxChannelNameLength: DefaultMaxChannelNameLength,
+	}
+}
+
+func boolPtr(b bool) *bool { return &b }

@@ -1,0 +1,178 @@
+package configs
+
+import (
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Patterns for app credentials. Keys appear in WebSocket URLs (/app/{key}),
+// ids in REST paths and stream names.
+var (
+	appIDPattern  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	appKeyPattern = regexp.MustCompile(`^[A-Za-z0-9_\-.]{1,128}$`)
+)
+
+// Validate checks every value and returns the first problem as a *KeyError
+// naming the key (without a file prefix), e.g. `apps[1].key: must not be
+// empty`. Callers that change a loaded Config (command-line flags) should
+// call it again.
+func (c *Config) Validate() error {
+	checks := []func() *KeyError{
+		func() *KeyError { return checkListen("listen", c.Listen) },
+		func() *KeyError { return notBlank("data_dir", c.DataDir) },
+		func() *KeyError { return oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error") },
+		func() *KeyError { return oneOf("log.format", c.Log.Format, "text", "json") },
+		c.checkApps,
+		func() *KeyError { return c.Gateway.check("gateway") },
+		func() *KeyError { return c.Bus.check("bus") },
+		func() *KeyError { return c.HTTP.check("http") },
+	}
+	for _, check := range checks {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Config) checkApps() *KeyError {
+	if len(c.Apps) == 0 {
+		return keyErr("apps", "at least one app is required")
+	}
+	ids := make(map[string]int, len(c.Apps))
+	keys := make(map[string]int, len(c.Apps))
+	for i := range c.Apps {
+		a := &c.Apps[i]
+		p := fmt.Sprintf("apps[%d]", i)
+		if err := a.check(p); err != nil {
+			return err
+		}
+		if j, dup := ids[a.ID]; dup {
+			return keyErr(p+".id", fmt.Sprintf("%s is already the id of apps[%d]", quote(a.ID), j))
+		}
+		ids[a.ID] = i
+		if j, dup := keys[a.Key]; dup {
+			return keyErr(p+".key", fmt.Sprintf("%s is already the key of apps[%d]", quote(a.Key), j))
+		}
+		keys[a.Key] = i
+	}
+	return nil
+}
+
+func (a *App) check(p string) *KeyError {
+	if err := matches(p+".id", a.ID, appIDPattern); err != nil {
+		return err
+	}
+	if err := matches(p+".key", a.Key, appKeyPattern); err != nil {
+		return err
+	}
+	if a.Secret == "" {
+		return keyErr(p+".secret", "must not be empty")
+	}
+	if a.MaxConnections < 0 {
+		return keyErr(p+".max_connections", fmt.Sprintf("must be 0 (unlimited) or more, got %d", a.MaxConnections))
+	}
+	return firstErr(
+		intRange(p+".max_event_data_bytes", int64(a.MaxEventDataBytes), 1, 1<<20),
+		intRange(p+".max_channels_per_event", int64(a.MaxChannelsPerEvent), 1, 1000),
+		intRange(p+".max_batch_size", int64(a.MaxBatchSize), 1, 1000),
+		intRange(p+".max_event_name_length", int64(a.MaxEventNameLength), 1, 1000),
+		intRange(p+".max_channel_name_length", int64(a.MaxChannelNameLength), 1, 1000),
+	)
+}
+
+func (g *Gateway) check(p string) *KeyError {
+	return firstErr(
+		durRange(p+".activity_timeout", g.ActivityTimeout, time.Second, time.Hour),
+		durRange(p+".pong_timeout", g.PongTimeout, 100*time.Millisecond, 10*time.Minute),
+		intRange(p+".max_message_bytes", int64(g.MaxMessageBytes), 1024, 16<<20),
+		intRange(p+".write_queue_bytes", int64(g.WriteQueueBytes), 4096, 1<<30),
+		intRange(p+".pollers", int64(g.Pollers), 0, 256),
+	)
+}
+
+func (b *Bus) check(p string) *KeyError {
+	s := &b.Stream
+	return firstErr(
+		durRange(p+".stream.max_age", s.MaxAge, time.Second, 720*time.Hour),
+		intRange(p+".stream.max_msgs_per_channel", s.MaxMsgsPerChannel, 1, 10_000_000),
+		oneOf(p+".stream.sync", s.Sync, SyncInterval, SyncAlways),
+		intRange(p+".shards", int64(b.Shards), 0, 256),
+	)
+}
+
+func (h *HTTP) check(p string) *KeyError {
+	return firstErr(
+		intRange(p+".max_body_bytes", int64(h.MaxBodyBytes), 1024, 64<<20),
+		intRange(p+".read_buffer_bytes", int64(h.ReadBufferBytes), 4096, 1<<20),
+	)
+}
+
+// firstErr returns the first non-nil error. The checks are cheap, so
+// evaluating all of them eagerly costs nothing worth avoiding.
+func firstErr(errs ...*KeyError) *KeyError {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+func checkListen(key, v string) *KeyError {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return keyErr(key, fmt.Sprintf(`%s must be host:port (e.g. "127.0.0.1:6001" or ":6001")`, quote(v)))
+	}
+	if strings.ContainsAny(host, " \t") {
+		return keyErr(key, fmt.Sprintf("host %s must not contain spaces", quote(host)))
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return keyErr(key, fmt.Sprintf("port %s must be a number from 0 to 65535", quote(port)))
+	}
+	return nil
+}
+
+func notBlank(key, v string) *KeyError {
+	if strings.TrimSpace(v) == "" {
+		return keyErr(key, "must not be empty")
+	}
+	return nil
+}
+
+func matches(key, v string, re *regexp.Regexp) *KeyError {
+	if v == "" {
+		return keyErr(key, "must not be empty")
+	}
+	if !re.MatchString(v) {
+		return keyErr(key, fmt.Sprintf("%s must match %s", quote(v), re))
+	}
+	return nil
+}
+
+func oneOf(key, v string, allowed ...string) *KeyError {
+	for _, a := range allowed {
+		if v == a {
+			return nil
+		}
+	}
+	return keyErr(key, fmt.Sprintf("%s is not one of %s", quote(v), strings.Join(allowed, ", ")))
+}
+
+func intRange(key string, v, lo, hi int64) *KeyError {
+	if v < lo || v > hi {
+		return keyErr(key, fmt.Sprintf("must be from %d to %d, got %d", lo, hi, v))
+	}
+	return nil
+}
+
+func durRange(key string, v Duration, lo, hi time.Duration) *KeyError {
+	if v.D() < lo || v.D() > hi {
+		return keyErr(key, fmt.Sprintf("must be from %s to %s, got %s", Duration(lo), Duration(hi), v))
+	}
+	return nil
+}

@@ -1,0 +1,250 @@
+package gateway
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"herald/protocol"
+)
+
+// connState is where a connection is in its life.
+type connState uint8
+
+const (
+	stateOpen    connState = iota
+	stateClosing           // close frame queued; waiting for the peer or the close timeout
+	stateClosed            // fd closed; nothing may touch it
+)
+
+// maxIovecs caps one writev call. Linux allows 1024; each call here carries at
+// most this many frames, and the flush loops for more.
+const maxIovecs = 64
+
+// Conn is one WebSocket connection on the epoll edge. No goroutine belongs to
+// it: its poller reads it, and any goroutine may queue frames to it.
+//
+// Fields in the first group are set before the connection is registered and
+// never change. Fields under "poller only" are touched only by the goroutine
+// of the poller that owns the connection. Everything under mu is shared.
+type Conn struct {
+	fd     int
+	app    *App
+	id     protocol.SocketID
+	poller *poller
+	// counted: the connection was accepted and counts against its app's
+	// connection limit.
+	counted bool
+
+	// poller only
+	rbuf     []byte     // bytes of an incomplete frame; nil when none
+	frag     *fragments // an incomplete fragmented message; nil when none
+	lastIn   int64      // unix nanos of the last complete inbound frame
+	pingAt   int64      // unix nanos when a probe was sent; 0 when none is outstanding
+	pidx     int32      // index in poller.conns
+	seeded   bool       // rbuf holds bytes read before registration, not yet parsed
+	channels []*localChannel
+
+	mu        sync.Mutex
+	st        atomic.Uint32 // connState; written under mu, read anywhere
+	blocked   bool          // the kernel refused bytes; the poller flushes on EPOLLOUT
+	dirty     uint64        // bit i set: the connection is on delivery shard i's flush list
+	queue     [][]byte      // frames waiting for the kernel; queue[0] may be partly written
+	queued    int           // bytes in queue
+	closingAt int64         // unix nanos when stateClosing began
+}
+
+// errConnClosed reports a write to a connection that is closing or closed.
+var errConnClosed = errors.New("gateway: connection closed")
+
+func (c *Conn) state() connState { return connState(c.st.Load()) }
+
+// setState changes the state. c.mu must be held.
+func (c *Conn) setState(s connState) { c.st.Store(uint32(s)) }
+
+// SocketID returns the connection's Pusher socket id.
+func (c *Conn) SocketID() protocol.SocketID { return c.id }
+
+// send queues one frame and writes what the kernel takes now.
+// The frame must not be modified afterwards; it may be shared with other
+// connections.
+func (c *Conn) send(frame []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state() != stateOpen {
+		return errConnClosed
+	}
+	if !c.enqueueLocked(frame) {
+		return errConnClosed
+	}
+	c.flushLocked()
+	return nil
+}
+
+// enqueueLocked appends a frame to the queue without writing. A connection
+// whose queue passes the gateway's bound is failed as a slow consumer and
+// false is returned. c.mu must be held and the connection open.
+func (c *Conn) enqueueLocked(frame []byte) bool {
+	g := c.poller.g
+	if c.queued+len(frame) > g.cfg.WriteQueueBytes {
+		g.stats.slowConsumers.Add(1)
+		c.failSlowLocked()
+		return false
+	}
+	c.appendLocked(frame)
+	return true
+}
+
+// appendLocked queues a frame with no bound check. c.mu must be held.
+func (c *Conn) appendLocked(frame []byte) {
+	c.queue = append(c.queue, frame)
+	c.queued += len(frame)
+}
+
+// failSlowLocked closes a connection whose reader cannot keep up. The queued
+// frames that have not started are dropped so the close frame can go out at
+// once; a frame already partly written stays, or the stream would be corrupt.
+// c.mu must be held.
+func (c *Conn) failSlowLocked() {
+	keep := 0
+	if len(c.queue) > 0 && c.blocked {
+		keep = 1 // may be partly written
+	}
+	for i := keep; i < len(c.queue); i++ {
+		c.queue[i] = nil
+	}
+	c.queue = c.queue[:keep]
+	c.queued = 0
+	for _, f := range c.queue {
+		c.queued += len(f)
+	}
+	c.beginCloseLocked(protocol.CodeOverCapacity, "Slow consumer: write queue full")
+}
+
+// beginCloseLocked starts the closing handshake: a pusher:error (for Pusher
+// codes) and a close frame are queued and written, and the poller finishes the
+// job when the peer answers or the close timeout passes. c.mu must be held.
+func (c *Conn) beginCloseLocked(code int, reason string) {
+	if c.state() != stateOpen {
+		return
+	}
+	c.setState(stateClosing)
+	c.closingAt = time.Now().UnixNano()
+	if code >= 4000 {
+		msg := protocol.AppendError(nil, code, reason, "")
+		c.appendLocked(appendFrame(make([]byte, 0, len(msg)+4), ws.OpText, msg))
+	}
+	c.appendLocked(closeFrame(ws.StatusCode(code), reason))
+	c.flushLocked()
+}
+
+// closeWith starts closing the connection with a close code and reason. Any
+// goroutine may call it; it is a no-op on a connection already closing.
+func (c *Conn) closeWith(code int, reason string) {
+	c.mu.Lock()
+	c.beginCloseLocked(code, reason)
+	c.mu.Unlock()
+}
+
+// abortLocked shuts the socket down at once, without a closing handshake. The
+// poller sees the hang-up and releases the connection. c.mu must be held.
+func (c *Conn) abortLocked() {
+	if c.state() == stateClosed {
+		return
+	}
+	if c.state() == stateOpen {
+		c.setState(stateClosing)
+		c.closingAt = time.Now().UnixNano()
+	}
+	c.dropQueueLocked()
+	_ = unix.Shutdown(c.fd, unix.SHUT_RDWR)
+}
+
+func (c *Conn) dropQueueLocked() {
+	clear(c.queue)
+	c.queue = nil
+	c.queued = 0
+}
+
+// flushLocked writes queued frames with writev until the queue is empty or
+// the kernel takes no more. When the queue drains on a closing connection the
+// write side is shut down, which sends the FIN after the close frame.
+// c.mu must be held.
+func (c *Conn) flushLocked() {
+	if c.blocked || c.state() == stateClosed {
+		return
+	}
+	for len(c.queue) > 0 {
+		n, offered, err := writev(c.fd, c.queue)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			c.blocked = true
+			return
+		}
+		if err != nil {
+			c.abortLocked()
+			return
+		}
+		c.poller.g.stats.writes.Add(1)
+		c.consumeLocked(n)
+		if n < offered {
+			c.blocked = true // the kernel buffer is full; EPOLLOUT will follow
+			return
+		}
+	}
+	c.queue = nil // release the backing array while idle
+	if c.state() == stateClosing {
+		_ = unix.Shutdown(c.fd, unix.SHUT_WR)
+	}
+}
+
+// consumeLocked drops n written bytes from the head of the queue.
+// c.mu must be held.
+func (c *Conn) consumeLocked(n int) {
+	c.queued -= n
+	i := 0
+	for i < len(c.queue) && n >= len(c.queue[i]) {
+		n -= len(c.queue[i])
+		c.queue[i] = nil
+		i++
+	}
+	if n > 0 {
+		c.queue[i] = c.queue[i][n:]
+	}
+	c.queue = c.queue[i:]
+}
+
+// onWritable is called by the poller on EPOLLOUT.
+func (c *Conn) onWritable() {
+	c.mu.Lock()
+	if c.blocked {
+		c.blocked = false
+		c.flushLocked()
+	}
+	c.mu.Unlock()
+}
+
+// writev writes the first maxIovecs frames (or fewer) with one system call
+// and returns the bytes written and the bytes it offered. Frames are never
+// empty.
+func writev(fd int, frames [][]byte) (written, offered int, err error) {
+	var iov [maxIovecs]unix.Iovec
+	n := min(len(frames), maxIovecs)
+	for i, f := range frames[:n] {
+		iov[i].Base = &f[0]
+		iov[i].SetLen(len(f))
+		offered += len(f)
+	}
+	r, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
+	if e != 0 {
+		return 0, offered, e
+	}
+	return int(r), offered, nil
+}

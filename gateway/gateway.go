@@ -1,0 +1,301 @@
+// Package gateway owns Herald's WebSocket edge: the upgrade of hijacked
+// fasthttp connections, the epoll pollers, connection state, the local channel
+// index, keep-alive probes and per-socket write queues.
+//
+// It is three layers, each testable alone: frame decoding over bytes
+// (frame.go), the epoll poller and write path (poller.go, conn.go), and the
+// Pusher protocol on top (pusher.go). No goroutine belongs to a connection:
+// a few pollers read every socket, and the bus's delivery shards write to
+// them, coalescing every frame queued to a socket into one writev.
+//
+// The epoll layer is written by hand over golang.org/x/sys/unix because the
+// libraries that do it either own the listener (cloudwego/netpoll) or are not
+// available from the module proxy (mailru/easygo, lesismal/nbio).
+package gateway
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"herald/bus"
+	"herald/protocol"
+)
+
+// App is one tenant as the edge sees it.
+type App struct {
+	ID             string
+	Key            string
+	Secret         string
+	Enabled        bool
+	ClientEvents   bool
+	MaxConnections int // 0: unlimited
+	Limits         protocol.Limits
+
+	conns atomic.Int64
+}
+
+// Connections returns the app's open connections on this node.
+func (a *App) Connections() int64 { return a.conns.Load() }
+
+// Bus is what the edge needs from the message bus: reference-counted
+// interest in a channel's live messages. Both calls must return quickly.
+type Bus interface {
+	Subscribe(app, channel string)
+	Unsubscribe(app, channel string)
+}
+
+// Config sets up a Gateway.
+type Config struct {
+	Apps            []*App
+	ActivityTimeout time.Duration // sent to clients; silent sockets are probed after it
+	PongTimeout     time.Duration // a probed socket that stays silent this long is closed with 4201
+	MaxMessageBytes int           // largest client message (and frame)
+	WriteQueueBytes int           // per-socket outbound bound; past it the socket is a slow consumer
+	Pollers         int           // 0: GOMAXPROCS
+	RequireProtocol bool          // a missing ?protocol= closes with 4008 instead of meaning 7
+	SocketIDNode    uint64        // the first part of socket ids; 0 picks one at random
+	Logger          *slog.Logger
+}
+
+// Stats are the gateway's counters.
+type Stats struct {
+	Connections   int64
+	Connects      uint64
+	MessagesIn    uint64
+	Deliveries    uint64
+	Writes        uint64
+	SlowConsumers uint64
+}
+
+type counters struct {
+	connections   atomic.Int64
+	connects      atomic.Uint64
+	messagesIn    atomic.Uint64
+	deliveries    atomic.Uint64
+	writes        atomic.Uint64
+	slowConsumers atomic.Uint64
+}
+
+// sharedFrames are frames every connection may be sent; built once.
+type sharedFrames struct {
+	ping, pong []byte
+}
+
+// Gateway is the WebSocket edge of one node.
+type Gateway struct {
+	cfg      Config
+	log      *slog.Logger
+	appsByID map[string]*App
+	appByKey map[string]*App
+	ids      *protocol.SocketIDs
+	hub      *hub
+	pollers  []*poller
+	fds      []atomic.Pointer[Conn]
+	frames   sharedFrames
+	stats    counters
+	bus      Bus
+
+	// dirty[i] lists the connections delivery shard i queued frames to since
+	// its last Flush; only shard i's goroutine touches it.
+	dirty [][]*Conn
+
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+	draining  atomic.Bool
+}
+
+// New starts a gateway's pollers. Call AttachBus before serving upgrades.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Pollers <= 0 {
+		cfg.Pollers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return nil, fmt.Errorf("gateway: getrlimit: %w", err)
+	}
+	maxFDs := lim.Cur
+	if maxFDs > 1<<24 {
+		maxFDs = 1 << 24
+	}
+	g := &Gateway{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		appsByID: make(map[string]*App, len(cfg.Apps)),
+		appByKey: make(map[string]*App, len(cfg.Apps)),
+		ids:      protocol.NewSocketIDs(cfg.SocketIDNode),
+		hub:      newHub(),
+		fds:      make([]atomic.Pointer[Conn], maxFDs),
+	}
+	for _, a := range cfg.Apps {
+		g.appsByID[a.ID] = a
+		g.appByKey[a.Key] = a
+	}
+	g.frames.ping = appendFrame(nil, ws.OpText, protocol.AppendPing(nil))
+	g.frames.pong = appendFrame(nil, ws.OpText, protocol.AppendPong(nil))
+	for range cfg.Pollers {
+		p, err := newPoller(g)
+		if err != nil {
+			for _, p := range g.pollers {
+				_ = unix.Close(p.epfd)
+				_ = unix.Close(p.wakefd)
+			}
+			return nil, err
+		}
+		g.pollers = append(g.pollers, p)
+	}
+	for _, p := range g.pollers {
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			p.run()
+		}()
+	}
+	return g, nil
+}
+
+// AttachBus connects the edge to the bus (which delivers into the gateway
+// through Deliver and Flush), with the bus's number of delivery shards.
+func (g *Gateway) AttachBus(b Bus, shards int) {
+	if shards > 64 {
+		panic("gateway: at most 64 delivery shards")
+	}
+	g.bus = b
+	g.dirty = make([][]*Conn, shards)
+}
+
+// AppByID returns the app with this id.
+func (g *Gateway) AppByID(id string) (*App, bool) { a, ok := g.appsByID[id]; return a, ok }
+
+// AppByKey returns the app with this key.
+func (g *Gateway) AppByKey(key string) (*App, bool) { a, ok := g.appByKey[key]; return a, ok }
+
+// SubscriptionCount returns how many of this node's connections are
+// subscribed to the channel.
+func (g *Gateway) SubscriptionCount(app *App, channel string) int { return g.hub.count(app, channel) }
+
+// Channels calls fn for each channel of the app that has subscribers on this
+// node.
+func (g *Gateway) Channels(app *App, fn func(name string, subscriptions int)) {
+	g.hub.channels(app, fn)
+}
+
+// Stats returns the gateway's counters.
+func (g *Gateway) Stats() Stats {
+	return Stats{
+		Connections:   g.stats.connections.Load(),
+		Connects:      g.stats.connects.Load(),
+		MessagesIn:    g.stats.messagesIn.Load(),
+		Deliveries:    g.stats.deliveries.Load(),
+		Writes:        g.stats.writes.Load(),
+		SlowConsumers: g.stats.slowConsumers.Load(),
+	}
+}
+
+// Deliver queues a live message to every local subscriber of its channel
+// except an excluded socket. The WebSocket frame is built once and shared.
+// Called by the bus's delivery shard goroutine; it writes nothing itself:
+// Flush does, once per batch, so that a socket receiving several events gets
+// them in one writev.
+func (g *Gateway) Deliver(shard int, m *bus.Message) {
+	app := g.appsByID[m.App]
+	if app == nil {
+		return
+	}
+	var excl protocol.SocketID
+	if m.Exclude != "" {
+		excl, _ = protocol.ParseSocketID(m.Exclude)
+	}
+	frame := eventFrame(m.Payload, m.Serial)
+	bit := uint64(1) << uint(shard)
+	list := &g.dirty[shard]
+	n := g.hub.fanout(app, m.Channel, func(c *Conn) {
+		if c.id == excl {
+			return
+		}
+		c.mu.Lock()
+		if c.state() == stateOpen && c.enqueueLocked(frame) && c.dirty&bit == 0 {
+			c.dirty |= bit
+			*list = append(*list, c)
+		}
+		c.mu.Unlock()
+	})
+	g.stats.deliveries.Add(uint64(n))
+}
+
+// Flush writes what Deliver queued since the last Flush of this shard.
+func (g *Gateway) Flush(shard int) {
+	bit := uint64(1) << uint(shard)
+	list := g.dirty[shard]
+	for _, c := range list {
+		c.mu.Lock()
+		c.dirty &^= bit
+		c.flushLocked()
+		c.mu.Unlock()
+	}
+	clear(list)
+	g.dirty[shard] = list[:0]
+}
+
+// eventFrame builds the WebSocket frame of a stored event: the Pusher JSON
+// object with the serial added as a last member when there is one.
+func eventFrame(payload []byte, serial uint64) []byte {
+	if serial == 0 {
+		return appendFrame(make([]byte, 0, len(payload)+10), ws.OpText, payload)
+	}
+	body := bytes.TrimRight(payload, " \t\r\n")
+	if len(body) == 0 || body[len(body)-1] != '}' {
+		return appendFrame(make([]byte, 0, len(payload)+10), ws.OpText, payload)
+	}
+	body = body[:len(body)-1]
+	var num [20]byte
+	sn := strconv.AppendUint(num[:0], serial, 10)
+	n := len(body) + len(`,"serial":}`) + len(sn)
+	f := make([]byte, 0, frameHeaderSize(n)+n)
+	f = appendFrameHeader(f, ws.OpText, n)
+	f = append(f, body...)
+	f = append(f, `,"serial":`...)
+	f = append(f, sn...)
+	return append(f, '}')
+}
+
+// connClosed forgets a released connection's subscriptions and counts.
+// Called by its poller.
+func (g *Gateway) connClosed(c *Conn) {
+	for _, lc := range c.channels {
+		g.leave(c, lc)
+	}
+	c.channels = nil
+	if c.counted {
+		c.app.conns.Add(-1)
+	}
+	g.stats.connections.Add(-1)
+}
+
+// Drain makes new upgrades fail with 4200 (reconnect elsewhere) while the node
+// shuts down.
+func (g *Gateway) Drain() { g.draining.Store(true) }
+
+// Close closes every connection with 4200 and stops the pollers.
+func (g *Gateway) Close() {
+	g.closeOnce.Do(func() {
+		g.draining.Store(true)
+		for _, p := range g.pollers {
+			if p != nil {
+				p.stop()
+			}
+		}
+		g.wg.Wait()
+	})
+}

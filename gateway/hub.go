@@ -1,0 +1,128 @@
+package gateway
+
+import (
+	"hash/maphash"
+	"sync"
+)
+
+// hubShards spreads the channel index over several locks so that subscribes
+// on one channel do not wait for a large fan-out on another.
+const hubShards = 64
+
+// localChannel is a channel with at least one subscriber on this node.
+type localChannel struct {
+	app  *App
+	name string
+	subs map[*Conn]struct{}
+}
+
+type chanKey struct {
+	app  *App
+	name string
+}
+
+type hubShard struct {
+	mu    sync.RWMutex
+	chans map[chanKey]*localChannel
+	_     [40]byte // keep shards on separate cache lines
+}
+
+// hub is the node's local channel index: which connections of this node are
+// subscribed to which channel. Lock order: a hub shard lock before Conn.mu.
+type hub struct {
+	seed   maphash.Seed
+	shards [hubShards]hubShard
+}
+
+func newHub() *hub {
+	h := &hub{seed: maphash.MakeSeed()}
+	for i := range h.shards {
+		h.shards[i].chans = make(map[chanKey]*localChannel)
+	}
+	return h
+}
+
+func (h *hub) shard(app *App, name string) *hubShard {
+	var mh maphash.Hash
+	mh.SetSeed(h.seed)
+	mh.WriteString(app.ID)
+	mh.WriteByte(0)
+	mh.WriteString(name)
+	return &h.shards[mh.Sum64()%hubShards]
+}
+
+// add subscribes c to the channel. It returns the channel, whether c was
+// already subscribed, and whether c is the channel's first local subscriber.
+func (h *hub) add(c *Conn, name string) (lc *localChannel, dup, first bool) {
+	s := h.shard(c.app, name)
+	k := chanKey{c.app, name}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	lc = s.chans[k]
+	if lc == nil {
+		lc = &localChannel{app: c.app, name: name, subs: make(map[*Conn]struct{}, 1)}
+		s.chans[k] = lc
+		first = true
+	}
+	if _, dup = lc.subs[c]; !dup {
+		lc.subs[c] = struct{}{}
+	}
+	return lc, dup, first
+}
+
+// remove unsubscribes c and reports whether the channel has no local
+// subscriber left.
+func (h *hub) remove(c *Conn, lc *localChannel) (last bool) {
+	s := h.shard(lc.app, lc.name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(lc.subs, c)
+	if len(lc.subs) > 0 {
+		return false
+	}
+	delete(s.chans, chanKey{lc.app, lc.name})
+	return true
+}
+
+// fanout calls fn for every local subscriber of the channel, holding the
+// shard's read lock, and returns how many there were. fn must not call back
+// into the hub.
+func (h *hub) fanout(app *App, name string, fn func(*Conn)) int {
+	s := h.shard(app, name)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	lc := s.chans[chanKey{app, name}]
+	if lc == nil {
+		return 0
+	}
+	for c := range lc.subs {
+		fn(c)
+	}
+	return len(lc.subs)
+}
+
+// count returns the number of local subscriptions to a channel.
+func (h *hub) count(app *App, name string) int {
+	s := h.shard(app, name)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if lc := s.chans[chanKey{app, name}]; lc != nil {
+		return len(lc.subs)
+	}
+	return 0
+}
+
+// channels calls fn for every locally occupied channel of an app with its
+// local subscription count.
+func (h *hub) channels(app *App, fn func(name string, subs int)) {
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.RLock()
+		for k, lc := range s.chans {
+			if k.app == app {
+				fn(k.name, len(lc.subs))
+			}
+		}
+		s.mu.RUnlock()
+	}
+}

@@ -1,0 +1,363 @@
+package gateway
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// readBufferSize is the poller's read buffer, shared by all its
+	// connections; a connection holds bytes of its own only while a frame is
+	// incomplete.
+	readBufferSize = 64 << 10
+	// readBudget bounds the bytes read from one connection per wake-up, so a
+	// flooding client cannot starve the others on its poller.
+	readBudget = 256 << 10
+	// closeTimeout is how long a closing connection may wait for its peer to
+	// finish the closing handshake before the socket is released anyway.
+	closeTimeout = 5 * time.Second
+	sweepEvery   = time.Second
+)
+
+// poller owns an epoll instance and the connections registered with it. One
+// goroutine runs it; it reads, decodes and handles every message of its
+// connections, and is the only goroutine that closes their file descriptors.
+type poller struct {
+	g      *Gateway
+	epfd   int
+	wakefd int
+	dec    frameDecoder
+	buf    []byte
+	events []unix.EpollEvent
+
+	conns     []*Conn // every registered connection (poller only)
+	again     []*Conn // connections that hit the read budget with bytes left
+	cur       *Conn   // the connection being decoded
+	now       int64
+	lastSweep int64
+
+	mu       sync.Mutex
+	incoming []*Conn // registered but not yet in conns
+	stopping bool
+
+	done chan struct{}
+}
+
+func newPoller(g *Gateway) (*poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: epoll_create1: %w", err)
+	}
+	wakefd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("gateway: eventfd: %w", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("gateway: register eventfd: %w", err)
+	}
+	return &poller{
+		g:      g,
+		epfd:   epfd,
+		wakefd: wakefd,
+		buf:    make([]byte, readBufferSize),
+		events: make([]unix.EpollEvent, 256),
+		done:   make(chan struct{}),
+	}, nil
+}
+
+// register hands a connection to the poller. Edge-triggered: the poller is
+// told when bytes arrive and when a full send buffer drains, and always reads
+// until it has all there is.
+func (p *poller) register(c *Conn) error {
+	p.mu.Lock()
+	if p.stopping {
+		p.mu.Unlock()
+		return errConnClosed
+	}
+	p.incoming = append(p.incoming, c)
+	p.mu.Unlock()
+	p.g.fds[c.fd].Store(c)
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(c.fd)}
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+		// The poller releases it: it is in incoming, and its state says closing.
+		c.mu.Lock()
+		c.abortLocked()
+		c.mu.Unlock()
+		p.wake()
+		return fmt.Errorf("gateway: epoll add: %w", err)
+	}
+	return nil
+}
+
+func (p *poller) wake() {
+	var one = [8]byte{1}
+	_, _ = unix.Write(p.wakefd, one[:])
+}
+
+// stop asks the poller to close every connection and exit, and waits for it.
+func (p *poller) stop() {
+	p.mu.Lock()
+	p.stopping = true
+	p.mu.Unlock()
+	p.wake()
+	<-p.done
+}
+
+func (p *poller) run() {
+	defer close(p.done)
+	for {
+		timeout := int(sweepEvery / time.Millisecond)
+		if len(p.again) > 0 {
+			timeout = 0
+		}
+		n, err := unix.EpollWait(p.epfd, p.events, timeout)
+		if err != nil && err != unix.EINTR {
+			p.g.log.Error("epoll_wait failed", "err", err)
+			time.Sleep(10 * time.Millisecond)
+		}
+		p.now = time.Now().UnixNano()
+		if p.absorb() {
+			p.shutdown()
+			return
+		}
+		for i := 0; i < n; i++ {
+			ev := &p.events[i]
+			if int(ev.Fd) == p.wakefd {
+				var b [8]byte
+				_, _ = unix.Read(p.wakefd, b[:])
+				continue
+			}
+			if c := p.g.fds[ev.Fd].Load(); c != nil && c.poller == p {
+				p.handle(c, ev.Events)
+			}
+		}
+		p.retry()
+		if p.now-p.lastSweep >= int64(sweepEvery) {
+			p.lastSweep = p.now
+			p.sweep()
+		}
+	}
+}
+
+// absorb moves newly registered connections into conns and reports whether
+// the poller is stopping.
+func (p *poller) absorb() bool {
+	p.mu.Lock()
+	in, stopping := p.incoming, p.stopping
+	p.incoming = nil
+	p.mu.Unlock()
+	for _, c := range in {
+		// A connection that is already closing (its app was refused, or
+		// registration failed) is released by the sweep or on the peer's FIN.
+		c.pidx = int32(len(p.conns))
+		c.lastIn = p.now
+		p.conns = append(p.conns, c)
+	}
+	return stopping
+}
+
+func (p *poller) handle(c *Conn, events uint32) {
+	if c.seeded {
+		c.seeded = false
+		if !p.consume(c, nil) {
+			return
+		}
+	}
+	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		if !p.read(c) {
+			return
+		}
+	}
+	if events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		c.onWritable()
+	}
+}
+
+// read drains the socket into the poller's buffer and decodes what arrived.
+// It reports false when the connection was released.
+func (p *poller) read(c *Conn) bool {
+	total := 0
+	for {
+		n, err := unix.Read(c.fd, p.buf)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return true
+		case err != nil || n == 0:
+			p.release(c)
+			return false
+		}
+		total += n
+		if !p.consume(c, p.buf[:n]) {
+			// closing: keep reading to see the peer's FIN, discarding bytes
+			continue
+		}
+		if n < len(p.buf) {
+			// The socket is drained; with edge triggering, more bytes
+			// arriving later raise a new event.
+			return true
+		}
+		if total >= readBudget {
+			p.again = append(p.again, c)
+			return true
+		}
+	}
+}
+
+// retry reads again from connections that hit the read budget.
+func (p *poller) retry() {
+	if len(p.again) == 0 {
+		return
+	}
+	again := p.again
+	p.again = nil
+	for _, c := range again {
+		if p.g.fds[c.fd].Load() == c {
+			p.read(c)
+		}
+	}
+	clear(again)
+}
+
+// consume appends data to the connection's pending bytes and decodes every
+// complete frame. It reports false when the connection is not open (any bytes
+// are then discarded).
+func (p *poller) consume(c *Conn, data []byte) bool {
+	if c.state() != stateOpen {
+		c.rbuf, c.frag = nil, nil
+		return false
+	}
+	buf := data
+	if c.rbuf != nil {
+		c.rbuf = append(c.rbuf, data...)
+		buf = c.rbuf
+	}
+	p.cur = c
+	n, werr := p.dec.decode(buf, p.g.cfg.MaxMessageBytes, &c.frag, p)
+	p.cur = nil
+	if werr != nil {
+		c.rbuf, c.frag = nil, nil
+		c.closeWith(int(werr.code), werr.reason)
+		return false
+	}
+	rest := buf[n:]
+	switch {
+	case len(rest) == 0:
+		c.rbuf = nil
+	case c.rbuf != nil && cap(c.rbuf) <= 4*len(rest)+4096:
+		c.rbuf = append(c.rbuf[:0], rest...)
+	default:
+		c.rbuf = append(make([]byte, 0, len(rest)+512), rest...)
+	}
+	return c.state() == stateOpen
+}
+
+// onMessage implements frameHandler for the connection being decoded.
+func (p *poller) onMessage(op ws.OpCode, payload []byte) bool {
+	c := p.cur
+	c.lastIn, c.pingAt = p.now, 0
+	p.g.handleMessage(c, payload)
+	return c.state() == stateOpen
+}
+
+// onControl implements frameHandler: pings are answered with pongs carrying
+// the same payload, a close is echoed (RFC 6455 5.5.1).
+func (p *poller) onControl(op ws.OpCode, payload []byte) bool {
+	c := p.cur
+	c.lastIn, c.pingAt = p.now, 0
+	switch op {
+	case ws.OpPing:
+		_ = c.send(appendFrame(make([]byte, 0, len(payload)+2), ws.OpPong, payload))
+	case ws.OpClose:
+		code, werr := parseClose(payload)
+		if werr != nil {
+			c.closeWith(int(werr.code), werr.reason)
+			return false
+		}
+		if code == ws.StatusNoStatusRcvd {
+			code = ws.StatusNormalClosure
+		}
+		c.closeWith(int(code), "")
+		return false
+	}
+	return true
+}
+
+// sweep runs once a second: it probes silent connections, closes those that
+// did not answer the probe, and releases connections stuck in closing.
+func (p *poller) sweep() {
+	g := p.g
+	activity, pong := int64(g.cfg.ActivityTimeout), int64(g.cfg.PongTimeout)
+	for i := 0; i < len(p.conns); {
+		c := p.conns[i]
+		if c.state() != stateOpen {
+			c.mu.Lock()
+			expired := p.now-c.closingAt >= int64(closeTimeout)
+			c.mu.Unlock()
+			if expired {
+				p.release(c) // moves the last connection to index i
+				continue
+			}
+			i++
+			continue
+		}
+		switch {
+		case c.pingAt == 0 && p.now-c.lastIn >= activity:
+			c.pingAt = p.now
+			_ = c.send(g.frames.ping)
+		case c.pingAt != 0 && p.now-c.pingAt >= pong:
+			c.closeWith(4201, "Pong reply not received")
+		}
+		i++
+	}
+}
+
+// release closes the file descriptor and forgets the connection. Only the
+// poller calls it, so no read can race with the close; writers see
+// stateClosed under c.mu before the descriptor number can be reused.
+func (p *poller) release(c *Conn) {
+	c.mu.Lock()
+	if c.state() == stateClosed {
+		c.mu.Unlock()
+		return
+	}
+	c.setState(stateClosed)
+	c.dropQueueLocked()
+	c.mu.Unlock()
+
+	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	p.g.fds[c.fd].Store(nil)
+	_ = unix.Close(c.fd)
+
+	last := len(p.conns) - 1
+	if i := int(c.pidx); i <= last && p.conns[i] == c {
+		p.conns[i] = p.conns[last]
+		p.conns[i].pidx = int32(i)
+		p.conns[last] = nil
+		p.conns = p.conns[:last]
+	}
+	c.rbuf, c.frag = nil, nil
+	p.g.connClosed(c)
+}
+
+// shutdown closes every connection with 4200 so clients reconnect at once
+// (to another node, or to this one when it is back), then releases them.
+func (p *poller) shutdown() {
+	for _, c := range p.conns {
+		c.closeWith(4200, "Server shutting down")
+	}
+	for len(p.conns) > 0 {
+		p.release(p.conns[len(p.conns)-1])
+	}
+	_ = unix.Close(p.epfd)
+	_ = unix.Close(p.wakefd)
+}

@@ -1,0 +1,230 @@
+package gateway
+
+import (
+	"bytes"
+	"crypto/sha1"
+	"encoding/base64"
+	"errors"
+	"net"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/valyala/fasthttp"
+	"golang.org/x/sys/unix"
+
+	"herald/protocol"
+)
+
+const wsGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// versionRE is what a client library version may look like (4006 otherwise).
+var versionRE = regexp.MustCompile(`^[0-9]+(\.[0-9]+){0,3}([-+][0-9A-Za-z.\-+]*)?$`)
+
+// refusal is a Pusher-level reason to close a connection right after the
+// upgrade (spec 1.7): pusher-js needs the close code, so the WebSocket is
+// accepted first and then closed with it.
+type refusal struct {
+	code   int
+	reason string
+}
+
+// ServeUpgrade handles a request for /app/{key}: it validates the WebSocket
+// handshake and hands the socket to a poller. Requests that are not WebSocket
+// upgrades get an HTTP error; upgrades the Pusher protocol refuses are
+// accepted and closed with the protocol's code.
+func (g *Gateway) ServeUpgrade(ctx *fasthttp.RequestCtx) {
+	accept, status, msg := checkHandshake(ctx)
+	if status != 0 {
+		if status == fasthttp.StatusUpgradeRequired {
+			ctx.Response.Header.Set("Sec-WebSocket-Version", "13")
+		}
+		ctx.SetStatusCode(status)
+		ctx.SetContentType("application/json")
+		ctx.SetBody((&protocol.HTTPError{Status: status, Message: msg}).Body())
+		return
+	}
+	app, ref := g.admit(ctx)
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(nc net.Conn) { g.adopt(nc, accept, app, ref) })
+}
+
+// checkHandshake validates the RFC 6455 opening handshake and returns the
+// Sec-WebSocket-Accept value, or an HTTP status and message.
+func checkHandshake(ctx *fasthttp.RequestCtx) (accept string, status int, msg string) {
+	h := &ctx.Request.Header
+	if !ctx.IsGet() {
+		return "", fasthttp.StatusMethodNotAllowed, "WebSocket upgrades must use GET"
+	}
+	if !hasToken(h.Peek("Upgrade"), "websocket") || !hasToken(h.Peek("Connection"), "upgrade") {
+		return "", fasthttp.StatusBadRequest, "Expected a WebSocket upgrade request"
+	}
+	if string(h.Peek("Sec-WebSocket-Version")) != "13" {
+		return "", fasthttp.StatusUpgradeRequired, "Unsupported WebSocket version; use 13"
+	}
+	key := h.Peek("Sec-WebSocket-Key")
+	if raw, err := base64.StdEncoding.DecodeString(string(key)); err != nil || len(raw) != 16 {
+		return "", fasthttp.StatusBadRequest, "Invalid Sec-WebSocket-Key"
+	}
+	sum := sha1.Sum(append(append(make([]byte, 0, len(key)+len(wsGUID)), key...), wsGUID...))
+	return base64.StdEncoding.EncodeToString(sum[:]), 0, ""
+}
+
+// hasToken reports whether a comma-separated header value holds the token,
+// case-insensitively.
+func hasToken(v []byte, token string) bool {
+	for len(v) > 0 {
+		var part []byte
+		if i := bytes.IndexByte(v, ','); i >= 0 {
+			part, v = v[:i], v[i+1:]
+		} else {
+			part, v = v, nil
+		}
+		if bytes.EqualFold(bytes.TrimSpace(part), []byte(token)) {
+			return true
+		}
+	}
+	return false
+}
+
+// admit decides whether the Pusher protocol accepts the connection. It reads
+// everything it needs from ctx, which fasthttp reuses after the hijack.
+func (g *Gateway) admit(ctx *fasthttp.RequestCtx) (*App, *refusal) {
+	path := ctx.Path()
+	key, ok := bytes.CutPrefix(path, []byte("/app/"))
+	if !ok || len(key) == 0 || bytes.IndexByte(key, '/') >= 0 {
+		return nil, &refusal{protocol.CodePathNotFound, "Path not found"}
+	}
+	app := g.appByKey[string(key)]
+	switch {
+	case app == nil:
+		return nil, &refusal{protocol.CodeAppNotFound, "App key " + strconv.Quote(string(key)) + " does not exist"}
+	case !app.Enabled:
+		return nil, &refusal{protocol.CodeAppDisabled, "App is disabled"}
+	}
+	args := ctx.QueryArgs()
+	if v := args.Peek("protocol"); v == nil {
+		if g.cfg.RequireProtocol {
+			return nil, &refusal{protocol.CodeNoProtocol, "No protocol version supplied"}
+		}
+	} else if n, err := strconv.Atoi(string(v)); err != nil || n < 5 || n > 7 {
+		return nil, &refusal{protocol.CodeUnsupportedProtocol, "Unsupported protocol version"}
+	}
+	if v := args.Peek("version"); v != nil && !versionRE.Match(v) {
+		return nil, &refusal{protocol.CodeInvalidVersion, "Invalid version string format"}
+	}
+	if g.draining.Load() {
+		return nil, &refusal{protocol.CodeReconnect, "Server is shutting down; reconnect"}
+	}
+	return app, nil
+}
+
+// adopt takes a hijacked connection off fasthttp and onto a poller: it
+// collects any bytes fasthttp read past the request, duplicates the socket's
+// descriptor and closes the net.Conn (whose runtime state a poller does not
+// need), writes the 101 response together with the first Pusher frame, and
+// registers the descriptor. It returns at once; no goroutine stays behind.
+func (g *Gateway) adopt(nc net.Conn, accept string, app *App, ref *refusal) {
+	early := drainBuffered(nc)
+	fd, err := detachFD(nc)
+	if err != nil {
+		g.log.Warn("websocket upgrade failed", "err", err)
+		return
+	}
+	if fd >= len(g.fds) {
+		_ = unix.Close(fd)
+		return
+	}
+	c := &Conn{fd: fd, app: app, poller: g.pollers[fd%len(g.pollers)]}
+	if ref == nil {
+		if n := app.conns.Add(1); app.MaxConnections > 0 && n > int64(app.MaxConnections) {
+			app.conns.Add(-1)
+			ref = &refusal{protocol.CodeOverQuota, "Application is over connection quota"}
+		} else {
+			c.counted = true
+		}
+	}
+
+	first := make([]byte, 0, 256)
+	first = append(first, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
+	first = append(first, accept...)
+	first = append(first, "\r\n\r\n"...)
+	if ref == nil {
+		c.id = g.ids.Next()
+		var msg [128]byte
+		est := protocol.AppendConnectionEstablished(msg[:0], c.id, g.activitySeconds())
+		first = appendFrame(first, ws.OpText, est)
+	}
+	if len(early) > 0 {
+		c.rbuf, c.seeded = early, true
+	}
+	g.stats.connections.Add(1)
+	g.stats.connects.Add(1)
+
+	c.mu.Lock()
+	c.appendLocked(first)
+	if ref != nil {
+		c.beginCloseLocked(ref.code, ref.reason)
+	} else {
+		c.flushLocked()
+	}
+	c.mu.Unlock()
+	if err := c.poller.register(c); err != nil {
+		g.log.Debug("register connection", "err", err)
+	}
+}
+
+func (g *Gateway) activitySeconds() int {
+	return max(1, int(g.cfg.ActivityTimeout/time.Second))
+}
+
+// drainBuffered returns the bytes fasthttp's reader holds beyond the request.
+// A read deadline in the past makes the read return what is buffered without
+// touching the kernel's socket buffer.
+func drainBuffered(nc net.Conn) []byte {
+	_ = nc.SetReadDeadline(time.Unix(1, 0))
+	var early []byte
+	var tmp [512]byte
+	for {
+		n, err := nc.Read(tmp[:])
+		early = append(early, tmp[:n]...)
+		if err != nil || n == 0 {
+			break
+		}
+	}
+	_ = nc.SetReadDeadline(time.Time{})
+	return early
+}
+
+// detachFD duplicates the socket's descriptor and closes the net.Conn, so
+// that the Go runtime keeps no per-connection state (netFD, pollDesc,
+// addresses) for a socket the poller owns. The duplicate shares the
+// non-blocking open file description.
+func detachFD(nc net.Conn) (int, error) {
+	if u, ok := nc.(interface{ UnsafeConn() net.Conn }); ok {
+		nc = u.UnsafeConn()
+	}
+	tcp, ok := nc.(*net.TCPConn)
+	if !ok {
+		_ = nc.Close()
+		return -1, errNotTCP
+	}
+	rc, err := tcp.SyscallConn()
+	if err != nil {
+		_ = tcp.Close()
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		derr = err
+	}
+	_ = tcp.Close()
+	if derr != nil {
+		return -1, derr
+	}
+	return fd, nil
+}
+
+var errNotTCP = errors.New("gateway: hijacked connection is not TCP (terminate TLS in front of Herald)")

@@ -1,0 +1,210 @@
+// Package node assembles one Herald node from its parts (bus, gateway, HTTP
+// API) and owns their start and stop order. It knows no wire formats.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"herald/api"
+	"herald/bus"
+	"herald/configs"
+	"herald/gateway"
+	"herald/protocol"
+)
+
+// Node is one running Herald node.
+type Node struct {
+	cfg *configs.Config
+	log *slog.Logger
+
+	ln   net.Listener
+	gw   *gateway.Gateway
+	bus  *bus.Bus
+	http *api.Server
+
+	serveErr chan error
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Start brings a node up: data dir, client listener, gateway, bus, then the
+// HTTP server. It fails fast with one error that says what could not start.
+func Start(cfg *configs.Config, log *slog.Logger) (*Node, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	n := &Node{cfg: cfg, log: log, serveErr: make(chan error, 1)}
+	if err := checkDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	n.ln = ln
+	if err := n.startParts(); err != nil {
+		n.closeParts()
+		return nil, err
+	}
+	go func() { n.serveErr <- n.http.Serve(ln) }()
+	n.http.SetReady(true)
+	log.Info("herald node started", "listen", ln.Addr().String(), "data_dir", cfg.DataDir,
+		"apps", len(cfg.Apps), "stream", cfg.Bus.Stream.IsEnabled())
+	return n, nil
+}
+
+func (n *Node) startParts() error {
+	cfg := n.cfg
+	apps := gatewayApps(cfg.Apps)
+	gw, err := gateway.New(gateway.Config{
+		Apps:            apps,
+		ActivityTimeout: cfg.Gateway.ActivityTimeout.D(),
+		PongTimeout:     cfg.Gateway.PongTimeout.D(),
+		MaxMessageBytes: cfg.Gateway.MaxMessageBytes,
+		WriteQueueBytes: cfg.Gateway.WriteQueueBytes,
+		Pollers:         cfg.Gateway.Pollers,
+		RequireProtocol: cfg.Gateway.RequireProtocol,
+		Logger:          n.log.With("part", "gateway"),
+	})
+	if err != nil {
+		return err
+	}
+	n.gw = gw
+
+	ids := make([]string, len(apps))
+	for i, a := range apps {
+		ids[i] = a.ID
+	}
+	b, err := bus.Start(bus.Config{
+		DataDir:           cfg.DataDir,
+		StreamEnabled:     cfg.Bus.Stream.IsEnabled(),
+		MaxAge:            cfg.Bus.Stream.MaxAge.D(),
+		MaxMsgsPerChannel: cfg.Bus.Stream.MaxMsgsPerChannel,
+		SyncAlways:        cfg.Bus.Stream.Sync == configs.SyncAlways,
+		Shards:            min(cfg.Bus.Shards, 64),
+		Apps:              ids,
+		Logger:            n.log.With("part", "bus"),
+	}, gw)
+	if err != nil {
+		return err
+	}
+	n.bus = b
+	gw.AttachBus(b, b.Shards())
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerMetrics(reg, gw, b)
+	n.http = api.New(api.Config{
+		Gateway:        gw,
+		Publisher:      b,
+		Channels:       localChannels{gw},
+		Registry:       reg,
+		Logger:         n.log.With("part", "api"),
+		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,
+		ReadBufferSize: cfg.HTTP.ReadBufferBytes,
+	})
+	return nil
+}
+
+// gatewayApps converts configured apps to the edge's view of them.
+func gatewayApps(in []configs.App) []*gateway.App {
+	out := make([]*gateway.App, len(in))
+	for i := range in {
+		a := &in[i]
+		out[i] = &gateway.App{
+			ID:             a.ID,
+			Key:            a.Key,
+			Secret:         a.Secret,
+			Enabled:        a.IsEnabled(),
+			ClientEvents:   a.ClientEvents,
+			MaxConnections: a.MaxConnections,
+			Limits: protocol.Limits{
+				MaxDataBytes:   a.MaxEventDataBytes,
+				MaxChannels:    a.MaxChannelsPerEvent,
+				MaxBatch:       a.MaxBatchSize,
+				MaxEventName:   a.MaxEventNameLength,
+				MaxChannelName: a.MaxChannelNameLength,
+			},
+		}
+	}
+	return out
+}
+
+// checkDataDir creates the data dir and proves it writable.
+func checkDataDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".write-test-*")
+	if err != nil {
+		return fmt.Errorf("data dir %s is not writable: %w", dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(filepath.Clean(name))
+}
+
+// Addr is the address the client port listens on.
+func (n *Node) Addr() net.Addr { return n.ln.Addr() }
+
+// Gateway returns the node's WebSocket edge.
+func (n *Node) Gateway() *gateway.Gateway { return n.gw }
+
+// Bus returns the node's bus.
+func (n *Node) Bus() *bus.Bus { return n.bus }
+
+// Err receives the HTTP server's error if it stops serving on its own.
+func (n *Node) Err() <-chan error { return n.serveErr }
+
+// Stop drains and stops the node: readiness off, no new upgrades, the HTTP
+// server stops, every socket is closed with 4200, then the bus stops.
+func (n *Node) Stop(ctx context.Context) error {
+	n.stopOnce.Do(func() {
+		n.http.SetReady(false)
+		n.gw.Drain()
+		if err := n.http.Shutdown(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			n.stopErr = fmt.Errorf("node: stop http: %w", err)
+		}
+		n.closeParts()
+		n.log.Info("herald node stopped")
+	})
+	return n.stopErr
+}
+
+func (n *Node) closeParts() {
+	if n.gw != nil {
+		n.gw.Close()
+	}
+	if n.bus != nil {
+		if err := n.bus.Close(); err != nil {
+			n.log.Warn("bus close", "err", err)
+		}
+	}
+	if n.ln != nil {
+		_ = n.ln.Close()
+	}
+}
+
+// localChannels answers channel queries from this node's own index: on a
+// single node that is the whole truth.
+type localChannels struct{ gw *gateway.Gateway }
+
+func (l localChannels) SubscriptionCount(app *gateway.App, ch string) int {
+	return l.gw.SubscriptionCount(app, ch)
+}
+
+func (l localChannels) UserCount(*gateway.App, string) int { return 0 }
+
+// StopTimeout is how long Stop may take when a signal asks for it.
+const StopTimeout = 10 * time.Second
