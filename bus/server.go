@@ -63,7 +63,9 @@ func (g slogLogger) log(level slog.Level, format string, v []any) {
 	g.l.Log(ctx, level, fmt.Sprintf(format, v...), "component", "nats")
 }
 
-func (g slogLogger) Noticef(format string, v ...any) { g.log(slog.LevelInfo, format, v) }
+// Noticef is debug: the embedded server's notices are its start-up banner and
+// routine lifecycle lines, which would drown Herald's own log at info.
+func (g slogLogger) Noticef(format string, v ...any) { g.log(slog.LevelDebug, format, v) }
 func (g slogLogger) Warnf(format string, v ...any)   { g.log(slog.LevelWarn, format, v) }
 func (g slogLogger) Fatalf(format string, v ...any)  { g.log(slog.LevelError, format, v) }
 func (g slogLogger) Errorf(format string, v ...any)  { g.log(slog.LevelError, format, v) }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -73,25 +74,31 @@ func newPoller(g *Gateway) (*poller, error) {
 	}, nil
 }
 
-// register hands a connection to the poller. Edge-triggered: the poller is
+// errPollerStopping: the poller takes no more connections; the caller still
+// owns the connection.
+var errPollerStopping = errors.New("gateway: poller stopping")
+
+// register hands a connection to the poller. On errPollerStopping the caller
+// keeps the connection; on any other error the poller owns it (and releases
+// it). Edge-triggered: the poller is
 // told when bytes arrive and when a full send buffer drains, and always reads
 // until it has all there is.
 func (p *poller) register(c *Conn) error {
 	p.mu.Lock()
 	if p.stopping {
 		p.mu.Unlock()
-		return errConnClosed
+		return errPollerStopping
 	}
 	p.incoming = append(p.incoming, c)
-	p.mu.Unlock()
 	p.g.fds[c.fd].Store(c)
+	p.mu.Unlock()
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(c.fd)}
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
-		// The poller releases it: it is in incoming, and its state says closing.
+		// The poller releases it: it is in incoming, and its state says
+		// closing, so the sweep lets it go after the close timeout.
 		c.mu.Lock()
 		c.abortLocked()
 		c.mu.Unlock()
-		p.wake()
 		return fmt.Errorf("gateway: epoll add: %w", err)
 	}
 	return nil

@@ -162,17 +162,43 @@ func (g *Gateway) adopt(nc net.Conn, accept string, app *App, ref *refusal) {
 	g.stats.connections.Add(1)
 	g.stats.connects.Add(1)
 
+	// Queue, register, then write: once the client has its first frame the
+	// connection must already be the poller's, or a poller stopping in
+	// between would never close it.
 	c.mu.Lock()
 	c.appendLocked(first)
+	c.mu.Unlock()
+	if err := c.poller.register(c); err != nil {
+		if errors.Is(err, errPollerStopping) {
+			g.refuseUnregistered(c)
+		} else {
+			g.log.Warn("register connection", "err", err)
+		}
+		return
+	}
+	c.mu.Lock()
 	if ref != nil {
 		c.beginCloseLocked(ref.code, ref.reason)
 	} else {
 		c.flushLocked()
 	}
 	c.mu.Unlock()
-	if err := c.poller.register(c); err != nil {
-		g.log.Debug("register connection", "err", err)
+}
+
+// refuseUnregistered closes a connection no poller took (the gateway is
+// stopping): the client is told to reconnect, and the descriptor is closed
+// here since no poller will.
+func (g *Gateway) refuseUnregistered(c *Conn) {
+	c.mu.Lock()
+	c.beginCloseLocked(protocol.CodeReconnect, "Server shutting down")
+	c.setState(stateClosed)
+	c.dropQueueLocked()
+	c.mu.Unlock()
+	_ = unix.Close(c.fd)
+	if c.counted {
+		c.app.conns.Add(-1)
 	}
+	g.stats.connections.Add(-1)
 }
 
 func (g *Gateway) activitySeconds() int {
