@@ -33,11 +33,28 @@ type Publisher interface {
 	PublishBatch(ctx context.Context, ps []bus.Publication) ([]uint64, error)
 }
 
-// Channels answers channel queries. On one node it is the gateway's local
-// index; a cluster backs it with cluster-wide data.
+// Channels answers channel queries and user commands. On one node it is the
+// gateway's local index; a cluster backs it with cluster-wide data.
 type Channels interface {
+	// SubscriptionCount is the number of connections subscribed to a channel.
 	SubscriptionCount(app *gateway.App, channel string) int
+	// UserCount is the number of distinct users in a presence channel.
 	UserCount(app *gateway.App, channel string) int
+	// Occupied calls fn for every channel of the app that has at least one
+	// subscriber, with its subscription count.
+	Occupied(app *gateway.App, fn func(channel string, subscriptions int))
+	// Users returns the distinct user ids in a presence channel.
+	Users(app *gateway.App, channel string) []string
+	// TerminateUser closes every connection signed in as the user.
+	TerminateUser(app *gateway.App, userID string)
+}
+
+// Cache reads the last event of cache channels.
+type Cache interface {
+	// LastEvent returns the cached last event of a cache channel: its event
+	// name, data string and remaining time to live; ok is false when nothing
+	// is cached (or it expired).
+	LastEvent(ctx context.Context, appID, channel string) (event, data string, ttl time.Duration, ok bool, err error)
 }
 
 // Config sets up the HTTP server.
@@ -45,6 +62,7 @@ type Config struct {
 	Gateway        *gateway.Gateway
 	Publisher      Publisher
 	Channels       Channels
+	Cache          Cache // nil: cache queries answer "cache":null
 	Registry       *prometheus.Registry // metrics served at /metrics; nil: none
 	Logger         *slog.Logger
 	MaxBodyBytes   int
@@ -157,10 +175,6 @@ func (s *Server) rest(ctx *fasthttp.RequestCtx) {
 	}
 	if err := s.authenticate(ctx, app); err != nil {
 		writeError(ctx, err)
-		return
-	}
-	if !app.Enabled {
-		writeError(ctx, &protocol.HTTPError{Status: fasthttp.StatusForbidden, Message: "App is disabled"})
 		return
 	}
 	if err := handler(ctx, app); err != nil {

@@ -14,52 +14,75 @@ import (
 
 // trigger handles POST /apps/{id}/events (spec 6.3).
 func (s *Server) trigger(ctx *fasthttp.RequestCtx, app *gateway.App) error {
-	t, err := protocol.DecodeTrigger(ctx.PostBody(), app.Limits)
+	body, err := s.Events(app, ctx.PostBody())
 	if err != nil {
 		return err
 	}
-	if err := s.publish(app, []protocol.Trigger{t}); err != nil {
+	writeJSON(ctx, fasthttp.StatusOK, body)
+	return nil
+}
+
+// batch handles POST /apps/{id}/batch_events (spec 6.4).
+func (s *Server) batch(ctx *fasthttp.RequestCtx, app *gateway.App) error {
+	body, err := s.BatchEvents(app, ctx.PostBody())
+	if err != nil {
 		return err
 	}
+	writeJSON(ctx, fasthttp.StatusOK, body)
+	return nil
+}
+
+// Events validates and publishes an events body (the body of POST
+// /apps/{id}/events) for an authenticated app, and returns the JSON answer:
+// {} or the info attributes asked for. Errors are *protocol.HTTPError. Every
+// transport (REST, the NATS API) goes through here, so they answer alike.
+func (s *Server) Events(app *gateway.App, body []byte) ([]byte, error) {
+	if !app.Enabled {
+		return nil, &protocol.HTTPError{Status: fasthttp.StatusForbidden, Message: "App is disabled"}
+	}
+	t, err := protocol.DecodeTrigger(body, app.Limits)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.publish(app, []protocol.Trigger{t}); err != nil {
+		return nil, err
+	}
 	if len(t.Info) == 0 {
-		writeJSON(ctx, fasthttp.StatusOK, []byte("{}"))
-		return nil
+		return []byte("{}"), nil
 	}
 	chans := make(map[string]map[string]int, len(t.Channels))
 	for _, ch := range t.Channels {
 		chans[ch] = s.info(app, ch, t.Info)
 	}
-	body, _ := json.Marshal(map[string]any{"channels": chans})
-	writeJSON(ctx, fasthttp.StatusOK, body)
-	return nil
+	return json.Marshal(map[string]any{"channels": chans})
 }
 
-// batch handles POST /apps/{id}/batch_events (spec 6.4): validated all or
-// nothing, published in order, answered with one info entry per item when any
-// item asked for info.
-func (s *Server) batch(ctx *fasthttp.RequestCtx, app *gateway.App) error {
-	ts, err := protocol.DecodeBatch(ctx.PostBody(), app.Limits)
+// BatchEvents is Events for a batch_events body: validated all or nothing,
+// published in order, answered with one info entry per item when any item
+// asked for info.
+func (s *Server) BatchEvents(app *gateway.App, body []byte) ([]byte, error) {
+	if !app.Enabled {
+		return nil, &protocol.HTTPError{Status: fasthttp.StatusForbidden, Message: "App is disabled"}
+	}
+	ts, err := protocol.DecodeBatch(body, app.Limits)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := s.publish(app, ts); err != nil {
-		return err
+		return nil, err
 	}
 	anyInfo := false
 	for _, t := range ts {
 		anyInfo = anyInfo || len(t.Info) > 0
 	}
 	if !anyInfo {
-		writeJSON(ctx, fasthttp.StatusOK, []byte("{}"))
-		return nil
+		return []byte("{}"), nil
 	}
 	out := make([]map[string]int, len(ts))
 	for i, t := range ts {
 		out[i] = s.info(app, t.Channels[0], t.Info)
 	}
-	body, _ := json.Marshal(map[string]any{"batch": out})
-	writeJSON(ctx, fasthttp.StatusOK, body)
-	return nil
+	return json.Marshal(map[string]any{"batch": out})
 }
 
 // publish stores one event per channel of every trigger, in order, and waits

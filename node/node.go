@@ -204,7 +204,13 @@ func (l localChannels) SubscriptionCount(app *gateway.App, ch string) int {
 	return l.gw.SubscriptionCount(app, ch)
 }
 
-func (l localChannels) UserCount(*gateway.App, string) int { return 0 }
+func (l localChannels) UserCount(app *gateway.App, ch string) int { return l.gw.UserCount(app, ch) }
+
+func (l localChannels) Occupied(app *gateway.App, fn func(string, int)) { l.gw.Channels(app, fn) }
+
+func (l localChannels) Users(app *gateway.App, ch string) []string { return l.gw.Users(app, ch) }
+
+func (l localChannels) TerminateUser(app *gateway.App, userID string) { l.gw.TerminateUser(app, userID) }
 
 // StopTimeout is how long Stop may take when a signal asks for it.
 const StopTimeout = 10 * time.Second
