@@ -48,7 +48,11 @@ type Conn struct {
 	pingAt   int64      // unix nanos when a probe was sent; 0 when none is outstanding
 	pidx     int32      // index in poller.conns
 	seeded   bool       // rbuf holds bytes read before registration, not yet parsed
-	channels []*localChannel
+	subs     []subscription
+	userID   string // set by pusher:signin
+	born     int64  // unix nanos of registration
+	ceWindow int64  // start of the current client-event rate window
+	ceCount  int32  // client events in that window
 
 	mu        sync.Mutex
 	st        atomic.Uint32 // connState; written under mu, read anywhere

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"herald/bus"
+	"herald/presence"
 	"herald/protocol"
 )
 
@@ -40,17 +41,53 @@ type App struct {
 	MaxConnections int // 0: unlimited
 	Limits         protocol.Limits
 
+	SoketiErrors        bool // refused subscriptions get pusher:subscription_error (else pusher:error)
+	SubscriptionCount   bool // send pusher_internal:subscription_count
+	MaxPresenceMembers  int  // distinct users per presence channel
+	MaxPresenceUserInfo int  // bytes of user_info JSON
+	ClientEventRate     int  // client events per second per connection
+	UserAuthentication  bool // connections must sign in within 30 s
+
 	conns atomic.Int64
+}
+
+// setDefaults fills zero limits with Pusher's defaults.
+func (a *App) setDefaults() {
+	d := protocol.DefaultLimits()
+	for _, f := range []struct {
+		v   *int
+		def int
+	}{
+		{&a.Limits.MaxDataBytes, d.MaxDataBytes},
+		{&a.Limits.MaxChannels, d.MaxChannels},
+		{&a.Limits.MaxBatch, d.MaxBatch},
+		{&a.Limits.MaxEventName, d.MaxEventName},
+		{&a.Limits.MaxChannelName, d.MaxChannelName},
+		{&a.MaxPresenceMembers, 100},
+		{&a.MaxPresenceUserInfo, 1024},
+		{&a.ClientEventRate, 10},
+	} {
+		if *f.v <= 0 {
+			*f.v = f.def
+		}
+	}
 }
 
 // Connections returns the app's open connections on this node.
 func (a *App) Connections() int64 { return a.conns.Load() }
 
 // Bus is what the edge needs from the message bus: reference-counted
-// interest in a channel's live messages. Both calls must return quickly.
+// interest in a channel's live messages. Both calls must return quickly. A
+// Bus that is also a Publisher relays client events; one that is also a
+// CacheReader serves cache channels.
 type Bus interface {
 	Subscribe(app, channel string)
 	Unsubscribe(app, channel string)
+}
+
+// Publisher stores events without waiting for an acknowledgement.
+type Publisher interface {
+	PublishAsync(p bus.Publication) error
 }
 
 // Config sets up a Gateway.
@@ -104,6 +141,14 @@ type Gateway struct {
 	stats    counters
 	bus      Bus
 
+	presence  presence.Registry
+	users     userIndex
+	publisher Publisher
+	cache     CacheReader
+	cacheJobs chan cacheJob
+	counts    counts
+	stop      chan struct{}
+
 	// dirty[i] lists the connections delivery shard i queued frames to since
 	// its last Flush; only shard i's goroutine touches it.
 	dirty [][]*Conn
@@ -137,8 +182,11 @@ func New(cfg Config) (*Gateway, error) {
 		ids:      protocol.NewSocketIDs(cfg.SocketIDNode),
 		hub:      newHub(),
 		fds:      make([]atomic.Pointer[Conn], maxFDs),
+		stop:     make(chan struct{}),
 	}
+	g.presence = presence.NewLocal(g.onPresenceChange)
 	for _, a := range cfg.Apps {
+		a.setDefaults()
 		g.appsByID[a.ID] = a
 		g.appByKey[a.Key] = a
 	}
@@ -162,6 +210,8 @@ func New(cfg Config) (*Gateway, error) {
 			p.run()
 		}()
 	}
+	g.wg.Add(1)
+	go g.countLoop()
 	return g, nil
 }
 
@@ -173,6 +223,15 @@ func (g *Gateway) AttachBus(b Bus, shards int) {
 	}
 	g.bus = b
 	g.dirty = make([][]*Conn, shards)
+	g.publisher, _ = b.(Publisher)
+	if cr, ok := b.(CacheReader); ok {
+		g.cache = cr
+		g.cacheJobs = make(chan cacheJob, cacheQueueLen)
+		for range cacheWorkers {
+			g.wg.Add(1)
+			go g.cacheWorker()
+		}
+	}
 }
 
 // AppByID returns the app with this id.
@@ -273,10 +332,13 @@ func eventFrame(payload []byte, serial uint64) []byte {
 // connClosed forgets a released connection's subscriptions and counts.
 // Called by its poller.
 func (g *Gateway) connClosed(c *Conn) {
-	for _, lc := range c.channels {
-		g.leave(c, lc)
+	for _, s := range c.subs {
+		g.leave(c, s)
 	}
-	c.channels = nil
+	c.subs = nil
+	if c.userID != "" {
+		g.users.remove(c)
+	}
 	if c.counted {
 		c.app.conns.Add(-1)
 	}
@@ -295,6 +357,10 @@ func (g *Gateway) Close() {
 			if p != nil {
 				p.stop()
 			}
+		}
+		close(g.stop)
+		if g.cacheJobs != nil {
+			close(g.cacheJobs)
 		}
 		g.wg.Wait()
 	})

@@ -165,7 +165,7 @@ func (p *poller) absorb() bool {
 		// A connection that is already closing (its app was refused, or
 		// registration failed) is released by the sweep or on the peer's FIN.
 		c.pidx = int32(len(p.conns))
-		c.lastIn = p.now
+		c.lastIn, c.born = p.now, p.now
 		p.conns = append(p.conns, c)
 	}
 	return stopping
@@ -318,6 +318,8 @@ func (p *poller) sweep() {
 			continue
 		}
 		switch {
+		case c.app != nil && c.app.UserAuthentication && c.userID == "" && p.now-c.born >= int64(userAuthTimeout):
+			c.closeWith(4009, "Connection not signed in within 30 seconds")
 		case c.pingAt == 0 && p.now-c.lastIn >= activity:
 			c.pingAt = p.now
 			_ = c.send(g.frames.ping)

@@ -5,6 +5,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"herald/presence"
 	"herald/protocol"
 )
 
@@ -12,9 +13,19 @@ import (
 // client cannot grow the node's index without limit.
 const maxSubscriptionsPerConn = 1000
 
+// maxPresenceUserIDBytes is Pusher's documented limit on presence user ids.
+const maxPresenceUserIDBytes = 128
+
+// subscription is one channel a connection is subscribed to.
+type subscription struct {
+	lc   *localChannel
+	kind protocol.ChannelKind
+	user string // presence channels: the member's user id
+}
+
 // handleMessage handles one Pusher message from a client. It runs on the
-// connection's poller and must not block: anything that waits (a bus round
-// trip, an auth callback) goes elsewhere.
+// connection's poller and must not block: anything that waits (a cache read)
+// goes to a worker.
 func (g *Gateway) handleMessage(c *Conn, payload []byte) {
 	g.stats.messagesIn.Add(1)
 	msg, err := protocol.DecodeMessage(payload)
@@ -23,16 +34,18 @@ func (g *Gateway) handleMessage(c *Conn, payload []byte) {
 		return
 	}
 	switch msg.Event {
-	case "pusher:ping":
+	case protocol.EventPing:
 		_ = c.send(g.frames.pong)
-	case "pusher:pong":
+	case protocol.EventPong:
 		// any inbound frame already counted as activity
-	case "pusher:subscribe":
+	case protocol.EventSubscribe:
 		g.subscribe(c, msg)
-	case "pusher:unsubscribe":
+	case protocol.EventUnsubscribe:
 		g.unsubscribe(c, msg)
+	case protocol.EventSignin:
+		g.signin(c, msg)
 	default:
-		if strings.HasPrefix(msg.Event, "client-") {
+		if strings.HasPrefix(msg.Event, protocol.ClientEventPrefix) {
 			g.clientEvent(c, msg)
 		}
 		// Other events, including unknown pusher:* ones, are ignored as
@@ -42,19 +55,29 @@ func (g *Gateway) handleMessage(c *Conn, payload []byte) {
 
 // sendError sends a pusher:error that leaves the connection open.
 func (c *Conn) sendError(code int, message, channel string) {
-	msg := protocol.AppendError(nil, code, message, channel)
-	_ = c.send(appendFrame(make([]byte, 0, len(msg)+4), ws.OpText, msg))
+	c.sendJSON(protocol.AppendError(nil, code, message, channel))
 }
 
 func (c *Conn) sendJSON(msg []byte) {
 	_ = c.send(appendFrame(make([]byte, 0, len(msg)+4), ws.OpText, msg))
 }
 
+// refuse reports a failed subscription in the app's chosen form: Pusher's
+// connection-level pusher:error (code null), or soketi's channel-scoped
+// pusher:subscription_error that Laravel Echo's channel.error() receives.
+func (c *Conn) refuse(channel, typ, message string, status int) {
+	if c.app.SoketiErrors {
+		c.sendJSON(protocol.AppendSubscriptionError(nil, channel, typ, message, status))
+		return
+	}
+	c.sendError(0, message, "")
+}
+
 // subscribed returns the connection's subscription to a channel, or nil.
-func (c *Conn) subscribed(name string) *localChannel {
-	for _, lc := range c.channels {
-		if lc.name == name {
-			return lc
+func (c *Conn) subscribed(name string) *subscription {
+	for i := range c.subs {
+		if c.subs[i].lc.name == name {
+			return &c.subs[i]
 		}
 	}
 	return nil
@@ -63,51 +86,94 @@ func (c *Conn) subscribed(name string) *localChannel {
 func (g *Gateway) subscribe(c *Conn, msg protocol.Message) {
 	sd, err := protocol.DecodeSubscribe(msg.Data)
 	if err != nil {
-		c.sendError(0, "Invalid subscribe message: "+err.Error(), "")
+		c.sendError(0, err.Error(), "")
 		return
 	}
 	name := sd.Channel
 	if err := protocol.ValidateChannelName(name, c.app.Limits.MaxChannelName); err != nil {
-		c.sendError(0, err.Error(), "")
+		c.refuse(name, "InvalidChannel", err.Error(), 4009)
 		return
 	}
 	if c.subscribed(name) != nil {
-		c.sendError(0, "Existing subscription to channel "+name, "")
+		c.refuse(name, "AlreadySubscribed", "Existing subscription to channel "+name, 4009)
 		return
 	}
-	if len(c.channels) >= maxSubscriptionsPerConn {
-		c.sendError(0, "Too many subscriptions on this connection", "")
+	if len(c.subs) >= maxSubscriptionsPerConn {
+		c.refuse(name, "LimitReached", "Too many subscriptions on this connection", 4100)
 		return
 	}
-	if err := g.authorize(c, name, sd); err != nil {
-		c.sendError(0, err.Error(), "")
-		return
-	}
-	g.join(c, name)
-}
-
-// authorize checks the subscription's signature for the channel kinds that
-// need one.
-func (g *Gateway) authorize(c *Conn, name string, sd protocol.SubscribeData) error {
-	kind, _ := protocol.Classify(name)
+	kind, cache := protocol.Classify(name)
 	switch kind {
 	case protocol.Private, protocol.Encrypted:
-		return protocol.VerifyChannelAuth(c.app.Key, c.app.Secret, c.id.String(), name, "", sd.Auth)
+		if err := protocol.VerifyChannelAuth(c.app.Key, c.app.Secret, c.id.String(), name, "", sd.Auth); err != nil {
+			c.refuse(name, "AuthError", err.Error(), 401)
+			return
+		}
 	case protocol.Presence:
-		return &protocol.Error{Message: "Presence channels are not supported by this server yet"}
+		m, ok := g.presenceMember(c, name, sd)
+		if !ok {
+			return
+		}
+		g.joinPresence(c, name, cache, m)
+		return
 	case protocol.ServerToUser:
-		return &protocol.Error{Message: "Subscribing to " + name + " requires a signed-in user"}
+		if id, _ := protocol.ServerToUserID(name); c.userID == "" || id != c.userID {
+			c.refuse(name, "AuthError", "Subscribing to "+name+" requires being signed in as that user", 401)
+			return
+		}
 	}
-	return nil
+	g.join(c, name, kind, "", []byte("{}"))
+	if cache {
+		g.sendCached(c, name)
+	}
 }
 
-// join adds the connection to a channel and acknowledges it. The
-// acknowledgement is queued before the connection enters the index and written
-// after it has, and the bus subscription is requested before the write, so
-// every event published after the client sees subscription_succeeded reaches
-// it, and none arrives before the acknowledgement.
-func (g *Gateway) join(c *Conn, name string) {
-	ack := protocol.AppendSubscriptionSucceeded(nil, name, "{}")
+// presenceMember verifies a presence subscription's signature over its exact
+// channel_data and checks the member against the app's limits.
+func (g *Gateway) presenceMember(c *Conn, name string, sd protocol.SubscribeData) (presence.Member, bool) {
+	if err := protocol.VerifyChannelAuth(c.app.Key, c.app.Secret, c.id.String(), name, sd.ChannelData, sd.Auth); err != nil {
+		c.refuse(name, "AuthError", err.Error(), 401)
+		return presence.Member{}, false
+	}
+	pm, err := protocol.ParseChannelData(sd.ChannelData)
+	switch {
+	case err != nil:
+		c.refuse(name, "InvalidChannelData", err.Error(), 4009)
+		return presence.Member{}, false
+	case len(pm.UserID) > maxPresenceUserIDBytes:
+		c.refuse(name, "LimitReached", "Presence user_id is longer than 128 characters", 4009)
+		return presence.Member{}, false
+	case len(pm.UserInfo) > c.app.MaxPresenceUserInfo:
+		c.refuse(name, "LimitReached", "Presence user_info is larger than the app's limit", 4301)
+		return presence.Member{}, false
+	}
+	return presence.Member{ID: pm.UserID, IDJSON: pm.UserIDJSON, Info: pm.UserInfo}, true
+}
+
+// joinPresence adds the member to the registry; inside the registry's
+// joined hook the connection gets its roster and enters the channel, so the
+// roster and the member events that follow it are consistent.
+func (g *Gateway) joinPresence(c *Conn, name string, cache bool, m presence.Member) {
+	err := g.presence.Join(c.app.ID, name, presence.ConnID(c.id.String()), m, c.app.MaxPresenceMembers,
+		func(members []presence.Member) {
+			g.join(c, name, protocol.Presence, m.ID, presence.Roster(members))
+		})
+	if err != nil {
+		c.refuse(name, "LimitReached", "Presence channel is full: at most "+itoa(c.app.MaxPresenceMembers)+" members", 4100)
+		return
+	}
+	if cache {
+		g.sendCached(c, name)
+	}
+}
+
+// join adds the connection to a channel and acknowledges it with ackData. The
+// acknowledgement is queued before the connection enters the index and
+// written after it has, and the bus subscription is requested before the
+// write, so every event published after the client sees
+// subscription_succeeded reaches it, and none arrives before it.
+func (g *Gateway) join(c *Conn, name string, kind protocol.ChannelKind, user string, ackData []byte) {
+	ack := protocol.AppendSubscriptionSucceeded(nil, name, string(ackData))
 	c.mu.Lock()
 	ok := c.state() == stateOpen && c.enqueueLocked(appendFrame(make([]byte, 0, len(ack)+4), ws.OpText, ack))
 	c.mu.Unlock()
@@ -115,62 +181,82 @@ func (g *Gateway) join(c *Conn, name string) {
 		return
 	}
 	lc, _, first := g.hub.add(c, name)
-	c.channels = append(c.channels, lc)
+	c.subs = append(c.subs, subscription{lc: lc, kind: kind, user: user})
 	if first && g.bus != nil {
 		g.bus.Subscribe(c.app.ID, name)
 	}
 	c.mu.Lock()
 	c.flushLocked()
 	c.mu.Unlock()
+	g.countChanged(lc)
 }
 
 func (g *Gateway) unsubscribe(c *Conn, msg protocol.Message) {
 	name, err := protocol.DecodeUnsubscribe(msg.Data)
 	if err != nil {
-		c.sendError(0, "Invalid unsubscribe message: "+err.Error(), "")
+		c.sendError(0, err.Error(), "")
 		return
 	}
-	lc := c.subscribed(name)
-	if lc == nil {
-		c.sendError(0, "No current subscription to channel "+name+", or subscription in progress", "")
-		return
-	}
-	for i, s := range c.channels {
-		if s == lc {
-			last := len(c.channels) - 1
-			c.channels[i] = c.channels[last]
-			c.channels[last] = nil
-			c.channels = c.channels[:last]
-			break
+	for i := range c.subs {
+		if c.subs[i].lc.name == name {
+			s := c.subs[i]
+			last := len(c.subs) - 1
+			c.subs[i] = c.subs[last]
+			c.subs[last] = subscription{}
+			c.subs = c.subs[:last]
+			g.leave(c, s)
+			return
 		}
 	}
-	g.leave(c, lc)
+	c.sendError(0, "No current subscription to channel "+name+", or subscription in progress", "")
 }
 
-// leave removes the connection from a channel's local index and drops the
-// node's interest in the channel with its last local subscriber.
-func (g *Gateway) leave(c *Conn, lc *localChannel) {
-	if g.hub.remove(c, lc) && g.bus != nil {
-		g.bus.Unsubscribe(lc.app.ID, lc.name)
+// leave removes the connection from a channel: from the local index (the
+// node's bus interest goes with the last local subscriber) and, for presence
+// channels, from the registry, which reports member_removed when it was the
+// user's last connection.
+func (g *Gateway) leave(c *Conn, s subscription) {
+	if g.hub.remove(c, s.lc) && g.bus != nil {
+		g.bus.Unsubscribe(s.lc.app.ID, s.lc.name)
 	}
+	if s.kind == protocol.Presence {
+		g.presence.Leave(s.lc.app.ID, s.lc.name, presence.ConnID(c.id.String()))
+	}
+	g.countChanged(s.lc)
 }
 
-// clientEvent rejects client events this server cannot relay: they are only
-// allowed on private and presence channels the sender is subscribed to, when
-// the app enables them.
-func (g *Gateway) clientEvent(c *Conn, msg protocol.Message) {
-	if !c.app.ClientEvents {
-		c.sendError(protocol.CodeClientEventRateLimit, "The app does not have client messaging enabled.", "")
+// onPresenceChange delivers member_added / member_removed to this node's
+// subscribers of the channel, except the connection that caused the change.
+// It runs under the presence registry's lock.
+func (g *Gateway) onPresenceChange(ch presence.Change) {
+	app := g.appsByID[ch.App]
+	if app == nil {
 		return
 	}
-	if c.subscribed(msg.Channel) == nil {
-		c.sendError(0, "Cannot broadcast client event (connection not subscribed to channel "+msg.Channel+")", "")
-		return
+	var msg []byte
+	if ch.Added {
+		msg = protocol.AppendMemberAdded(nil, ch.Channel, ch.Member.IDJSON, ch.Member.Info)
+	} else {
+		msg = protocol.AppendMemberRemoved(nil, ch.Channel, ch.Member.IDJSON)
 	}
-	kind, _ := protocol.Classify(msg.Channel)
-	if kind != protocol.Private && kind != protocol.Presence {
-		c.sendError(0, "Client events are only allowed on private and presence channels", "")
-		return
+	frame := appendFrame(make([]byte, 0, len(msg)+4), ws.OpText, msg)
+	origin, _ := protocol.ParseSocketID(string(ch.Origin))
+	g.hub.fanout(app, ch.Channel, func(c *Conn) {
+		if c.id != origin {
+			_ = c.send(frame)
+		}
+	})
+}
+
+func itoa(n int) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			return string(b[i:])
+		}
 	}
-	c.sendError(0, "Client events are not supported by this server yet", "")
 }

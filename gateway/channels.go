@@ -1,0 +1,126 @@
+package gateway
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"herald/protocol"
+)
+
+// CacheReader reads the last event of cache channels (the bus does, from
+// JetStream).
+type CacheReader interface {
+	LastEvent(ctx context.Context, app, channel string) (payload []byte, serial uint64, stored time.Time, ok bool, err error)
+}
+
+const (
+	cacheWorkers     = 4
+	cacheQueueLen    = 4096
+	cacheReadTimeout = 2 * time.Second
+	// countEvery is how often subscription_count events go out for channels
+	// whose count changed: one event a second per channel, not one per join.
+	countEvery = time.Second
+)
+
+type cacheJob struct {
+	c    *Conn
+	name string
+}
+
+// sendCached queues the cache lookup for a new subscriber of a cache
+// channel; a worker sends the cached event or pusher:cache_miss. The lookup
+// waits on the bus, so it never runs on the poller. When the queue is full
+// the subscriber gets pusher:cache_miss at once: under overload a missed
+// cache beats a stalled poller.
+func (g *Gateway) sendCached(c *Conn, name string) {
+	if g.cache == nil {
+		c.sendJSON(protocol.AppendCacheMiss(nil, name))
+		return
+	}
+	select {
+	case g.cacheJobs <- cacheJob{c, name}:
+	default:
+		c.sendJSON(protocol.AppendCacheMiss(nil, name))
+	}
+}
+
+func (g *Gateway) cacheWorker() {
+	defer g.wg.Done()
+	for job := range g.cacheJobs {
+		ctx, cancel := context.WithTimeout(context.Background(), cacheReadTimeout)
+		payload, serial, _, ok, err := g.cache.LastEvent(ctx, job.c.app.ID, job.name)
+		cancel()
+		if err != nil {
+			g.log.Warn("cache read failed", "app", job.c.app.ID, "channel", job.name, "err", err)
+		}
+		if ok {
+			_ = job.c.send(eventFrame(payload, serial))
+		} else {
+			job.c.sendJSON(protocol.AppendCacheMiss(nil, job.name))
+		}
+	}
+}
+
+// counts collects channels whose subscription count changed, for apps that
+// send subscription_count events.
+type counts struct {
+	mu    sync.Mutex
+	dirty map[*localChannel]struct{}
+}
+
+// countChanged notes that a channel's subscription count changed.
+func (g *Gateway) countChanged(lc *localChannel) {
+	if !lc.app.SubscriptionCount {
+		return
+	}
+	g.counts.mu.Lock()
+	if g.counts.dirty == nil {
+		g.counts.dirty = make(map[*localChannel]struct{})
+	}
+	g.counts.dirty[lc] = struct{}{}
+	g.counts.mu.Unlock()
+}
+
+// countLoop sends pusher_internal:subscription_count to the subscribers of
+// every channel whose count changed since the last tick.
+func (g *Gateway) countLoop() {
+	defer g.wg.Done()
+	t := time.NewTicker(countEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-t.C:
+		}
+		g.counts.mu.Lock()
+		dirty := g.counts.dirty
+		g.counts.dirty = nil
+		g.counts.mu.Unlock()
+		for lc := range dirty {
+			n := g.hub.count(lc.app, lc.name)
+			if n == 0 {
+				continue
+			}
+			msg := protocol.AppendSubscriptionCount(nil, lc.name, n)
+			frame := appendFrame(make([]byte, 0, len(msg)+4), ws.OpText, msg)
+			g.hub.fanout(lc.app, lc.name, func(c *Conn) { _ = c.send(frame) })
+		}
+	}
+}
+
+// UserCount returns the number of distinct users in a presence channel.
+func (g *Gateway) UserCount(app *App, channel string) int { return g.presence.Count(app.ID, channel) }
+
+// Users returns the distinct user ids in a presence channel, in join order.
+func (g *Gateway) Users(app *App, channel string) []string {
+	ms := g.presence.Members(app.ID, channel)
+	ids := make([]string, len(ms))
+	for i, m := range ms {
+		ids[i] = m.ID
+	}
+	return ids
+}

@@ -1,0 +1,230 @@
+// Package presence owns presence-channel membership: which users are in which
+// presence channel, through which connections, and the member events that
+// follow (a user's first connection in a channel joins the user, the last one
+// leaving removes it).
+//
+// Registry is the API the gateway uses. Local is the single-node
+// implementation; a cluster implementation merges every node's members over
+// memberlist behind the same API, which is why changes are reported through a
+// Listener rather than as return values only: remote joins and leaves arrive
+// on their own.
+package presence
+
+import (
+	"encoding/json"
+	"errors"
+	"sync"
+)
+
+// Member is one user in a presence channel.
+type Member struct {
+	// ID is the user id in canonical string form.
+	ID string
+	// IDJSON is the id as the app sent it (a JSON string or number).
+	IDJSON json.RawMessage
+	// Info is the raw JSON of user_info, or nil.
+	Info json.RawMessage
+}
+
+// Change is a user joining or leaving a presence channel (across every
+// connection of the user). Origin is the connection that caused it, so the
+// gateway can leave it out of member_added.
+type Change struct {
+	App, Channel string
+	Member       Member
+	Added        bool
+	Origin       ConnID
+}
+
+// ConnID identifies a connection cluster-wide (its socket id).
+type ConnID string
+
+// Listener receives every Change, in the order the registry's state changed:
+// it is called with the registry's lock held, so it must not block and must
+// not call back into the registry.
+type Listener func(Change)
+
+// ErrFull is returned by Join when the channel already holds its limit of
+// distinct users and the joiner is not one of them.
+var ErrFull = errors.New("presence: channel is full")
+
+// Registry is presence membership as the gateway sees it.
+type Registry interface {
+	// Join adds a connection's membership. It fails with ErrFull when the
+	// user is new and the channel has maxMembers distinct users. On success,
+	// joined (if not nil) is called with every member, the joiner included,
+	// before any Change the join causes is reported and before any later
+	// change: a subscriber that starts listening inside joined misses nothing
+	// and sees nothing twice. joined runs under the registry's lock, like
+	// the Listener.
+	Join(app, channel string, conn ConnID, m Member, maxMembers int, joined func([]Member)) error
+	// Leave removes a connection's membership, if it has one.
+	Leave(app, channel string, conn ConnID)
+	// Members returns the distinct users in the channel, in join order.
+	Members(app, channel string) []Member
+	// Count returns the number of distinct users in the channel.
+	Count(app, channel string) int
+}
+
+type key struct{ app, channel string }
+
+type user struct {
+	member Member
+	conns  map[ConnID]struct{}
+}
+
+type channel struct {
+	users map[string]*user
+	order []string // user ids in join order
+}
+
+// Local is the Registry of a single node.
+type Local struct {
+	mu       sync.Mutex
+	channels map[key]*channel
+	listener Listener
+}
+
+// NewLocal returns an empty registry that reports changes to l (nil: none).
+func NewLocal(l Listener) *Local {
+	return &Local{channels: make(map[key]*channel), listener: l}
+}
+
+// Join implements Registry. A user's first connection in the channel emits
+// an added Change; later connections of the same user emit nothing (the
+// first connection's user_info stays).
+func (r *Local) Join(app, ch string, conn ConnID, m Member, maxMembers int, joined func([]Member)) error {
+	r.mu.Lock()
+	k := key{app, ch}
+	c := r.channels[k]
+	if c == nil {
+		c = &channel{users: make(map[string]*user)}
+		r.channels[k] = c
+	}
+	u := c.users[m.ID]
+	if u == nil {
+		if maxMembers > 0 && len(c.users) >= maxMembers {
+			if len(c.users) == 0 {
+				delete(r.channels, k)
+			}
+			r.mu.Unlock()
+			return ErrFull
+		}
+		u = &user{member: m, conns: make(map[ConnID]struct{}, 1)}
+		c.users[m.ID] = u
+		c.order = append(c.order, m.ID)
+	}
+	first := len(u.conns) == 0
+	u.conns[conn] = struct{}{}
+	if joined != nil {
+		joined(c.members())
+	}
+	if first && r.listener != nil {
+		r.listener(Change{App: app, Channel: ch, Member: u.member, Added: true, Origin: conn})
+	}
+	r.mu.Unlock()
+	return nil
+}
+
+// Leave implements Registry. The user's last connection leaving emits a
+// removed Change.
+func (r *Local) Leave(app, ch string, conn ConnID) {
+	r.mu.Lock()
+	k := key{app, ch}
+	c := r.channels[k]
+	if c == nil {
+		r.mu.Unlock()
+		return
+	}
+	var gone *user
+	for id, u := range c.users {
+		if _, ok := u.conns[conn]; !ok {
+			continue
+		}
+		delete(u.conns, conn)
+		if len(u.conns) == 0 {
+			delete(c.users, id)
+			c.order = removeString(c.order, id)
+			gone = u
+		}
+		break
+	}
+	if len(c.users) == 0 {
+		delete(r.channels, k)
+	}
+	if gone != nil && r.listener != nil {
+		r.listener(Change{App: app, Channel: ch, Member: gone.member, Added: false, Origin: conn})
+	}
+	r.mu.Unlock()
+}
+
+// Members implements Registry.
+func (r *Local) Members(app, ch string) []Member {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.channels[key{app, ch}]; c != nil {
+		return c.members()
+	}
+	return nil
+}
+
+func (c *channel) members() []Member {
+	out := make([]Member, 0, len(c.order))
+	for _, id := range c.order {
+		out = append(out, c.users[id].member)
+	}
+	return out
+}
+
+// Count implements Registry.
+func (r *Local) Count(app, ch string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.channels[key{app, ch}]; c != nil {
+		return len(c.users)
+	}
+	return 0
+}
+
+func removeString(s []string, v string) []string {
+	for i, x := range s {
+		if x == v {
+			return append(s[:i], s[i+1:]...)
+		}
+	}
+	return s
+}
+
+// Roster is the data of a presence subscription_succeeded (spec 2.4):
+// {"presence":{"ids":[...],"hash":{id:info},"count":N}}.
+func Roster(members []Member) []byte {
+	b := make([]byte, 0, 64+len(members)*48)
+	b = append(b, `{"presence":{"ids":[`...)
+	for i, m := range members {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b, _ = appendJSON(b, m.ID)
+	}
+	b = append(b, `],"hash":{`...)
+	for i, m := range members {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b, _ = appendJSON(b, m.ID)
+		b = append(b, ':')
+		if len(m.Info) == 0 {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, m.Info...)
+		}
+	}
+	b = append(b, `},"count":`...)
+	b, _ = appendJSON(b, len(members))
+	return append(b, "}}"...)
+}
+
+func appendJSON(b []byte, v any) ([]byte, error) {
+	j, err := json.Marshal(v)
+	return append(b, j...), err
+}
