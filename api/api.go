@@ -62,7 +62,7 @@ type Config struct {
 	Gateway        *gateway.Gateway
 	Publisher      Publisher
 	Channels       Channels
-	Cache          Cache // nil: cache queries answer "cache":null
+	Cache          Cache                // nil: cache queries answer "cache":null
 	Registry       *prometheus.Registry // metrics served at /metrics; nil: none
 	Logger         *slog.Logger
 	MaxBodyBytes   int
@@ -170,8 +170,11 @@ func (s *Server) rest(ctx *fasthttp.RequestCtx) {
 	case string(sub) == "batch_events" && ctx.IsPost():
 		endpoint, handler = "batch_events", s.batch
 	default:
-		writeError(ctx, &protocol.HTTPError{Status: fasthttp.StatusNotFound, Message: "Unknown endpoint " + string(ctx.Method()) + " " + string(ctx.Path())})
-		return
+		var err error
+		if endpoint, handler, err = s.restRoute(ctx, string(sub)); err != nil {
+			writeError(ctx, err)
+			return
+		}
 	}
 	if err := s.authenticate(ctx, app); err != nil {
 		writeError(ctx, err)

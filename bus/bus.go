@@ -12,6 +12,9 @@
 // with headers Nats-Sequence (its serial) and Nats-Last-Sequence (the
 // previous serial on the same channel), which the Sink sees as
 // Message.Serial and Message.PrevSerial.
+//
+// cache.go keeps the last event of each cache channel in a second per-app
+// stream, HERALD-CACHE_<app> on herald.<app>.cache.<tok>, read by LastEvent.
 package bus
 
 import (
@@ -124,17 +127,28 @@ func Start(cfg Config, sink Sink) (*Bus, error) {
 		apps:     make(map[string]struct{}),
 		slowSubs: make(map[*nats.Subscription]struct{}),
 	}
+	if err := checkClientPort(cfg); err != nil {
+		return nil, err
+	}
+	if cfg.ClientListen != "" {
+		cfg.internalPassword = newInternalPassword()
+		b.cfg.internalPassword = cfg.internalPassword
+	}
 	srv, err := startServer(cfg)
 	if err != nil {
 		return nil, err
 	}
 	b.srv = srv
-	b.nc, err = nats.Connect("",
+	connOpts := []nats.Option{
 		nats.InProcessServer(srv),
 		nats.Name(cfg.ServerName),
 		nats.NoReconnect(),
 		nats.ErrorHandler(b.onAsyncError),
-	)
+	}
+	if cfg.ClientListen != "" { // the server requires a user (clientport.go)
+		connOpts = append(connOpts, nats.UserInfo(internalUser, cfg.internalPassword))
+	}
+	b.nc, err = nats.Connect("", connOpts...)
 	if err != nil {
 		b.shutdownServer()
 		return nil, fmt.Errorf("bus: connect: %w", err)

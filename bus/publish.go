@@ -38,10 +38,11 @@ func (b *Bus) streamConfig(app string) jetstream.StreamConfig {
 	}
 }
 
-// EnsureApp creates app's stream or updates it to the current config. Each
-// attempt waits at most 2 s (JetStream API requests may go unanswered while
-// a leader is elected); unanswered attempts are retried a few times while
-// ctx allows. With streams off it only validates app.
+// EnsureApp creates app's streams (the main one and the cache one, cache.go)
+// or updates them to the current config. Each attempt waits at most 2 s
+// (JetStream API requests may go unanswered while a leader is elected);
+// unanswered attempts are retried a few times while ctx allows. With streams
+// off it only validates app.
 func (b *Bus) EnsureApp(ctx context.Context, app string) error {
 	if !ValidApp(app) {
 		return fmt.Errorf("%w: %q", ErrInvalidApp, app)
@@ -52,16 +53,25 @@ func (b *Bus) EnsureApp(ctx context.Context, app string) error {
 	if b.closed.Load() {
 		return ErrClosed
 	}
-	cfg := b.streamConfig(app)
+	for _, cfg := range [...]jetstream.StreamConfig{b.streamConfig(app), b.cacheStreamConfig(app)} {
+		if err := b.ensureStream(ctx, cfg); err != nil {
+			return err
+		}
+	}
+	b.appsMu.Lock()
+	b.apps[app] = struct{}{}
+	b.appsMu.Unlock()
+	return nil
+}
+
+// ensureStream creates or updates one stream, retrying as EnsureApp says.
+func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) error {
 	var err error
 	for attempt := 1; attempt <= ensureAttempts; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, ensureAttemptWait)
 		_, err = b.js.CreateOrUpdateStream(actx, cfg)
 		cancel()
 		if err == nil {
-			b.appsMu.Lock()
-			b.apps[app] = struct{}{}
-			b.appsMu.Unlock()
 			return nil
 		}
 		if ctx.Err() != nil || !retryable(err) || attempt == ensureAttempts {
@@ -136,6 +146,11 @@ func (b *Bus) newMsg(p *Publication) *nats.Msg {
 // (5 s without a deadline). The stream republishes it to every node's live
 // subscribers. With streams off it is a core NATS publish onto the live
 // subject, returned without waiting, and the serial is 0.
+//
+// An event for a cache channel is also written to the app's cache stream
+// before Publish returns (cache.go). If that write fails, the error comes
+// with the event's non-zero serial: the event was stored and is delivered,
+// but LastEvent may still return an older one.
 func (b *Bus) Publish(ctx context.Context, p Publication) (serial uint64, err error) {
 	if err := b.check(&p); err != nil {
 		return 0, err
@@ -150,9 +165,19 @@ func (b *Bus) Publish(ctx context.Context, p Publication) (serial uint64, err er
 	if err := b.ensureKnown(ctx, p.App); err != nil {
 		return 0, err
 	}
+	cache := IsCacheChannel(p.Channel)
+	var began time.Time
+	if cache {
+		began = time.Now()
+	}
 	ack, err := b.js.PublishMsg(ctx, m)
 	if err != nil {
 		return 0, fmt.Errorf("bus: publish %q: %w", m.Subject, err)
+	}
+	if cache {
+		if err := b.storeCache(ctx, &p, m, ack.Sequence, began); err != nil {
+			return ack.Sequence, err
+		}
 	}
 	return ack.Sequence, nil
 }
@@ -162,7 +187,9 @@ func (b *Bus) Publish(ctx context.Context, p Publication) (serial uint64, err er
 // (all 0 with streams off). Publications to the same channel are stored in
 // input order. On error, serials holds the serials acknowledged so far (0
 // for the others) and some later publications may have been stored anyway;
-// nothing is sent if a publication fails validation.
+// nothing is sent if a publication fails validation. Cache channels are
+// cached as by Publish (the last publication per channel) before it returns;
+// a failed cache write is an error with every serial filled in.
 func (b *Bus) PublishBatch(ctx context.Context, ps []Publication) (serials []uint64, err error) {
 	for i := range ps {
 		if err := b.check(&ps[i]); err != nil {
@@ -187,6 +214,7 @@ func (b *Bus) PublishBatch(ctx context.Context, ps []Publication) (serials []uin
 			return serials, err
 		}
 	}
+	began := time.Now() // for the cache writes (cache.go)
 	futs := make([]jetstream.PubAckFuture, len(ps))
 	for i := range ps {
 		m := b.newMsg(&ps[i])
@@ -205,6 +233,9 @@ func (b *Bus) PublishBatch(ctx context.Context, ps []Publication) (serials []uin
 		case <-ctx.Done():
 			return serials, fmt.Errorf("bus: publish batch: %w", ctx.Err())
 		}
+	}
+	if err := b.storeCacheBatch(ctx, ps, futs, serials, began); err != nil {
+		return serials, err
 	}
 	return serials, nil
 }

@@ -12,12 +12,16 @@ import (
 // place that decides how the server runs; clustering and external NATS will
 // grow here.
 //
-// Single node: JetStream standalone, no client listener (DontListen), the
-// node connects in-process. DontListen must not be combined with a cluster
-// block: nats-server then never opens its route listener and Shutdown hangs
-// (see notes/stack.md c.1).
+// Single node: JetStream standalone, the node connects in-process. Without
+// a client port there is no listener at all (DontListen) and no auth; with
+// one (cfg.ClientListen) the server listens there and requires a user: the
+// node's own, with full permissions, or an app's, fenced to that app
+// (clientport.go). Everyone stays in the global account (accounts built in
+// code hit nats-server#6890, notes/stack.md c.1). DontListen must not be
+// combined with a cluster block: nats-server then never opens its route
+// listener and Shutdown hangs (see notes/stack.md c.1).
 func serverOptions(cfg Config) *server.Options {
-	return &server.Options{
+	opts := &server.Options{
 		ServerName: cfg.ServerName,
 		DontListen: true,
 		NoSigs:     true,
@@ -26,6 +30,8 @@ func serverOptions(cfg Config) *server.Options {
 		StoreDir:   cfg.storeDir(),
 		SyncAlways: cfg.SyncAlways,
 	}
+	applyClientPort(opts, cfg)
+	return opts
 }
 
 // startServer creates, starts and waits for the embedded server.

@@ -33,14 +33,28 @@ const (
 	DefaultMaxEventNameLength   = 200
 	DefaultMaxChannelNameLength = 200
 
+	DefaultMaxPresenceMembers       = 100
+	DefaultMaxPresenceUserInfoBytes = 1024
+	DefaultClientEventRate          = 10
+
+	// SubscriptionErrorsPusher and SubscriptionErrorsSoketi are the values of
+	// apps[].subscription_error_mode.
+	SubscriptionErrorsPusher = "pusher"
+	SubscriptionErrorsSoketi = "soketi"
+
 	DefaultActivityTimeout = 120 * time.Second
 	DefaultPongTimeout     = 30 * time.Second
 	DefaultMaxMessageBytes = 32768
 	DefaultWriteQueueBytes = 1 << 20
 
 	DefaultStreamMaxAge            = 2 * time.Minute
+	DefaultCacheTTL                = 30 * time.Minute
 	DefaultStreamMaxMsgsPerChannel = 1000
 	DefaultStreamSync              = SyncInterval
+
+	// DefaultBusClientListen is where backends connect to publish over NATS
+	// (NATS's own default port, loopback only).
+	DefaultBusClientListen = "127.0.0.1:4222"
 
 	DefaultHTTPMaxBodyBytes    = 1 << 20
 	DefaultHTTPReadBufferBytes = 16384
@@ -92,6 +106,39 @@ type App struct {
 	MaxBatchSize         int `yaml:"max_batch_size"`          // default 10; 1..1000
 	MaxEventNameLength   int `yaml:"max_event_name_length"`   // default 200; 1..1000
 	MaxChannelNameLength int `yaml:"max_channel_name_length"` // default 200; 1..1000
+
+	SubscriptionErrorMode    string `yaml:"subscription_error_mode"`      // "pusher" (default): pusher:error; "soketi": channel-scoped pusher:subscription_error
+	SubscriptionCount        bool   `yaml:"subscription_count"`           // default false: send pusher_internal:subscription_count to subscribers
+	MaxPresenceMembers       int    `yaml:"max_presence_members"`         // default 100 distinct users per presence channel; 1..100000
+	MaxPresenceUserInfoBytes int    `yaml:"max_presence_user_info_bytes"` // default 1024; 1..65536
+	ClientEventRate          int    `yaml:"client_event_rate"`            // default 10 client events per second per connection; 1..10000
+	UserAuthentication       bool   `yaml:"user_authentication"`          // default false; true: connections must pusher:signin within 30 s or are closed with 4009
+
+	NATS AppNATS `yaml:"nats"` // NATS client credentials (bus.client_listen); default user = id, password = secret
+}
+
+// AppNATS is an app's credentials on the NATS client port. Empty fields take
+// the defaults; use App.NATSUser and App.NATSPassword.
+type AppNATS struct {
+	User     string `yaml:"user"`     // default "" = the app id; ^[A-Za-z0-9_\-.]{1,128}$, unique across apps
+	Password string `yaml:"password"` // default "" = the app secret; a bcrypt hash ("$2a$...") is accepted
+	Nkey     string `yaml:"nkey"`     // default "" = none; a public user nkey ("U...") that may connect too, unique across apps
+}
+
+// NATSUser is the app's NATS user name: NATS.User, or the app id.
+func (a *App) NATSUser() string {
+	if a.NATS.User != "" {
+		return a.NATS.User
+	}
+	return a.ID
+}
+
+// NATSPassword is the app's NATS password: NATS.Password, or the app secret.
+func (a *App) NATSPassword() string {
+	if a.NATS.Password != "" {
+		return a.NATS.Password
+	}
+	return a.Secret
 }
 
 // IsEnabled reports whether the app accepts connections and events
@@ -120,8 +167,13 @@ func (g *Gateway) ActivityTimeoutSeconds() int {
 
 // Bus configures message delivery between nodes.
 type Bus struct {
-	Stream Stream `yaml:"stream"`
-	Shards int    `yaml:"shards"` // default 0 = GOMAXPROCS; live-delivery shards; 0..256
+	Stream   Stream   `yaml:"stream"`
+	Shards   int      `yaml:"shards"`    // default 0 = GOMAXPROCS; live-delivery shards; 0..256
+	CacheTTL Duration `yaml:"cache_ttl"` // default 30m: how long cache channels keep their last event; 1s..24h
+
+	// The NATS client port (docs/nats.md).
+	ClientListen      string `yaml:"client_listen"`       // default "127.0.0.1:4222": NATS client port for backends; "" = off; port 0 = random
+	ClientSharedInbox bool   `yaml:"client_shared_inbox"` // default false: app users get replies only under _INBOX.<app-id>; true also allows _INBOX.> (single tenant only)
 }
 
 // Stream configures the JetStream replay window of every app.
@@ -162,6 +214,8 @@ func Default() *Config {
 			WriteQueueBytes: DefaultWriteQueueBytes,
 		},
 		Bus: Bus{
+			CacheTTL:     Duration(DefaultCacheTTL),
+			ClientListen: DefaultBusClientListen,
 			Stream: Stream{
 				Enabled:           boolPtr(true),
 				MaxAge:            Duration(DefaultStreamMaxAge),
@@ -177,10 +231,12 @@ func Default() *Config {
 }
 
 // Loopback is the preset for tests: Default() listening on 127.0.0.1:0 (a
-// free port) with its data in dataDir (typically t.TempDir()).
+// free port), its NATS client port on another free port, with its data in
+// dataDir (typically t.TempDir()).
 func Loopback(dataDir string) *Config {
 	c := Default()
 	c.Listen = "127.0.0.1:0"
+	c.Bus.ClientListen = "127.0.0.1:0"
 	c.DataDir = dataDir
 	return c
 }
@@ -199,6 +255,11 @@ func NewApp(id, key, secret string) App {
 		MaxBatchSize:         DefaultMaxBatchSize,
 		MaxEventNameLength:   DefaultMaxEventNameLength,
 		MaxChannelNameLength: DefaultMaxChannelNameLength,
+
+		SubscriptionErrorMode:    SubscriptionErrorsPusher,
+		MaxPresenceMembers:       DefaultMaxPresenceMembers,
+		MaxPresenceUserInfoBytes: DefaultMaxPresenceUserInfoBytes,
+		ClientEventRate:          DefaultClientEventRate,
 	}
 }
 

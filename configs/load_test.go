@@ -106,7 +106,7 @@ http:
 		Pollers:         4,
 		RequireProtocol: true,
 	}
-	want.Bus = Bus{Shards: 8, Stream: Stream{
+	want.Bus = Bus{Shards: 8, CacheTTL: Duration(DefaultCacheTTL), ClientListen: DefaultBusClientListen, Stream: Stream{
 		Enabled:           boolPtr(false),
 		MaxAge:            Duration(time.Hour),
 		MaxMsgsPerChannel: 50,

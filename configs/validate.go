@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nkeys"
 )
 
 // Patterns for app credentials. Keys appear in WebSocket URLs (/app/{key}),
@@ -14,6 +16,9 @@ import (
 var (
 	appIDPattern  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 	appKeyPattern = regexp.MustCompile(`^[A-Za-z0-9_\-.]{1,128}$`)
+	// natsUserPattern keeps NATS user names usable in nats:// URLs and apart
+	// from the node's internal user (which starts with '$').
+	natsUserPattern = regexp.MustCompile(`^[A-Za-z0-9_\-.]{1,128}$`)
 )
 
 // Validate checks every value and returns the first problem as a *KeyError
@@ -60,6 +65,37 @@ func (c *Config) checkApps() *KeyError {
 		}
 		keys[a.Key] = i
 	}
+	return c.checkAppsNATS()
+}
+
+// checkAppsNATS checks the apps' NATS credentials: well formed, and no user
+// name or nkey shared by two apps (each is fenced to one app's subjects).
+func (c *Config) checkAppsNATS() *KeyError {
+	users := make(map[string]int, len(c.Apps))
+	pubkeys := make(map[string]int)
+	for i := range c.Apps {
+		a := &c.Apps[i]
+		p := fmt.Sprintf("apps[%d].nats", i)
+		if a.NATS.User != "" {
+			if err := matches(p+".user", a.NATS.User, natsUserPattern); err != nil {
+				return err
+			}
+		}
+		if j, dup := users[a.NATSUser()]; dup {
+			return keyErr(p+".user", fmt.Sprintf("%s is already the NATS user of apps[%d] (the default user is the app id)", quote(a.NATSUser()), j))
+		}
+		users[a.NATSUser()] = i
+		if a.NATS.Nkey == "" {
+			continue
+		}
+		if !nkeys.IsValidPublicUserKey(a.NATS.Nkey) {
+			return keyErr(p+".nkey", fmt.Sprintf("%s is not a public user nkey (\"U\" and 55 more characters, as printed by nk -gen user -pubout)", quote(a.NATS.Nkey)))
+		}
+		if j, dup := pubkeys[a.NATS.Nkey]; dup {
+			return keyErr(p+".nkey", fmt.Sprintf("already the nkey of apps[%d]", j))
+		}
+		pubkeys[a.NATS.Nkey] = i
+	}
 	return nil
 }
 
@@ -82,6 +118,10 @@ func (a *App) check(p string) *KeyError {
 		intRange(p+".max_batch_size", int64(a.MaxBatchSize), 1, 1000),
 		intRange(p+".max_event_name_length", int64(a.MaxEventNameLength), 1, 1000),
 		intRange(p+".max_channel_name_length", int64(a.MaxChannelNameLength), 1, 1000),
+		oneOf(p+".subscription_error_mode", a.SubscriptionErrorMode, SubscriptionErrorsPusher, SubscriptionErrorsSoketi),
+		intRange(p+".max_presence_members", int64(a.MaxPresenceMembers), 1, 100000),
+		intRange(p+".max_presence_user_info_bytes", int64(a.MaxPresenceUserInfoBytes), 1, 65536),
+		intRange(p+".client_event_rate", int64(a.ClientEventRate), 1, 10000),
 	)
 }
 
@@ -97,11 +137,17 @@ func (g *Gateway) check(p string) *KeyError {
 
 func (b *Bus) check(p string) *KeyError {
 	s := &b.Stream
+	if b.ClientListen != "" {
+		if err := checkListen(p+".client_listen", b.ClientListen); err != nil {
+			return err
+		}
+	}
 	return firstErr(
 		durRange(p+".stream.max_age", s.MaxAge, time.Second, 720*time.Hour),
 		intRange(p+".stream.max_msgs_per_channel", s.MaxMsgsPerChannel, 1, 10_000_000),
 		oneOf(p+".stream.sync", s.Sync, SyncInterval, SyncAlways),
 		intRange(p+".shards", int64(b.Shards), 0, 256),
+		durRange(p+".cache_ttl", b.CacheTTL, time.Second, 24*time.Hour),
 	)
 }
 

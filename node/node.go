@@ -32,6 +32,7 @@ type Node struct {
 	gw   *gateway.Gateway
 	bus  *bus.Bus
 	http *api.Server
+	nats *api.NATSAPI // nil without a NATS client port
 
 	serveErr chan error
 	stopOnce sync.Once
@@ -60,7 +61,7 @@ func Start(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	go func() { n.serveErr <- n.http.Serve(ln) }()
 	n.http.SetReady(true)
 	log.Info("herald node started", "listen", ln.Addr().String(), "data_dir", cfg.DataDir,
-		"apps", len(cfg.Apps), "stream", cfg.Bus.Stream.IsEnabled())
+		"apps", len(cfg.Apps), "stream", cfg.Bus.Stream.IsEnabled(), "nats", n.bus.ClientURL())
 	return n, nil
 }
 
@@ -93,8 +94,13 @@ func (n *Node) startParts() error {
 		MaxMsgsPerChannel: cfg.Bus.Stream.MaxMsgsPerChannel,
 		SyncAlways:        cfg.Bus.Stream.Sync == configs.SyncAlways,
 		Shards:            min(cfg.Bus.Shards, 64),
+		CacheTTL:          cfg.Bus.CacheTTL.D(),
 		Apps:              ids,
 		Logger:            n.log.With("part", "bus"),
+
+		ClientListen:      cfg.Bus.ClientListen,
+		ClientUsers:       clientUsers(cfg.Apps),
+		ClientSharedInbox: cfg.Bus.ClientSharedInbox,
 	}, gw)
 	if err != nil {
 		return err
@@ -109,12 +115,44 @@ func (n *Node) startParts() error {
 		Gateway:        gw,
 		Publisher:      b,
 		Channels:       localChannels{gw},
+		Cache:          cacheQueries{b},
 		Registry:       reg,
 		Logger:         n.log.With("part", "api"),
 		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,
 		ReadBufferSize: cfg.HTTP.ReadBufferBytes,
 	})
+	return n.startNATSAPI(reg)
+}
+
+// startNATSAPI serves the API subjects to NATS clients (docs/nats.md) when
+// the bus has a client port.
+func (n *Node) startNATSAPI(reg *prometheus.Registry) error {
+	if n.cfg.Bus.ClientListen == "" {
+		return nil
+	}
+	a, err := api.StartNATSAPI(api.NATSAPIConfig{
+		Conn:     n.bus.Conn(),
+		Server:   n.http,
+		Apps:     n.gw.AppByID,
+		Registry: reg,
+		Logger:   n.log.With("part", "natsapi"),
+	})
+	if err != nil {
+		return err
+	}
+	n.nats = a
 	return nil
+}
+
+// clientUsers are the apps' NATS credentials: user/password (default: app
+// id and secret) and, when set, an nkey.
+func clientUsers(apps []configs.App) []bus.ClientUser {
+	out := make([]bus.ClientUser, len(apps))
+	for i := range apps {
+		a := &apps[i]
+		out[i] = bus.ClientUser{App: a.ID, User: a.NATSUser(), Password: a.NATSPassword(), Nkey: a.NATS.Nkey}
+	}
+	return out
 }
 
 // gatewayApps converts configured apps to the edge's view of them.
@@ -136,6 +174,12 @@ func gatewayApps(in []configs.App) []*gateway.App {
 				MaxEventName:   a.MaxEventNameLength,
 				MaxChannelName: a.MaxChannelNameLength,
 			},
+			SoketiErrors:        a.SubscriptionErrorMode == configs.SubscriptionErrorsSoketi,
+			SubscriptionCount:   a.SubscriptionCount,
+			MaxPresenceMembers:  a.MaxPresenceMembers,
+			MaxPresenceUserInfo: a.MaxPresenceUserInfoBytes,
+			ClientEventRate:     a.ClientEventRate,
+			UserAuthentication:  a.UserAuthentication,
 		}
 	}
 	return out
@@ -164,6 +208,10 @@ func (n *Node) Gateway() *gateway.Gateway { return n.gw }
 // Bus returns the node's bus.
 func (n *Node) Bus() *bus.Bus { return n.bus }
 
+// NATSURL is where NATS clients reach the node (nats://host:port), or ""
+// without a client port.
+func (n *Node) NATSURL() string { return n.bus.ClientURL() }
+
 // Err receives the HTTP server's error if it stops serving on its own.
 func (n *Node) Err() <-chan error { return n.serveErr }
 
@@ -176,6 +224,11 @@ func (n *Node) Stop(ctx context.Context) error {
 		if err := n.http.Shutdown(ctx); err != nil && !errors.Is(err, context.Canceled) {
 			n.stopErr = fmt.Errorf("node: stop http: %w", err)
 		}
+		if n.nats != nil {
+			if err := n.nats.Stop(ctx); err != nil && n.stopErr == nil {
+				n.stopErr = fmt.Errorf("node: stop nats api: %w", err)
+			}
+		}
 		n.closeParts()
 		n.log.Info("herald node stopped")
 	})
@@ -183,6 +236,11 @@ func (n *Node) Stop(ctx context.Context) error {
 }
 
 func (n *Node) closeParts() {
+	if n.nats != nil { // before the bus: it publishes through the bus's connection
+		if err := n.nats.Stop(context.Background()); err != nil {
+			n.log.Warn("nats api stop", "err", err)
+		}
+	}
 	if n.gw != nil {
 		n.gw.Close()
 	}
@@ -210,7 +268,9 @@ func (l localChannels) Occupied(app *gateway.App, fn func(string, int)) { l.gw.C
 
 func (l localChannels) Users(app *gateway.App, ch string) []string { return l.gw.Users(app, ch) }
 
-func (l localChannels) TerminateUser(app *gateway.App, userID string) { l.gw.TerminateUser(app, userID) }
+func (l localChannels) TerminateUser(app *gateway.App, userID string) {
+	l.gw.TerminateUser(app, userID)
+}
 
 // StopTimeout is how long Stop may take when a signal asks for it.
 const StopTimeout = 10 * time.Second

@@ -1,0 +1,293 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"herald/bus"
+	"herald/gateway"
+	"herald/protocol"
+)
+
+// The NATS API: backends publish the body of POST /apps/{id}/events to
+// herald.<id>.api.events (or a batch_events body to
+// herald.<id>.api.batch_events) and, when the message has a reply subject,
+// get back exactly the JSON the REST API would answer. There is no request
+// signature: the NATS credentials (bus.ClientPermissions) authenticate.
+//
+// Subscription callbacks only queue messages; a bounded pool of workers
+// publishes them through Server.Events and Server.BatchEvents, the code
+// path REST uses. Messages are handled concurrently, so two fire-and-forget
+// publishes may be stored in either order (as two concurrent REST calls
+// may): a publisher that needs order waits for each answer or uses
+// batch_events.
+
+// Defaults of NATSAPIConfig.
+const (
+	DefaultNATSAPIQueueLen = 4096
+	natsAPIStopPoll        = 10 * time.Millisecond
+)
+
+// NATSAPIConfig sets up the NATS API.
+type NATSAPIConfig struct {
+	Conn     *nats.Conn                           // required: may subscribe to herald.*.api.* and publish anywhere (replies)
+	Server   *Server                              // required: Events and BatchEvents do the work
+	Apps     func(id string) (*gateway.App, bool) // required: the app of a subject's <id> token
+	Workers  int                                  // publishing goroutines; 0 = 4*GOMAXPROCS
+	QueueLen int                                  // messages waiting for a worker; 0 = 4096. Past it requests get 503, fire-and-forget messages are dropped
+	Registry *prometheus.Registry                 // metrics; nil: none
+	Logger   *slog.Logger                         // nil: slog.Default()
+}
+
+// NATSAPIStats are the NATS API's counters.
+type NATSAPIStats struct {
+	Handled uint64 // messages answered or published by a worker (any outcome)
+	Busy    uint64 // requests answered 503 because the queue was full or the API stopping
+	Dropped uint64 // fire-and-forget messages dropped for the same reasons
+	Queued  int    // messages waiting for a worker now (at most QueueLen)
+}
+
+// NATSAPI serves the API subjects. Its methods are safe for concurrent use.
+type NATSAPI struct {
+	cfg  NATSAPIConfig
+	log  *slog.Logger
+	subs []*nats.Subscription
+	jobs chan *nats.Msg
+	wg   sync.WaitGroup
+
+	// mu orders queueing against Stop: callbacks hold it shared while they
+	// send to jobs; Stop holds it exclusively to set stopped and close jobs.
+	mu      sync.RWMutex
+	stopped bool
+
+	stopOnce sync.Once
+	stopErr  error
+
+	handled atomic.Uint64
+	busy    atomic.Uint64
+	dropped atomic.Uint64
+	reqs    *prometheus.CounterVec
+}
+
+// busyBody and stoppingBody are the answers when no worker can take a request.
+var (
+	busyBody     = (&protocol.HTTPError{Status: 503, Message: "Server busy"}).Body()
+	stoppingBody = (&protocol.HTTPError{Status: 503, Message: "Server stopping"}).Body()
+)
+
+// StartNATSAPI starts the workers and subscribes to both API subjects in the
+// queue group bus.APIQueue. When it returns, the server has registered the
+// subscriptions.
+func StartNATSAPI(cfg NATSAPIConfig) (*NATSAPI, error) {
+	if cfg.Conn == nil || cfg.Server == nil || cfg.Apps == nil {
+		return nil, errors.New("api: nats api: Conn, Server and Apps are required")
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 4 * runtime.GOMAXPROCS(0)
+	}
+	if cfg.QueueLen <= 0 {
+		cfg.QueueLen = DefaultNATSAPIQueueLen
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &NATSAPI{cfg: cfg, log: cfg.Logger, jobs: make(chan *nats.Msg, cfg.QueueLen)}
+	a.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_nats_api_requests_total",
+		Help: "NATS API messages by endpoint and the HTTP status of their answer (also counted for fire-and-forget messages).",
+	}, []string{"endpoint", "status"})
+	if cfg.Registry != nil {
+		if err := a.register(cfg.Registry); err != nil {
+			return nil, err
+		}
+	}
+	for range cfg.Workers {
+		a.wg.Add(1)
+		go a.worker()
+	}
+	for _, ep := range []string{bus.APIEvents, bus.APIBatchEvents} {
+		sub, err := cfg.Conn.QueueSubscribe(bus.APIWildcard(ep), bus.APIQueue, a.enqueue)
+		if err != nil {
+			a.Stop(context.Background())
+			return nil, fmt.Errorf("api: nats api: subscribe %s: %w", bus.APIWildcard(ep), err)
+		}
+		a.subs = append(a.subs, sub)
+	}
+	if err := cfg.Conn.Flush(); err != nil {
+		a.Stop(context.Background())
+		return nil, fmt.Errorf("api: nats api: flush: %w", err)
+	}
+	return a, nil
+}
+
+func (a *NATSAPI) register(reg *prometheus.Registry) error {
+	cs := []prometheus.Collector{
+		a.reqs,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "herald_nats_api_busy_total",
+			Help: "NATS API requests answered 503 because the worker queue was full.",
+		}, func() float64 { return float64(a.busy.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "herald_nats_api_dropped_total",
+			Help: "Fire-and-forget NATS API messages dropped because the worker queue was full.",
+		}, func() float64 { return float64(a.dropped.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "herald_nats_api_queued",
+			Help: "NATS API messages waiting for a worker (bounded by the queue length).",
+		}, func() float64 { return float64(len(a.jobs)) }),
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("api: nats api: metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// enqueue runs on nats.go's delivery goroutine of a subscription: it never
+// blocks, so one slow publish cannot hold up the subject.
+func (a *NATSAPI) enqueue(m *nats.Msg) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if !a.stopped {
+		select {
+		case a.jobs <- m:
+			return
+		default:
+			a.refuse(m, busyBody)
+			return
+		}
+	}
+	a.refuse(m, stoppingBody)
+}
+
+// refuse answers a request 503, or counts a dropped fire-and-forget message.
+func (a *NATSAPI) refuse(m *nats.Msg, body []byte) {
+	_, ep, _ := bus.ParseAPISubject(m.Subject)
+	if m.Reply == "" {
+		a.dropped.Add(1)
+		a.reqs.WithLabelValues(ep, "503").Inc()
+		return
+	}
+	a.busy.Add(1)
+	a.reqs.WithLabelValues(ep, "503").Inc()
+	a.reply(m, body)
+}
+
+func (a *NATSAPI) worker() {
+	defer a.wg.Done()
+	for m := range a.jobs {
+		a.handle(m)
+	}
+}
+
+// handle publishes one message and answers it when it asked for an answer.
+func (a *NATSAPI) handle(m *nats.Msg) {
+	body, status, endpoint := a.answer(m)
+	a.handled.Add(1)
+	a.reqs.WithLabelValues(endpoint, strconv.Itoa(status)).Inc()
+	if m.Reply != "" {
+		a.reply(m, body)
+	} else if status != 200 {
+		a.log.Debug("nats api: fire-and-forget message failed", "subject", m.Subject, "status", status, "answer", string(body))
+	}
+}
+
+// answer runs the request: the body and HTTP status REST would answer, and
+// the endpoint label.
+func (a *NATSAPI) answer(m *nats.Msg) (body []byte, status int, endpoint string) {
+	id, endpoint, ok := bus.ParseAPISubject(m.Subject)
+	if !ok {
+		return notFound("Unknown endpoint " + m.Subject), 404, "unknown"
+	}
+	app, ok := a.cfg.Apps(id)
+	if !ok {
+		return notFound("Unknown app " + strconv.Quote(id)), 404, endpoint
+	}
+	var err error
+	switch endpoint {
+	case bus.APIEvents:
+		body, err = a.cfg.Server.Events(app, m.Data)
+	case bus.APIBatchEvents:
+		body, err = a.cfg.Server.BatchEvents(app, m.Data)
+	default:
+		return notFound("Unknown endpoint " + m.Subject), 404, "unknown"
+	}
+	if err != nil {
+		var he *protocol.HTTPError
+		if !errors.As(err, &he) {
+			he = &protocol.HTTPError{Status: 500, Message: err.Error()}
+		}
+		return he.Body(), he.Status, endpoint
+	}
+	return body, 200, endpoint
+}
+
+func notFound(msg string) []byte { return (&protocol.HTTPError{Status: 404, Message: msg}).Body() }
+
+// reply publishes body to m's reply subject. It goes through the API's
+// connection rather than m.Respond, which fails once the subscription is
+// drained.
+func (a *NATSAPI) reply(m *nats.Msg, body []byte) {
+	if err := a.cfg.Conn.Publish(m.Reply, body); err != nil {
+		a.log.Debug("nats api: reply failed", "subject", m.Subject, "err", err)
+	}
+}
+
+// Stop drains the subscriptions (messages the server already sent are still
+// queued or refused), then lets the workers finish every queued message and
+// waits for them. If ctx ends first it unsubscribes at once; queued messages
+// are still handled. Calling it again returns the first call's result.
+func (a *NATSAPI) Stop(ctx context.Context) error {
+	a.stopOnce.Do(func() { a.stopErr = a.stop(ctx) })
+	return a.stopErr
+}
+
+func (a *NATSAPI) stop(ctx context.Context) error {
+	var err error
+	for _, sub := range a.subs {
+		if derr := sub.Drain(); derr != nil && !errors.Is(derr, nats.ErrConnectionClosed) {
+			err = errors.Join(err, fmt.Errorf("api: nats api: drain %s: %w", sub.Subject, derr))
+		}
+	}
+	for _, sub := range a.subs {
+		for sub.IsValid() && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(natsAPIStopPoll):
+			}
+		}
+		if sub.IsValid() {
+			_ = sub.Unsubscribe()
+			err = errors.Join(err, fmt.Errorf("api: nats api: drain %s: %w", sub.Subject, ctx.Err()))
+		}
+	}
+	// A callback still running after its subscription closed sees stopped
+	// and refuses its message instead of sending on the closed channel.
+	a.mu.Lock()
+	a.stopped = true
+	close(a.jobs)
+	a.mu.Unlock()
+	a.wg.Wait()
+	return err
+}
+
+// Stats returns the counters.
+func (a *NATSAPI) Stats() NATSAPIStats {
+	return NATSAPIStats{
+		Handled: a.handled.Load(),
+		Busy:    a.busy.Load(),
+		Dropped: a.dropped.Load(),
+		Queued:  len(a.jobs),
+	}
+}
