@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -163,6 +165,23 @@ func TestNATSPublishReachesSubscribers(t *testing.T) {
 	ev, err = ws.Next(ctxT(t)) // "excl" must not come before it
 	if err != nil || ev.Event != "ff" || ev.Data != "fire" || ev.Serial == 0 {
 		t.Fatalf("after the excluded event, got %+v %v; want the fire-and-forget event", ev, err)
+	}
+
+	resp, err := http.Get("http://" + n.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`herald_nats_api_requests_total{endpoint="events",status="200"} 3`,
+		`herald_nats_api_requests_total{endpoint="batch_events",status="200"} 1`,
+		"herald_nats_api_queued 0",
+		"herald_nats_api_dropped_total 0",
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }
 

@@ -1,0 +1,274 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"herald/bus"
+	"herald/gateway"
+	"herald/protocol"
+)
+
+// natsTestPublisher blocks each PublishBatch until release is closed (when
+// set) and fails with err (when set).
+type natsTestPublisher struct {
+	entered chan struct{} // one value per call, if not nil
+	release chan struct{}
+	err     error
+	calls   atomic.Int64
+}
+
+func (p *natsTestPublisher) PublishBatch(ctx context.Context, ps []bus.Publication) ([]uint64, error) {
+	p.calls.Add(1)
+	if p.entered != nil {
+		p.entered <- struct{}{}
+	}
+	if p.release != nil {
+		select {
+		case <-p.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if p.err != nil {
+		return nil, p.err
+	}
+	return make([]uint64, len(ps)), nil
+}
+
+type natsTestChannels struct{ Channels }
+
+func (natsTestChannels) SubscriptionCount(*gateway.App, string) int { return 7 }
+
+// natsTestAPI runs an in-process NATS server and a NATS API over pub with
+// two apps, "app" (enabled) and "off" (disabled). Everything is stopped when
+// the test ends, and no goroutine may be left behind.
+func natsTestAPI(t *testing.T, pub Publisher, workers, queue int) (*NATSAPI, *nats.Conn) {
+	t.Helper()
+	base := runtime.NumGoroutine()
+	srv, err := server.NewServer(&server.Options{DontListen: true, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(5 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	limits := protocol.Limits{MaxDataBytes: 10240, MaxChannels: 100, MaxBatch: 10, MaxEventName: 200, MaxChannelName: 200}
+	apps := map[string]*gateway.App{
+		"app": {ID: "app", Key: "k", Secret: "s", Enabled: true, Limits: limits},
+		"off": {ID: "off", Key: "k2", Secret: "s2", Enabled: false, Limits: limits},
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := New(Config{Publisher: pub, Channels: natsTestChannels{}, Logger: quiet, PublishTimeout: 5 * time.Second})
+	a, err := StartNATSAPI(NATSAPIConfig{
+		Conn:     nc,
+		Server:   s,
+		Apps:     func(id string) (*gateway.App, bool) { app, ok := apps[id]; return app, ok },
+		Workers:  workers,
+		QueueLen: queue,
+		Logger:   quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := nats.Connect("", nats.InProcessServer(srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := a.Stop(ctx); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+		client.Close()
+		nc.Close()
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		deadline := time.Now().Add(5 * time.Second)
+		for runtime.NumGoroutine() > base {
+			if time.Now().After(deadline) {
+				t.Errorf("goroutines: %d after stop, %d before start", runtime.NumGoroutine(), base)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	return a, client
+}
+
+func natsTestRequest(t *testing.T, nc *nats.Conn, subj, body string) string {
+	t.Helper()
+	m, err := nc.Request(subj, []byte(body), 5*time.Second)
+	if err != nil {
+		t.Fatalf("request %s: %v", subj, err)
+	}
+	return string(m.Data)
+}
+
+func TestNATSAPIAnswers(t *testing.T) {
+	const ev = `{"name":"e","channels":["a"],"data":"d"}`
+	cases := []struct {
+		name    string
+		pubErr  error
+		subject string
+		body    string
+		want    string
+	}{
+		{"events", nil, "herald.app.api.events", ev, `{}`},
+		{"events info", nil, "herald.app.api.events", `{"name":"e","channels":["a"],"data":"d","info":"subscription_count"}`,
+			`{"channels":{"a":{"subscription_count":7}}}`},
+		{"batch", nil, "herald.app.api.batch_events", `{"batch":[{"name":"e","channel":"a","data":"d"}]}`, `{}`},
+		{"batch info", nil, "herald.app.api.batch_events", `{"batch":[{"name":"e","channel":"a","data":"d","info":"subscription_count"}]}`,
+			`{"batch":[{"subscription_count":7}]}`},
+		{"bad body", nil, "herald.app.api.events", `{`, ""},
+		{"unknown app", nil, "herald.nope.api.events", ev, `{"error":"Unknown app \"nope\"","status":404}`},
+		{"disabled app", nil, "herald.off.api.events", ev, `{"error":"App is disabled","status":403}`},
+		{"store failed", errors.New("boom"), "herald.app.api.events", ev, `{"error":"Could not store the event: boom","status":503}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pub := &natsTestPublisher{err: tc.pubErr}
+			a, nc := natsTestAPI(t, pub, 0, 0)
+			got := natsTestRequest(t, nc, tc.subject, tc.body)
+			want := tc.want
+			if want == "" { // whatever the decoder says, as JSON with status 400
+				_, err := protocol.DecodeTrigger([]byte(tc.body), protocol.Limits{MaxDataBytes: 10240, MaxChannels: 100, MaxBatch: 10, MaxEventName: 200, MaxChannelName: 200})
+				var he *protocol.HTTPError
+				if !errors.As(err, &he) || he.Status != 400 {
+					t.Fatalf("decoder error %v", err)
+				}
+				want = string(he.Body())
+			}
+			if got != want {
+				t.Fatalf("answer %s, want %s", got, want)
+			}
+			if st := a.Stats(); st.Handled != 1 || st.Busy != 0 || st.Dropped != 0 {
+				t.Fatalf("stats %+v", st)
+			}
+		})
+	}
+}
+
+func TestNATSAPIFireAndForget(t *testing.T) {
+	pub := &natsTestPublisher{}
+	a, nc := natsTestAPI(t, pub, 0, 0)
+	for range 3 {
+		if err := nc.Publish("herald.app.api.events", []byte(`{"name":"e","channels":["a"],"data":"d"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Publish("herald.app.api.events", []byte(`{`)); err != nil { // fails, silently
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	deadline := time.Now().Add(5 * time.Second)
+	for a.Stats().Handled < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("handled %d of 4", a.Stats().Handled)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if pub.calls.Load() != 3 {
+		t.Fatalf("published %d, want 3", pub.calls.Load())
+	}
+}
+
+// TestNATSAPIBusy fills the one worker and the one queue slot: the next
+// request is answered 503 at once, and a fire-and-forget message is dropped.
+func TestNATSAPIBusy(t *testing.T) {
+	pub := &natsTestPublisher{entered: make(chan struct{}, 4), release: make(chan struct{})}
+	a, nc := natsTestAPI(t, pub, 1, 1)
+	const ev = `{"name":"e","channels":["a"],"data":"d"}`
+	answers := make(chan string, 2)
+	ask := func() {
+		m, err := nc.Request("herald.app.api.events", []byte(ev), 5*time.Second)
+		if err != nil {
+			answers <- err.Error()
+			return
+		}
+		answers <- string(m.Data)
+	}
+	go ask()
+	<-pub.entered // the worker is busy
+	go ask()
+	deadline := time.Now().Add(5 * time.Second)
+	for a.Stats().Queued != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("queued %d, want 1", a.Stats().Queued)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := natsTestRequest(t, nc, "herald.app.api.events", ev); got != `{"error":"Server busy","status":503}` {
+		t.Fatalf("full queue answered %s", got)
+	}
+	if err := nc.Publish("herald.app.api.events", []byte(ev)); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	for a.Stats().Dropped != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v, want 1 dropped", a.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(pub.release)
+	for range 2 {
+		if got := <-answers; got != "{}" {
+			t.Fatalf("queued request answered %s", got)
+		}
+	}
+	if st := a.Stats(); st.Busy != 1 || st.Dropped != 1 || st.Handled != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestNATSAPIStop: Stop finishes what is queued, then nothing answers.
+func TestNATSAPIStop(t *testing.T) {
+	pub := &natsTestPublisher{entered: make(chan struct{}, 4), release: make(chan struct{})}
+	a, nc := natsTestAPI(t, pub, 1, 4)
+	answer := make(chan string, 1)
+	go func() {
+		m, err := nc.Request("herald.app.api.events", []byte(`{"name":"e","channels":["a"],"data":"d"}`), 5*time.Second)
+		if err != nil {
+			answer <- err.Error()
+			return
+		}
+		answer <- string(m.Data)
+	}()
+	<-pub.entered
+	stopped := make(chan error, 1)
+	go func() { stopped <- a.Stop(context.Background()) }()
+	select {
+	case err := <-stopped:
+		t.Fatalf("Stop returned (%v) while a request was in flight", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(pub.release)
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if got := <-answer; got != "{}" {
+		t.Fatalf("in-flight request answered %s", got)
+	}
+	if _, err := nc.Request("herald.app.api.events", []byte(`{}`), time.Second); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("request after Stop: %v", err)
+	}
+	if err := a.Stop(context.Background()); err != nil {
+		t.Fatalf("second Stop: %v", err)
+	}
+}

@@ -1,0 +1,427 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The server binary for the integration tests, built on first use into
+// binDir (so unit tests and benchmarks do not need it).
+var (
+	binDir    string
+	buildOnce sync.Once
+	heraldBin string
+	buildErr  error
+)
+
+func buildHerald(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		bin := filepath.Join(binDir, "herald")
+		out, err := exec.Command("go", "build", "-o", bin, "herald/cmd/herald").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("build herald: %v\n%s", err, out)
+			return
+		}
+		heraldBin = bin
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return heraldBin
+}
+
+func TestMain(m *testing.M) {
+	if IsWorker() {
+		// The bench parent re-executes this test binary as its worker.
+		if err := RunWorker(os.Stdin, os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	var err error
+	if binDir, err = os.MkdirTemp("", "herald-bench-test"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	before := runtime.NumGoroutine()
+	code := m.Run()
+	if code == 0 {
+		code = checkGoroutines(before)
+	}
+	os.RemoveAll(binDir)
+	os.Exit(code)
+}
+
+// checkGoroutines fails the run when goroutines outlive the tests.
+func checkGoroutines(before int) int {
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			fmt.Fprintf(os.Stderr, "leaked goroutines: %d > %d\n%s\n", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+			return 1
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return 0
+}
+
+// server is a herald process started for one test.
+type server struct {
+	url string
+	pid int
+}
+
+// startServer runs the herald binary on a free loopback port with its own
+// data directory and kills it when the test ends.
+func startServer(t *testing.T) server {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	// No NATS client port: its default (4222) is one per machine.
+	conf := filepath.Join(t.TempDir(), "herald.yaml")
+	if err := os.WriteFile(conf, []byte("bus:\n  client_listen: \"\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(buildHerald(t), "serve", "--listen", addr, "--data", t.TempDir(), "--config", conf)
+	log, err := os.Create(filepath.Join(t.TempDir(), "server.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	t.Cleanup(func() {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+		log.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(log.Name())
+			t.Logf("server log:\n%s", lastLines(string(b), 30))
+		}
+	})
+	waitFor(t, 15*time.Second, func() error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+	return server{url: "ws://" + addr, pid: pid}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// waitFor polls f until it returns nil or the deadline passes.
+func waitFor(t *testing.T, d time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready after %v: %v", d, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// testConfig is a small run against s.
+func testConfig(s server, scenario string) Config {
+	return Config{
+		Scenario: scenario, URL: s.url, AppID: "app-id", Key: "app-key", Secret: "app-secret",
+		Conns: 200, Channels: 4, Messages: 50, Hold: 500 * time.Millisecond,
+		Drain: 3 * time.Second, Timeout: 40 * time.Second, Workers: 2,
+	}
+}
+
+func runBench(t *testing.T, cfg Config) *Results {
+	t.Helper()
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	noChildren(t)
+	return rep.Results
+}
+
+// noChildren fails when a worker process outlived Run: the only children
+// left may be the test's servers.
+func noChildren(t *testing.T) {
+	t.Helper()
+	for _, pid := range childPIDs() {
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		stat, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		exited := strings.Contains(string(stat), ") Z ") // a server the test stopped, not reaped yet
+		if !strings.Contains(string(b), "serve") && !exited {
+			t.Errorf("process %d (%q) outlived the run", pid, strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
+}
+
+func childPIDs() []int {
+	var out []int
+	tasks, _ := os.ReadDir("/proc/self/task")
+	for _, task := range tasks {
+		b, _ := os.ReadFile("/proc/self/task/" + task.Name() + "/children")
+		for f := range strings.FieldsSeq(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				out = append(out, pid)
+			}
+		}
+	}
+	return out
+}
+
+func TestConnect(t *testing.T) {
+	s := startServer(t)
+	cfg := testConfig(s, Connect)
+	cfg.Channels = 0
+	res := runBench(t, cfg)
+	if res.Established != 200 || res.Failed != 0 || res.Attempted != 200 {
+		t.Fatalf("established %d failed %d attempted %d, want 200/0/200 (failures %v)", res.Established, res.Failed, res.Attempted, res.Failures)
+	}
+	if res.TimeToEstablishedMs.P50 <= 0 || res.ConnectsPerS <= 0 || res.ClientCPU.TotalS <= 0 {
+		t.Fatalf("missing measurements: %+v", res)
+	}
+}
+
+func TestConnectRate(t *testing.T) {
+	s := startServer(t)
+	cfg := testConfig(s, Connect)
+	cfg.Conns, cfg.Rate, cfg.Workers = 100, 200, 1
+	res := runBench(t, cfg)
+	if res.Established != 100 {
+		t.Fatalf("established %d, want 100", res.Established)
+	}
+	// 100 dials at 200/s take about half a second.
+	if res.ConnectS < 0.4 || res.ConnectS > 5 {
+		t.Fatalf("connect took %.3f s, want about 0.5 s at 200/s", res.ConnectS)
+	}
+}
+
+func TestFanout(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		batch     int
+		rate      float64
+		dropEvery int
+	}{
+		{name: "events"},
+		{name: "batch", batch: 5},
+		{name: "rate", rate: 500},
+		{name: "drop", dropEvery: 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServer(t)
+			cfg := testConfig(s, Fanout)
+			cfg.Batch, cfg.Rate, cfg.DropEvery, cfg.ServerPID = tc.batch, tc.rate, tc.dropEvery, s.pid
+			res := runBench(t, cfg)
+			f := res.FanoutResults
+			if f == nil || res.Subscribed != 200 {
+				t.Fatalf("subscribed %d, fanout %+v", res.Subscribed, f)
+			}
+			want := int64(200 / 4 * 50)
+			if f.Published != 50 || f.Expected != want || f.Duplicates != 0 || f.Unexpected != 0 {
+				t.Fatalf("published %d expected %d dups %d unexpected %d", f.Published, f.Expected, f.Duplicates, f.Unexpected)
+			}
+			if tc.dropEvery == 0 {
+				if f.Delivered != want || f.Lost != 0 {
+					t.Fatalf("delivered %d lost %d, want %d and 0", f.Delivered, f.Lost, want)
+				}
+			} else {
+				if f.TestDropped == 0 || f.Lost != f.TestDropped || f.Delivered != want-f.TestDropped {
+					t.Fatalf("dropped %d lost %d delivered %d, want lost == dropped > 0", f.TestDropped, f.Lost, f.Delivered)
+				}
+			}
+			if f.LatencyMs.P50 <= 0 || f.LatencyMs.P50 > 5000 || f.DeliveriesPerS <= 0 {
+				t.Fatalf("latency %+v deliveries/s %v", f.LatencyMs, f.DeliveriesPerS)
+			}
+			if res.Server == nil || res.Server.CPUS <= 0 {
+				t.Fatalf("server stats %+v", res.Server)
+			}
+		})
+	}
+}
+
+func TestIdle(t *testing.T) {
+	s := startServer(t)
+	cfg := testConfig(s, Idle)
+	cfg.Conns, cfg.ServerPID = 500, s.pid
+	res := runBench(t, cfg)
+	ir := res.IdleResults
+	if res.Established != 500 || res.Subscribed != 500 || res.Drops != 0 {
+		t.Fatalf("established %d subscribed %d drops %d", res.Established, res.Subscribed, res.Drops)
+	}
+	if ir == nil || ir.RSSBeforeKiB <= 0 || ir.RSSAfterKiB <= 0 || ir.RSSPerConnBytes <= 0 {
+		t.Fatalf("idle results %+v", ir)
+	}
+	if ir.Sockets != 1000 {
+		t.Fatalf("sockets %d, want 1000 (both ends on loopback)", ir.Sockets)
+	}
+}
+
+func TestStorm(t *testing.T) {
+	s := startServer(t)
+	cfg := testConfig(s, Storm)
+	res := runBench(t, cfg)
+	sr := res.StormResults
+	if sr == nil || sr.StormConns != 200 || sr.Reconnected != 200 || sr.ReconnectFailed != 0 {
+		t.Fatalf("storm %+v", sr)
+	}
+	if sr.TimeToAllBackMs <= 0 || sr.BackMs.Max != sr.TimeToAllBackMs {
+		t.Fatalf("storm times %+v", sr)
+	}
+}
+
+func TestPlot(t *testing.T) {
+	s := startServer(t)
+	cfg := testConfig(s, Fanout)
+	cfg.Workers, cfg.Plot = 1, filepath.Join(t.TempDir(), "out.png")
+	runBench(t, cfg)
+	b, err := os.ReadFile(cfg.Plot)
+	if err != nil || len(b) < 8 || string(b[1:4]) != "PNG" {
+		t.Fatalf("plot: %v (%d bytes)", err, len(b))
+	}
+}
+
+func TestTimeoutStopsRun(t *testing.T) {
+	s := startServer(t)
+	cfg := testConfig(s, Idle)
+	cfg.Hold, cfg.Timeout = time.Minute, 1500*time.Millisecond
+	start := time.Now()
+	rep, err := Run(context.Background(), cfg)
+	if err == nil || rep == nil || rep.Error == "" {
+		t.Fatalf("want a timeout error with a report, got %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("run took %v after a 1.5 s timeout", d)
+	}
+	// What was measured before the timeout is still reported.
+	if rep.Results.Established != 200 {
+		t.Fatalf("partial report: established %d, want 200", rep.Results.Established)
+	}
+	noChildren(t)
+}
+
+func TestRefusesServerDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := testConfig(server{url: "ws://" + addr}, Connect)
+	cfg.Conns, cfg.Workers = 20, 1
+	res := runBench(t, cfg)
+	if res.Established != 0 || res.Failed != 20 || res.Failures["econnrefused"] != 20 {
+		t.Fatalf("established %d failed %d failures %v", res.Established, res.Failed, res.Failures)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	base := Config{Scenario: Connect, URL: "ws://127.0.0.1:1", AppID: "a", Key: "k", Secret: "s", Conns: 10}
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{name: "remote", mod: func(c *Config) { c.URL = "ws://192.0.2.1:80" }, want: "allow-remote"},
+		{name: "remote rest", mod: func(c *Config) { c.RESTURL = "http://192.0.2.1:80" }, want: "allow-remote"},
+		{name: "wss", mod: func(c *Config) { c.URL = "wss://127.0.0.1:443" }, want: "only ws://"},
+		{name: "scenario", mod: func(c *Config) { c.Scenario = "nope" }, want: "unknown scenario"},
+		{name: "per worker", mod: func(c *Config) { c.Conns, c.Workers = 40000, 2 }, want: "per worker"},
+		{name: "batch", mod: func(c *Config) { c.Scenario, c.Batch = Fanout, 11 }, want: "batch"},
+		{name: "conns", mod: func(c *Config) { c.Conns = 0 }, want: "conns"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base
+			tc.mod(&c)
+			_, err := Run(context.Background(), c)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+	c := base
+	c.Scenario = Failover
+	if _, err := Run(context.Background(), c); !errors.Is(err, ErrNotAvailable) {
+		t.Fatalf("failover: %v, want ErrNotAvailable", err)
+	}
+	c = base
+	c.AllowRemote, c.URL = true, "ws://192.0.2.1:80"
+	c = DefaultConfig(c)
+	if err := c.validate(); err != nil {
+		t.Fatalf("--allow-remote: %v", err)
+	}
+}
+
+func TestSourcesFor(t *testing.T) {
+	c := DefaultConfig(Config{Scenario: Connect, URL: "ws://127.0.0.1:6001", PerSource: 10})
+	next := 0
+	a, _ := c.sourcesFor(&next, 25)
+	b, _ := c.sourcesFor(&next, 5)
+	if strings.Join(a, ",") != "127.0.0.2,127.0.0.3,127.0.0.4" || strings.Join(b, ",") != "127.0.0.5" {
+		t.Fatalf("sources %v %v", a, b)
+	}
+	c.URL = "ws://localhost:6001"
+	if s, _ := c.sourcesFor(&next, 5); s != nil {
+		t.Fatalf("named host got source addresses %v", s)
+	}
+}
+
+// signalWriter calls f once when a progress line contains word.
+type signalWriter struct {
+	word string
+	once sync.Once
+	f    func()
+}
+
+func (w *signalWriter) Write(b []byte) (int, error) {
+	if strings.Contains(string(b), w.word) {
+		w.once.Do(w.f)
+	}
+	return len(b), nil
+}
+
+func TestIdleCountsDrops(t *testing.T) {
+	s := startServer(t)
+	cfg := testConfig(s, Idle)
+	cfg.Hold = 4 * time.Second
+	// Stop the server (gracefully: it closes every socket with 4200) while
+	// the sockets are held.
+	cfg.Progress = &signalWriter{word: "holding", f: func() { _ = syscall.Kill(s.pid, syscall.SIGTERM) }}
+	res := runBench(t, cfg)
+	if res.Established != 200 || res.Drops != 200 {
+		t.Fatalf("established %d drops %d (%v), want 200 and 200", res.Established, res.Drops, res.DropReasons)
+	}
+	if n := res.DropReasons["close_4200"] + res.DropReasons["eof"]; n != 200 {
+		t.Fatalf("drop reasons %v", res.DropReasons)
+	}
+}

@@ -1,0 +1,251 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Scenarios.
+const (
+	Connect  = "connect"  // open N sockets: connects/s, failures, time to established
+	Idle     = "idle"     // hold N subscribed sockets: server memory per connection, drops
+	Fanout   = "fanout"   // publish M events over REST to N subscribers: deliveries/s, loss, latency
+	Storm    = "storm"    // drop N sockets at once and reconnect them: time until all are back
+	Failover = "failover" // kill a cluster node under load (needs clustering; not available yet)
+)
+
+// Limits of this machine's design (see doc.go).
+const (
+	MaxPerWorker = 15000 // sockets per worker process (the fd hard limit is 20,000)
+	MaxPerSource = 25000 // sockets per source address (ephemeral ports)
+)
+
+// ErrNotAvailable is returned for scenarios that need features Herald does
+// not have yet.
+var ErrNotAvailable = errors.New("bench: scenario not available yet")
+
+// Config describes one run. Zero values mean the defaults documented on each
+// field; DefaultConfig fills them in.
+type Config struct {
+	Scenario    string
+	URL         string // ws://host:port[/prefix] of the server
+	RESTURL     string // http://host:port of the REST API; default: from URL
+	AppID       string
+	Key         string
+	Secret      string
+	AllowRemote bool // allow a target that is not loopback
+
+	Conns    int           // sockets (required)
+	Channels int           // channels; conn i subscribes to bench-(i % Channels). -1: scenario default (connect 0, others 1)
+	Messages int           // fanout: events to publish (default 100)
+	Rate     float64       // connect: dials/s; fanout: publishes/s; 0: as fast as possible
+	Hold     time.Duration // idle: how long to hold (default 30s)
+
+	Payload    int           // fanout: bytes of event data (default 100)
+	Publishers int           // fanout: concurrent REST requests (default 4)
+	Batch      int           // fanout: events per request via batch_events, 1-10 (default 1: /events)
+	Drain      time.Duration // fanout: wait for deliveries after the last publish (default 10s)
+
+	Workers       int           // worker processes (default ceil(Conns/MaxPerWorker))
+	Pollers       int           // epoll goroutines per worker (default: cores)
+	Inflight      int           // connection attempts in flight, all workers (default 256; -1 unlimited)
+	StormInflight int           // storm: attempts in flight per poller (default 0: unlimited, all at once)
+	Retries       int           // storm: redials per socket (default 3)
+	DialTimeout   time.Duration // per attempt, TCP connect to subscribed (default 10s)
+	SourceBase    string        // first source address on loopback (default 127.0.0.2; "none": do not bind)
+	PerSource     int           // sockets per source address (default and max MaxPerSource)
+	Timeout       time.Duration // hard limit of the whole run (default 5m)
+
+	ServerPID int    // server process to measure (RSS, CPU); 0: none
+	Plot      string // write a PNG (latency CDF, rate over time) here
+
+	Command  string    // the command line, echoed in the report
+	Progress io.Writer // progress lines, once a second; nil: none
+	Table    io.Writer // the human summary; nil: none
+
+	// DropEvery makes every worker poller discard every DropEvery-th bench
+	// event it parses, as if it were lost. For tests of the loss accounting.
+	DropEvery int
+}
+
+// DefaultConfig returns c with every zero field set to its default.
+func DefaultConfig(c Config) Config {
+	if c.Channels < 0 {
+		c.Channels = 1
+		if c.Scenario == Connect {
+			c.Channels = 0
+		}
+	}
+	if c.Scenario == Fanout && c.Channels == 0 {
+		c.Channels = 1
+	}
+	if c.Scenario == Fanout && c.Messages == 0 {
+		c.Messages = 100
+	}
+	if c.Scenario != Fanout {
+		c.Messages = 0
+	}
+	if c.Hold == 0 {
+		c.Hold = 30 * time.Second
+	}
+	if c.Payload == 0 {
+		c.Payload = 100
+	}
+	if c.Publishers == 0 {
+		c.Publishers = 4
+	}
+	if c.Batch == 0 {
+		c.Batch = 1
+	}
+	if c.Drain == 0 {
+		c.Drain = 10 * time.Second
+	}
+	if c.Workers == 0 {
+		c.Workers = max(1, (c.Conns+MaxPerWorker-1)/MaxPerWorker)
+	}
+	if c.Pollers == 0 {
+		c.Pollers = runtime.NumCPU()
+	}
+	if c.Inflight == 0 {
+		c.Inflight = 256
+	}
+	if c.Retries == 0 {
+		c.Retries = 3
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = 10 * time.Second
+	}
+	if c.SourceBase == "" {
+		c.SourceBase = "127.0.0.2"
+	}
+	if c.PerSource == 0 {
+		c.PerSource = MaxPerSource
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 5 * time.Minute
+	}
+	if c.RESTURL == "" && c.URL != "" {
+		if u, err := url.Parse(c.URL); err == nil {
+			c.RESTURL = "http://" + u.Host
+			if u.Scheme == "wss" {
+				c.RESTURL = "https://" + u.Host
+			}
+		}
+	}
+	return c
+}
+
+// validate checks a defaulted config.
+func (c *Config) validate() error {
+	switch c.Scenario {
+	case Connect, Idle, Fanout, Storm:
+	case Failover:
+		return fmt.Errorf("%w: failover needs clustering", ErrNotAvailable)
+	default:
+		return fmt.Errorf("bench: unknown scenario %q (connect, idle, fanout, storm)", c.Scenario)
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("bench: --url %q: want ws://host:port", c.URL)
+	}
+	if u.Scheme != "ws" {
+		return fmt.Errorf("bench: --url %q: only ws:// is supported (TLS sockets cannot be polled)", c.URL)
+	}
+	ru, err := url.Parse(c.RESTURL)
+	if err != nil || ru.Host == "" || (ru.Scheme != "http" && ru.Scheme != "https") {
+		return fmt.Errorf("bench: --rest-url %q: want http://host:port", c.RESTURL)
+	}
+	if !c.AllowRemote {
+		for _, h := range []string{u.Hostname(), ru.Hostname()} {
+			if !isLoopback(h) {
+				return fmt.Errorf("bench: %q is not a loopback address; pass --allow-remote to load a remote server", h)
+			}
+		}
+	}
+	switch {
+	case c.AppID == "" || c.Key == "":
+		return errors.New("bench: --app-id and --key are required")
+	case c.Scenario == Fanout && c.Secret == "":
+		return errors.New("bench: --secret is required for fanout")
+	case c.Conns < 1:
+		return errors.New("bench: --conns must be at least 1")
+	case c.Workers < 1 || c.Workers > c.Conns:
+		return fmt.Errorf("bench: --workers %d: want 1..conns", c.Workers)
+	case (c.Conns+c.Workers-1)/c.Workers > MaxPerWorker:
+		return fmt.Errorf("bench: %d conns over %d workers is more than %d per worker (open-files limit)", c.Conns, c.Workers, MaxPerWorker)
+	case c.PerSource < 1 || c.PerSource > MaxPerSource:
+		return fmt.Errorf("bench: --per-source must be 1..%d", MaxPerSource)
+	case c.Channels < 0 || (c.Scenario == Fanout && c.Channels < 1):
+		return errors.New("bench: --channels must be at least 1 for fanout")
+	case c.Messages < 0 || c.Rate < 0 || c.Pollers < 1 || c.Publishers < 1:
+		return errors.New("bench: --messages, --rate, --pollers and --publishers must be positive")
+	case c.Batch < 1 || c.Batch > 10:
+		return errors.New("bench: --batch must be 1..10 (Pusher's batch_events limit)")
+	case c.Payload < 0 || c.Payload > 10<<10:
+		return errors.New("bench: --payload must be 0..10240 bytes")
+	case c.Timeout <= 0 || c.Hold < 0 || c.DialTimeout <= 0:
+		return errors.New("bench: --timeout, --hold and --dial-timeout must be positive")
+	}
+	// Receivers keep one bit per expected delivery.
+	if c.Messages > 0 && int64(c.Conns)/int64(c.Workers)*int64(c.Messages)/int64(c.Channels) > 8<<30 {
+		return errors.New("bench: conns × messages / channels too large (over 1 GiB of delivery bitmaps per worker)")
+	}
+	return nil
+}
+
+// isLoopback reports whether host names the loopback interface.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// sourcesFor returns the source addresses worker w binds: count sockets at
+// most PerSource per address, numbered on from SourceBase after the next
+// addresses already given to earlier workers.
+func (c *Config) sourcesFor(next *int, count int) ([]string, error) {
+	if strings.EqualFold(c.SourceBase, "none") {
+		return nil, nil
+	}
+	host, _ := hostPort(c.URL)
+	if ip := net.ParseIP(host); ip == nil || ip.To4() == nil || !ip.IsLoopback() {
+		return nil, nil // only loopback targets get extra source addresses
+	}
+	base := net.ParseIP(c.SourceBase).To4()
+	if base == nil || !base.IsLoopback() {
+		return nil, fmt.Errorf("bench: --source-base %q: want an IPv4 loopback address", c.SourceBase)
+	}
+	n := (count + c.PerSource - 1) / c.PerSource
+	var out []string
+	for range n {
+		v := uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3])
+		v += uint32(*next)
+		*next++
+		if v >= 1<<24 {
+			return nil, errors.New("bench: ran out of loopback source addresses")
+		}
+		out = append(out, net.IPv4(127, byte(v>>16), byte(v>>8), byte(v)).String())
+	}
+	return out, nil
+}
+
+// hostPort splits a ws:// URL into host and port (default 80).
+func hostPort(raw string) (host, port string) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", ""
+	}
+	port = u.Port()
+	if port == "" {
+		port = "80"
+	}
+	return u.Hostname(), port
+}

@@ -1,0 +1,46 @@
+// Package bench is Herald's load generator: a standalone client of the
+// Pusher Channels protocol (it imports no other Herald package) that needs
+// only a server URL, an app id, key and secret.
+//
+// Scenarios (Run with Config.Scenario):
+//
+//   - connect: open N sockets at a rate or as fast as possible (within
+//     Config.Inflight attempts at a time): connects/s, failures by reason,
+//     dial → pusher:connection_established percentiles.
+//   - idle: hold N sockets subscribed over C channels for Config.Hold: the
+//     server's RSS per connection (VmRSS of Config.ServerPID before
+//     connecting and after the hold), the kernel's Slab per socket
+//     (/proc/meminfo, system-wide), drops.
+//   - fanout: N subscribers over C channels, M events published through the
+//     signed REST API: deliveries/s, exact loss and duplicates, publish →
+//     receive percentiles.
+//   - storm: drop every socket at once (RST) and redial them all: time until
+//     all are back (established and resubscribed), failures.
+//
+// # Processes
+//
+// The parent (Run) starts Config.Workers copies of its own binary with
+// WorkerEnv=1 (see RunWorker) and talks to them in JSON lines over their
+// stdin and stdout (wire.go). Each worker holds at most MaxPerWorker sockets,
+// below this machine's open-files hard limit, and binds its own loopback
+// source addresses (127.0.0.2, 127.0.0.3, …, at most MaxPerSource sockets
+// each) so ephemeral ports do not run out. The parent publishes, aggregates
+// the workers' results and prints the report. Workers die with the parent
+// (Pdeathsig), when their stdin closes, and at a hard deadline; Run always
+// waits for them.
+//
+// # Client design
+//
+// A worker runs one epoll loop per core over golang.org/x/sys/unix
+// (poller.go): non-blocking connect, upgrade, subscribe and reads all happen
+// in that loop, with no goroutine per socket. Frames are parsed from the
+// read buffer in place (frame.go); a published event's data carries its
+// send time and sequence number ({"t":<unix ns>,"i":<seq>,"p":"x…"}), which
+// a small scanner extracts without allocating. Each subscriber keeps one bit
+// per event it must receive, so lost and duplicate deliveries are counted
+// exactly. The client's own CPU (all workers and the parent) is reported
+// next to the server's, so a reader can tell which side was the bottleneck.
+//
+// Only loopback targets are accepted unless Config.AllowRemote is set.
+// TLS (wss://) is not supported: TLS sockets cannot be driven from epoll.
+package bench

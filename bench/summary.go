@@ -1,0 +1,130 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// WriteSummary reads report files (the JSON documents of earlier runs) and
+// writes a markdown table of their key numbers, for docs/benchmarks.md.
+func WriteSummary(w io.Writer, files []string) error {
+	var reps []*Report
+	var names []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		rep := &Report{}
+		if err := json.Unmarshal(b, rep); err != nil {
+			return fmt.Errorf("bench: %s: %w", f, err)
+		}
+		if rep.Results == nil {
+			rep.Results = &Results{}
+		}
+		reps = append(reps, rep)
+		names = append(names, strings.TrimSuffix(filepath.Base(f), ".json"))
+	}
+	if len(reps) == 0 {
+		return fmt.Errorf("bench: no reports")
+	}
+	m := reps[0].Machine
+	fmt.Fprintf(w, "Machine: %s, %d cores (%s), %s MiB RAM, kernel %s, %s, open-files limit %d. Date: %s.\n",
+		m.Hostname, m.Cores, m.CPUModel, group(m.MemoryKiB/1024), m.Kernel, m.GoVersion, m.NofileLimit, m.Date)
+	fmt.Fprintf(w, "Client and server share the machine over loopback. CPU: seconds (average cores) in the measured phase: "+
+		"connect = the connect phase, idle = the hold, fanout = publish until the last delivery, storm = drop until all back.\n\n")
+	fmt.Fprintln(w, "| Scenario | Command | Result | Client CPU | Server CPU |")
+	fmt.Fprintln(w, "|---|---|---|---|---|")
+	for i, rep := range reps {
+		res := rep.Results
+		srv := "n/a"
+		if s := res.Server; s != nil {
+			srv = fmt.Sprintf("%.2f s (%.2f cores)<br>RSS %s KiB, peak %s KiB", s.PhaseCPUS, s.PhaseCPUCores, group(s.RSSKiB), group(s.RSSPeakKiB))
+		}
+		cc := res.ClientCPU
+		cpu := fmt.Sprintf("%.2f s (%.2f cores)<br>whole run %.2f s", cc.PhaseCPUS, cc.PhaseCores, cc.TotalS)
+		fmt.Fprintf(w, "| %s | `%s` | %s | %s | %s |\n", names[i], shortCommand(rep.Command), summaryResult(rep), cpu, srv)
+	}
+	fmt.Fprintf(w, "\nEvery command also had `--url ws://127.0.0.1:PORT --app-id app-id --key app-key --secret app-secret --server-pid PID --plot out/bench/NAME.png --timeout 3m`, against a fresh `herald serve` process (the dev app; NATS client port off).\n")
+	return nil
+}
+
+// shortCommand drops the flags every scripted run shares from a command line.
+func shortCommand(cmd string) string {
+	skip := map[string]bool{"--url": true, "--app-id": true, "--key": true, "--secret": true,
+		"--server-pid": true, "--plot": true, "--timeout": true, "--rest-url": true}
+	f := strings.Fields(cmd)
+	var out []string
+	for i := 0; i < len(f); i++ {
+		name, _, hasValue := strings.Cut(f[i], "=")
+		if skip[name] {
+			if !hasValue {
+				i++
+			}
+			continue
+		}
+		out = append(out, f[i])
+	}
+	return strings.Join(out, " ")
+}
+
+// summaryResult is the key numbers of one report, one table cell.
+func summaryResult(rep *Report) string {
+	res := rep.Results
+	var parts []string
+	if rep.Error != "" {
+		parts = append(parts, "**FAILED: "+strings.ReplaceAll(rep.Error, "|", "/")+"**")
+	}
+	ttl := res.TimeToEstablishedMs
+	parts = append(parts, fmt.Sprintf("%s/%d established, %s conns/s, time to established p50 %.1f / p99 %.1f ms, failed %d%s",
+		group(res.Established), res.Attempted, group(int64(res.ConnectsPerS)), ttl.P50, ttl.P99, res.Failed, fmtCounts(res.Failures)))
+	if ir := res.IdleResults; ir != nil {
+		s := fmt.Sprintf("held %.0f s over %s, %d drops", ir.HoldS, plural(rep.Params.Channels, "channel"), res.Drops)
+		if ir.RSSAfterKiB > 0 {
+			s += fmt.Sprintf("; **server RSS %s B/conn** (%s → %s KiB)", group(ir.RSSPerConnBytes), group(ir.RSSBeforeKiB), group(ir.RSSAfterKiB))
+		}
+		s += fmt.Sprintf("; kernel slab %s B/socket (%s unreclaimable) over %s sockets", group(ir.SlabPerSocket), group(ir.SUnreclaimPerSock), group(ir.Sockets))
+		parts = append(parts, s)
+	}
+	if fr := res.FanoutResults; fr != nil {
+		l := fr.LatencyMs
+		parts = append(parts, fmt.Sprintf("**%s deliveries/s** (%s of %s), lost %d, dup %d; %s/%d published at %s/s; publish → receive p50 %.1f / p90 %.1f / p99 %.1f / p99.9 %.1f / max %.1f ms",
+			group(int64(fr.DeliveriesPerS)), group(fr.Delivered), group(fr.Expected), fr.Lost, fr.Duplicates,
+			group(fr.Published), fr.Messages, group(int64(fr.PublishPerS)), l.P50, l.P90, l.P99, l.P999, l.Max))
+	}
+	if sr := res.StormResults; sr != nil {
+		parts = append(parts, fmt.Sprintf("%s dropped at once, %s back, %d gave up; **all back in %s ms** (p50 %.0f / p99 %.0f ms)%s",
+			group(sr.StormConns), group(sr.Reconnected), sr.ReconnectFailed, group(int64(sr.TimeToAllBackMs)), sr.BackMs.P50, sr.BackMs.P99, fmtCounts(sr.ReconnectFailures)))
+	}
+	return strings.Join(parts, "<br>")
+}
+
+// group formats n with thousands separators.
+func group(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return group(int64(n)) + " " + word + "s"
+}
