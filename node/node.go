@@ -53,12 +53,12 @@ func Start(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
-	n.ln = ln
+	n.ln = &patientListener{Listener: ln, log: log}
 	if err := n.startParts(); err != nil {
 		n.closeParts()
 		return nil, err
 	}
-	go func() { n.serveErr <- n.http.Serve(ln) }()
+	go func() { n.serveErr <- n.http.Serve(n.ln) }()
 	n.http.SetReady(true)
 	log.Info("herald node started", "listen", ln.Addr().String(), "data_dir", cfg.DataDir,
 		"apps", len(cfg.Apps), "stream", cfg.Bus.Stream.IsEnabled(), "nats", n.bus.ClientURL())

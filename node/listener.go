@@ -1,0 +1,45 @@
+package node
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// patientListener keeps accepting when the process runs out of file
+// descriptors (or the kernel out of socket memory): fasthttp treats every
+// accept error but a timeout as fatal and stops serving, which would take the
+// node down with every connected client at exactly the moment it is fullest.
+// Instead Accept waits, with a growing pause, until a descriptor frees up;
+// the connections already open are untouched.
+type patientListener struct {
+	net.Listener
+	log      *slog.Logger
+	exhausts atomic.Uint64
+	lastLog  atomic.Int64 // unix nanos of the last warning
+}
+
+func (l *patientListener) Accept() (net.Conn, error) {
+	pause := 5 * time.Millisecond
+	for {
+		c, err := l.Listener.Accept()
+		if err == nil || !resourceExhausted(err) {
+			return c, err
+		}
+		l.exhausts.Add(1)
+		if now, last := time.Now().UnixNano(), l.lastLog.Load(); now-last > int64(10*time.Second) && l.lastLog.CompareAndSwap(last, now) {
+			l.log.Warn("accept paused: out of descriptors or socket memory (warned at most every 10 s)",
+				"err", err, "times", l.exhausts.Load())
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, time.Second)
+	}
+}
+
+func resourceExhausted(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
+}
