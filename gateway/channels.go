@@ -20,9 +20,11 @@ const (
 	cacheWorkers     = 4
 	cacheQueueLen    = 4096
 	cacheReadTimeout = 2 * time.Second
-	// countEvery is how often subscription_count events go out for channels
-	// whose count changed: one event a second per channel, not one per join.
-	countEvery = time.Second
+	// countEvery is how often subscription_count events go out for large
+	// channels whose count changed (spec 2.9: at most every 5 s above 100
+	// subscribers); smaller channels get one on every change.
+	countEvery     = 5 * time.Second
+	countThreshold = 100
 )
 
 type cacheJob struct {
@@ -64,18 +66,36 @@ func (g *Gateway) cacheWorker() {
 	}
 }
 
-// counts collects channels whose subscription count changed, for apps that
-// send subscription_count events.
+// counts collects large channels whose subscription count changed, for apps
+// that send subscription_count events.
 type counts struct {
 	mu    sync.Mutex
 	dirty map[*localChannel]struct{}
+	// send serializes immediate count events, so that of two concurrent
+	// changes the later event carries the later count.
+	send sync.Mutex
 }
 
-// countChanged notes that a channel's subscription count changed.
+// countChanged reports a channel's new subscription count to its
+// subscribers: at once for channels of up to 100 subscribers, from countLoop
+// for larger ones. Presence channels have member events instead.
 func (g *Gateway) countChanged(lc *localChannel) {
 	if !lc.app.SubscriptionCount {
 		return
 	}
+	if kind, _ := protocol.Classify(lc.name); kind == protocol.Presence {
+		return
+	}
+	g.counts.send.Lock()
+	n := g.hub.count(lc.app, lc.name)
+	if n <= countThreshold {
+		if n > 0 {
+			g.sendCount(lc, n)
+		}
+		g.counts.send.Unlock()
+		return
+	}
+	g.counts.send.Unlock()
 	g.counts.mu.Lock()
 	if g.counts.dirty == nil {
 		g.counts.dirty = make(map[*localChannel]struct{})
@@ -101,15 +121,21 @@ func (g *Gateway) countLoop() {
 		g.counts.dirty = nil
 		g.counts.mu.Unlock()
 		for lc := range dirty {
-			n := g.hub.count(lc.app, lc.name)
-			if n == 0 {
-				continue
+			g.counts.send.Lock()
+			if n := g.hub.count(lc.app, lc.name); n > countThreshold {
+				g.sendCount(lc, n)
 			}
-			msg := protocol.AppendSubscriptionCount(nil, lc.name, n)
-			frame := appendFrame(make([]byte, 0, len(msg)+4), ws.OpText, msg)
-			g.hub.fanout(lc.app, lc.name, func(c *Conn) { _ = c.send(frame) })
+			g.counts.send.Unlock()
 		}
 	}
+}
+
+// sendCount sends pusher_internal:subscription_count to every local
+// subscriber of the channel.
+func (g *Gateway) sendCount(lc *localChannel, n int) {
+	msg := protocol.AppendSubscriptionCount(nil, lc.name, n)
+	frame := appendFrame(make([]byte, 0, len(msg)+4), ws.OpText, msg)
+	g.hub.fanout(lc.app, lc.name, func(c *Conn) { _ = c.send(frame) })
 }
 
 // UserCount returns the number of distinct users in a presence channel.

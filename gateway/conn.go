@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -49,10 +50,11 @@ type Conn struct {
 	pidx     int32      // index in poller.conns
 	seeded   bool       // rbuf holds bytes read before registration, not yet parsed
 	subs     []subscription
-	userID   string // set by pusher:signin
-	born     int64  // unix nanos of registration
-	ceWindow int64  // start of the current client-event rate window
-	ceCount  int32  // client events in that window
+	userID   string          // set by pusher:signin
+	userInfo json.RawMessage // the signed-in user's user_info, or nil
+	born     int64           // unix nanos of registration
+	ceWindow int64           // start of the current client-event rate window
+	ceCount  int32           // client events in that window
 
 	mu        sync.Mutex
 	st        atomic.Uint32 // connState; written under mu, read anywhere

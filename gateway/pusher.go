@@ -135,6 +135,16 @@ func (g *Gateway) presenceMember(c *Conn, name string, sd protocol.SubscribeData
 		c.refuse(name, "AuthError", err.Error(), 401)
 		return presence.Member{}, false
 	}
+	if sd.ChannelData == "" {
+		// A signed-in user joins as itself (spec 2.7; the signature then
+		// covers "socket_id:channel" only).
+		if c.userID == "" {
+			c.refuse(name, "InvalidChannelData", "Presence subscriptions need channel_data or a signed-in user", 4009)
+			return presence.Member{}, false
+		}
+		id := protocol.AppendJSONString(nil, c.userID)
+		return presence.Member{ID: c.userID, IDJSON: id, Info: c.userInfo}, true
+	}
 	pm, err := protocol.ParseChannelData(sd.ChannelData)
 	switch {
 	case err != nil:

@@ -86,7 +86,7 @@ func (g *Gateway) signin(c *Conn, msg protocol.Message) {
 		return
 	}
 	if c.userID == "" {
-		c.userID = ud.ID
+		c.userID, c.userInfo = ud.ID, ud.UserInfo
 		g.users.add(c)
 	}
 	c.sendJSON(protocol.AppendSigninSuccess(nil, sd.UserData))

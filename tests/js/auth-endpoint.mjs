@@ -75,6 +75,9 @@ export function forgedAuth(key, stringToSign) {
  * auth.params):
  *   user_id    presence member id / signed-in user id (default "1")
  *   user_info  JSON text of the presence user_info / user's user_info
+ *   numeric_id=1  send the presence user_id as a JSON number (as Ruby apps do)
+ *   no_channel_data=1  presence auth without channel_data, signed like a
+ *              private channel: the signed-in user is the member (spec 2.7)
  *   deny=1     answer 403 (the app refuses: pusher-js emits subscription_error)
  *   forge=1    answer 200 with a wrong signature (the server must refuse it)
  *
@@ -103,9 +106,13 @@ export async function startAuthEndpoint(t, app, sdkOptions = {}) {
         const userInfo = p.user_info !== undefined ? JSON.parse(p.user_info) : undefined;
         if (path === '/pusher/auth' || path === '/broadcasting/auth') {
           const channel = p.channel_name;
-          const presence = channel.startsWith('presence-')
-            ? { user_id: userId, ...(userInfo !== undefined ? { user_info: userInfo } : {}) }
-            : undefined;
+          const presence =
+            channel.startsWith('presence-') && p.no_channel_data !== '1'
+              ? {
+                  user_id: p.numeric_id === '1' ? Number(userId) : userId,
+                  ...(userInfo !== undefined ? { user_info: userInfo } : {}),
+                }
+              : undefined;
           const out = sdk.authorizeChannel(p.socket_id, channel, presence);
           if (p.forge === '1') {
             out.auth = forgedAuth(app.key, [p.socket_id, channel, out.channel_data].filter(Boolean).join(':'));

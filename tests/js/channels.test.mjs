@@ -120,6 +120,21 @@ function afterSucceeded(c, channel) {
   return msgs.slice(i + 1);
 }
 
+/**
+ * Subscribes like Client.subscribe, but fails at once, with the message, on a
+ * pusher:error the connection gets meanwhile (a Pusher-mode refusal).
+ */
+async function subscribeOrRefusal(c, name) {
+  const from = c.errors.length;
+  const refused = errorAfter(c, from, isPusherError, `an error while subscribing to ${name}`).then(
+    (e) => {
+      throw new Error(`subscription to ${name} refused: ${JSON.stringify(e.data)}`);
+    },
+    () => new Promise(() => {}), // no error within the wait: let the subscribe decide
+  );
+  return Promise.race([c.subscribe(name), refused]);
+}
+
 /** Presence client options: user id and user_info travel to the auth endpoint. */
 function presenceAuth(ep, userId, userInfo) {
   return {
@@ -135,19 +150,17 @@ function presenceAuth(ep, userId, userInfo) {
  * the only way to know the server has processed a connection's close.
  */
 async function waitSubscriptionCount(sdk, channel, want) {
+  const deadline = Date.now() + WAIT_MS;
   let last;
-  await withTimeout(
-    (async () => {
-      for (;;) {
-        const res = await sdk.get({ path: `/channels/${channel}`, params: { info: 'subscription_count' } });
-        last = await res.json();
-        if (last.subscription_count === want) return;
-        await new Promise((r) => setTimeout(r, 25));
-      }
-    })(),
-    WAIT_MS,
-    `subscription_count of ${channel} to become ${want} (last ${JSON.stringify(last)})`,
-  );
+  for (;;) {
+    const res = await sdk.get({ path: `/channels/${channel}`, params: { info: 'subscription_count' } });
+    last = await res.json();
+    if (last.subscription_count === want) return;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${WAIT_MS} ms waiting for subscription_count of ${channel} to become ${want} (last ${JSON.stringify(last)})`);
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -309,9 +322,10 @@ test("presence: member_removed only when the user's last connection leaves", opt
   // A2 unsubscribes: its next subscribe's success shows the server did it.
   a2.pusher.unsubscribe(ch);
   await barrierSubscribe(a2, 'after-unsubscribe');
-  // A3 disconnects: the subscription count shows when the server noticed.
+  // A3 disconnects: the subscription count (B, A; was 4 before A2 and A3
+  // left) shows when the server has processed the close.
   a3.close();
-  await waitSubscriptionCount(ep.sdk, ch, 3);
+  await waitSubscriptionCount(ep.sdk, ch, 2);
 
   await restBarrier(ep.sdk, ch, [b], 'barrier-1');
   assert.deepEqual(b.eventsOn(ch, 'pusher_internal:member_removed'), [], 'user 1 still has a connection');
@@ -326,6 +340,44 @@ test("presence: member_removed only when the user's last connection leaves", opt
   assert.equal(chB.members.count, 1);
   await restBarrier(ep.sdk, ch, [b], 'barrier-2');
   assert.equal(b.eventsOn(ch, 'pusher_internal:member_removed').length, 1, 'exactly one member_removed');
+});
+
+test('presence: user_id 10 (number) and "10" (string) are the same user', opts, async (t) => {
+  const app = featureApp('main');
+  const ep = await startAuthEndpoint(t, app);
+  const ch = uniq('presence-numeric');
+  const num = await connect(t, app, {
+    channelAuthorization: ep.channelAuth({ user_id: '10', numeric_id: '1', user_info: JSON.stringify({ name: 'ten' }) }),
+  });
+  const chNum = await num.subscribe(ch);
+  assert.equal(chNum.members.count, 1);
+  assert.equal(String(chNum.members.me?.id), '10', 'pusher-js finds itself in the roster');
+  const str = await connect(t, app, presenceAuth(ep, '10', { name: 'ten' }));
+  const chStr = await str.subscribe(ch);
+  assert.equal(chStr.members.count, 1, 'one distinct user');
+  await restBarrier(ep.sdk, ch, [num, str]);
+  assert.equal(num.eventsOn(ch, 'pusher_internal:member_added').length, 0, 'no member_added for the same user');
+  const users = await (await ep.sdk.get({ path: `/channels/${ch}/users` })).json();
+  assert.deepEqual(users, { users: [{ id: '10' }] }, 'REST user ids are strings');
+});
+
+test('presence: without channel_data, the signed-in user is the member (user id and user_info)', opts, async (t) => {
+  const app = featureApp('main');
+  const ep = await startAuthEndpoint(t, app);
+  const uid = uniq('signed');
+  const c = await connect(t, app, {
+    userAuthentication: ep.userAuth({ user_id: uid, user_info: JSON.stringify({ name: 'Sig' }) }),
+    channelAuthorization: ep.channelAuth({ no_channel_data: '1' }),
+  });
+  c.pusher.signin();
+  await withTimeout(c.pusher.user.signinDonePromise, WAIT_MS, 'signinDonePromise');
+  assert.equal(c.pusher.user.user_data?.id, uid, 'signed in');
+  const ch = uniq('presence-signed');
+  const channel = await subscribeOrRefusal(c, ch);
+  assert.deepEqual(channel.members.me, { id: uid, info: { name: 'Sig' } });
+  assert.equal(channel.members.count, 1);
+  const users = await (await ep.sdk.get({ path: `/channels/${ch}/users` })).json();
+  assert.deepEqual(users, { users: [{ id: uid }] });
 });
 
 /** Runs the member-limit scenario (max_presence_members: 2) on app; returns the third user's client and channel. */
@@ -670,6 +722,40 @@ test('signin: a wrong signature is refused with pusher:error and no signin_succe
   assert.equal(c.pusher.user.user_data, null);
 });
 
+test('signin: again as the same user succeeds again; as another user on the same connection is refused', opts, async (t) => {
+  const app = featureApp('main');
+  const sdk = sdkFor(app);
+  const s = await rawSocket(t, `/app/${app.key}?protocol=7&client=js&version=8.6.0&flash=false`);
+  const { data } = await s.established();
+  const signin = (id) => {
+    const a = sdk.authenticateUser(data.socket_id, { id });
+    s.send({ event: 'pusher:signin', data: a });
+    return a;
+  };
+  const [u1, u2] = [uniq('first'), uniq('second')];
+  for (const round of [1, 2]) {
+    const from = s.frames.length;
+    const a = signin(u1);
+    const f = await s.waitFrame((m) => m.event === 'pusher:signin_success' || m.event === 'pusher:error', `signin ${round} as ${u1}`, from);
+    assert.equal(f.msg.event, 'pusher:signin_success', `round ${round}: ${f.raw}`);
+    const d = typeof f.msg.data === 'string' ? JSON.parse(f.msg.data) : f.msg.data;
+    assert.equal(d.user_data, a.user_data, 'signin_success echoes user_data');
+  }
+  const from = s.frames.length;
+  signin(u2);
+  const f = await s.waitFrame((m) => m.event === 'pusher:signin_success' || m.event === 'pusher:error', `signin as ${u2}`, from);
+  assert.equal(f.msg.event, 'pusher:error', `a second identity must be refused: ${f.raw}`);
+  await s.roundTrip();
+  // Still u1: its internal channel is allowed, u2's is not.
+  const from2 = s.frames.length;
+  s.send({ event: 'pusher:subscribe', data: { auth: '', channel: `#server-to-user-${u1}` } });
+  await s.waitFrame(
+    (m) => m.event === 'pusher_internal:subscription_succeeded' && m.channel === `#server-to-user-${u1}`,
+    `#server-to-user-${u1} subscribed`,
+    from2,
+  );
+});
+
 test('#server-to-user-<id> cannot be subscribed without signing in as that user', opts, async (t) => {
   const app = featureApp('main');
   const s = await rawSocket(t, `/app/${app.key}?protocol=7&client=js&version=8.6.0&flash=false`);
@@ -715,11 +801,23 @@ test("terminateUserConnections closes all of the user's connections and no one e
   const a1 = await signedIn(t, app, ep, u1);
   const a2 = await signedIn(t, app, ep, u1);
   const b = await signedIn(t, app, ep, u2);
+  // In a presence channel as u1 but never signed in: not terminated (docs).
+  const pch = uniq('presence-terminate');
+  const p = await connect(t, app, presenceAuth(ep, u1, { name: 'presence only' }));
+  await p.subscribe(pch);
+
+  // pusher-js quirk in Node: on a close it must not retry (4000-4099) it calls
+  // close() again on the already closed faye-websocket, which then arms a 30 s
+  // close timer that keeps node alive. Keep the sockets to disarm it.
+  const sockets = [a1, a2].map((c) => c.pusher.connection.connection?.transport?.socket);
+  const disarm = () => sockets.forEach((s) => s?._closeTimer && clearTimeout(s._closeTimer));
+  t.after(disarm);
 
   const left = [leftConnected(a1, `${u1} connection 1 closed`), leftConnected(a2, `${u1} connection 2 closed`)];
   const res = await ep.sdk.terminateUserConnections(u1);
   assert.equal(res.status, 200);
   const states = await Promise.all(left);
+  disarm();
   t.diagnostic(
     `terminated: states ${JSON.stringify(states)}, close errors ${JSON.stringify([a1.errors, a2.errors].map((e) => e.map(codeOf)))}`,
   );
@@ -730,6 +828,9 @@ test("terminateUserConnections closes all of the user's connections and no one e
   await barrier;
   assert.equal(b.pusher.connection.state, 'connected');
   assert.deepEqual(b.errors, []);
+  await restBarrier(ep.sdk, pch, [p]);
+  assert.equal(p.pusher.connection.state, 'connected', 'a presence member that never signed in is not terminated');
+  assert.deepEqual(p.errors, []);
 });
 
 // ---------------------------------------------------------------------------
@@ -776,6 +877,12 @@ test('REST queries: channels, channel info, users, trigger and batch with info',
     { channels: { [pub]: {} } },
     'GET /channels with a public prefix',
   );
+  // Signed-in users' internal channels are not listed.
+  const signer = await signedIn(t, app, ep, uniq('lister'));
+  assert.ok(signer.pusher.user.user_data);
+  const all = await json(sdk.get({ path: '/channels' }));
+  assert.deepEqual(Object.keys(all.channels).filter((n) => n.startsWith('#')), [], 'no #server-to-user- channels');
+  assert.ok(pub in all.channels && pch in all.channels, 'GET /channels without a prefix lists ours');
   await rejectsWith(
     sdk.get({ path: '/channels', params: { filter_by_prefix: 'rest-', info: 'user_count' } }),
     400,
@@ -855,6 +962,30 @@ test('subscription_count: with the app option on, subscribers get pusher:subscri
     countsA.map(([d]) => d.subscription_count),
     [1, 2, 1],
     'pusher:subscription_count events on A',
+  );
+});
+
+test('subscription_count: every change is reported below 100 subscribers, even two joins in a row', opts, async (t) => {
+  // Spec 2.9: an event on every subscribe/unsubscribe; only channels with
+  // more than 100 subscribers may be throttled (to one per 5 s).
+  const app = featureApp('counts');
+  const ch = uniq('counted-burst');
+  const a = await connect(t, app);
+  await a.subscribe(ch);
+  await a.waitFor(
+    (m) => m.channel === ch && m.event === 'pusher_internal:subscription_count' && m.data.subscription_count === 1,
+    'count 1 on A',
+  );
+  const [b, c] = [await connect(t, app), await connect(t, app)];
+  await Promise.all([b.subscribe(ch), c.subscribe(ch)]);
+  await a.waitFor(
+    (m) => m.channel === ch && m.event === 'pusher_internal:subscription_count' && m.data.subscription_count === 3,
+    'count 3 on A',
+  );
+  assert.deepEqual(
+    a.eventsOn(ch, 'pusher_internal:subscription_count').map((m) => m.data.subscription_count),
+    [1, 2, 3],
+    'one subscription_count per change',
   );
 });
 
