@@ -68,16 +68,7 @@ func APIWildcard(endpoint string) string { return APISubject("*", endpoint) }
 // ParseAPISubject splits herald.<app>.api.<endpoint> into app and endpoint.
 // It does not allocate; it does not check that app or endpoint exist.
 func ParseAPISubject(subj string) (app, endpoint string, ok bool) {
-	rest, ok := strings.CutPrefix(subj, subjectRoot)
-	if !ok {
-		return "", "", false
-	}
-	i := strings.IndexByte(rest, '.')
-	if i <= 0 {
-		return "", "", false
-	}
-	app, rest = rest[:i], rest[i:]
-	endpoint, ok = strings.CutPrefix(rest, apiInfix)
+	app, endpoint, ok = splitSubject(subj, apiInfix)
 	if !ok || endpoint == "" || strings.IndexByte(endpoint, '.') >= 0 {
 		return "", "", false
 	}

@@ -69,7 +69,18 @@ func liveWildcard(app string) string { return subjectRoot + app + ".live.>" }
 // parseLiveSubject splits herald.<app>.live.<tok> into app and tok.
 // It does not allocate: both are substrings of subj.
 func parseLiveSubject(subj string) (app, tok string, ok bool) {
-	rest, ok := strings.CutPrefix(subj, subjectRoot)
+	app, tok, ok = splitSubject(subj, liveInfix)
+	if !ok || tok == "" {
+		return "", "", false
+	}
+	return app, tok, true
+}
+
+// splitSubject splits herald.<app><infix><rest> into app and rest, where
+// infix starts with the dot after the app (".live.", ".api."). It does not
+// allocate.
+func splitSubject(subj, infix string) (app, rest string, ok bool) {
+	rest, ok = strings.CutPrefix(subj, subjectRoot)
 	if !ok {
 		return "", "", false
 	}
@@ -78,11 +89,11 @@ func parseLiveSubject(subj string) (app, tok string, ok bool) {
 		return "", "", false
 	}
 	app, rest = rest[:i], rest[i:]
-	tok, ok = strings.CutPrefix(rest, liveInfix)
-	if !ok || tok == "" {
+	rest, ok = strings.CutPrefix(rest, infix)
+	if !ok {
 		return "", "", false
 	}
-	return app, tok, true
+	return app, rest, true
 }
 
 // needsEscape reports whether byte c cannot appear raw in a channel token:
