@@ -101,6 +101,10 @@ type Config struct {
 	RequireProtocol bool          // a missing ?protocol= closes with 4008 instead of meaning 7
 	SocketIDNode    uint64        // the first part of socket ids; 0 picks one at random
 	Logger          *slog.Logger
+	// NewPresence builds the presence registry, reporting changes to the
+	// listener it is given; nil means a single-node presence.Local. A cluster
+	// passes the gossiped registry here.
+	NewPresence func(presence.Listener) presence.Registry
 }
 
 // Stats are the gateway's counters.
@@ -184,7 +188,11 @@ func New(cfg Config) (*Gateway, error) {
 		fds:      make([]atomic.Pointer[Conn], maxFDs),
 		stop:     make(chan struct{}),
 	}
-	g.presence = presence.NewLocal(g.onPresenceChange)
+	if cfg.NewPresence != nil {
+		g.presence = cfg.NewPresence(g.onPresenceChange)
+	} else {
+		g.presence = presence.NewLocal(g.onPresenceChange)
+	}
 	for _, a := range cfg.Apps {
 		a.setDefaults()
 		g.appsByID[a.ID] = a
