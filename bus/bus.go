@@ -66,6 +66,7 @@ type Stats struct {
 	SlowConsumerDrops  uint64 // messages dropped because a shard queue was full
 	SlowConsumerEvents uint64 // times a subscription became a slow consumer
 	Pending            int    // messages waiting in shard queues now (capacity Shards*ShardQueueLen)
+	PublishRetries     uint64 // cluster mode: publications resent after an unanswered attempt (leader changes; cluster.go)
 }
 
 // Bus is one node's connection to NATS. All methods are safe for concurrent use.
@@ -99,11 +100,14 @@ type Bus struct {
 	slowSubs   map[*nats.Subscription]struct{}
 	slowRetire uint64
 	slowEvents atomic.Uint64
+	pubRetries atomic.Uint64
 }
 
 // Start runs the embedded server, connects to it, ensures the streams of
 // cfg.Apps (when streams are on) and starts the delivery goroutines (one per
-// shard, plus one sweeper). sink must not be nil.
+// shard, plus one sweeper). sink must not be nil. In cluster mode it first
+// waits, up to cfg.ReadyTimeout, until JetStream answers: a majority of the
+// configured nodes must be starting meanwhile (cluster.go).
 func Start(cfg Config, sink Sink) (*Bus, error) {
 	cfg = cfg.withDefaults()
 	if sink == nil {
@@ -130,7 +134,10 @@ func Start(cfg Config, sink Sink) (*Bus, error) {
 	if err := checkClientPort(cfg); err != nil {
 		return nil, err
 	}
-	if cfg.ClientListen != "" {
+	if err := checkCluster(cfg); err != nil {
+		return nil, err
+	}
+	if cfg.needsAuth() {
 		cfg.internalPassword = newInternalPassword()
 		b.cfg.internalPassword = cfg.internalPassword
 	}
@@ -145,7 +152,7 @@ func Start(cfg Config, sink Sink) (*Bus, error) {
 		nats.NoReconnect(),
 		nats.ErrorHandler(b.onAsyncError),
 	}
-	if cfg.ClientListen != "" { // the server requires a user (clientport.go)
+	if cfg.needsAuth() { // the server requires a user (clientport.go, cluster.go)
 		connOpts = append(connOpts, nats.UserInfo(internalUser, cfg.internalPassword))
 	}
 	b.nc, err = nats.Connect("", connOpts...)
@@ -171,8 +178,18 @@ func Start(cfg Config, sink Sink) (*Bus, error) {
 	b.wg.Add(1)
 	go b.sweepLoop()
 
+	ctx := context.Background()
+	if cfg.Cluster.Enabled() { // wait for a meta leader, then the streams (cluster.go)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.ReadyTimeout)
+		defer cancel()
+		if err := b.waitJetStream(ctx); err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
 	for _, app := range cfg.Apps {
-		if err := b.EnsureApp(context.Background(), app); err != nil {
+		if err := b.EnsureApp(ctx, app); err != nil {
 			b.Close()
 			return nil, err
 		}
@@ -245,6 +262,7 @@ func (b *Bus) Stats() Stats {
 	st.Delivered = b.delivered.Load()
 	st.SlowConsumerDrops = b.slowDrops()
 	st.SlowConsumerEvents = b.slowEvents.Load()
+	st.PublishRetries = b.pubRetries.Load()
 	for _, ch := range b.shards {
 		st.Pending += len(ch)
 	}

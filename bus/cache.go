@@ -198,7 +198,7 @@ func (b *Bus) storeCache(ctx context.Context, p *Publication, m *nats.Msg, seria
 			}
 			last = cur.seq
 		}
-		_, err = b.js.PublishMsg(ctx, cm, jetstream.WithExpectLastSequencePerSubject(last))
+		_, err = b.publishStored(ctx, cm, jetstream.WithExpectLastSequencePerSubject(last))
 		if err == nil {
 			return nil
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,14 +19,16 @@ type Publication struct {
 	Exclude string // socket id that must not receive it; "" for none
 }
 
-// streamConfig is app's stream: file storage, one replica, the replay window
-// as limits, direct gets allowed, every stored message republished live.
+// streamConfig is app's stream: file storage, one replica (min(3, nodes) in
+// cluster mode, with a dedupe window for resent publications: cluster.go),
+// the replay window as limits, direct gets allowed, every stored message
+// republished live.
 func (b *Bus) streamConfig(app string) jetstream.StreamConfig {
-	return jetstream.StreamConfig{
+	cfg := jetstream.StreamConfig{
 		Name:              StreamName(app),
 		Subjects:          []string{storedWildcard(app)},
 		Storage:           jetstream.FileStorage,
-		Replicas:          1,
+		Replicas:          b.replicas(),
 		Retention:         jetstream.LimitsPolicy,
 		Discard:           jetstream.DiscardOld,
 		MaxAge:            b.cfg.MaxAge,
@@ -36,6 +39,10 @@ func (b *Bus) streamConfig(app string) jetstream.StreamConfig {
 			Destination: liveWildcard(app),
 		},
 	}
+	if b.cfg.Cluster.Enabled() {
+		cfg.Duplicates = b.dedupeWindow()
+	}
+	return cfg
 }
 
 // EnsureApp creates app's streams (the main one and the cache one, cache.go)
@@ -64,17 +71,23 @@ func (b *Bus) EnsureApp(ctx context.Context, app string) error {
 	return nil
 }
 
-// ensureStream creates or updates one stream, retrying as EnsureApp says.
+// ensureStream creates or updates one stream, retrying as EnsureApp says; in
+// cluster mode with a deadline on ctx, until that deadline (a leader
+// election can outlast a few attempts).
 func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) error {
+	attempts := ensureAttempts
+	if _, ok := ctx.Deadline(); ok && b.cfg.Cluster.Enabled() {
+		attempts = math.MaxInt
+	}
 	var err error
-	for attempt := 1; attempt <= ensureAttempts; attempt++ {
+	for attempt := 1; attempt <= attempts; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, ensureAttemptWait)
 		_, err = b.js.CreateOrUpdateStream(actx, cfg)
 		cancel()
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil || !retryable(err) || attempt == ensureAttempts {
+		if ctx.Err() != nil || !retryable(err) || attempt == attempts {
 			break
 		}
 		b.log.Debug("bus: create stream: retrying", "stream", cfg.Name, "attempt", attempt, "err", err)
@@ -151,6 +164,10 @@ func (b *Bus) newMsg(p *Publication) *nats.Msg {
 // before Publish returns (cache.go). If that write fails, the error comes
 // with the event's non-zero serial: the event was stored and is delivered,
 // but LastEvent may still return an older one.
+//
+// In cluster mode an unanswered attempt is resent (deduplicated by the
+// stream) until ctx ends (15 s without a deadline), so Publish rides through
+// a stream leader change (cluster.go).
 func (b *Bus) Publish(ctx context.Context, p Publication) (serial uint64, err error) {
 	if err := b.check(&p); err != nil {
 		return 0, err
@@ -170,7 +187,7 @@ func (b *Bus) Publish(ctx context.Context, p Publication) (serial uint64, err er
 	if cache {
 		began = time.Now()
 	}
-	ack, err := b.js.PublishMsg(ctx, m)
+	ack, err := b.publishStored(ctx, m) // in cluster mode: retried through a leader change
 	if err != nil {
 		return 0, fmt.Errorf("bus: publish %q: %w", m.Subject, err)
 	}
@@ -215,6 +232,14 @@ func (b *Bus) PublishBatch(ctx context.Context, ps []Publication) (serials []uin
 		}
 	}
 	began := time.Now() // for the cache writes (cache.go)
+	if b.cfg.Cluster.Enabled() {
+		// Resends through a leader change (cluster.go).
+		futs, err := b.publishBatchClustered(ctx, ps, serials)
+		if err != nil {
+			return serials, err
+		}
+		return serials, b.storeCacheBatch(ctx, ps, futs, serials, began)
+	}
 	futs := make([]jetstream.PubAckFuture, len(ps))
 	for i := range ps {
 		m := b.newMsg(&ps[i])

@@ -9,8 +9,7 @@ import (
 )
 
 // serverOptions builds the embedded server's options from cfg. It is the one
-// place that decides how the server runs; clustering and external NATS will
-// grow here.
+// place that decides how the server runs; external NATS will grow here.
 //
 // Single node: JetStream standalone, the node connects in-process. Without
 // a client port there is no listener at all (DontListen) and no auth; with
@@ -20,6 +19,9 @@ import (
 // code hit nats-server#6890, notes/stack.md c.1). DontListen must not be
 // combined with a cluster block: nats-server then never opens its route
 // listener and Shutdown hangs (see notes/stack.md c.1).
+//
+// Clustered (cfg.Cluster.Listen set): the same, plus the cluster block and
+// routes, and always a client listener (applyCluster, cluster.go).
 func serverOptions(cfg Config) *server.Options {
 	opts := &server.Options{
 		ServerName: cfg.ServerName,
@@ -31,6 +33,9 @@ func serverOptions(cfg Config) *server.Options {
 		SyncAlways: cfg.SyncAlways,
 	}
 	applyClientPort(opts, cfg)
+	if cfg.Cluster.Enabled() {
+		applyCluster(opts, cfg)
+	}
 	return opts
 }
 
