@@ -11,7 +11,7 @@ JS_DEPS := tests/js/node_modules/.package-lock.json
 # Packages with concurrency run again under the race detector.
 RACE_PKGS := ./gateway/ ./bus/ ./client/ ./api/ ./node/
 
-.PHONY: build run test vet race fuzz bench js-deps clean
+.PHONY: build run test vet race fuzz bench js-deps clean cluster
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/herald
@@ -19,6 +19,10 @@ build:
 ## run: a single node on 127.0.0.1:6001 with the dev app (app-id / app-key / app-secret), data in ./data
 run: build
 	./$(BIN) serve
+
+## cluster: 3 nodes on loopback (configs/cluster/node1..3.yaml: client ports 6001-6003, data in ./data/node1..3) in the foreground; Ctrl-C stops all three
+cluster: build
+	bash scripts/cluster.sh
 
 ## test: vet, the whole suite (including pusher-js and the pusher SDK end to end), then the race detector
 test: js-deps

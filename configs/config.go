@@ -16,7 +16,10 @@
 // concurrent reads once loaded.
 package configs
 
-import "time"
+import (
+	"os"
+	"time"
+)
 
 // Defaults. Each is the value used when the key is absent; units are in the
 // names (bytes, counts) or carried by the type (durations).
@@ -63,6 +66,28 @@ const (
 	DevAppID     = "app-id"
 	DevAppKey    = "app-key"
 	DevAppSecret = "app-secret"
+
+	// DefaultClusterBind is the memberlist address (TCP and UDP), and
+	// DefaultClusterRouteListen the NATS route listener, of a clustered node
+	// (loopback only, like the other defaults).
+	DefaultClusterBind        = "127.0.0.1:7946"
+	DefaultClusterRouteListen = "127.0.0.1:6222"
+	DefaultClusterPreset      = PresetLAN
+
+	// MinClusterRoutes is the fewest cluster.routes a clustered node accepts:
+	// JetStream clustering elects its meta leader only with 3 or more
+	// configured nodes.
+	MinClusterRoutes = 3
+)
+
+// Values of Cluster.Preset: memberlist's timing.
+const (
+	// PresetLAN is memberlist's LAN timing, tuned so that a crashed node is
+	// declared dead in about 5 seconds.
+	PresetLAN = "lan"
+	// PresetLocal is memberlist's loopback timing: faster probes and gossip,
+	// for tests and clusters on one machine.
+	PresetLocal = "local"
 )
 
 // Values of Stream.Sync.
@@ -83,6 +108,7 @@ type Config struct {
 	Gateway Gateway `yaml:"gateway"`
 	Bus     Bus     `yaml:"bus"`
 	HTTP    HTTP    `yaml:"http"`
+	Cluster Cluster `yaml:"cluster"`
 }
 
 // Log configures the process logger.
@@ -194,6 +220,57 @@ type HTTP struct {
 	ReadBufferBytes int `yaml:"read_buffer_bytes"` // default 16384 (upgrade requests with big cookies); 4096..1048576
 }
 
+// Cluster makes the node one of several (configs/cluster/ has a 3-node
+// example). With Name "" (the default) the node runs alone: no memberlist
+// agent, JetStream standalone, and the other keys are ignored.
+//
+// memberlist (membership, presence gossip) and NATS (message routes,
+// JetStream) listen on different addresses: Bind/Advertise/Seeds are
+// memberlist's, RouteListen/RouteAdvertise/Routes are NATS's.
+//
+// The lists (Seeds, Routes) have no HERALD_* variable: only a file sets them.
+type Cluster struct {
+	Name           string   `yaml:"name"`            // "" (default) = single node; else ^[A-Za-z0-9_.-]{1,64}$, the same on every node
+	NodeName       string   `yaml:"node_name"`       // default "" = the hostname; unique and stable per node, ^[A-Za-z0-9_.-]{1,64}$. Use LocalName.
+	Bind           string   `yaml:"bind"`            // memberlist host:port, TCP and UDP; default "127.0.0.1:7946"
+	Advertise      string   `yaml:"advertise"`       // memberlist host:port other nodes use; default "" = Bind. Use AdvertiseAddr.
+	Seeds          []string `yaml:"seeds"`           // memberlist host:port of nodes to join through; this node's own address may be listed (ignored)
+	Routes         []string `yaml:"routes"`          // NATS route host:port of every node, this one included; at least MinClusterRoutes
+	RouteListen    string   `yaml:"route_listen"`    // this node's NATS route listener; default "127.0.0.1:6222"; its port must be one of Routes'
+	RouteAdvertise string   `yaml:"route_advertise"` // NATS route host:port other nodes use; default "" = NATS's choice (RouteListen's address)
+	Preset         string   `yaml:"preset"`          // memberlist timing: PresetLAN (default) or PresetLocal
+}
+
+// Enabled reports whether the node is clustered (Name is set).
+func (c *Cluster) Enabled() bool { return c.Name != "" }
+
+// LocalName is this node's name: NodeName, or the hostname when NodeName is
+// "" ("" if the hostname is unavailable; Validate rejects that when the
+// cluster is enabled).
+func (c *Cluster) LocalName() string {
+	if c.NodeName != "" {
+		return c.NodeName
+	}
+	h, err := hostname()
+	if err != nil {
+		return ""
+	}
+	return h
+}
+
+// AdvertiseAddr is the memberlist address other nodes use: Advertise, or
+// Bind when Advertise is "". It may name a host rather than an IP
+// (docker-compose: "node1:7946"); memberlist needs it resolved to an IP.
+func (c *Cluster) AdvertiseAddr() string {
+	if c.Advertise != "" {
+		return c.Advertise
+	}
+	return c.Bind
+}
+
+// hostname is os.Hostname, replaceable in tests.
+var hostname = os.Hostname
+
 // Default returns the configuration used with no file: every default and the
 // dev app {ID: "app-id", Key: "app-key", Secret: "app-secret", ClientEvents: true}.
 // Pointer fields (Enabled) are set to fresh pointers to true, so the result
@@ -226,6 +303,15 @@ func Default() *Config {
 		HTTP: HTTP{
 			MaxBodyBytes:    DefaultHTTPMaxBodyBytes,
 			ReadBufferBytes: DefaultHTTPReadBufferBytes,
+		},
+		Cluster: Cluster{
+			Bind: DefaultClusterBind,
+			// Empty, not nil: a file's "seeds: []" decodes to an empty
+			// list, and the example must equal Default().
+			Seeds:       []string{},
+			Routes:      []string{},
+			RouteListen: DefaultClusterRouteListen,
+			Preset:      DefaultClusterPreset,
 		},
 	}
 }

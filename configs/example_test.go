@@ -59,7 +59,8 @@ func TestExampleHasEveryKey(t *testing.T) {
 }
 
 // leafPaths lists the key path of every scalar leaf of struct type t; list
-// elements appear as "[]" ("apps[].id").
+// elements appear as "[]" ("apps[].id"), and a list of scalars is one leaf
+// ("cluster.seeds").
 func leafPaths(t reflect.Type, prefix string, out *[]string) {
 	for i := range t.NumField() {
 		f := t.Field(i)
@@ -69,7 +70,7 @@ func leafPaths(t reflect.Type, prefix string, out *[]string) {
 		}
 		p := joinKey(prefix, name)
 		switch {
-		case isLeaf(f.Type):
+		case isLeaf(f.Type), f.Type.Kind() == reflect.Slice && isLeaf(f.Type.Elem()):
 			*out = append(*out, p)
 		case f.Type.Kind() == reflect.Struct:
 			leafPaths(f.Type, p, out)
@@ -79,16 +80,16 @@ func leafPaths(t reflect.Type, prefix string, out *[]string) {
 	}
 }
 
-// collectKeys records the key path of every scalar value in n, and the leaf
-// keys that have no comment (above, beside, or, for a list item's first
-// key, above the "-").
+// collectKeys records the key path of every scalar value and every list of
+// scalars ("seeds: []") in n, and the leaf keys that have no comment (above,
+// beside, or, for a list item's first key, above the "-").
 func collectKeys(n *yaml.Node, prefix string, keys map[string]bool, uncommented *[]string) {
 	switch n.Kind {
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			p := joinKey(prefix, k.Value)
-			if v.Kind == yaml.ScalarNode {
+			if v.Kind == yaml.ScalarNode || isScalarList(v) {
 				keys[p] = true
 				commented := k.HeadComment != "" || k.LineComment != "" || v.LineComment != ""
 				if i == 0 && n.HeadComment != "" {
@@ -105,6 +106,20 @@ func collectKeys(n *yaml.Node, prefix string, keys map[string]bool, uncommented 
 			collectKeys(item, prefix+"[]", keys, uncommented)
 		}
 	}
+}
+
+// isScalarList reports whether n is a list whose items are all scalars
+// (an empty list included).
+func isScalarList(n *yaml.Node) bool {
+	if n.Kind != yaml.SequenceNode {
+		return false
+	}
+	for _, item := range n.Content {
+		if item.Kind != yaml.ScalarNode {
+			return false
+		}
+	}
+	return true
 }
 
 // diff describes where two values of the same type differ, for test output.

@@ -28,6 +28,8 @@ func FuzzLoad(f *testing.F) {
 		"log: {level: info\n",
 		"? [complex, key]\n: value\n",
 		"gateway:\n  pollers: 99999999999999999999\n",
+		clusterYAML,
+		"cluster: {name: c, node_name: n, routes: [a:1, b:1, 'c:1'], route_listen: ':1', seeds: [[x]]}\n",
 	} {
 		f.Add([]byte(seed))
 	}

@@ -19,6 +19,9 @@ var (
 	// natsUserPattern keeps NATS user names usable in nats:// URLs and apart
 	// from the node's internal user (which starts with '$').
 	natsUserPattern = regexp.MustCompile(`^[A-Za-z0-9_\-.]{1,128}$`)
+	// clusterNamePattern is for cluster.name and cluster.node_name: usable
+	// as a NATS server and cluster name and as a memberlist node name.
+	clusterNamePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 )
 
 // Validate checks every value and returns the first problem as a *KeyError
@@ -35,6 +38,7 @@ func (c *Config) Validate() error {
 		func() *KeyError { return c.Gateway.check("gateway") },
 		func() *KeyError { return c.Bus.check("bus") },
 		func() *KeyError { return c.HTTP.check("http") },
+		c.checkCluster,
 	}
 	for _, check := range checks {
 		if err := check(); err != nil {
@@ -156,6 +160,160 @@ func (h *HTTP) check(p string) *KeyError {
 		intRange(p+".max_body_bytes", int64(h.MaxBodyBytes), 1024, 64<<20),
 		intRange(p+".read_buffer_bytes", int64(h.ReadBufferBytes), 4096, 1<<20),
 	)
+}
+
+// checkCluster checks the cluster block. Only preset is checked on a single
+// node (name ""); the other keys are ignored there.
+func (c *Config) checkCluster() *KeyError {
+	cl := &c.Cluster
+	const p = "cluster"
+	if err := oneOf(p+".preset", cl.Preset, PresetLAN, PresetLocal); err != nil {
+		return err
+	}
+	if !cl.Enabled() {
+		return nil
+	}
+	if err := matches(p+".name", cl.Name, clusterNamePattern); err != nil {
+		return err
+	}
+	if err := checkNodeName(p+".node_name", cl); err != nil {
+		return err
+	}
+	if err := checkListen(p+".bind", cl.Bind); err != nil {
+		return err
+	}
+	if cl.Advertise != "" {
+		if err := checkAddr(p+".advertise", cl.Advertise); err != nil {
+			return err
+		}
+	}
+	for i, s := range cl.Seeds {
+		if err := checkAddr(fmt.Sprintf("%s.seeds[%d]", p, i), s); err != nil {
+			return err
+		}
+	}
+	if err := checkRoutes(p+".routes", cl.Routes); err != nil {
+		return err
+	}
+	if err := checkListen(p+".route_listen", cl.RouteListen); err != nil {
+		return err
+	}
+	if err := routeListenInRoutes(p, cl.RouteListen, cl.Routes); err != nil {
+		return err
+	}
+	if cl.RouteAdvertise != "" {
+		if err := checkAddr(p+".route_advertise", cl.RouteAdvertise); err != nil {
+			return err
+		}
+	}
+	return c.checkClusterPorts()
+}
+
+// checkNodeName checks the node's name, the hostname when node_name is "".
+func checkNodeName(key string, cl *Cluster) *KeyError {
+	if cl.NodeName != "" {
+		return matches(key, cl.NodeName, clusterNamePattern)
+	}
+	h, err := hostname()
+	if err != nil || h == "" {
+		return keyErr(key, "must be set: the default, the hostname, is unavailable")
+	}
+	if !clusterNamePattern.MatchString(h) {
+		return keyErr(key, fmt.Sprintf("must be set: the default, the hostname %s, does not match %s", quote(h), clusterNamePattern))
+	}
+	return nil
+}
+
+// checkRoutes checks cluster.routes: at least MinClusterRoutes distinct
+// host:port addresses.
+func checkRoutes(key string, routes []string) *KeyError {
+	if len(routes) < MinClusterRoutes {
+		return keyErr(key, fmt.Sprintf("at least %d are required, got %d: JetStream clustering needs %d or more nodes, "+
+			"and every node lists the route address of every node, its own included", MinClusterRoutes, len(routes), MinClusterRoutes))
+	}
+	seen := make(map[string]int, len(routes))
+	for i, r := range routes {
+		k := fmt.Sprintf("%s[%d]", key, i)
+		if err := checkAddr(k, r); err != nil {
+			return err
+		}
+		if j, dup := seen[r]; dup {
+			return keyErr(k, fmt.Sprintf("%s is already %s[%d]", quote(r), key, j))
+		}
+		seen[r] = i
+	}
+	return nil
+}
+
+// routeListenInRoutes checks that this node's own route address is in the
+// list, as far as the port tells (route_listen's host may be 0.0.0.0 while
+// routes name the host others use).
+func routeListenInRoutes(p, listen string, routes []string) *KeyError {
+	_, port, _ := net.SplitHostPort(listen)
+	for _, r := range routes {
+		if _, rp, err := net.SplitHostPort(r); err == nil && rp == port {
+			return nil
+		}
+	}
+	return keyErr(p+".route_listen", fmt.Sprintf("port %s is not the port of any of %s.routes: list this node's own route address there too", port, p))
+}
+
+// checkClusterPorts refuses a cluster listener on the same address as
+// another listener of the node.
+func (c *Config) checkClusterPorts() *KeyError {
+	type listener struct{ key, addr string }
+	ls := []listener{
+		{"listen", c.Listen},
+		{"bus.client_listen", c.Bus.ClientListen},
+		{"cluster.bind", c.Cluster.Bind},
+		{"cluster.route_listen", c.Cluster.RouteListen},
+	}
+	for i := 2; i < len(ls); i++ {
+		for j := range i {
+			if sameListener(ls[i].addr, ls[j].addr) {
+				return keyErr(ls[i].key, fmt.Sprintf("%s is also the address of %s", quote(ls[i].addr), ls[j].key))
+			}
+		}
+	}
+	return nil
+}
+
+// sameListener reports whether two listen addresses would take the same
+// port: same non-zero port, and the same host or one of them unspecified.
+func sameListener(a, b string) bool {
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil || pa != pb || pa == "0" {
+		return false
+	}
+	return ha == hb || unspecifiedHost(ha) || unspecifiedHost(hb)
+}
+
+func unspecifiedHost(h string) bool {
+	if h == "" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsUnspecified()
+}
+
+// checkAddr checks an address other nodes dial: host:port with a host that
+// is not empty or unspecified (0.0.0.0) and a port from 1 to 65535.
+func checkAddr(key, v string) *KeyError {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return keyErr(key, fmt.Sprintf(`%s must be host:port (e.g. "10.0.0.2:7946" or "node2:7946")`, quote(v)))
+	}
+	if host == "" || unspecifiedHost(host) {
+		return keyErr(key, fmt.Sprintf("%s must name a host other nodes can reach, not %s", quote(v), quote(host)))
+	}
+	if strings.ContainsAny(host, " \t") {
+		return keyErr(key, fmt.Sprintf("host %s must not contain spaces", quote(host)))
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return keyErr(key, fmt.Sprintf("port %s must be a number from 1 to 65535", quote(port)))
+	}
+	return nil
 }
 
 // firstErr returns the first non-nil error. The checks are cheap, so
