@@ -1,0 +1,18 @@
+package node
+
+// crashForTest stops the node the way a crash looks to the others: the
+// memberlist agent goes silent without leaving (the others must detect the
+// failure), and the NATS server stops without draining. Sockets are then
+// dropped; their presence leaves cannot reach anyone any more.
+func (n *Node) crashForTest() {
+	n.stopOnce.Do(func() {
+		_ = n.cl.Shutdown()
+		n.gossip.Close()
+		n.bus.Server().Shutdown()
+		_ = n.http.Shutdown(ctxBackground())
+		n.sys.stop()
+		n.gw.Close()
+		_ = n.bus.Close()
+		_ = n.ln.Close()
+	})
+}
