@@ -18,8 +18,10 @@ import (
 
 	"herald/api"
 	"herald/bus"
+	"herald/cluster"
 	"herald/configs"
 	"herald/gateway"
+	"herald/presence"
 	"herald/protocol"
 )
 
@@ -33,6 +35,10 @@ type Node struct {
 	bus  *bus.Bus
 	http *api.Server
 	nats *api.NATSAPI // nil without a NATS client port
+
+	cl     *cluster.Cluster // nil on a single node
+	gossip *presence.Gossip
+	sys    *sysResponder
 
 	serveErr chan error
 	stopOnce sync.Once
@@ -67,6 +73,11 @@ func Start(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 
 func (n *Node) startParts() error {
 	cfg := n.cfg
+	if cfg.Cluster.Enabled() {
+		if err := n.startCluster(); err != nil {
+			return err
+		}
+	}
 	apps := gatewayApps(cfg.Apps)
 	gw, err := gateway.New(gateway.Config{
 		Apps:            apps,
@@ -77,6 +88,7 @@ func (n *Node) startParts() error {
 		Pollers:         cfg.Gateway.Pollers,
 		RequireProtocol: cfg.Gateway.RequireProtocol,
 		Logger:          n.log.With("part", "gateway"),
+		NewPresence:     n.presenceFactory(),
 	})
 	if err != nil {
 		return err
@@ -87,7 +99,7 @@ func (n *Node) startParts() error {
 	for i, a := range apps {
 		ids[i] = a.ID
 	}
-	b, err := bus.Start(bus.Config{
+	bcfg := bus.Config{
 		DataDir:           cfg.DataDir,
 		StreamEnabled:     cfg.Bus.Stream.IsEnabled(),
 		MaxAge:            cfg.Bus.Stream.MaxAge.D(),
@@ -101,7 +113,9 @@ func (n *Node) startParts() error {
 		ClientListen:      cfg.Bus.ClientListen,
 		ClientUsers:       clientUsers(cfg.Apps),
 		ClientSharedInbox: cfg.Bus.ClientSharedInbox,
-	}, gw)
+	}
+	clusterBus(cfg.Cluster, &bcfg)
+	b, err := bus.Start(bcfg, gw)
 	if err != nil {
 		return err
 	}
@@ -111,10 +125,21 @@ func (n *Node) startParts() error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerMetrics(reg, gw, b)
+	var channels api.Channels = localChannels{gw}
+	var publishTimeout time.Duration
+	if n.cl != nil {
+		if n.sys, err = startSysResponder(n.cl.LocalName(), gw, b.Conn(), n.log.With("part", "sys")); err != nil {
+			return fmt.Errorf("node: cluster queries: %w", err)
+		}
+		cl := n.cl
+		channels = clusterChannels{gw: gw, nc: b.Conn(), members: func() int { return len(cl.Members()) }, log: n.log.With("part", "query")}
+		publishTimeout = clusterPublishTimeout
+	}
 	n.http = api.New(api.Config{
 		Gateway:        gw,
 		Publisher:      b,
-		Channels:       localChannels{gw},
+		Channels:       channels,
+		PublishTimeout: publishTimeout,
 		Cache:          cacheQueries{b},
 		Registry:       reg,
 		Logger:         n.log.With("part", "api"),
@@ -244,6 +269,8 @@ func (n *Node) closeParts() {
 	if n.gw != nil {
 		n.gw.Close()
 	}
+	n.sys.stop()
+	n.stopCluster()
 	if n.bus != nil {
 		if err := n.bus.Close(); err != nil {
 			n.log.Warn("bus close", "err", err)
