@@ -57,12 +57,13 @@ type Conn struct {
 	ceCount  int32           // client events in that window
 
 	mu        sync.Mutex
-	st        atomic.Uint32 // connState; written under mu, read anywhere
-	blocked   bool          // the kernel refused bytes; the poller flushes on EPOLLOUT
-	dirty     uint64        // bit i set: the connection is on delivery shard i's flush list
-	queue     [][]byte      // frames waiting for the kernel; queue[0] may be partly written
-	queued    int           // bytes in queue
-	closingAt int64         // unix nanos when stateClosing began
+	st        atomic.Uint32      // connState; written under mu, read anywhere
+	blocked   bool               // the kernel refused bytes; the poller flushes on EPOLLOUT
+	dirty     uint64             // bit i set: the connection is on delivery shard i's flush list
+	queue     [][]byte           // frames waiting for the kernel; queue[0] may be partly written
+	queued    int                // bytes in queue
+	closingAt int64              // unix nanos when stateClosing began
+	replays   map[string]*replay // channels whose live events are held for a replay; nil when none
 }
 
 // errConnClosed reports a write to a connection that is closing or closed.

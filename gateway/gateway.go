@@ -145,13 +145,15 @@ type Gateway struct {
 	stats    counters
 	bus      Bus
 
-	presence  presence.Registry
-	users     userIndex
-	publisher Publisher
-	cache     CacheReader
-	cacheJobs chan cacheJob
-	counts    counts
-	stop      chan struct{}
+	presence   presence.Registry
+	users      userIndex
+	publisher  Publisher
+	cache      CacheReader
+	cacheJobs  chan cacheJob
+	replayer   Replayer
+	replayJobs chan replayJob
+	counts     counts
+	stop       chan struct{}
 
 	// dirty[i] lists the connections delivery shard i queued frames to since
 	// its last Flush; only shard i's goroutine touches it.
@@ -292,7 +294,8 @@ func (g *Gateway) Deliver(shard int, m *bus.Message) {
 			return
 		}
 		c.mu.Lock()
-		if c.state() == stateOpen && c.enqueueLocked(frame) && c.dirty&bit == 0 {
+		if c.state() == stateOpen && (c.replays == nil || !c.holdLocked(m.Channel, m.Serial, frame)) &&
+			c.enqueueLocked(frame) && c.dirty&bit == 0 {
 			c.dirty |= bit
 			*list = append(*list, c)
 		}
@@ -369,6 +372,9 @@ func (g *Gateway) Close() {
 		close(g.stop)
 		if g.cacheJobs != nil {
 			close(g.cacheJobs)
+		}
+		if g.replayJobs != nil {
+			close(g.replayJobs)
 		}
 		g.wg.Wait()
 	})

@@ -103,6 +103,7 @@ func (g *Gateway) subscribe(c *Conn, msg protocol.Message) {
 		return
 	}
 	kind, cache := protocol.Classify(name)
+	var member presence.Member
 	switch kind {
 	case protocol.Private, protocol.Encrypted:
 		if err := protocol.VerifyChannelAuth(c.app.Key, c.app.Secret, c.id.String(), name, "", sd.Auth); err != nil {
@@ -110,20 +111,37 @@ func (g *Gateway) subscribe(c *Conn, msg protocol.Message) {
 			return
 		}
 	case protocol.Presence:
-		m, ok := g.presenceMember(c, name, sd)
-		if !ok {
+		var ok bool
+		if member, ok = g.presenceMember(c, name, sd); !ok {
 			return
 		}
-		g.joinPresence(c, name, cache, m)
-		return
 	case protocol.ServerToUser:
 		if id, _ := protocol.ServerToUserID(name); c.userID == "" || id != c.userID {
 			c.refuse(name, "AuthError", "Subscribing to "+name+" requires being signed in as that user", 401)
 			return
 		}
 	}
-	g.join(c, name, kind, "", []byte("{}"))
-	if cache {
+	// A resume holds live events back from before the subscription exists.
+	var r *replay
+	if sd.HasResume {
+		r = c.beginResume(name, sd.Resume)
+	}
+	if kind == protocol.Presence {
+		if !g.joinPresence(c, name, member) {
+			if r != nil {
+				c.mu.Lock()
+				c.endResumeLocked(name, r)
+				c.mu.Unlock()
+			}
+			return
+		}
+	} else {
+		g.join(c, name, kind, "", []byte("{}"))
+	}
+	switch {
+	case r != nil:
+		g.startReplay(c, name, r) // the replay replaces the cached event
+	case cache:
 		g.sendCached(c, name)
 	}
 }
@@ -163,18 +181,16 @@ func (g *Gateway) presenceMember(c *Conn, name string, sd protocol.SubscribeData
 // joinPresence adds the member to the registry; inside the registry's
 // joined hook the connection gets its roster and enters the channel, so the
 // roster and the member events that follow it are consistent.
-func (g *Gateway) joinPresence(c *Conn, name string, cache bool, m presence.Member) {
+func (g *Gateway) joinPresence(c *Conn, name string, m presence.Member) bool {
 	err := g.presence.Join(c.app.ID, name, presence.ConnID(c.id.String()), m, c.app.MaxPresenceMembers,
 		func(members []presence.Member) {
 			g.join(c, name, protocol.Presence, m.ID, presence.Roster(members))
 		})
 	if err != nil {
 		c.refuse(name, "LimitReached", "Presence channel is full: at most "+itoa(c.app.MaxPresenceMembers)+" members", 4100)
-		return
+		return false
 	}
-	if cache {
-		g.sendCached(c, name)
-	}
+	return true
 }
 
 // join adds the connection to a channel and acknowledges it with ackData. The
@@ -226,6 +242,11 @@ func (g *Gateway) unsubscribe(c *Conn, msg protocol.Message) {
 // channels, from the registry, which reports member_removed when it was the
 // user's last connection.
 func (g *Gateway) leave(c *Conn, s subscription) {
+	c.mu.Lock()
+	if r := c.replays[s.lc.name]; r != nil {
+		c.endResumeLocked(s.lc.name, r)
+	}
+	c.mu.Unlock()
 	if g.hub.remove(c, s.lc) && g.bus != nil {
 		g.bus.Unsubscribe(s.lc.app.ID, s.lc.name)
 	}

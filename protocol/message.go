@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"encoding/json"
+	"strconv"
 )
 
 // Message is one decoded client -> server frame (spec 1.2).
@@ -110,6 +111,10 @@ type SubscribeData struct {
 	// (after JSON string decoding), or "" when absent or null. It is covered
 	// byte-for-byte by the signature, so it must not be re-serialized.
 	ChannelData string
+	// Resume is herald_resume, the last serial the client saw on the channel
+	// (docs/protocol-extensions.md); meaningful only when HasResume.
+	Resume    uint64
+	HasResume bool
 }
 
 // DecodeSubscribe parses pusher:subscribe's data, given as a JSON object or
@@ -118,7 +123,7 @@ type SubscribeData struct {
 // *Error with Code 0.
 func DecodeSubscribe(data json.RawMessage) (SubscribeData, error) {
 	var d SubscribeData
-	var channel, auth, channelData []byte
+	var channel, auth, channelData, resume []byte
 	err := eachDataField(data, func(key, val []byte) error {
 		switch string(key) {
 		case "channel":
@@ -127,6 +132,8 @@ func DecodeSubscribe(data json.RawMessage) (SubscribeData, error) {
 			auth = val
 		case "channel_data":
 			channelData = val
+		case "herald_resume":
+			resume = val
 		}
 		return nil
 	})
@@ -141,6 +148,13 @@ func DecodeSubscribe(data json.RawMessage) (SubscribeData, error) {
 	}
 	if d.ChannelData, err = decodeOptString(channelData); err != nil {
 		return SubscribeData{}, invalidData(EventSubscribe, "channel_data must be a string")
+	}
+	if resume != nil && !isNull(resume) {
+		n, err := strconv.ParseUint(string(resume), 10, 64)
+		if err != nil {
+			return SubscribeData{}, invalidData(EventSubscribe, "herald_resume must be a non-negative integer")
+		}
+		d.Resume, d.HasResume = n, true
 	}
 	return d, nil
 }

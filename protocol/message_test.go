@@ -315,3 +315,26 @@ func TestParseChannelData(t *testing.T) {
 		})
 	}
 }
+
+func TestDecodeSubscribeResume(t *testing.T) {
+	cases := []struct {
+		in      string
+		want    uint64
+		has     bool
+		wantErr bool
+	}{
+		{`{"channel":"a"}`, 0, false, false},
+		{`{"channel":"a","herald_resume":null}`, 0, false, false},
+		{`{"channel":"a","herald_resume":0}`, 0, true, false},
+		{`{"channel":"a","herald_resume":1733}`, 1733, true, false},
+		{`{"channel":"a","herald_resume":-1}`, 0, false, true},
+		{`{"channel":"a","herald_resume":"5"}`, 0, false, true},
+		{`{"channel":"a","herald_resume":1.5}`, 0, false, true},
+	}
+	for _, tc := range cases {
+		d, err := DecodeSubscribe([]byte(tc.in))
+		if (err != nil) != tc.wantErr || d.Resume != tc.want || d.HasResume != tc.has {
+			t.Fatalf("%s: %+v %v", tc.in, d, err)
+		}
+	}
+}

@@ -1,0 +1,248 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"herald/protocol"
+)
+
+// Resume (docs/protocol-extensions.md, docs/resume.md): a subscribe that
+// carries herald_resume N is acknowledged as usual, then
+//
+//  1. live events for the socket and channel are held back (not queued),
+//  2. a worker reads the channel's stored events after N from the stream and
+//     queues them in order,
+//  3. the held live events with a serial above the last replayed one are
+//     queued, the hold is lifted, and live delivery goes on,
+//  4. pusher_internal:resume_ok (or resume_failed) reports the outcome.
+//
+// Every step that touches the socket's queue holds Conn.mu, and Deliver
+// checks the hold under the same lock, so no event is lost between history
+// and live and none is queued twice.
+
+// Replayer reads a channel's stored events after a serial (the bus does,
+// with batched direct gets from the app's stream).
+type Replayer interface {
+	Replay(ctx context.Context, app, channel string, after uint64, fn func(serial uint64, payload []byte, exclude string) error) (ReplayResult, error)
+}
+
+// ReplayResult is what a replay found.
+type ReplayResult struct {
+	Last         uint64 // last serial passed to fn, or after
+	Count        int
+	WindowPassed bool   // events right after `after` may be gone
+	First        uint64 // oldest serial the app's stream holds
+}
+
+const (
+	replayWorkers  = 4
+	replayQueueLen = 4096
+	replayTimeout  = 10 * time.Second
+	// maxHeld bounds the live events held back for one resuming
+	// subscription; past it they are dropped and read again from the
+	// stream, where they are stored anyway.
+	maxHeld = 4096
+)
+
+// replay is the hold on one resuming subscription. Conn.mu guards it.
+type replay struct {
+	from     uint64
+	held     []heldEvent
+	overflow bool
+}
+
+type heldEvent struct {
+	serial uint64
+	frame  []byte
+}
+
+type replayJob struct {
+	c    *Conn
+	name string
+	r    *replay
+}
+
+// holdLocked reports whether a live event for the channel is held back for a
+// replay, and holds it if so. c.mu must be held.
+func (c *Conn) holdLocked(channel string, serial uint64, frame []byte) bool {
+	r := c.replays[channel]
+	if r == nil {
+		return false
+	}
+	if len(r.held) < maxHeld {
+		r.held = append(r.held, heldEvent{serial, frame})
+	} else {
+		r.overflow = true
+	}
+	return true
+}
+
+// beginResume puts a hold on the channel before the subscription enters the
+// index, so that no live event reaches the socket before the replay.
+func (c *Conn) beginResume(name string, from uint64) *replay {
+	r := &replay{from: from}
+	c.mu.Lock()
+	if c.replays == nil {
+		c.replays = make(map[string]*replay, 1)
+	}
+	c.replays[name] = r
+	c.mu.Unlock()
+	return r
+}
+
+// endResume lifts the hold on the channel if r is still the current one.
+// c.mu must be held.
+func (c *Conn) endResumeLocked(name string, r *replay) {
+	if c.replays[name] == r {
+		delete(c.replays, name)
+	}
+	if len(c.replays) == 0 {
+		c.replays = nil
+	}
+}
+
+// startReplay hands the replay to a worker; without a replayer or room in
+// the queue the hold is lifted at once and the client told why.
+func (g *Gateway) startReplay(c *Conn, name string, r *replay) {
+	if g.replayer == nil {
+		g.finishReplay(c, name, r, nil, "disabled", 0)
+		return
+	}
+	select {
+	case g.replayJobs <- replayJob{c, name, r}:
+	default:
+		g.finishReplay(c, name, r, nil, "unavailable", 0)
+	}
+}
+
+func (g *Gateway) replayWorker() {
+	defer g.wg.Done()
+	for job := range g.replayJobs {
+		g.runReplay(job)
+	}
+}
+
+// runReplay reads the stored events after the requested serial and queues
+// them, then the held live ones, then lifts the hold. When live events
+// overflowed the hold meanwhile, it reads the stream again from where it
+// got to: those events are stored there too.
+func (g *Gateway) runReplay(job replayJob) {
+	c, r := job.c, job.r
+	ctx, cancel := context.WithTimeout(context.Background(), replayTimeout)
+	defer cancel()
+	excl := c.id.String()
+	after := r.from
+	var first ReplayResult
+	total := 0
+	for pass := 0; ; pass++ {
+		res, err := g.replayer.Replay(ctx, c.app.ID, job.name, after, func(serial uint64, payload []byte, exclude string) error {
+			if exclude == excl {
+				return nil
+			}
+			return c.queueReplayed(eventFrame(payload, serial))
+		})
+		if err != nil {
+			g.log.Warn("replay failed", "app", c.app.ID, "channel", job.name, "err", err)
+			g.finishReplay(c, job.name, r, nil, "unavailable", 0)
+			return
+		}
+		if pass == 0 {
+			first = res
+		}
+		total += res.Count
+		after = max(after, res.Last)
+		c.mu.Lock()
+		if c.replays[job.name] != r {
+			c.mu.Unlock()
+			return // unsubscribed or closed meanwhile
+		}
+		if r.overflow && pass < 10 {
+			r.overflow, r.held = false, nil
+			c.mu.Unlock()
+			continue
+		}
+		for _, h := range r.held {
+			if h.serial > after && c.state() == stateOpen && c.enqueueLocked(h.frame) {
+				after = h.serial
+			}
+		}
+		c.endResumeLocked(job.name, r)
+		c.flushLocked()
+		c.mu.Unlock()
+		break
+	}
+	if first.WindowPassed {
+		c.sendJSON(resumeFailed(job.name, r.from, "window_passed", first.First))
+		return
+	}
+	data, _ := json.Marshal(map[string]uint64{"from": r.from, "to": after, "replayed": uint64(total)})
+	c.sendJSON(protocol.AppendEvent(nil, "pusher_internal:resume_ok", job.name, string(data), ""))
+}
+
+// queueReplayed queues one replayed frame, pacing against the socket's
+// queue bound: a long replay waits for the client to read rather than
+// overflow it.
+func (c *Conn) queueReplayed(frame []byte) error {
+	limit := c.poller.g.cfg.WriteQueueBytes
+	for wait := 0; ; wait++ {
+		c.mu.Lock()
+		if c.state() != stateOpen {
+			c.mu.Unlock()
+			return errConnClosed
+		}
+		if c.queued+len(frame) <= limit/2 || wait >= 200 {
+			ok := c.enqueueLocked(frame)
+			if c.queued > limit/4 {
+				c.flushLocked()
+			}
+			c.mu.Unlock()
+			if !ok {
+				return errConnClosed
+			}
+			return nil
+		}
+		c.flushLocked()
+		c.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// finishReplay lifts the hold without a replay (or after a failed one),
+// queues what was held, and reports why.
+func (g *Gateway) finishReplay(c *Conn, name string, r *replay, _ error, reason string, first uint64) {
+	c.mu.Lock()
+	if c.replays[name] == r {
+		for _, h := range r.held {
+			if c.state() == stateOpen {
+				c.enqueueLocked(h.frame)
+			}
+		}
+		c.endResumeLocked(name, r)
+		c.flushLocked()
+	}
+	c.mu.Unlock()
+	c.sendJSON(resumeFailed(name, r.from, reason, first))
+}
+
+func resumeFailed(channel string, from uint64, reason string, first uint64) []byte {
+	m := map[string]any{"from": from, "reason": reason}
+	if first > 0 {
+		m["first"] = first
+	}
+	data, _ := json.Marshal(m)
+	return protocol.AppendEvent(nil, "pusher_internal:resume_failed", channel, string(data), "")
+}
+
+// AttachReplayer turns resume on: subscribes with herald_resume are
+// replayed from r. Without it they are answered with resume_failed
+// "disabled" and go live at once.
+func (g *Gateway) AttachReplayer(r Replayer) {
+	g.replayer = r
+	g.replayJobs = make(chan replayJob, replayQueueLen)
+	for range replayWorkers {
+		g.wg.Add(1)
+		go g.replayWorker()
+	}
+}
