@@ -59,6 +59,12 @@ func checkGoroutines(t *testing.T, base int) {
 
 func startEdge(t *testing.T, mutate func(*Config)) *edge {
 	t.Helper()
+	return startEdgeWith(t, mutate, nil)
+}
+
+// startEdgeWith is startEdge with the bus config adjustable too.
+func startEdgeWith(t *testing.T, mutate func(*Config), mutateBus func(*bus.Config)) *edge {
+	t.Helper()
 	base := runtime.NumGoroutine()
 	app := &App{ID: "app-id", Key: "app-key", Secret: "app-secret", Enabled: true, Limits: protocol.DefaultLimits()}
 	off := &App{ID: "off", Key: "off-key", Secret: "s", Enabled: false}
@@ -77,8 +83,12 @@ func startEdge(t *testing.T, mutate func(*Config)) *edge {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := bus.Start(bus.Config{DataDir: t.TempDir(), StreamEnabled: true, MaxAge: time.Minute,
-		MaxMsgsPerChannel: 1000, Apps: []string{"app-id"}, Shards: 2}, g)
+	bcfg := bus.Config{DataDir: t.TempDir(), StreamEnabled: true, MaxAge: time.Minute,
+		MaxMsgsPerChannel: 1000, Apps: []string{"app-id"}, Shards: 2}
+	if mutateBus != nil {
+		mutateBus(&bcfg)
+	}
+	b, err := bus.Start(bcfg, g)
 	if err != nil {
 		g.Close()
 		t.Fatal(err)

@@ -47,10 +47,16 @@ const (
 )
 
 // replay is the hold on one resuming subscription. Conn.mu guards it.
+// After the replay (done) it stays as a floor: the live copy of an event can
+// reach this node after the stream read returned it, so live events at or
+// below the last replayed serial are dropped until the first newer one, when
+// the record goes.
 type replay struct {
 	from     uint64
 	held     []heldEvent
 	overflow bool
+	done     bool
+	floor    uint64
 }
 
 type heldEvent struct {
@@ -64,11 +70,19 @@ type replayJob struct {
 	r    *replay
 }
 
-// holdLocked reports whether a live event for the channel is held back for a
-// replay, and holds it if so. c.mu must be held.
+// holdLocked reports whether a live event for the channel is taken care of
+// by a replay: held back while it runs, or dropped after it as already
+// replayed. c.mu must be held.
 func (c *Conn) holdLocked(channel string, serial uint64, frame []byte) bool {
 	r := c.replays[channel]
 	if r == nil {
+		return false
+	}
+	if r.done {
+		if serial != 0 && serial <= r.floor {
+			return true
+		}
+		c.endResumeLocked(channel, r)
 		return false
 	}
 	if len(r.held) < maxHeld {
@@ -92,8 +106,8 @@ func (c *Conn) beginResume(name string, from uint64) *replay {
 	return r
 }
 
-// endResume lifts the hold on the channel if r is still the current one.
-// c.mu must be held.
+// endResumeLocked forgets the replay record of the channel if r is still the
+// current one. c.mu must be held.
 func (c *Conn) endResumeLocked(name string, r *replay) {
 	if c.replays[name] == r {
 		delete(c.replays, name)
@@ -168,7 +182,7 @@ func (g *Gateway) runReplay(job replayJob) {
 				after = h.serial
 			}
 		}
-		c.endResumeLocked(job.name, r)
+		r.done, r.floor, r.held = true, after, nil
 		c.flushLocked()
 		c.mu.Unlock()
 		break
@@ -215,11 +229,11 @@ func (g *Gateway) finishReplay(c *Conn, name string, r *replay, _ error, reason 
 	c.mu.Lock()
 	if c.replays[name] == r {
 		for _, h := range r.held {
-			if c.state() == stateOpen {
-				c.enqueueLocked(h.frame)
+			if c.state() == stateOpen && c.enqueueLocked(h.frame) {
+				r.floor = max(r.floor, h.serial)
 			}
 		}
-		c.endResumeLocked(name, r)
+		r.done, r.held = true, nil
 		c.flushLocked()
 	}
 	c.mu.Unlock()
