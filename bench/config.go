@@ -17,6 +17,7 @@ const (
 	Idle     = "idle"     // hold N subscribed sockets: server memory per connection, drops
 	Fanout   = "fanout"   // publish M events over REST to N subscribers: deliveries/s, loss, latency
 	Storm    = "storm"    // drop N sockets at once and reconnect them: time until all are back
+	Presence = "presence" // presence members join (and a node dies): time until member_added / member_removed reach every node
 	Failover = "failover" // kill a cluster node under load (needs clustering; not available yet)
 )
 
@@ -24,6 +25,11 @@ const (
 const (
 	MaxPerWorker = 15000 // sockets per worker process (the fd hard limit is 20,000)
 	MaxPerSource = 25000 // sockets per source address (ephemeral ports)
+	MaxURLs      = 256   // targets (--url entries) per run
+
+	// MaxPresenceConns bounds the presence scenario's subscribers: it uses
+	// a plain blocking client, a goroutine per socket, in the parent.
+	MaxPresenceConns = 1000
 )
 
 // ErrNotAvailable is returned for scenarios that need features Herald does
@@ -34,8 +40,8 @@ var ErrNotAvailable = errors.New("bench: scenario not available yet")
 // field; DefaultConfig fills them in.
 type Config struct {
 	Scenario    string
-	URL         string // ws://host:port[/prefix] of the server
-	RESTURL     string // http://host:port of the REST API; default: from URL
+	URL         string // ws://host:port[/prefix] of the server; several (a cluster's nodes) separated by commas: conn i goes to URL i % len
+	RESTURL     string // http://host:port of the REST API; default: from the first URL
 	AppID       string
 	Key         string
 	Secret      string
@@ -52,6 +58,13 @@ type Config struct {
 	Batch      int           // fanout: events per request via batch_events, 1-10 (default 1: /events)
 	Drain      time.Duration // fanout: wait for deliveries after the last publish (default 10s)
 
+	// Fanout over NATS (natspub.go).
+	Publish      string // fanout: PublishREST (default), PublishNATSRequest or PublishNATSPublish
+	NATSURL      string // NATS URL of Herald's client port (default DefaultNATSURL)
+	NATSUser     string // NATS user (default: AppID)
+	NATSPassword string // NATS password (default: Secret)
+	NATSWindow   int    // nats-publish: events sent ahead of those seen stored (default DefaultNATSWindow; -1: no pacing)
+
 	Workers       int           // worker processes (default ceil(Conns/MaxPerWorker))
 	Pollers       int           // epoll goroutines per worker (default: cores)
 	Inflight      int           // connection attempts in flight, all workers (default 256; -1 unlimited)
@@ -62,8 +75,12 @@ type Config struct {
 	PerSource     int           // sockets per source address (default and max MaxPerSource)
 	Timeout       time.Duration // hard limit of the whole run (default 5m)
 
-	ServerPID int    // server process to measure (RSS, CPU); 0: none
-	Plot      string // write a PNG (latency CDF, rate over time) here
+	ServerPID  int           // server process to measure (RSS, CPU); 0: none
+	ServerPIDs []int         // more server processes (a cluster's other nodes), measured and summed with ServerPID
+	Joins      int           // presence: members that join (and leave) one at a time, each timed (default 20)
+	KillPID    int           // presence: SIGKILL this process (a node holding a member) after the joins and time member_removed; 0: no kill
+	Converge   time.Duration // presence: how long to wait for each change to reach every subscriber (default 30s)
+	Plot       string        // write a PNG (latency CDF, rate over time) here
 
 	Command  string    // the command line, echoed in the report
 	Progress io.Writer // progress lines, once a second; nil: none
@@ -90,6 +107,18 @@ func DefaultConfig(c Config) Config {
 	}
 	if c.Scenario != Fanout {
 		c.Messages = 0
+	}
+	if c.Scenario == Presence {
+		c.Channels = 1 // the presence channel
+		if c.Conns == 0 {
+			c.Conns = len(c.urls())
+		}
+		if c.Joins == 0 {
+			c.Joins = 20
+		}
+		if c.Converge == 0 {
+			c.Converge = 30 * time.Second
+		}
 	}
 	if c.Hold == 0 {
 		c.Hold = 30 * time.Second
@@ -130,43 +159,76 @@ func DefaultConfig(c Config) Config {
 	if c.Timeout == 0 {
 		c.Timeout = 5 * time.Minute
 	}
-	if c.RESTURL == "" && c.URL != "" {
-		if u, err := url.Parse(c.URL); err == nil {
+	if urls := c.urls(); c.RESTURL == "" && len(urls) > 0 {
+		if u, err := url.Parse(urls[0]); err == nil {
 			c.RESTURL = "http://" + u.Host
 			if u.Scheme == "wss" {
 				c.RESTURL = "https://" + u.Host
 			}
 		}
 	}
+	c.natsDefaults()
 	return c
 }
 
 // validate checks a defaulted config.
 func (c *Config) validate() error {
 	switch c.Scenario {
-	case Connect, Idle, Fanout, Storm:
+	case Connect, Idle, Fanout, Storm, Presence:
 	case Failover:
 		return fmt.Errorf("%w: failover needs clustering", ErrNotAvailable)
 	default:
-		return fmt.Errorf("bench: unknown scenario %q (connect, idle, fanout, storm)", c.Scenario)
+		return fmt.Errorf("bench: unknown scenario %q (connect, idle, fanout, storm, presence)", c.Scenario)
 	}
-	u, err := url.Parse(c.URL)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("bench: --url %q: want ws://host:port", c.URL)
+	urls := c.urls()
+	if len(urls) == 0 {
+		return errors.New("bench: --url: want ws://host:port")
 	}
-	if u.Scheme != "ws" {
-		return fmt.Errorf("bench: --url %q: only ws:// is supported (TLS sockets cannot be polled)", c.URL)
+	if len(urls) > MaxURLs {
+		return fmt.Errorf("bench: --url: %d URLs, at most %d", len(urls), MaxURLs)
+	}
+	var hosts []string
+	for _, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" {
+			return fmt.Errorf("bench: --url %q: want ws://host:port", raw)
+		}
+		if u.Scheme != "ws" {
+			return fmt.Errorf("bench: --url %q: only ws:// is supported (TLS sockets cannot be polled)", raw)
+		}
+		hosts = append(hosts, u.Hostname())
 	}
 	ru, err := url.Parse(c.RESTURL)
 	if err != nil || ru.Host == "" || (ru.Scheme != "http" && ru.Scheme != "https") {
 		return fmt.Errorf("bench: --rest-url %q: want http://host:port", c.RESTURL)
 	}
 	if !c.AllowRemote {
-		for _, h := range []string{u.Hostname(), ru.Hostname()} {
+		for _, h := range append(hosts, ru.Hostname()) {
 			if !isLoopback(h) {
 				return fmt.Errorf("bench: %q is not a loopback address; pass --allow-remote to load a remote server", h)
 			}
 		}
+	}
+	for _, pid := range c.ServerPIDs {
+		if pid <= 0 {
+			return fmt.Errorf("bench: --server-pid %d: want a process id", pid)
+		}
+	}
+	if c.Scenario == Presence {
+		switch {
+		case c.Secret == "":
+			return errors.New("bench: --secret is required for presence (it signs the subscriptions)")
+		case c.Conns < 1 || c.Conns > MaxPresenceConns:
+			return fmt.Errorf("bench: presence: --conns %d: want 1..%d subscribers", c.Conns, MaxPresenceConns)
+		case c.Joins < 1 || c.Converge <= 0 || c.KillPID < 0:
+			return errors.New("bench: presence: --joins and --converge-timeout must be positive")
+		case c.Timeout <= 0 || c.DialTimeout <= 0:
+			return errors.New("bench: --timeout and --dial-timeout must be positive")
+		}
+		return nil
+	}
+	if c.KillPID != 0 {
+		return errors.New("bench: --kill-pid is for the presence scenario")
 	}
 	switch {
 	case c.AppID == "" || c.Key == "":
@@ -192,6 +254,9 @@ func (c *Config) validate() error {
 	case c.Timeout <= 0 || c.Hold < 0 || c.DialTimeout <= 0:
 		return errors.New("bench: --timeout, --hold and --dial-timeout must be positive")
 	}
+	if err := c.validateNATS(); err != nil {
+		return err
+	}
 	// Receivers keep one bit per expected delivery.
 	if c.Messages > 0 && int64(c.Conns)/int64(c.Workers)*int64(c.Messages)/int64(c.Channels) > 8<<30 {
 		return errors.New("bench: conns × messages / channels too large (over 1 GiB of delivery bitmaps per worker)")
@@ -215,9 +280,11 @@ func (c *Config) sourcesFor(next *int, count int) ([]string, error) {
 	if strings.EqualFold(c.SourceBase, "none") {
 		return nil, nil
 	}
-	host, _ := hostPort(c.URL)
-	if ip := net.ParseIP(host); ip == nil || ip.To4() == nil || !ip.IsLoopback() {
-		return nil, nil // only loopback targets get extra source addresses
+	for _, u := range c.urls() {
+		host, _ := hostPort(u)
+		if ip := net.ParseIP(host); ip == nil || ip.To4() == nil || !ip.IsLoopback() {
+			return nil, nil // only loopback targets get extra source addresses
+		}
 	}
 	base := net.ParseIP(c.SourceBase).To4()
 	if base == nil || !base.IsLoopback() {
@@ -235,6 +302,40 @@ func (c *Config) sourcesFor(next *int, count int) ([]string, error) {
 		out = append(out, net.IPv4(127, byte(v>>16), byte(v>>8), byte(v)).String())
 	}
 	return out, nil
+}
+
+// urls splits URL at commas: the targets, in order.
+func (c *Config) urls() []string {
+	var out []string
+	for u := range strings.SplitSeq(c.URL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// dests are the targets the sockets connect to, one per URL, in order.
+func (c *Config) dests() []dest {
+	var out []dest
+	for _, raw := range c.urls() {
+		host, port := hostPort(raw)
+		u := mustURL(raw)
+		path := strings.TrimRight(u.EscapedPath(), "/")
+		path += "/app/" + c.Key + "?protocol=7&client=herald-bench&version=1.0.0&flash=false"
+		out = append(out, dest{Addr: joinHostPort(host, port), Host: u.Host, Path: path})
+	}
+	return out
+}
+
+// serverPIDs are the server processes to measure: ServerPID, then
+// ServerPIDs.
+func (c *Config) serverPIDs() []int {
+	var out []int
+	if c.ServerPID > 0 {
+		out = append(out, c.ServerPID)
+	}
+	return append(out, c.ServerPIDs...)
 }
 
 // hostPort splits a ws:// URL into host and port (default 80).

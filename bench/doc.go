@@ -12,10 +12,25 @@
 //     connecting and after the hold), the kernel's Slab per socket
 //     (/proc/meminfo, system-wide), drops.
 //   - fanout: N subscribers over C channels, M events published through the
-//     signed REST API: deliveries/s, exact loss and duplicates, publish →
+//     signed REST API or Herald's NATS API (requests or fire-and-forget,
+//     natspub.go): deliveries/s, exact loss and duplicates, publish →
 //     receive percentiles.
 //   - storm: drop every socket at once (RST) and redial them all: time until
 //     all are back (established and resubscribed), failures.
+//   - presence: a few subscribers on one presence channel (one per URL);
+//     members join and leave on the first URL one at a time: time until
+//     member_added / member_removed reaches the subscribers on the other
+//     nodes; optionally SIGKILL a node (Config.KillPID) and time
+//     member_removed for its members at the survivors. It uses a plain
+//     blocking client in the parent, not the workers (presence.go).
+//
+// # Clusters
+//
+// Config.URL may list several servers, separated by commas (a cluster's
+// nodes): socket i connects to URL i % len, in every worker, and REST
+// publishes go to the first URL's host unless Config.RESTURL is set.
+// Config.ServerPIDs adds server processes to Config.ServerPID: the report's
+// server CPU and RSS are their sums, with each one's under server.nodes.
 //
 // # Processes
 //

@@ -31,6 +31,7 @@ type conn struct {
 	attempts uint8
 	channel  int32 // -1: no subscription
 	src      int32 // index into target.sources, -1 for none
+	tgt      int32 // index into worker.targets
 	start    int64 // unix ns when the current attempt began
 	deadline int64 // unix ns: attempt timeout, or redial time in stIdle
 	rbuf     []byte
@@ -131,10 +132,10 @@ func newPoller(w *worker, rate float64, inflight int) (*poller, error) {
 	return p, nil
 }
 
-// add gives the poller a socket to dial.
-func (p *poller) add(channel, src int) {
+// add gives the poller a socket to dial, to target tgt.
+func (p *poller) add(channel, src, tgt int) {
 	p.queue = append(p.queue, int32(len(p.conns)))
-	p.conns = append(p.conns, &conn{fd: -1, channel: int32(channel), src: int32(src), queued: true})
+	p.conns = append(p.conns, &conn{fd: -1, channel: int32(channel), src: int32(src), tgt: int32(tgt), queued: true})
 }
 
 // send queues a command and wakes the poller. Safe for concurrent use.
@@ -239,7 +240,7 @@ func (p *poller) dial(slot int32, now int64) {
 	}
 	c.deadline = now + p.w.cfg.DialTimeoutNs
 	p.inflight++
-	fd, err := p.w.target.openSocket(int(c.src))
+	fd, err := p.w.targets[c.tgt].openSocket(int(c.src))
 	if err != nil {
 		p.fail(c, errReason(err), now)
 		return
@@ -269,7 +270,7 @@ func (p *poller) handle(c *conn, events uint32) {
 			return
 		}
 		c.state = stUpgrading
-		if !p.write(c, p.w.target.request, now) {
+		if !p.write(c, p.w.targets[c.tgt].request, now) {
 			return
 		}
 	}
@@ -317,7 +318,7 @@ func (p *poller) consume(c *conn, data []byte, now int64) {
 		data = c.rbuf
 	}
 	if c.state == stUpgrading {
-		res, n, reason := p.w.target.parseUpgrade(data)
+		res, n, reason := p.w.targets[c.tgt].parseUpgrade(data)
 		switch res {
 		case upgradeMore:
 			c.rbuf = append(c.rbuf[:0], data...)

@@ -14,13 +14,14 @@ import (
 )
 
 // publisher triggers the fan-out events through the signed REST API from a
-// pool of keep-alive HTTP connections. Event i goes to channel bench-(i % C)
-// with data {"t":<send time, unix ns>,"i":i,"p":"xx…"} padded to the payload
-// size.
+// pool of keep-alive HTTP connections, or over NATS (natspub.go). Event i
+// goes to channel bench-(i % C) with data {"t":<send time, unix ns>,"i":i,
+// "p":"xx…"} padded to the payload size.
 type publisher struct {
 	cfg    *Config
 	client *http.Client
-	base   string // REST base URL, no trailing slash
+	base   string         // REST base URL, no trailing slash
+	nats   *natsPublisher // publishing over NATS (Config.Publish); nil: REST
 
 	next      atomic.Int64 // next sequence number to claim
 	published atomic.Int64 // events the server acknowledged (200)
@@ -55,20 +56,36 @@ func newPublisher(cfg *Config) *publisher {
 // run publishes every event, Publishers requests at a time, paced to Rate
 // events/s when Rate > 0. It returns when all are sent or ctx ends.
 func (p *publisher) run(ctx context.Context) {
+	if p.cfg.Publish != PublishREST && p.cfg.Publish != "" {
+		np, err := connectNATS(p.cfg)
+		if err != nil {
+			p.fail(0, int64(p.cfg.Messages), "nats_connect: "+err.Error())
+			return
+		}
+		p.nats = np
+		defer np.close()
+	}
 	var wg sync.WaitGroup
 	start := time.Now()
-	for range p.cfg.Publishers {
+	for w := range p.cfg.Publishers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p.loop(ctx, start)
+			p.loop(ctx, start, w)
 		}()
 	}
 	wg.Wait()
 	p.client.CloseIdleConnections()
+	if p.nats != nil {
+		if at := p.nats.settle(p.published.Load()); at > 0 { // nats-publish: until stored
+			p.mu.Lock()
+			p.last = max(p.last, at)
+			p.mu.Unlock()
+		}
+	}
 }
 
-func (p *publisher) loop(ctx context.Context, start time.Time) {
+func (p *publisher) loop(ctx context.Context, start time.Time, worker int) {
 	batch := int64(p.cfg.Batch)
 	total := int64(p.cfg.Messages)
 	var body []byte
@@ -89,16 +106,26 @@ func (p *publisher) loop(ctx context.Context, start time.Time) {
 				}
 			}
 		}
+		var reason string
+		if p.nats != nil {
+			p.nats.pace(ctx, first)
+		}
 		sent := time.Now().UnixNano()
 		body = p.body(body[:0], first, n, sent)
-		reason := p.post(ctx, body)
+		if p.nats != nil {
+			reason = p.nats.send(ctx, worker, body)
+		} else {
+			reason = p.post(ctx, body)
+		}
 		done := time.Now().UnixNano()
 		p.mu.Lock()
 		if p.first == 0 || sent < p.first {
 			p.first = sent
 		}
 		p.last = max(p.last, done)
-		p.rtt.Record(done - sent)
+		if p.nats == nil || !p.nats.fire { // a fire-and-forget publish has no round trip
+			p.rtt.Record(done - sent)
+		}
 		p.mu.Unlock()
 		if reason != "" {
 			p.fail(first, n, reason)

@@ -24,29 +24,37 @@ type Report struct {
 
 // Params echo the run's settings (never the secret).
 type Params struct {
-	URL           string  `json:"url"`
-	RESTURL       string  `json:"rest_url,omitempty"`
-	AppID         string  `json:"app_id"`
-	Key           string  `json:"key"`
-	Conns         int     `json:"conns"`
-	Channels      int     `json:"channels"`
-	Messages      int     `json:"messages,omitempty"`
-	Rate          float64 `json:"rate"`
-	HoldS         float64 `json:"hold_s,omitempty"`
-	Payload       int     `json:"payload_bytes,omitempty"`
-	Publishers    int     `json:"publishers,omitempty"`
-	Batch         int     `json:"batch,omitempty"`
-	DrainS        float64 `json:"drain_s,omitempty"`
-	Workers       int     `json:"workers"`
-	Pollers       int     `json:"pollers_per_worker"`
-	Inflight      int     `json:"inflight"`
-	StormInflight int     `json:"storm_inflight_per_poller,omitempty"`
-	Retries       int     `json:"retries,omitempty"`
-	DialTimeoutS  float64 `json:"dial_timeout_s"`
-	TimeoutS      float64 `json:"timeout_s"`
-	SourceBase    string  `json:"source_base"`
-	ServerPID     int     `json:"server_pid,omitempty"`
-	DropEvery     int     `json:"test_drop_every,omitempty"`
+	URL           string   `json:"url"`
+	URLs          []string `json:"urls"` // every target; conn i went to urls[i % len]
+	RESTURL       string   `json:"rest_url,omitempty"`
+	AppID         string   `json:"app_id"`
+	Key           string   `json:"key"`
+	Conns         int      `json:"conns"`
+	Channels      int      `json:"channels"`
+	Messages      int      `json:"messages,omitempty"`
+	Rate          float64  `json:"rate"`
+	HoldS         float64  `json:"hold_s,omitempty"`
+	Payload       int      `json:"payload_bytes,omitempty"`
+	Publishers    int      `json:"publishers,omitempty"`
+	Batch         int      `json:"batch,omitempty"`
+	Publish       string   `json:"publish,omitempty"`     // fanout: rest, nats-request or nats-publish
+	NATSURL       string   `json:"nats_url,omitempty"`    // fanout over NATS
+	NATSWindow    int      `json:"nats_window,omitempty"` // nats-publish: events ahead of those seen stored
+	DrainS        float64  `json:"drain_s,omitempty"`
+	Workers       int      `json:"workers"`
+	Pollers       int      `json:"pollers_per_worker"`
+	Inflight      int      `json:"inflight"`
+	StormInflight int      `json:"storm_inflight_per_poller,omitempty"`
+	Retries       int      `json:"retries,omitempty"`
+	DialTimeoutS  float64  `json:"dial_timeout_s"`
+	TimeoutS      float64  `json:"timeout_s"`
+	SourceBase    string   `json:"source_base"`
+	ServerPID     int      `json:"server_pid,omitempty"`
+	ServerPIDs    []int    `json:"server_pids,omitempty"` // every measured server process, when several
+	Joins         int      `json:"joins,omitempty"`
+	KillPID       int      `json:"kill_pid,omitempty"`
+	ConvergeS     float64  `json:"converge_timeout_s,omitempty"`
+	DropEvery     int      `json:"test_drop_every,omitempty"`
 }
 
 // Results are the measurements. The connect-phase fields are there for
@@ -66,6 +74,7 @@ type Results struct {
 	*IdleResults
 	*FanoutResults
 	*StormResults
+	*PresenceResults
 	ClientCPU CPUStats     `json:"client_cpu"`
 	Server    *ServerStats `json:"server,omitempty"`
 }
@@ -131,27 +140,31 @@ type CPUStats struct {
 	PhaseCores float64 `json:"phase_cpu_cores"`
 }
 
-// ServerStats are read from /proc/PID of --server-pid.
+// ServerStats are read from /proc/PID of --server-pid. With several server
+// processes (a cluster) the top-level figures are their sums (RSS peak: the
+// sum of each one's peak) and Nodes has each one's.
 type ServerStats struct {
-	PID           int     `json:"pid"`
-	CPUS          float64 `json:"cpu_s"`
-	CPUCores      float64 `json:"cpu_cores"`
-	Phase         string  `json:"phase"`
-	PhaseS        float64 `json:"phase_s"`
-	PhaseCPUS     float64 `json:"phase_cpu_s"`
-	PhaseCPUCores float64 `json:"phase_cpu_cores"`
-	RSSKiB        int64   `json:"rss_kib"`
-	RSSPeakKiB    int64   `json:"rss_peak_kib"`
+	PID           int           `json:"pid"`
+	PIDs          []int         `json:"pids,omitempty"`
+	CPUS          float64       `json:"cpu_s"`
+	CPUCores      float64       `json:"cpu_cores"`
+	Phase         string        `json:"phase"`
+	PhaseS        float64       `json:"phase_s"`
+	PhaseCPUS     float64       `json:"phase_cpu_s"`
+	PhaseCPUCores float64       `json:"phase_cpu_cores"`
+	RSSKiB        int64         `json:"rss_kib"`
+	RSSPeakKiB    int64         `json:"rss_peak_kib"`
+	Nodes         []ServerStats `json:"nodes,omitempty"`
 }
 
-var phaseNames = map[string]string{Connect: "connect", Idle: "hold", Fanout: "publish+drain", Storm: "storm"}
+var phaseNames = map[string]string{Connect: "connect", Idle: "hold", Fanout: "publish+drain", Storm: "storm", Presence: "joins+kill"}
 
 // report assembles the Report from the worker results gathered so far.
 func (r *run) report() *Report {
 	c := r.cfg
 	end := time.Now()
 	rep := &Report{Scenario: c.Scenario, Command: c.Command, Machine: machineInfo(), Params: Params{
-		URL: c.URL, AppID: c.AppID, Key: c.Key, Conns: c.Conns, Channels: c.Channels,
+		URL: c.URL, URLs: c.urls(), AppID: c.AppID, Key: c.Key, Conns: c.Conns, Channels: c.Channels,
 		Rate: c.Rate, Workers: c.Workers, Pollers: c.Pollers, Inflight: c.Inflight,
 		DialTimeoutS: c.DialTimeout.Seconds(), TimeoutS: c.Timeout.Seconds(),
 		SourceBase: c.SourceBase, ServerPID: c.ServerPID, DropEvery: c.DropEvery,
@@ -162,8 +175,22 @@ func (r *run) report() *Report {
 	case Fanout:
 		p := &rep.Params
 		p.RESTURL, p.Messages, p.Payload, p.Publishers, p.Batch, p.DrainS = c.RESTURL, c.Messages, c.Payload, c.Publishers, c.Batch, c.Drain.Seconds()
+		p.Publish = c.Publish
+		if c.Publish != PublishREST {
+			p.NATSURL = c.NATSURL
+		}
+		if c.Publish == PublishNATSPublish {
+			p.NATSWindow = c.NATSWindow
+		}
 	case Storm:
 		rep.Params.StormInflight, rep.Params.Retries = c.StormInflight, c.Retries
+	case Presence:
+		p := &rep.Params
+		p.Channels, p.Workers, p.Pollers, p.Inflight = 1, 0, 0, 0
+		p.Joins, p.KillPID, p.ConvergeS = c.Joins, c.KillPID, c.Converge.Seconds()
+	}
+	if pids := c.serverPIDs(); len(pids) > 1 {
+		rep.Params.ServerPIDs = pids
 	}
 	res := &Results{DurationS: round3(end.Sub(r.start).Seconds()), Attempted: c.Conns,
 		Failures: map[string]int64{}, DropReasons: map[string]int64{}}
@@ -204,6 +231,14 @@ func (r *run) report() *Report {
 		delivered = addSeries(delivered, wr.Delivered)
 		connected = addSeries(connected, wr.Connected)
 	}
+	if pc := r.pc; pc != nil {
+		// Observers and joiners alike.
+		res.Attempted = int(pc.established + pc.failed)
+		res.Established, res.Failed, res.Subscribed = pc.established, pc.failed, pc.subscribed
+		addCounts(res.Failures, pc.failures)
+		conn = pc.hist
+		firstDial, lastReady = pc.first, pc.last
+	}
 	if c.Channels == 0 {
 		res.Subscribed = 0
 	}
@@ -231,6 +266,9 @@ func (r *run) report() *Report {
 			BackMs: storm.percentilesMs(),
 		}
 		rep.latency = storm
+	case Presence:
+		res.PresenceResults = r.pres
+		rep.latency, rep.series = r.presLatency, nil
 	}
 	parent := selfCPU()
 	res.ClientCPU = CPUStats{
@@ -252,6 +290,12 @@ func (r *run) report() *Report {
 		s.Phase, s.PhaseS = phaseNames[c.Scenario], phaseS
 		s.PhaseCPUCores = round3(s.PhaseCPUS / max(phaseS, 1e-9))
 		s.CPUCores = round3(s.CPUS / max(res.DurationS, 1e-9))
+		for i := range s.Nodes {
+			n := &s.Nodes[i]
+			n.Phase, n.PhaseS = s.Phase, phaseS
+			n.PhaseCPUCores = round3(n.PhaseCPUS / max(phaseS, 1e-9))
+			n.CPUCores = round3(n.CPUS / max(res.DurationS, 1e-9))
+		}
 		res.Server = s
 	}
 	return rep
@@ -347,6 +391,12 @@ func (rep *Report) WriteTable(w io.Writer) {
 	if rep.Error != "" {
 		row("ERROR", "%s", rep.Error)
 	}
+	if len(rep.Params.URLs) > 1 {
+		row("targets", "%s (conn i → URL i %% %d)", strings.Join(rep.Params.URLs, " "), len(rep.Params.URLs))
+		if rep.Params.RESTURL != "" {
+			row("REST", "%s", rep.Params.RESTURL)
+		}
+	}
 	row("established", "%d / %d  (failed %d%s)", res.Established, res.Attempted, res.Failed, fmtCounts(res.Failures))
 	row("connect", "%.3f s, %.0f conns/s", res.ConnectS, res.ConnectsPerS)
 	row("time to established", "%s", pct(res.TimeToEstablishedMs))
@@ -364,7 +414,9 @@ func (rep *Report) WriteTable(w io.Writer) {
 	}
 	if fr := res.FanoutResults; fr != nil {
 		row("published", "%d / %d in %.3f s (%.0f/s, errors %d%s)", fr.Published, fr.Messages, fr.PublishS, fr.PublishPerS, fr.PublishErrors, fmtCounts(fr.PublishReasons))
-		row("publish round trip", "%s", pct(fr.PublishRTTMs))
+		if fr.PublishRTTMs != (Percentiles{}) { // none for fire-and-forget NATS publishes
+			row("publish round trip", "%s", pct(fr.PublishRTTMs))
+		}
 		row("delivered", "%d / %d in %.3f s = %.0f deliveries/s", fr.Delivered, fr.Expected, fr.DeliverS, fr.DeliveriesPerS)
 		row("lost / dup / unexpected", "%d / %d / %d", fr.Lost, fr.Duplicates, fr.Unexpected)
 		if fr.TestDropped > 0 {
@@ -377,12 +429,26 @@ func (rep *Report) WriteTable(w io.Writer) {
 		row("time until all back", "%.1f ms", sr.TimeToAllBackMs)
 		row("back after", "%s", pct(sr.BackMs))
 	}
+	if pr := res.PresenceResults; pr != nil {
+		row("presence channel", "%s: %d subscribers (per URL %v), %d remote", pr.Channel, pr.Subscribers, pr.PerURL, pr.Remote)
+		row("join → member_added", "%d/%d converged; last remote %s", pr.JoinsConverged, pr.Joins, pct(pr.JoinMs))
+		row("  each remote subscriber", "%s", pct(pr.JoinEachMs))
+		row("leave → member_removed", "%d/%d converged; last remote %s", pr.LeavesConverged, pr.Joins, pct(pr.LeaveMs))
+		row("duplicates / spurious", "%d / %d", pr.DuplicateEvents, pr.SpuriousRemoved)
+		if k := pr.Kill; k != nil {
+			row("kill -9", "pid %d: %d members gone (sockets closed after %.1f ms), %d survivors", k.PID, k.DeadMembers, k.SocketsClosedMs, k.Survivors)
+			row("kill → member_removed", "converged %v: %.1f ms (one sample; each pair %s; missing %d)", k.Converged, k.RemovedMs, pct(k.RemovedEachMs), k.Missing)
+		}
+	}
 	cpu := res.ClientCPU
 	row("client CPU", "%.2f s over the run (user %.2f sys %.2f; workers %.2f, parent %.2f), %.2f s in %s (%.2f s) = %.2f cores",
 		cpu.TotalS, cpu.UserS, cpu.SysS, cpu.WorkersS, cpu.ParentS, cpu.PhaseCPUS, cpu.Phase, cpu.PhaseS, cpu.PhaseCores)
 	if s := res.Server; s != nil {
 		row("server CPU", "%.2f s over the run, %.2f s in %s (%.2f s) = %.2f cores", s.CPUS, s.PhaseCPUS, s.Phase, s.PhaseS, s.PhaseCPUCores)
 		row("server RSS", "%d KiB (peak %d KiB)", s.RSSKiB, s.RSSPeakKiB)
+		for _, n := range s.Nodes {
+			row(fmt.Sprintf("  server pid %d", n.PID), "%.2f s CPU in %s (%.2f cores), RSS %d KiB (peak %d KiB)", n.PhaseCPUS, n.Phase, n.PhaseCPUCores, n.RSSKiB, n.RSSPeakKiB)
+		}
 	}
 	row("duration", "%.1f s", res.DurationS)
 }

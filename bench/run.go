@@ -3,10 +3,12 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"syscall"
 	"time"
 )
@@ -48,7 +50,12 @@ type run struct {
 	stormAt              time.Time
 
 	srv                    *ServerStats
-	cpuStart, cpuPhase0    float64 // server CPU seconds at run start and phase start
+	cpuStart, cpuPhase0    float64          // server CPU seconds at run start and phase start (all server processes)
+	srvStart, srvPhase0    []procStat       // per server process, at run start and phase start
+	srvLast                []procStat       // per server process, the last reading
+	pres                   *PresenceResults // presence scenario
+	pc                     *presConnStats
+	presLatency            Histogram
 	clientPhase0           float64 // client (workers + parent) CPU seconds at phase start
 	rssBefore, rssAfter    int64
 	slabBefore, slabAfter  meminfo
@@ -98,16 +105,23 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 func (r *run) execute(ctx context.Context) error {
 	c := r.cfg
-	if c.ServerPID > 0 {
-		st, err := readProcStat(c.ServerPID)
+	if pids := c.serverPIDs(); len(pids) > 0 {
+		st, err := r.readServers()
 		if err != nil {
-			return fmt.Errorf("bench: --server-pid %d: %w", c.ServerPID, err)
+			return err
 		}
-		r.srv = &ServerStats{PID: c.ServerPID}
+		r.srv = &ServerStats{PID: pids[0]}
+		if len(pids) > 1 {
+			r.srv.PIDs = pids
+		}
 		r.cpuStart = st.cpu
 		r.rssBefore = st.rssKiB
+		r.srvStart = slices.Clone(r.srvLast)
 	}
 	r.slabBefore = readMeminfo()
+	if c.Scenario == Presence {
+		return r.presence(ctx)
+	}
 	if err := r.spawn(); err != nil {
 		return err
 	}
@@ -124,8 +138,8 @@ func (r *run) execute(ctx context.Context) error {
 		if err := r.wait(ctx, "holding", func(*workerProc) bool { return !time.Now().Before(until) }); err != nil {
 			return err
 		}
-		if c.ServerPID > 0 {
-			if st, err := readProcStat(c.ServerPID); err == nil {
+		if r.srv != nil {
+			if st, err := r.readServers(); err == nil {
 				r.rssAfter = st.rssKiB
 			}
 		}
@@ -168,14 +182,62 @@ func (r *run) execute(ctx context.Context) error {
 	}
 	err := r.wait(ctx, "finishing", func(w *workerProc) bool { return w.result != nil })
 	r.phaseEnd = time.Now()
-	if r.srv != nil {
-		if st, e := readProcStat(c.ServerPID); e == nil {
-			r.srv.PhaseCPUS = round3(st.cpu - r.cpuPhase0)
-			r.srv.CPUS = round3(st.cpu - r.cpuStart)
-			r.srv.RSSKiB, r.srv.RSSPeakKiB = st.rssKiB, st.hwmKiB
-		}
-	}
+	r.serversAtEnd()
 	return err
+}
+
+// readServers reads every measured server process (--server-pid) and
+// returns their sum. A process that cannot be read (it exited, or was
+// killed on purpose) keeps its last reading, and the error names it.
+func (r *run) readServers() (procStat, error) {
+	pids := r.cfg.serverPIDs()
+	if r.srvLast == nil {
+		r.srvLast = make([]procStat, len(pids))
+	}
+	var sum procStat
+	var firstErr error
+	for i, pid := range pids {
+		st, err := readProcStat(pid)
+		if err == nil && st.rssKiB == 0 {
+			err = errors.New("no memory (exited)") // a zombie
+		}
+		if err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("bench: --server-pid %d: %w", pid, err)
+			}
+		} else {
+			r.srvLast[i] = st
+		}
+		sum.cpu += r.srvLast[i].cpu
+		sum.rssKiB += r.srvLast[i].rssKiB
+		sum.hwmKiB += r.srvLast[i].hwmKiB
+	}
+	return sum, firstErr
+}
+
+// serversAtEnd fills in the server CPU and memory at the end of the phase:
+// the sum over the server processes, and each one's when there are several.
+func (r *run) serversAtEnd() {
+	if r.srv == nil {
+		return
+	}
+	st, _ := r.readServers()
+	r.srv.PhaseCPUS = round3(st.cpu - r.cpuPhase0)
+	r.srv.CPUS = round3(st.cpu - r.cpuStart)
+	r.srv.RSSKiB, r.srv.RSSPeakKiB = st.rssKiB, st.hwmKiB
+	if len(r.srvLast) < 2 {
+		return
+	}
+	r.srv.Nodes = nil
+	for i, pid := range r.cfg.serverPIDs() {
+		last, start, phase0 := r.srvLast[i], r.srvStart[i], r.srvStart[i]
+		if i < len(r.srvPhase0) {
+			phase0 = r.srvPhase0[i]
+		}
+		r.srv.Nodes = append(r.srv.Nodes, ServerStats{PID: pid,
+			CPUS: round3(last.cpu - start.cpu), PhaseCPUS: round3(last.cpu - phase0.cpu),
+			RSSKiB: last.rssKiB, RSSPeakKiB: last.hwmKiB})
+	}
 }
 
 // markPhase records the start of the measured phase (after connecting, or
@@ -195,9 +257,11 @@ func (r *run) markPhase() {
 		return
 	}
 	r.cpuPhase0 = r.cpuStart
+	r.srvPhase0 = r.srvStart
 	if r.cfg.Scenario != Connect {
-		if st, err := readProcStat(r.cfg.ServerPID); err == nil {
+		if st, err := r.readServers(); err == nil {
 			r.cpuPhase0 = st.cpu
+			r.srvPhase0 = slices.Clone(r.srvLast)
 		}
 	}
 }
@@ -209,13 +273,7 @@ func (r *run) spawn() error {
 	if err != nil {
 		return fmt.Errorf("bench: find own executable: %w", err)
 	}
-	host, port := hostPort(c.URL)
-	u := mustURL(c.URL)
-	path := u.EscapedPath()
-	for len(path) > 0 && path[len(path)-1] == '/' {
-		path = path[:len(path)-1]
-	}
-	path += "/app/" + c.Key + "?protocol=7&client=herald-bench&version=1.0.0&flash=false"
+	targets := c.dests()
 	inflight := 0
 	if c.Inflight > 0 {
 		inflight = max(1, (c.Inflight+c.Workers-1)/c.Workers)
@@ -228,7 +286,7 @@ func (r *run) spawn() error {
 			return err
 		}
 		wc := workerConfig{
-			Worker: i, Scenario: c.Scenario, Addr: joinHostPort(host, port), Host: u.Host, Path: path,
+			Worker: i, Scenario: c.Scenario, Targets: targets,
 			First: first, Count: last - first, Channels: c.Channels, Messages: c.Messages,
 			Sources: sources, PerSource: c.PerSource, Pollers: c.Pollers,
 			Inflight: inflight, StormInflight: c.StormInflight,

@@ -22,9 +22,7 @@ const bucketNs = int64(100e6)
 type workerConfig struct {
 	Worker        int      `json:"worker"`
 	Scenario      string   `json:"scenario"`
-	Addr          string   `json:"addr"` // host:port to connect to
-	Host          string   `json:"host"` // Host header
-	Path          string   `json:"path"` // /app/KEY?protocol=7...
+	Targets       []dest   `json:"targets"` // conn First+k goes to Targets[(First+k) % len]
 	First         int      `json:"first"`
 	Count         int      `json:"count"`
 	Channels      int      `json:"channels"` // 0: no subscription
@@ -41,6 +39,13 @@ type workerConfig struct {
 	Epoch         int64    `json:"epoch"`    // unix ns of bucket 0
 	Buckets       int      `json:"buckets"`  // length of the over-time series
 	Deadline      int64    `json:"deadline"` // unix ns; the worker exits after it
+}
+
+// dest is one server a worker connects to (one --url).
+type dest struct {
+	Addr string `json:"addr"` // host:port to connect to
+	Host string `json:"host"` // Host header
+	Path string `json:"path"` // /app/KEY?protocol=7...
 }
 
 // command is a parent → worker line.

@@ -14,7 +14,7 @@ import (
 // worker owns a share of the sockets of a run, spread over its pollers.
 type worker struct {
 	cfg     workerConfig
-	target  *target
+	targets []*target // one per --url; conn i uses targets[i % len]
 	pollers []*poller
 	enc     *json.Encoder
 	logw    io.Writer
@@ -65,11 +65,17 @@ func (w *worker) setup() error {
 	if c.Pollers < 1 || c.Count < 0 || c.Buckets < 1 {
 		return errors.New("bench worker: bad config")
 	}
-	t, err := newTarget(c.Addr, c.Host, c.Path, c.Sources)
-	if err != nil {
-		return fmt.Errorf("bench worker: target: %w", err)
+	if len(c.Targets) == 0 {
+		return errors.New("bench worker: no target")
 	}
-	w.target = t
+	for _, d := range c.Targets {
+		t, err := newTarget(d.Addr, d.Host, d.Path, c.Sources)
+		if err != nil {
+			return fmt.Errorf("bench worker: target %s: %w", d.Addr, err)
+		}
+		w.targets = append(w.targets, t)
+	}
+	nsrc := len(w.targets[0].sources)
 	perPollerInflight := 0
 	if c.Inflight > 0 {
 		perPollerInflight = max(1, (c.Inflight+c.Pollers-1)/c.Pollers)
@@ -87,10 +93,10 @@ func (w *worker) setup() error {
 			ch = (c.First + k) % c.Channels
 		}
 		src := -1
-		if len(t.sources) > 0 {
-			src = min(k/max(c.PerSource, 1), len(t.sources)-1)
+		if nsrc > 0 {
+			src = min(k/max(c.PerSource, 1), nsrc-1)
 		}
-		w.pollers[k%len(w.pollers)].add(ch, src)
+		w.pollers[k%len(w.pollers)].add(ch, src, (c.First+k)%len(w.targets))
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -15,7 +16,7 @@ import (
 	"herald/bench"
 )
 
-const benchUsage = `usage: herald bench SCENARIO --url ws://HOST:PORT --app-id ID --key KEY --secret SECRET --conns N [flags]
+const benchUsage = `usage: herald bench SCENARIO --url ws://HOST:PORT[,ws://HOST:PORT...] --app-id ID --key KEY --secret SECRET --conns N [flags]
 
 Scenarios:
   connect   open N sockets (at --rate per second, or as fast as possible):
@@ -23,9 +24,15 @@ Scenarios:
   idle      hold N sockets over --channels channels for --hold: server RSS per
             connection (--server-pid), kernel slab per socket, drops
   fanout    N subscribers over --channels channels, --messages events through
-            REST (at --rate per second, or as fast as it takes them):
-            deliveries/s, lost, publish → receive latency
+            REST or NATS (--publish; at --rate per second, or as fast as it
+            takes them): deliveries/s, lost, publish → receive latency
   storm     drop N sockets at once and reconnect them: time until all are back
+  presence  --conns subscribers (default: one per --url) on a presence channel;
+            --joins members join (and leave) on the first URL, one at a time:
+            time until member_added (member_removed) reaches the subscribers
+            on the other URLs; with --kill-pid, SIGKILL that node (it must
+            hold one of the subscribers) and time member_removed at the
+            survivors (one sample)
   failover  not available yet (needs clustering)
 
   herald bench summary FILE...   markdown table of earlier runs' JSON reports
@@ -33,6 +40,9 @@ Scenarios:
 Prints one JSON document on stdout, progress and a summary on stderr.
 Sockets are spread over worker processes (at most 15,000 each) that bind
 source addresses 127.0.0.2, 127.0.0.3, ... on loopback.
+Several --url (comma-separated or repeated; a cluster's nodes): conn i goes
+to URL i % count; REST goes to the first URL's host unless --rest-url says
+otherwise. Several --server-pid likewise: server CPU and RSS are their sum.
 
 Flags:
 `
@@ -59,6 +69,9 @@ func benchCmd(args []string) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
+	if cfg.Scenario == bench.Presence && !flagSet(fs, "conns") {
+		cfg.Conns = 0 // one subscriber per --url
+	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("bench: unexpected argument %q", fs.Arg(0))
 	}
@@ -83,8 +96,9 @@ func benchFlags(c *bench.Config) *flag.FlagSet {
 		fmt.Fprint(fs.Output(), benchUsage)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&c.URL, "url", "ws://127.0.0.1:6001", "server WebSocket `URL` (ws://host:port)")
-	fs.StringVar(&c.RESTURL, "rest-url", "", "REST base `URL` (default: --url with http://)")
+	c.URL = "ws://127.0.0.1:6001"
+	fs.Var(&urlList{dst: &c.URL}, "url", "server WebSocket `URL` (ws://host:port); several (a cluster's nodes) comma-separated or repeated: conn i goes to URL i % count")
+	fs.StringVar(&c.RESTURL, "rest-url", "", "REST base `URL` (default: the first --url with http://)")
 	fs.StringVar(&c.AppID, "app-id", "app-id", "app `id`")
 	fs.StringVar(&c.Key, "key", "app-key", "app `key`")
 	fs.StringVar(&c.Secret, "secret", "app-secret", "app `secret` (signs REST requests)")
@@ -95,8 +109,13 @@ func benchFlags(c *bench.Config) *flag.FlagSet {
 	fs.Float64Var(&c.Rate, "rate", 0, "connect: dials per second; fanout: publishes per second (0: as fast as possible)")
 	fs.DurationVar(&c.Hold, "hold", 30*time.Second, "idle: how long to hold the sockets")
 	fs.IntVar(&c.Payload, "payload", 100, "fanout: event data size in `bytes`")
-	fs.IntVar(&c.Publishers, "publishers", 4, "fanout: concurrent REST requests (keep-alive connections)")
-	fs.IntVar(&c.Batch, "batch", 1, "fanout: events per REST request (>1 uses batch_events, max 10)")
+	fs.IntVar(&c.Publishers, "publishers", 4, "fanout: concurrent publishers (REST: keep-alive connections; NATS: connections, one publishing goroutine each)")
+	fs.IntVar(&c.Batch, "batch", 1, "fanout: events per REST request or NATS message (>1 uses batch_events, max 10)")
+	fs.StringVar(&c.Publish, "publish", bench.PublishREST, "fanout: how events are published: rest (signed REST), nats-request (NATS API request, waits for the answer) or nats-publish (fire-and-forget)")
+	fs.StringVar(&c.NATSURL, "nats-url", bench.DefaultNATSURL, "fanout over NATS: Herald's NATS client port `URL`")
+	fs.StringVar(&c.NATSUser, "nats-user", "", "fanout over NATS: NATS user (default: --app-id)")
+	fs.StringVar(&c.NATSPassword, "nats-password", "", "fanout over NATS: NATS password (default: --secret)")
+	fs.IntVar(&c.NATSWindow, "nats-window", bench.DefaultNATSWindow, "nats-publish: events sent ahead of those seen stored on the live subjects (-1: no pacing)")
 	fs.DurationVar(&c.Drain, "drain", 10*time.Second, "fanout: how long to wait for deliveries after the last publish")
 	fs.IntVar(&c.Workers, "workers", 0, "worker processes (default ceil(conns/15000), each at most 15000 sockets)")
 	fs.IntVar(&c.Pollers, "pollers", 0, "epoll goroutines per worker (default: cores)")
@@ -107,9 +126,79 @@ func benchFlags(c *bench.Config) *flag.FlagSet {
 	fs.StringVar(&c.SourceBase, "source-base", "127.0.0.2", "first loopback source address (\"none\": let the kernel choose)")
 	fs.IntVar(&c.PerSource, "per-source", bench.MaxPerSource, "sockets per source address")
 	fs.DurationVar(&c.Timeout, "timeout", 5*time.Minute, "hard limit for the whole run")
-	fs.IntVar(&c.ServerPID, "server-pid", 0, "server `PID` to measure (RSS, CPU from /proc)")
+	fs.Var(&pidList{first: &c.ServerPID, rest: &c.ServerPIDs}, "server-pid", "server `PID` to measure (RSS, CPU from /proc); several comma-separated or repeated: their sum")
+	fs.IntVar(&c.Joins, "joins", 20, "presence: members that join and leave, one at a time, each timed")
+	fs.IntVar(&c.KillPID, "kill-pid", 0, "presence: after the joins, SIGKILL this node `PID` (it must hold a subscriber) and time member_removed")
+	fs.DurationVar(&c.Converge, "converge-timeout", 30*time.Second, "presence: how long to wait for each change to reach every subscriber")
 	fs.StringVar(&c.Plot, "plot", "", "write a PNG `file`: latency CDF and rate over time")
 	return fs
+}
+
+// urlList is --url: comma-separated, or repeated; the first use replaces the
+// default.
+type urlList struct {
+	dst *string
+	set bool
+}
+
+func (u *urlList) String() string {
+	if u.dst == nil {
+		return ""
+	}
+	return *u.dst
+}
+
+func (u *urlList) Set(v string) error {
+	if !u.set || *u.dst == "" {
+		*u.dst, u.set = v, true
+		return nil
+	}
+	*u.dst += "," + v
+	return nil
+}
+
+// pidList is --server-pid: comma-separated or repeated PIDs; the first goes
+// to first, the others to rest.
+type pidList struct {
+	first *int
+	rest  *[]int
+}
+
+func (p *pidList) String() string {
+	if p.first == nil || *p.first == 0 {
+		return ""
+	}
+	out := []string{strconv.Itoa(*p.first)}
+	for _, v := range *p.rest {
+		out = append(out, strconv.Itoa(v))
+	}
+	return strings.Join(out, ",")
+}
+
+func (p *pidList) Set(v string) error {
+	for f := range strings.SplitSeq(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		pid, err := strconv.Atoi(f)
+		if err != nil || pid <= 0 {
+			return fmt.Errorf("bad PID %q", f)
+		}
+		if *p.first == 0 {
+			*p.first = pid
+		} else {
+			*p.rest = append(*p.rest, pid)
+		}
+	}
+	return nil
+}
+
+// flagSet reports whether the command line set flag name.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	found := false
+	fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
+	return found
 }
 
 // shellJoin joins args into a command line, quoting the ones that need it.
