@@ -1,6 +1,6 @@
 // Package bus owns the embedded NATS server and the node's connection to it,
-// subject and stream names, publishing, live subscriptions and (later)
-// history reads. It knows nothing about WebSockets.
+// subject and stream names, publishing, live subscriptions and history
+// reads. It knows nothing about WebSockets.
 //
 // Layers, bottom up: server.go runs the embedded nats-server (options built
 // in one place); names.go is the subject scheme and the channel-token
@@ -11,10 +11,21 @@
 // Every stored message is republished by the stream onto its live subject
 // with headers Nats-Sequence (its serial) and Nats-Last-Sequence (the
 // previous serial on the same channel), which the Sink sees as
-// Message.Serial and Message.PrevSerial.
+// Message.Serial and Message.PrevSerial. A PrevSerial above the last serial
+// delivered on the channel means a live message was lost (a stream leader
+// change); the shard reads it from the stream first (gapfill.go).
+//
+// history.go reads a channel's stored events after a serial (History, for
+// resume) with batched direct gets, and says whether the window has passed.
 //
 // cache.go keeps the last event of each cache channel in a second per-app
 // stream, HERALD-CACHE_<app> on herald.<app>.cache.<tok>, read by LastEvent.
+//
+// Where NATS runs is Config.Mode: an embedded server (the default; clustered
+// in cluster.go), an existing deployment the node connects to instead
+// (external.go), or an embedded server that is a leaf node of one (leaf.go).
+// Subjects, streams and everything above the connection are the same in
+// every mode.
 package bus
 
 import (
@@ -67,6 +78,10 @@ type Stats struct {
 	SlowConsumerEvents uint64 // times a subscription became a slow consumer
 	Pending            int    // messages waiting in shard queues now (capacity Shards*ShardQueueLen)
 	PublishRetries     uint64 // cluster mode: publications resent after an unanswered attempt (leader changes; cluster.go)
+	GapRepairs         uint64 // live gaps found (a message's PrevSerial above the last delivered serial) and repaired from the stream (gapfill.go)
+	GapMessages        uint64 // messages delivered by those repairs
+	GapRepairFailures  uint64 // repairs that failed or fell short; the live message was delivered anyway
+	LiveDuplicates     uint64 // live messages dropped because their serial was delivered already
 }
 
 // Bus is one node's connection to NATS. All methods are safe for concurrent use.
@@ -101,19 +116,25 @@ type Bus struct {
 	slowRetire uint64
 	slowEvents atomic.Uint64
 	pubRetries atomic.Uint64
+	reconnects atomic.Uint64 // external mode (external.go)
+
+	hist historyState // history reads and live gap repair (history.go, gapfill.go)
 }
 
 // Start runs the embedded server, connects to it, ensures the streams of
 // cfg.Apps (when streams are on) and starts the delivery goroutines (one per
 // shard, plus one sweeper). sink must not be nil. In cluster mode it first
 // waits, up to cfg.ReadyTimeout, until JetStream answers: a majority of the
-// configured nodes must be starting meanwhile (cluster.go).
+// configured nodes must be starting meanwhile (cluster.go). In external mode
+// it runs no server and connects to cfg.URLs instead, then waits the same
+// way for their JetStream (external.go); in leaf mode the embedded server
+// also solicits leaf connections to cfg.LeafRemotes (leaf.go).
 func Start(cfg Config, sink Sink) (*Bus, error) {
 	cfg = cfg.withDefaults()
 	if sink == nil {
 		return nil, errors.New("bus: nil sink")
 	}
-	if cfg.DataDir == "" {
+	if cfg.DataDir == "" && cfg.Mode != ModeExternal {
 		return nil, errors.New("bus: DataDir is required")
 	}
 	for _, app := range cfg.Apps {
@@ -131,39 +152,29 @@ func Start(cfg Config, sink Sink) (*Bus, error) {
 		apps:     make(map[string]struct{}),
 		slowSubs: make(map[*nats.Subscription]struct{}),
 	}
-	if err := checkClientPort(cfg); err != nil {
+	if err := checkMode(cfg); err != nil {
 		return nil, err
 	}
-	if err := checkCluster(cfg); err != nil {
-		return nil, err
+	var err error
+	if cfg.Mode == ModeExternal {
+		b.nc, err = b.connectExternal() // external.go
+	} else {
+		b.nc, err = b.startEmbedded()
 	}
-	if cfg.needsAuth() {
-		cfg.internalPassword = newInternalPassword()
-		b.cfg.internalPassword = cfg.internalPassword
-	}
-	srv, err := startServer(cfg)
 	if err != nil {
 		return nil, err
 	}
-	b.srv = srv
-	connOpts := []nats.Option{
-		nats.InProcessServer(srv),
-		nats.Name(cfg.ServerName),
-		nats.NoReconnect(),
-		nats.ErrorHandler(b.onAsyncError),
-	}
-	if cfg.needsAuth() { // the server requires a user (clientport.go, cluster.go)
-		connOpts = append(connOpts, nats.UserInfo(internalUser, cfg.internalPassword))
-	}
-	b.nc, err = nats.Connect("", connOpts...)
-	if err != nil {
-		b.shutdownServer()
-		return nil, fmt.Errorf("bus: connect: %w", err)
-	}
-	b.js, err = jetstream.New(b.nc,
+	jsOpts := []jetstream.JetStreamOpt{
 		jetstream.WithPublishAsyncMaxPending(asyncMaxPending),
 		jetstream.WithPublishAsyncTimeout(asyncAckTimeout),
-	)
+	}
+	if cfg.Mode == ModeExternal && cfg.JetStreamDomain != "" {
+		b.js, err = jetstream.NewWithDomain(b.nc, cfg.JetStreamDomain, jsOpts...)
+	} else {
+		// Leaf mode too: the node's own requests reach its local JetStream
+		// ($JS.API never crosses a leaf connection; leaf.go).
+		b.js, err = jetstream.New(b.nc, jsOpts...)
+	}
 	if err != nil {
 		b.nc.Close()
 		b.shutdownServer()
@@ -188,6 +199,15 @@ func Start(cfg Config, sink Sink) (*Bus, error) {
 			return nil, err
 		}
 	}
+	if cfg.Mode == ModeExternal { // the same wait on someone else's JetStream (external.go)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.ReadyTimeout)
+		defer cancel()
+		if err := b.waitExternalJetStream(ctx); err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
 	for _, app := range cfg.Apps {
 		if err := b.EnsureApp(ctx, app); err != nil {
 			b.Close()
@@ -195,6 +215,43 @@ func Start(cfg Config, sink Sink) (*Bus, error) {
 		}
 	}
 	return b, nil
+}
+
+// startEmbedded runs the embedded server (embedded and leaf mode) and
+// returns the node's in-process connection to it. On error nothing is left
+// running.
+func (b *Bus) startEmbedded() (*nats.Conn, error) {
+	cfg := b.cfg
+	if err := checkClientPort(cfg); err != nil {
+		return nil, err
+	}
+	if err := checkCluster(cfg); err != nil {
+		return nil, err
+	}
+	if cfg.needsAuth() {
+		cfg.internalPassword = newInternalPassword()
+		b.cfg.internalPassword = cfg.internalPassword
+	}
+	srv, err := startServer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	b.srv = srv
+	connOpts := []nats.Option{
+		nats.InProcessServer(srv),
+		nats.Name(cfg.ServerName),
+		nats.NoReconnect(),
+		nats.ErrorHandler(b.onAsyncError),
+	}
+	if cfg.needsAuth() { // the server requires a user (clientport.go, cluster.go)
+		connOpts = append(connOpts, nats.UserInfo(internalUser, cfg.internalPassword))
+	}
+	nc, err := nats.Connect("", connOpts...)
+	if err != nil {
+		b.shutdownServer()
+		return nil, fmt.Errorf("bus: connect: %w", err)
+	}
+	return nc, nil
 }
 
 // Close stops delivery (no Sink call happens after it returns), closes the
@@ -219,7 +276,11 @@ func (b *Bus) Close() error {
 	return nil
 }
 
+// shutdownServer stops the embedded server; external mode has none.
 func (b *Bus) shutdownServer() {
+	if b.srv == nil {
+		return
+	}
 	b.srv.Shutdown()
 	b.srv.WaitForShutdown()
 }
@@ -230,10 +291,14 @@ func (b *Bus) Shards() int { return len(b.shards) }
 // StreamEnabled reports whether publishes are stored in streams.
 func (b *Bus) StreamEnabled() bool { return b.cfg.StreamEnabled }
 
-// Server is the embedded server.
+// Server is the embedded server; nil in external mode.
 func (b *Bus) Server() *server.Server { return b.srv }
 
-// Conn is the node's in-process connection. Do not close it.
+// Mode is the bus mode: ModeEmbedded, ModeExternal or ModeLeaf.
+func (b *Bus) Mode() string { return b.cfg.Mode }
+
+// Conn is the node's connection: in-process to the embedded server, or to
+// the external deployment in external mode. Do not close it.
 func (b *Bus) Conn() *nats.Conn { return b.nc }
 
 // JetStream is the JetStream context on Conn.
@@ -263,6 +328,10 @@ func (b *Bus) Stats() Stats {
 	st.SlowConsumerDrops = b.slowDrops()
 	st.SlowConsumerEvents = b.slowEvents.Load()
 	st.PublishRetries = b.pubRetries.Load()
+	st.GapRepairs = b.hist.gapRepairs.Load()
+	st.GapMessages = b.hist.gapMessages.Load()
+	st.GapRepairFailures = b.hist.gapFailures.Load()
+	st.LiveDuplicates = b.hist.duplicates.Load()
 	for _, ch := range b.shards {
 		st.Pending += len(ch)
 	}

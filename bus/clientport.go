@@ -198,8 +198,13 @@ func newInternalPassword() string {
 // ClientURL is the URL NATS clients reach the client port at, e.g.
 // nats://127.0.0.1:4222 (with the port actually bound, when the config asked
 // for port 0), or "" when there is no client port. An unspecified host
-// (":4222", "0.0.0.0") is reported as 127.0.0.1.
+// (":4222", "0.0.0.0") is reported as 127.0.0.1. In external mode it is the
+// URL of the server the node is connected to, password redacted ("" while
+// disconnected).
 func (b *Bus) ClientURL() string {
+	if b.cfg.Mode == ModeExternal {
+		return b.nc.ConnectedUrlRedacted()
+	}
 	if b.cfg.ClientListen == "" {
 		return ""
 	}

@@ -165,13 +165,23 @@ func applyCluster(opts *server.Options, cfg Config) {
 }
 
 // replicas is the replica count of every stream: min(3, nodes) clustered,
-// 1 standalone.
+// Config.Replicas in external mode, 1 standalone.
 func (b *Bus) replicas() int {
+	if b.cfg.Mode == ModeExternal {
+		return b.cfg.Replicas
+	}
 	if !b.cfg.Cluster.Enabled() {
 		return 1
 	}
 	return min(maxReplicas, b.cfg.Cluster.nodes())
 }
+
+// replicated reports whether streams are Raft groups whose leader can
+// change: in cluster mode, and in external mode with more than one replica.
+// Publishes are then sent with a Nats-Msg-Id and resent through a leader
+// change (see the top of this file), and stream creation is retried until
+// Start's deadline.
+func (b *Bus) replicated() bool { return b.cfg.Cluster.Enabled() || b.replicas() > 1 }
 
 // dedupeWindow is the main stream's Duplicates in cluster mode: how long
 // the stream remembers each Nats-Msg-Id. It must cover a publication's
@@ -235,7 +245,7 @@ const errCodeMsgIDInProcess jetstream.ErrorCode = 10158
 // every attempt; an expected-last-sequence check stays safe to resend (the
 // stream's dedupe answers a resend of a stored attempt with its ack).
 func (b *Bus) publishStored(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
-	if !b.cfg.Cluster.Enabled() {
+	if !b.replicated() {
 		return b.js.PublishMsg(ctx, m, opts...)
 	}
 	ctx, cancel := withDefaultDeadline(ctx, clusterPublishWait)
@@ -433,9 +443,14 @@ func (ci ClusterInfo) Ready() bool {
 
 // ClusterInfo returns the node's view of the cluster. It walks the node's
 // JetStream state (cost grows with the number of streams: fine for a
-// readiness probe, not for a hot path).
+// readiness probe, not for a hot path). In external mode the deployment's
+// JetStream is not the node's to inspect: the node reports itself alone,
+// with no meta leader (so not Ready) while it is disconnected (Connected).
 func (b *Bus) ClusterInfo() ClusterInfo {
 	ci := ClusterInfo{Node: b.cfg.ServerName, Nodes: 1, Peers: 1, MetaLeader: b.cfg.ServerName}
+	if b.srv == nil && !b.Connected() {
+		ci.MetaLeader = ""
+	}
 	if !b.cfg.Cluster.Enabled() {
 		return ci
 	}

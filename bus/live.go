@@ -193,9 +193,10 @@ func (b *Bus) shardLoop(i int) {
 	}
 }
 
-// deliverOne parses msg into m and hands it to the Sink; it returns 1 if it
-// did, 0 for a message that is not a well-formed live message. It allocates
-// only to decode a channel name that holds escapes.
+// deliverOne parses msg into m and hands it to the Sink; it returns how many
+// messages it delivered: 1, 0 for a message that is not a well-formed live
+// message or a duplicate, more when a gap was repaired first (gapfill.go).
+// It allocates only to decode a channel name that holds escapes.
 func (b *Bus) deliverOne(shard int, m *Message, msg *nats.Msg) int {
 	app, tok, ok := parseLiveSubject(msg.Subject)
 	if !ok {
@@ -214,9 +215,18 @@ func (b *Bus) deliverOne(shard int, m *Message, msg *nats.Msg) int {
 			m.Exclude = v[0]
 		}
 	}
+	n := 1
+	if m.Serial != 0 && msg.Sub != nil { // gap check (gapfill.go)
+		repaired, deliver := b.checkGap(shard, msg, m)
+		if !deliver {
+			*m = Message{}
+			return repaired
+		}
+		n += repaired
+	}
 	b.sink.Deliver(shard, m)
 	*m = Message{}
-	return 1
+	return n
 }
 
 // headerUint is the first value of header key as a uint64, 0 if absent or malformed.

@@ -20,7 +20,8 @@ type Publication struct {
 }
 
 // streamConfig is app's stream: file storage, one replica (min(3, nodes) in
-// cluster mode, with a dedupe window for resent publications: cluster.go),
+// cluster mode, Config.Replicas in external mode; replicated streams get a
+// dedupe window for resent publications: cluster.go),
 // the replay window as limits, direct gets allowed, every stored message
 // republished live.
 func (b *Bus) streamConfig(app string) jetstream.StreamConfig {
@@ -39,7 +40,7 @@ func (b *Bus) streamConfig(app string) jetstream.StreamConfig {
 			Destination: liveWildcard(app),
 		},
 	}
-	if b.cfg.Cluster.Enabled() {
+	if b.replicated() {
 		cfg.Duplicates = b.dedupeWindow()
 	}
 	return cfg
@@ -76,7 +77,7 @@ func (b *Bus) EnsureApp(ctx context.Context, app string) error {
 // election can outlast a few attempts).
 func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) error {
 	attempts := ensureAttempts
-	if _, ok := ctx.Deadline(); ok && b.cfg.Cluster.Enabled() {
+	if _, ok := ctx.Deadline(); ok && b.replicated() {
 		attempts = math.MaxInt
 	}
 	var err error
@@ -232,7 +233,7 @@ func (b *Bus) PublishBatch(ctx context.Context, ps []Publication) (serials []uin
 		}
 	}
 	began := time.Now() // for the cache writes (cache.go)
-	if b.cfg.Cluster.Enabled() {
+	if b.replicated() {
 		// Resends through a leader change (cluster.go).
 		futs, err := b.publishBatchClustered(ctx, ps, serials)
 		if err != nil {

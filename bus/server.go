@@ -9,7 +9,8 @@ import (
 )
 
 // serverOptions builds the embedded server's options from cfg. It is the one
-// place that decides how the server runs; external NATS will grow here.
+// place that decides how the server runs. External mode runs none
+// (external.go).
 //
 // Single node: JetStream standalone, the node connects in-process. Without
 // a client port there is no listener at all (DontListen) and no auth; with
@@ -22,6 +23,9 @@ import (
 //
 // Clustered (cfg.Cluster.Listen set): the same, plus the cluster block and
 // routes, and always a client listener (applyCluster, cluster.go).
+//
+// Leaf mode: either of the above, plus leaf connections to the hub and a
+// JetStream domain of its own (applyLeaf, leaf.go).
 func serverOptions(cfg Config) *server.Options {
 	opts := &server.Options{
 		ServerName: cfg.ServerName,
@@ -35,6 +39,9 @@ func serverOptions(cfg Config) *server.Options {
 	applyClientPort(opts, cfg)
 	if cfg.Cluster.Enabled() {
 		applyCluster(opts, cfg)
+	}
+	if cfg.Mode == ModeLeaf {
+		applyLeaf(opts, cfg)
 	}
 	return opts
 }

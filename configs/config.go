@@ -90,6 +90,23 @@ const (
 	PresetLocal = "local"
 )
 
+// Values of Bus.Mode: where NATS runs.
+const (
+	// BusEmbedded runs an embedded NATS server (standalone, or clustered
+	// with the cluster block).
+	BusEmbedded = "embedded"
+	// BusExternal runs no NATS server: the node connects to an existing
+	// deployment at bus.urls and keeps its streams there.
+	BusExternal = "external"
+	// BusLeaf runs the embedded server as a leaf node of an existing
+	// deployment (bus.leaf_remotes), with its own JetStream domain.
+	BusLeaf = "leaf"
+
+	// DefaultBusReplicas is bus.replicas: streams on an external deployment
+	// have one replica unless configured.
+	DefaultBusReplicas = 1
+)
+
 // Values of Stream.Sync.
 const (
 	// SyncInterval lets JetStream flush to disk every 2 minutes: a crash of
@@ -198,8 +215,20 @@ type Bus struct {
 	CacheTTL Duration `yaml:"cache_ttl"` // default 30m: how long cache channels keep their last event; 1s..24h
 
 	// The NATS client port (docs/nats.md).
-	ClientListen      string `yaml:"client_listen"`       // default "127.0.0.1:4222": NATS client port for backends; "" = off; port 0 = random
+	ClientListen      string `yaml:"client_listen"`       // default "127.0.0.1:4222": NATS client port for backends; "" = off; port 0 = random. Unused in external mode
 	ClientSharedInbox bool   `yaml:"client_shared_inbox"` // default false: app users get replies only under _INBOX.<app-id>; true also allows _INBOX.> (single tenant only)
+
+	// Where NATS runs (docs/nats.md "External NATS" and "Leaf node"). The
+	// lists (URLs, LeafRemotes) have no HERALD_* variable: only a file sets
+	// them.
+	Mode            string   `yaml:"mode"`             // BusEmbedded (default), BusExternal or BusLeaf
+	URLs            []string `yaml:"urls"`             // external: URLs of the existing NATS servers (nats://, tls://, ws://, wss://); default []
+	Credentials     string   `yaml:"credentials"`      // external: the node's .creds file; leaf: the leaf connection's; default "" = none
+	User            string   `yaml:"user"`             // external: the node's NATS user; leaf: the leaf connection's; default "" = none. Not with credentials
+	Password        string   `yaml:"password"`         // the password of user; default ""
+	Replicas        int      `yaml:"replicas"`         // external: replicas of every stream, 1..5; default 1
+	LeafRemotes     []string `yaml:"leaf_remotes"`     // leaf: URLs of the hub's leaf node port (nats-leaf://hub:7422); default []
+	JetStreamDomain string   `yaml:"jetstream_domain"` // leaf: the leaf's own JetStream domain (required); external: the domain to use; default ""
 }
 
 // Stream configures the JetStream replay window of every app.
@@ -293,6 +322,10 @@ func Default() *Config {
 		Bus: Bus{
 			CacheTTL:     Duration(DefaultCacheTTL),
 			ClientListen: DefaultBusClientListen,
+			Mode:         BusEmbedded,
+			URLs:         []string{}, // empty, not nil, as Cluster.Seeds
+			Replicas:     DefaultBusReplicas,
+			LeafRemotes:  []string{},
 			Stream: Stream{
 				Enabled:           boolPtr(true),
 				MaxAge:            Duration(DefaultStreamMaxAge),

@@ -106,12 +106,13 @@ http:
 		Pollers:         4,
 		RequireProtocol: true,
 	}
-	want.Bus = Bus{Shards: 8, CacheTTL: Duration(DefaultCacheTTL), ClientListen: DefaultBusClientListen, Stream: Stream{
+	want.Bus.Shards = 8
+	want.Bus.Stream = Stream{
 		Enabled:           boolPtr(false),
 		MaxAge:            Duration(time.Hour),
 		MaxMsgsPerChannel: 50,
 		Sync:              "always",
-	}}
+	}
 	want.HTTP = HTTP{MaxBodyBytes: 2048, ReadBufferBytes: 65536}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got  %+v\nwant %+v", c, want)

@@ -3,7 +3,9 @@ package configs
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -152,7 +154,82 @@ func (b *Bus) check(p string) *KeyError {
 		oneOf(p+".stream.sync", s.Sync, SyncInterval, SyncAlways),
 		intRange(p+".shards", int64(b.Shards), 0, 256),
 		durRange(p+".cache_ttl", b.CacheTTL, time.Second, 24*time.Hour),
+		b.checkMode(p),
 	)
+}
+
+// jsDomainPattern is what bus.jetstream_domain may be: one NATS subject token.
+var jsDomainPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// checkMode checks bus.mode and the keys that belong to it. A key of another
+// mode is an error, not ignored: "urls" without "mode: external" would
+// otherwise run an embedded server without a word.
+func (b *Bus) checkMode(p string) *KeyError {
+	if err := oneOf(p+".mode", b.Mode, BusEmbedded, BusExternal, BusLeaf); err != nil {
+		return err
+	}
+	only := func(key string, set bool, modes ...string) *KeyError {
+		if set && !slices.Contains(modes, b.Mode) {
+			return keyErr(p+"."+key, fmt.Sprintf("is only used with mode %s, and mode is %s", strings.Join(modes, " or "), quote(b.Mode)))
+		}
+		return nil
+	}
+	if err := firstErr(
+		intRange(p+".replicas", int64(b.Replicas), 1, 5),
+		only("urls", len(b.URLs) > 0, BusExternal),
+		only("replicas", b.Replicas != DefaultBusReplicas, BusExternal),
+		only("leaf_remotes", len(b.LeafRemotes) > 0, BusLeaf),
+		only("credentials", b.Credentials != "", BusExternal, BusLeaf),
+		only("user", b.User != "", BusExternal, BusLeaf),
+		only("password", b.Password != "", BusExternal, BusLeaf),
+		only("jetstream_domain", b.JetStreamDomain != "", BusExternal, BusLeaf),
+	); err != nil {
+		return err
+	}
+	switch {
+	case b.Credentials != "" && b.User != "":
+		return keyErr(p+".user", "set credentials or user and password, not both")
+	case b.User != "" && b.Password == "":
+		return keyErr(p+".password", "must be set with user")
+	case b.Password != "" && b.User == "":
+		return keyErr(p+".user", "must be set with password")
+	case b.Credentials != "" && strings.TrimSpace(b.Credentials) == "":
+		return keyErr(p+".credentials", "must not be blank")
+	case b.JetStreamDomain != "" && !jsDomainPattern.MatchString(b.JetStreamDomain):
+		return keyErr(p+".jetstream_domain", fmt.Sprintf("%s must match %s", quote(b.JetStreamDomain), jsDomainPattern))
+	}
+	switch b.Mode {
+	case BusExternal:
+		if b.Stream.Sync == SyncAlways {
+			return keyErr(p+".stream.sync", `"always" is the external NATS servers' setting in external mode (sync_interval: always in their config); leave "interval"`)
+		}
+		return checkNATSURLs(p+".urls", b.URLs, `"nats://nats-1:4222"`, "nats", "tls", "ws", "wss")
+	case BusLeaf:
+		if b.JetStreamDomain == "" {
+			return keyErr(p+".jetstream_domain", "is required with mode leaf: the leaf's own JetStream domain, unique among the hub's leaf nodes (e.g. \"eu-west\")")
+		}
+		return checkNATSURLs(p+".leaf_remotes", b.LeafRemotes, `"nats-leaf://hub:7422"`, "nats-leaf", "nats", "tls", "ws", "wss")
+	}
+	return nil
+}
+
+// checkNATSURLs checks a list of server URLs: at least one, each with one of
+// schemes and a host.
+func checkNATSURLs(key string, urls []string, example string, schemes ...string) *KeyError {
+	if len(urls) == 0 {
+		return keyErr(key, fmt.Sprintf("at least one URL is required, e.g. [%s]", example))
+	}
+	for i, raw := range urls {
+		k := fmt.Sprintf("%s[%d]", key, i)
+		u, err := url.Parse(raw)
+		if err != nil || u.Hostname() == "" {
+			return keyErr(k, fmt.Sprintf("%s is not a URL like %s", quote(raw), example))
+		}
+		if !slices.Contains(schemes, u.Scheme) {
+			return keyErr(k, fmt.Sprintf("%s: the scheme must be one of %s", quote(raw), strings.Join(schemes, ", ")))
+		}
+	}
+	return nil
 }
 
 func (h *HTTP) check(p string) *KeyError {
@@ -191,6 +268,12 @@ func (c *Config) checkCluster() *KeyError {
 		if err := checkAddr(fmt.Sprintf("%s.seeds[%d]", p, i), s); err != nil {
 			return err
 		}
+	}
+	if c.Bus.Mode == BusExternal {
+		// No embedded server, so no NATS routes: the nodes reach each
+		// other through the external deployment (routes, route_listen and
+		// route_advertise are unused).
+		return nil
 	}
 	if err := checkRoutes(p+".routes", cl.Routes); err != nil {
 		return err

@@ -121,13 +121,13 @@ func (c *Conn) endResumeLocked(name string, r *replay) {
 // the queue the hold is lifted at once and the client told why.
 func (g *Gateway) startReplay(c *Conn, name string, r *replay) {
 	if g.replayer == nil {
-		g.finishReplay(c, name, r, nil, "disabled", 0)
+		g.finishReplay(c, name, r, "disabled", 0, r.from)
 		return
 	}
 	select {
 	case g.replayJobs <- replayJob{c, name, r}:
 	default:
-		g.finishReplay(c, name, r, nil, "unavailable", 0)
+		g.finishReplay(c, name, r, "unavailable", 0, r.from)
 	}
 }
 
@@ -159,7 +159,7 @@ func (g *Gateway) runReplay(job replayJob) {
 		})
 		if err != nil {
 			g.log.Warn("replay failed", "app", c.app.ID, "channel", job.name, "err", err)
-			g.finishReplay(c, job.name, r, nil, "unavailable", 0)
+			g.finishReplay(c, job.name, r, "unavailable", 0, max(after, res.Last))
 			return
 		}
 		if pass == 0 {
@@ -223,12 +223,17 @@ func (c *Conn) queueReplayed(frame []byte) error {
 	}
 }
 
-// finishReplay lifts the hold without a replay (or after a failed one),
-// queues what was held, and reports why.
-func (g *Gateway) finishReplay(c *Conn, name string, r *replay, _ error, reason string, first uint64) {
+// finishReplay lifts the hold without a replay (or after one failed part
+// way, having queued everything up to serial done), queues the held events
+// not sent yet, and reports why.
+func (g *Gateway) finishReplay(c *Conn, name string, r *replay, reason string, first, done uint64) {
 	c.mu.Lock()
 	if c.replays[name] == r {
+		r.floor = done
 		for _, h := range r.held {
+			if h.serial != 0 && h.serial <= done {
+				continue // replayed already
+			}
 			if c.state() == stateOpen && c.enqueueLocked(h.frame) {
 				r.floor = max(r.floor, h.serial)
 			}

@@ -115,12 +115,16 @@ func (n *Node) startParts() error {
 		ClientSharedInbox: cfg.Bus.ClientSharedInbox,
 	}
 	clusterBus(cfg.Cluster, &bcfg)
+	busMode(cfg.Bus, &bcfg) // bus.mode: external or leaf NATS (busmode.go)
 	b, err := bus.Start(bcfg, gw)
 	if err != nil {
 		return err
 	}
 	n.bus = b
 	gw.AttachBus(b, b.Shards())
+	if b.StreamEnabled() {
+		gw.AttachReplayer(replayer{b})
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -150,9 +154,9 @@ func (n *Node) startParts() error {
 }
 
 // startNATSAPI serves the API subjects to NATS clients (docs/nats.md) when
-// the bus has a client port.
+// the bus has a client port, and in external and leaf mode (busmode.go).
 func (n *Node) startNATSAPI(reg *prometheus.Registry) error {
-	if n.cfg.Bus.ClientListen == "" {
+	if !natsAPIWanted(n.cfg.Bus) {
 		return nil
 	}
 	a, err := api.StartNATSAPI(api.NATSAPIConfig{

@@ -24,11 +24,14 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // startNode runs a node on a free loopback port with its data in a temp dir.
 func startNode(t *testing.T, mutate func(*configs.Config)) *Node {
 	t.Helper()
-	base := runtime.NumGoroutine()
 	cfg := configs.Loopback(t.TempDir())
 	if mutate != nil {
 		mutate(cfg)
 	}
+	if startNodeHook != nil { // external_test.go runs these tests again in external mode
+		startNodeHook(t, cfg)
+	}
+	base := runtime.NumGoroutine()
 	n, err := Start(cfg, quiet)
 	if err != nil {
 		t.Fatal(err)
