@@ -104,7 +104,7 @@ func ClientPermissions(app string, sharedInbox bool) *server.Permissions {
 		js + "CONSUMER.MSG.NEXT." + stream + ".*",
 		"$JS.FC." + stream + ".>", // flow control replies of push consumers
 	}
-	sub := []string{liveWildcard(app), InboxPrefix(app) + ".>"}
+	sub := []string{liveWildcard(app), presenceWildcard(app), InboxPrefix(app) + ".>"}
 	if sharedInbox {
 		sub = append(sub, inboxRoot+".>")
 	}

@@ -66,6 +66,14 @@ func storedWildcard(app string) string { return subjectRoot + app + ".msg.>" }
 // liveWildcard is the republish destination: herald.<app>.live.>.
 func liveWildcard(app string) string { return subjectRoot + app + ".live.>" }
 
+// PresenceSubject is where presence member changes of a channel are
+// published for NATS consumers: herald.<app>.presence.<tok>.
+func PresenceSubject(app, channel string) string {
+	return subjectRoot + app + ".presence." + EncodeChannel(channel)
+}
+
+func presenceWildcard(app string) string { return subjectRoot + app + ".presence.>" }
+
 // parseLiveSubject splits herald.<app>.live.<tok> into app and tok.
 // It does not allocate: both are substrings of subj.
 func parseLiveSubject(subj string) (app, tok string, ok bool) {

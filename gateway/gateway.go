@@ -105,6 +105,10 @@ type Config struct {
 	// listener it is given; nil means a single-node presence.Local. A cluster
 	// passes the gossiped registry here.
 	NewPresence func(presence.Listener) presence.Registry
+	// IsOwner reports whether this node owns a channel's once-only duties
+	// (publishing presence changes for NATS consumers); nil: always (one
+	// node).
+	IsOwner func(app, channel string) bool
 }
 
 // Stats are the gateway's counters.
@@ -152,8 +156,11 @@ type Gateway struct {
 	cacheJobs  chan cacheJob
 	replayer   Replayer
 	replayJobs chan replayJob
-	counts     counts
-	stop       chan struct{}
+	// presencePub is set by AttachBus and read by presence listeners, which
+	// may already run on the registry's goroutines.
+	presencePub atomic.Pointer[PresencePublisher]
+	counts      counts
+	stop        chan struct{}
 
 	// dirty[i] lists the connections delivery shard i queued frames to since
 	// its last Flush; only shard i's goroutine touches it.
@@ -190,11 +197,6 @@ func New(cfg Config) (*Gateway, error) {
 		fds:      make([]atomic.Pointer[Conn], maxFDs),
 		stop:     make(chan struct{}),
 	}
-	if cfg.NewPresence != nil {
-		g.presence = cfg.NewPresence(g.onPresenceChange)
-	} else {
-		g.presence = presence.NewLocal(g.onPresenceChange)
-	}
 	for _, a := range cfg.Apps {
 		a.setDefaults()
 		g.appsByID[a.ID] = a
@@ -222,6 +224,13 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.wg.Add(1)
 	go g.countLoop()
+	// Last: a gossiped registry may report remote changes at once, from its
+	// own goroutines, which must see a finished gateway.
+	if cfg.NewPresence != nil {
+		g.presence = cfg.NewPresence(g.onPresenceChange)
+	} else {
+		g.presence = presence.NewLocal(g.onPresenceChange)
+	}
 	return g, nil
 }
 
@@ -233,6 +242,9 @@ func (g *Gateway) AttachBus(b Bus, shards int) {
 	}
 	g.bus = b
 	g.dirty = make([][]*Conn, shards)
+	if pp, ok := b.(PresencePublisher); ok {
+		g.presencePub.Store(&pp)
+	}
 	g.publisher, _ = b.(Publisher)
 	if cr, ok := b.(CacheReader); ok {
 		g.cache = cr

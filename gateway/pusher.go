@@ -271,6 +271,7 @@ func (g *Gateway) onPresenceChange(ch presence.Change) {
 		msg = protocol.AppendMemberRemoved(nil, ch.Channel, ch.Member.IDJSON)
 	}
 	frame := appendFrame(make([]byte, 0, len(msg)+4), ws.OpText, msg)
+	g.publishPresence(app, ch)
 	origin, _ := protocol.ParseSocketID(string(ch.Origin))
 	g.hub.fanout(app, ch.Channel, func(c *Conn) {
 		if c.id != origin {
@@ -290,4 +291,36 @@ func itoa(n int) string {
 			return string(b[i:])
 		}
 	}
+}
+
+// PresencePublisher publishes presence member changes for NATS consumers.
+type PresencePublisher interface {
+	PublishPresence(app, channel string, payload []byte) error
+}
+
+// publishPresence publishes a member change on the NATS presence subject,
+// from the channel's owner node only, so consumers see each change once
+// cluster-wide (every node sees every change). Runs under the presence
+// registry's lock; the publish does not wait.
+func (g *Gateway) publishPresence(app *App, ch presence.Change) {
+	ppp := g.presencePub.Load()
+	if ppp == nil || (g.cfg.IsOwner != nil && !g.cfg.IsOwner(app.ID, ch.Channel)) {
+		return
+	}
+	pp := *ppp
+	ev := "member_removed"
+	if ch.Added {
+		ev = "member_added"
+	}
+	b := append([]byte(`{"event":`), protocol.AppendJSONString(nil, ev)...)
+	b = append(b, `,"channel":`...)
+	b = protocol.AppendJSONString(b, ch.Channel)
+	b = append(b, `,"user_id":`...)
+	b = protocol.AppendJSONString(b, ch.Member.ID)
+	if ch.Added && len(ch.Member.Info) > 0 {
+		b = append(b, `,"user_info":`...)
+		b = append(b, ch.Member.Info...)
+	}
+	b = append(b, '}')
+	_ = pp.PublishPresence(app.ID, ch.Channel, b)
 }

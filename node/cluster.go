@@ -57,6 +57,16 @@ func (n *Node) presenceFactory() func(presence.Listener) presence.Registry {
 	}
 }
 
+// isOwner is the gateway's ownership test: the rendezvous owner among live
+// members in a cluster, every channel on a single node.
+func (n *Node) isOwner() func(app, channel string) bool {
+	if n.cl == nil {
+		return nil
+	}
+	cl := n.cl
+	return func(app, channel string) bool { return cl.Owner(app, channel) == cl.LocalName() }
+}
+
 // clusterBus fills the bus config's cluster part.
 func clusterBus(cc configs.Cluster, bc *bus.Config) {
 	if !cc.Enabled() {

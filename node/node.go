@@ -89,6 +89,7 @@ func (n *Node) startParts() error {
 		RequireProtocol: cfg.Gateway.RequireProtocol,
 		Logger:          n.log.With("part", "gateway"),
 		NewPresence:     n.presenceFactory(),
+		IsOwner:         n.isOwner(),
 	})
 	if err != nil {
 		return err
