@@ -118,7 +118,8 @@ type Bus struct {
 	pubRetries atomic.Uint64
 	reconnects atomic.Uint64 // external mode (external.go)
 
-	hist historyState // history reads and live gap repair (history.go, gapfill.go)
+	hist   historyState // history reads and live gap repair (history.go, gapfill.go)
+	starts subStarts    // when each live subscription was made (catchup.go)
 }
 
 // Start runs the embedded server, connects to it, ensures the streams of

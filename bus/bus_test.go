@@ -232,6 +232,7 @@ func TestRestartKeepsStream(t *testing.T) {
 	}
 	sink := &recSink{}
 	b2 := startBus(t, cfg, sink)
+	time.Sleep(2 * catchupMargin) // 1-3 are history, not missed live events (catchup.go)
 	b2.Subscribe("app1", "c")
 	flush(t, b2)
 	if got := publish(t, b2, "app1", "c", "y", ""); got != 4 {

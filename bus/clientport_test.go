@@ -55,7 +55,7 @@ func TestClientPermissions(t *testing.T) {
 			t.Errorf("publish allow %s is not fenced to the app", s)
 		}
 	}
-	if want := []string{"herald.a1.live.>", "_INBOX.a1.>"}; !slices.Equal(p.Subscribe.Allow, want) {
+	if want := []string{"herald.a1.live.>", "herald.a1.presence.>", "_INBOX.a1.>"}; !slices.Equal(p.Subscribe.Allow, want) {
 		t.Errorf("subscribe allow %v, want %v", p.Subscribe.Allow, want)
 	}
 	if p := ClientPermissions("a1", true); !slices.Contains(p.Subscribe.Allow, "_INBOX.>") {

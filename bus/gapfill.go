@@ -87,8 +87,14 @@ func (b *Bus) checkGap(shard int, msg *nats.Msg, m *Message) (repaired int, deli
 	e := g.subs[msg.Sub]
 	switch {
 	case e == nil:
+		// The subscription's first live message: events stored since the
+		// subscription started may not have reached this node (catchup.go).
+		if m.PrevSerial > 0 {
+			_, repaired = b.catchup(shard, msg.Sub, m.App, m.Channel, m.Serial)
+		}
+		b.starts.forget(msg.Sub)
 		g.insert(msg.Sub, &gapEntry{last: m.Serial, ts: ts})
-		return 0, true
+		return repaired, true
 	case m.Serial <= e.last:
 		if (e.dupLo < m.Serial && m.Serial < e.dupHi) || !storedAfter(ts, e.ts) {
 			b.hist.duplicates.Add(1)
@@ -202,5 +208,20 @@ func (b *Bus) repairGap(shard int, m *Message, last uint64) int {
 		b.sink.Flush(shard)
 	}
 	b.hist.gapMessages.Add(uint64(n))
+	return n
+}
+
+// catchupTick handles a new subscription's catch-up tick: when no live
+// message came yet, the events stored since it started are delivered.
+func (b *Bus) catchupTick(shard int, msg *nats.Msg, app, channel string) int {
+	g := b.gapShardOf(shard)
+	if g.subs[msg.Sub] != nil {
+		return 0 // a live message came first and was checked then
+	}
+	last, n := b.catchup(shard, msg.Sub, app, channel, 0)
+	b.starts.forget(msg.Sub)
+	if n > 0 {
+		g.insert(msg.Sub, &gapEntry{last: last})
+	}
 	return n
 }

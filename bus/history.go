@@ -135,10 +135,11 @@ func (b *Bus) StreamFirst(ctx context.Context, app string) (uint64, error) {
 
 // directGetRequest is the server's JSApiMsgGetRequest, the fields used here.
 type directGetRequest struct {
-	Seq        uint64 `json:"seq,omitempty"`
-	NextBySubj string `json:"next_by_subj,omitempty"`
-	Batch      int    `json:"batch,omitempty"`
-	MaxBytes   int    `json:"max_bytes,omitempty"`
+	Seq        uint64     `json:"seq,omitempty"`
+	StartTime  *time.Time `json:"start_time,omitempty"`
+	NextBySubj string     `json:"next_by_subj,omitempty"`
+	Batch      int        `json:"batch,omitempty"`
+	MaxBytes   int        `json:"max_bytes,omitempty"`
 }
 
 // storedMsg is one message of a batch reply.
@@ -152,6 +153,16 @@ type storedMsg struct {
 // order. It returns the last sequence passed to fn (after if none) and how
 // many were.
 func (b *Bus) readSubject(ctx context.Context, app, subj string, after, upTo uint64, fn HistoryFunc) (last uint64, n int, err error) {
+	return b.readSubjectFrom(ctx, app, subj, after, time.Time{}, upTo, fn)
+}
+
+// readSubjectSince is readSubject from the first message stored at or after
+// since instead of after a sequence.
+func (b *Bus) readSubjectSince(ctx context.Context, app, subj string, since time.Time, upTo uint64, fn HistoryFunc) (last uint64, n int, err error) {
+	return b.readSubjectFrom(ctx, app, subj, 0, since, upTo, fn)
+}
+
+func (b *Bus) readSubjectFrom(ctx context.Context, app, subj string, after uint64, since time.Time, upTo uint64, fn HistoryFunc) (last uint64, n int, err error) {
 	last = after
 	if upTo != 0 && upTo <= after+1 {
 		return last, 0, nil
@@ -176,7 +187,10 @@ func (b *Bus) readSubject(ctx context.Context, app, subj string, after, upTo uin
 	api := apiPrefix(b.js.Options()) + "DIRECT.GET." + StreamName(app)
 	send := func(start uint64) error {
 		req := directGetRequest{Seq: start, NextBySubj: subj, Batch: historyBatch, MaxBytes: historyMaxBytes}
-		if upTo != 0 && upTo-start < historyBatch {
+		if start == 0 && !since.IsZero() {
+			req.Seq, req.StartTime = 0, &since
+		}
+		if upTo != 0 && upTo > start && upTo-start < historyBatch {
 			req.Batch = int(upTo - start) // at most this many can be below upTo
 		}
 		data, err := json.Marshal(req)
@@ -185,7 +199,11 @@ func (b *Bus) readSubject(ctx context.Context, app, subj string, after, upTo uin
 		}
 		return b.nc.PublishRequest(api, inbox, data)
 	}
-	if err := send(after + 1); err != nil {
+	first := after + 1
+	if !since.IsZero() {
+		first = 0
+	}
+	if err := send(first); err != nil {
 		return last, 0, fmt.Errorf("bus: history %q: %w", subj, err)
 	}
 	timer := time.NewTimer(historyWait)

@@ -85,12 +85,14 @@ func (b *Bus) Subscribe(app, channel string) {
 		return
 	}
 	subj := LiveSubject(app, channel)
-	sub, err := b.nc.ChanSubscribe(subj, b.shards[b.ShardOf(app, channel)])
+	shard := b.ShardOf(app, channel)
+	sub, err := b.nc.ChanSubscribe(subj, b.shards[shard])
 	if err != nil {
 		b.log.Error("bus: subscribe", "subject", subj, "err", err)
 		return
 	}
 	b.subs[k] = &liveSub{sub: sub, refs: 1}
+	b.scheduleCatchup(sub, subj, shard)
 }
 
 // Unsubscribe removes one local subscriber from (app, channel). The last one
@@ -206,6 +208,9 @@ func (b *Bus) deliverOne(shard int, m *Message, msg *nats.Msg) int {
 	if err != nil {
 		b.log.Debug("bus: dropping live message", "subject", msg.Subject, "err", err)
 		return 0
+	}
+	if msg.Header != nil && msg.Header[headerCatchup] != nil {
+		return b.catchupTick(shard, msg, app, channel)
 	}
 	*m = Message{App: app, Channel: channel, Payload: msg.Data}
 	if h := msg.Header; h != nil {
