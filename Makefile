@@ -1,17 +1,18 @@
 # Herald's two everyday commands are `make run` and `make test`. Everything
-# they need (Go modules, the npm packages for the client tests) is fetched by
-# the targets below.
+# they need (Go modules, the npm packages for the client tests, Debian's
+# chromium for the browser test) is fetched by the targets below.
 
 GO      ?= go
 BIN     := bin/herald
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 JS_DEPS := tests/js/node_modules/.package-lock.json
+CLIENT_JS_DEPS := clients/js/node_modules/.package-lock.json
 
 # Packages with concurrency run again under the race detector.
 RACE_PKGS := ./gateway/ ./bus/ ./client/ ./api/ ./node/
 
-.PHONY: build run test vet race fuzz bench js-deps clean cluster
+.PHONY: build run test vet race fuzz bench js-deps chromium clean cluster
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/herald
@@ -24,16 +25,23 @@ run: build
 cluster: build
 	bash scripts/cluster.sh
 
-## test: vet, the whole suite (including pusher-js and the pusher SDK end to end), then the race detector
-test: js-deps
+## test: vet, the whole suite (including pusher-js, the pusher SDK and the resume clients end to end, one in headless chromium), then the race detector
+test: js-deps chromium
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 10m ./...
 	$(GO) test -race -count=1 -timeout 10m $(RACE_PKGS)
 
-js-deps: $(JS_DEPS)
+js-deps: $(JS_DEPS) $(CLIENT_JS_DEPS)
 
 $(JS_DEPS): tests/js/package.json tests/js/package-lock.json
 	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+
+$(CLIENT_JS_DEPS): clients/js/package.json clients/js/package-lock.json
+	cd clients/js && npm ci --no-audit --no-fund --loglevel=error
+
+## chromium: Debian's chromium for the browser resume test (apt-get install when /usr/bin/chromium is missing)
+chromium:
+	bash scripts/setup-chromium.sh
 
 ## fuzz: run every fuzz target for FUZZTIME each (default 10s)
 FUZZTIME ?= 10s

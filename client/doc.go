@@ -1,7 +1,7 @@
 // Package client is a Go Pusher-protocol (version 7) client, used by Herald's
 // tests, by `herald probe` and `herald bench`, and by Go backends.
 //
-// It owns two things:
+// It owns three things:
 //
 //   - Conn: one WebSocket connection speaking pusher:* messages (Dial,
 //     Subscribe, Send, Next, WaitFor, Close). Each Conn runs exactly one reader
@@ -10,6 +10,10 @@
 //     when the connection ends. Conn also exposes raw frame writers
 //     (SendRaw, SendFrame, SendBytes) for conformance tests that need to send
 //     malformed input.
+//   - Session: a connection that resumes by itself (docs/protocol-extensions.md):
+//     it redials the given URLs, resubscribes with herald_resume set to the
+//     last serial it delivered per channel, and drops duplicates, so the app
+//     sees every event of a channel once and in order across reconnects.
 //   - REST: a minimal Pusher REST publisher that signs requests the way the
 //     official server SDKs do (auth_key, auth_timestamp, auth_version,
 //     body_md5, auth_signature), plus the signing helpers SignChannel,
