@@ -22,12 +22,17 @@ import (
 //   - if no live message came within catchupDelay, by a catch-up tick the
 //     shard handles in turn with the live messages (so the order holds).
 //
-// The start is taken catchupMargin early, for clock differences between
-// servers; the cost is that a subscriber may get an event stored up to that
-// much before it subscribed.
+// The start is compared with the store time the stream leader's server
+// gave each event. catchupMargin could take it earlier for clock
+// differences between servers, at the cost of handing a new subscriber
+// events published that much before it subscribed, which Pusher clients do
+// not expect (a cache channel's subscriber must get only the cached event).
+// It is 0: on one machine the clocks agree, and between servers NTP keeps
+// them within a millisecond or so; an event missed live in that sliver is
+// then left to resume.
 const (
 	catchupDelay  = 500 * time.Millisecond
-	catchupMargin = 100 * time.Millisecond
+	catchupMargin = 0
 	headerCatchup = "Herald-Catchup"
 )
 
