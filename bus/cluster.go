@@ -190,10 +190,16 @@ func (b *Bus) replicated() bool { return b.cfg.Cluster.Enabled() || b.replicas()
 // overhead) per message stored in the window, e.g. about 1.4 GB at 100k
 // events/s for 2 minutes. The server caps it at MaxAge.
 func (b *Bus) dedupeWindow() time.Duration {
-	if b.cfg.MaxAge > 0 && b.cfg.MaxAge < dedupeWindowDefault {
-		return b.cfg.MaxAge
+	d := dedupeWindowDefault
+	if b.cfg.MaxAge > 0 && b.cfg.MaxAge < d {
+		d = b.cfg.MaxAge
 	}
-	return dedupeWindowDefault
+	for _, w := range b.cfg.AppWindows { // a stream's dedupe window may not exceed its age
+		if w.MaxAge > 0 && w.MaxAge < d {
+			d = w.MaxAge
+		}
+	}
+	return d
 }
 
 // retryHorizon is how long after its first attempt a publication may still

@@ -39,12 +39,15 @@ type Config struct {
 	StreamEnabled     bool          // false: no streams, publishes go straight to the live subject (Serial 0)
 	MaxAge            time.Duration // replay window, e.g. 2*time.Minute; 0 = unlimited
 	MaxMsgsPerChannel int64         // per-channel depth, e.g. 1000; 0 = unlimited
-	CacheTTL          time.Duration // how long a cache channel's last event is kept (cache.go); 0 = 30 minutes
-	SyncAlways        bool          // fsync every stored message (server SyncAlways); default: sync every 2 min
-	Shards            int           // delivery shards; 0 = runtime.GOMAXPROCS(0)
-	UnsubscribeGrace  time.Duration // keep an unused live subscription this long; 0 = 5s
-	Apps              []string      // app ids whose streams are ensured at Start
-	Logger            *slog.Logger  // nil = slog.Default()
+	// AppWindows overrides the replay window for some apps; a zero field
+	// keeps MaxAge or MaxMsgsPerChannel.
+	AppWindows       map[string]Window
+	CacheTTL         time.Duration // how long a cache channel's last event is kept (cache.go); 0 = 30 minutes
+	SyncAlways       bool          // fsync every stored message (server SyncAlways); default: sync every 2 min
+	Shards           int           // delivery shards; 0 = runtime.GOMAXPROCS(0)
+	UnsubscribeGrace time.Duration // keep an unused live subscription this long; 0 = 5s
+	Apps             []string      // app ids whose streams are ensured at Start
+	Logger           *slog.Logger  // nil = slog.Default()
 
 	// NATS client port (clientport.go). With ClientListen "" the server
 	// takes no network clients and the fields below are unused.
@@ -150,3 +153,22 @@ func (cfg Config) needsAuth() bool { return cfg.ClientListen != "" || cfg.Cluste
 
 // storeDir is where the embedded server keeps JetStream data.
 func (cfg Config) storeDir() string { return filepath.Join(cfg.DataDir, "nats") }
+
+// Window is an app's replay window: how long and how many events per channel
+// its stream keeps.
+type Window struct {
+	MaxAge            time.Duration
+	MaxMsgsPerChannel int64
+}
+
+// window is app's replay window: its override, else the defaults.
+func (cfg Config) window(app string) Window {
+	w := cfg.AppWindows[app]
+	if w.MaxAge == 0 {
+		w.MaxAge = cfg.MaxAge
+	}
+	if w.MaxMsgsPerChannel == 0 {
+		w.MaxMsgsPerChannel = cfg.MaxMsgsPerChannel
+	}
+	return w
+}

@@ -32,8 +32,8 @@ func (b *Bus) streamConfig(app string) jetstream.StreamConfig {
 		Replicas:          b.replicas(),
 		Retention:         jetstream.LimitsPolicy,
 		Discard:           jetstream.DiscardOld,
-		MaxAge:            b.cfg.MaxAge,
-		MaxMsgsPerSubject: b.cfg.MaxMsgsPerChannel,
+		MaxAge:            b.cfg.window(app).MaxAge,
+		MaxMsgsPerSubject: b.cfg.window(app).MaxMsgsPerChannel,
 		AllowDirect:       true,
 		RePublish: &jetstream.RePublish{
 			Source:      storedWildcard(app),

@@ -157,6 +157,9 @@ type App struct {
 	ClientEventRate          int    `yaml:"client_event_rate"`            // default 10 client events per second per connection; 1..10000
 	UserAuthentication       bool   `yaml:"user_authentication"`          // default false; true: connections must pusher:signin within 30 s or are closed with 4009
 
+	ReplayMaxAge            Duration `yaml:"replay_max_age"`              // default 0 = bus.stream.max_age: how long this app's events stay replayable; 0 or 1s..720h
+	ReplayMaxMsgsPerChannel int64    `yaml:"replay_max_msgs_per_channel"` // default 0 = bus.stream.max_msgs_per_channel; 0..10000000
+
 	NATS AppNATS `yaml:"nats"` // NATS client credentials (bus.client_listen); default user = id, password = secret
 }
 

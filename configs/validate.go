@@ -128,6 +128,8 @@ func (a *App) check(p string) *KeyError {
 		intRange(p+".max_presence_members", int64(a.MaxPresenceMembers), 1, 100000),
 		intRange(p+".max_presence_user_info_bytes", int64(a.MaxPresenceUserInfoBytes), 1, 65536),
 		intRange(p+".client_event_rate", int64(a.ClientEventRate), 1, 10000),
+		intRange(p+".replay_max_msgs_per_channel", a.ReplayMaxMsgsPerChannel, 0, 10_000_000),
+		replayAge(p+".replay_max_age", a.ReplayMaxAge),
 	)
 }
 
@@ -462,4 +464,13 @@ func durRange(key string, v Duration, lo, hi time.Duration) *KeyError {
 		return keyErr(key, fmt.Sprintf("must be from %s to %s, got %s", Duration(lo), Duration(hi), v))
 	}
 	return nil
+}
+
+// replayAge checks an app's replay window age: 0 (the bus default) or a
+// duration in the bus's range.
+func replayAge(key string, d Duration) *KeyError {
+	if d == 0 {
+		return nil
+	}
+	return durRange(key, d, time.Second, 720*time.Hour)
 }

@@ -105,6 +105,7 @@ func (n *Node) startParts() error {
 		StreamEnabled:     cfg.Bus.Stream.IsEnabled(),
 		MaxAge:            cfg.Bus.Stream.MaxAge.D(),
 		MaxMsgsPerChannel: cfg.Bus.Stream.MaxMsgsPerChannel,
+		AppWindows:        appWindows(cfg.Apps),
 		SyncAlways:        cfg.Bus.Stream.Sync == configs.SyncAlways,
 		Shards:            min(cfg.Bus.Shards, 64),
 		CacheTTL:          cfg.Bus.CacheTTL.D(),
@@ -306,3 +307,14 @@ func (l localChannels) TerminateUser(app *gateway.App, userID string) {
 
 // StopTimeout is how long Stop may take when a signal asks for it.
 const StopTimeout = 10 * time.Second
+
+// appWindows are the apps' own replay windows, where they set one.
+func appWindows(apps []configs.App) map[string]bus.Window {
+	out := map[string]bus.Window{}
+	for _, a := range apps {
+		if a.ReplayMaxAge != 0 || a.ReplayMaxMsgsPerChannel != 0 {
+			out[a.ID] = bus.Window{MaxAge: a.ReplayMaxAge.D(), MaxMsgsPerChannel: a.ReplayMaxMsgsPerChannel}
+		}
+	}
+	return out
+}
