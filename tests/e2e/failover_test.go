@@ -1,0 +1,900 @@
+package e2e
+
+// The failover proof of gapless resume (docs/resume.md): a 3-node cluster of
+// real herald processes, client.Session clients spread over the three nodes,
+// publishers sending numbered events to several channels at a steady rate
+// through nodes 1 and 2; node 3 is killed with SIGKILL mid-stream; its
+// clients reconnect to the other two and resume. Every client must end with
+// every acknowledged (HTTP 200) event exactly once and in order per channel.
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	pusher "github.com/pusher/pusher-http-go/v5"
+	"gopkg.in/yaml.v3"
+
+	"herald/client"
+)
+
+const (
+	// Memberlist and route ports come from this range: outside Linux's
+	// ephemeral range (32768-60999) and apart from cluster_test.go's.
+	foPortMin = 26000
+	foPortMax = 29000 // exclusive
+
+	foSessions      = 12 // session i starts on node i%3
+	foChannels      = 8  // every session subscribes to every channel fo-0..7
+	foRatePerSecond = 100
+	foBeforeKill    = 1500 * time.Millisecond
+	foAfterKill     = 3 * time.Second
+	foAfterRecovery = 1500 * time.Millisecond
+	foPublishCap    = 15 * time.Second
+	foDeliverWait   = 20 * time.Second
+	foReadyTimeout  = 30 * time.Second
+)
+
+var (
+	foPortMu   sync.Mutex
+	foNextPort = foPortMin + os.Getpid()%70*40
+)
+
+// foPorts returns n distinct ports in [foPortMin, foPortMax) that were free
+// for TCP and UDP on 127.0.0.1 when probed.
+func foPorts(t *testing.T, n int) []int {
+	t.Helper()
+	foPortMu.Lock()
+	defer foPortMu.Unlock()
+	var out []int
+	for tried := 0; len(out) < n; tried++ {
+		if tried > foPortMax-foPortMin {
+			t.Fatalf("fewer than %d free ports (TCP and UDP) in %d-%d", n, foPortMin, foPortMax-1)
+		}
+		if foNextPort >= foPortMax {
+			foNextPort = foPortMin
+		}
+		p := foNextPort
+		foNextPort++
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		out = append(out, p)
+	}
+	return out
+}
+
+// foNode is one herald process of the failover cluster.
+type foNode struct {
+	name   string
+	addr   string // client listen host:port
+	cmd    *exec.Cmd
+	exited chan struct{}
+	output *lockedBuffer
+}
+
+// foStartCluster writes three configs (preset local, the dev app, no NATS
+// client port), starts the three processes at once and waits until all three
+// answer GET /readyz with 200. They are stopped (SIGTERM, then SIGKILL of the
+// group) when the test ends, and their output is logged if it failed.
+func foStartCluster(t *testing.T) []*foNode {
+	t.Helper()
+	bin := heraldBinary(t)
+	ports := foPorts(t, 6)
+	var seeds, routes []string
+	for i := range 3 {
+		seeds = append(seeds, fmt.Sprintf("127.0.0.1:%d", ports[i]))
+		routes = append(routes, fmt.Sprintf("127.0.0.1:%d", ports[3+i]))
+	}
+	dir := t.TempDir()
+	nodes := make([]*foNode, 3)
+	for i := range 3 {
+		n := &foNode{
+			name:   fmt.Sprintf("fo%d", i+1),
+			addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))),
+			exited: make(chan struct{}),
+			output: &lockedBuffer{},
+		}
+		dataDir := filepath.Join(dir, n.name)
+		if err := os.MkdirAll(dataDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cfg := map[string]any{
+			"listen":   n.addr,
+			"data_dir": dataDir,
+			"bus":      map[string]any{"client_listen": ""},
+			// Debug: nats-server then logs JetStream leader elections, from
+			// which the test picks the stream leader as the node to kill.
+			"log": map[string]any{"level": "debug"},
+			"cluster": map[string]any{
+				"name": "herald-fo", "node_name": n.name,
+				"bind": seeds[i], "seeds": seeds,
+				"routes": routes, "route_listen": routes[i],
+				"preset": "local",
+			},
+			"apps": []map[string]any{{
+				"id": "app-id", "key": "app-key", "secret": "app-secret", "client_events": true,
+			}},
+		}
+		b, err := yaml.Marshal(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, n.name+".yaml")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		n.cmd = exec.Command(bin, "serve", "--config", path)
+		n.cmd.Dir = dataDir
+		// No NATS client port (the config says so): drop any override.
+		n.cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool {
+			return strings.HasPrefix(kv, "HERALD_BUS_CLIENT_LISTEN=")
+		})
+		n.cmd.Stdout, n.cmd.Stderr = n.output, n.output
+		setProcAttrs(n.cmd)
+		n.cmd.WaitDelay = 5 * time.Second
+		nodes[i] = n
+	}
+	for _, n := range nodes {
+		if err := n.cmd.Start(); err != nil {
+			t.Fatalf("starting %s: %v", n.name, err)
+		}
+		track(n.cmd)
+		go func() { _ = n.cmd.Wait(); close(n.exited) }()
+		t.Cleanup(func() {
+			defer untrack(n.cmd)
+			if !stop(n.cmd, n.exited) {
+				t.Logf("%s did not exit within %v of SIGTERM; killed", n.name, stopTimeout)
+			}
+			if t.Failed() {
+				t.Logf("%s output:\n%s", n.name, foTail(n.output.String(), 40000))
+			}
+		})
+	}
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h := &Herald{Addr: n.addr}
+			errs[i] = foWaitReady(h, n.exited)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("%s: %v", nodes[i].name, err)
+		}
+	}
+	return nodes
+}
+
+func foWaitReady(h *Herald, exited <-chan struct{}) error {
+	c := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(foReadyTimeout)
+	last := "no answer"
+	for {
+		resp, err := c.Get("http://" + h.Addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("process exited before it was ready")
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("GET /readyz not 200 within %v (last: %s)", foReadyTimeout, last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+const foStreamLeaderLine = "JetStream cluster new stream leader for '$G > HERALD_app-id'"
+
+// foStreamLeader returns the index of the node that last logged becoming
+// the app stream's leader, or -1 if none did (the wording of nats-server's
+// debug line changed, or the stream has no leader yet).
+func foStreamLeader(nodes []*foNode) int {
+	leader, latest := -1, ""
+	for k, n := range nodes {
+		for _, line := range strings.Split(n.output.String(), "\n") {
+			if !strings.Contains(line, foStreamLeaderLine) {
+				continue
+			}
+			ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+			if ts > latest { // RFC 3339 times of one clock sort as strings
+				leader, latest = k, ts
+			}
+		}
+	}
+	return leader
+}
+
+func foTail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "...\n" + s[len(s)-n:]
+}
+
+// foEvent is one event a client delivered, as the checks need it.
+type foEvent struct {
+	channel string
+	serial  uint64
+	i       int
+	at      time.Time
+}
+
+// foClientLog is what one client delivered.
+type foClientLog struct {
+	mu       sync.Mutex
+	name     string
+	startOn  int         // node index of its first URL
+	resumeAt []time.Time // when each herald:resume_ok was read
+	events   []foEvent
+	byCh     map[string]map[int]bool
+	resumed  []resumeData // herald:resume_ok data
+	failed   []string     // herald:resume_failed data
+	subsOK   map[string]bool
+	errs     []string // malformed events
+	maxSerCh map[string]uint64
+}
+
+func newFoClientLog(name string, startOn int) *foClientLog {
+	return &foClientLog{name: name, startOn: startOn, byCh: map[string]map[int]bool{},
+		subsOK: map[string]bool{}, maxSerCh: map[string]uint64{}}
+}
+
+func (l *foClientLog) addEvent(ch string, serial uint64, data string, at time.Time) {
+	var d struct {
+		Ch string `json:"ch"`
+		I  int    `json:"i"`
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := json.Unmarshal([]byte(data), &d); err != nil || d.Ch != ch {
+		l.errs = append(l.errs, fmt.Sprintf("bad event data on %s: %q (%v)", ch, data, err))
+		return
+	}
+	l.events = append(l.events, foEvent{channel: ch, serial: serial, i: d.I, at: at})
+	if l.byCh[ch] == nil {
+		l.byCh[ch] = map[int]bool{}
+	}
+	l.byCh[ch][d.I] = true
+}
+
+// missing returns how many acknowledged events the client has not delivered.
+func (l *foClientLog) missing(acked map[string][]int) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for ch, is := range acked {
+		for _, i := range is {
+			if !l.byCh[ch][i] {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// check applies the invariant: per channel, serials strictly increasing
+// (nothing delivered twice), every acknowledged event delivered, and the
+// acknowledged ones in publish order.
+func (l *foClientLog) check(acked map[string][]int) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var problems []string
+	problems = append(problems, l.errs...)
+	last := map[string]uint64{}
+	seen := map[string]map[int]bool{}
+	order := map[string][]int{}
+	for _, ev := range l.events {
+		if ev.serial == 0 {
+			problems = append(problems, fmt.Sprintf("%s: event i=%d on %s without serial", l.name, ev.i, ev.channel))
+			continue
+		}
+		if ev.serial <= last[ev.channel] {
+			problems = append(problems, fmt.Sprintf("%s: serial %d after %d on %s (i=%d)", l.name, ev.serial, last[ev.channel], ev.channel, ev.i))
+		}
+		last[ev.channel] = ev.serial
+		if seen[ev.channel] == nil {
+			seen[ev.channel] = map[int]bool{}
+		}
+		if seen[ev.channel][ev.i] {
+			problems = append(problems, fmt.Sprintf("%s: i=%d delivered twice on %s", l.name, ev.i, ev.channel))
+		}
+		seen[ev.channel][ev.i] = true
+		order[ev.channel] = append(order[ev.channel], ev.i)
+	}
+	for ch, is := range acked {
+		ackSet := map[int]bool{}
+		var miss []int
+		for _, i := range is {
+			ackSet[i] = true
+			if !seen[ch][i] {
+				miss = append(miss, i)
+			}
+		}
+		if len(miss) > 0 {
+			problems = append(problems, fmt.Sprintf("%s: %d acknowledged events missing on %s: %v", l.name, len(miss), ch, foShort(miss)))
+		}
+		// Each publisher waits for an acknowledgement before the next
+		// publish on the channel, so acknowledged events are stored in
+		// i order.
+		prev := 0
+		for _, i := range order[ch] {
+			if !ackSet[i] {
+				continue
+			}
+			if i <= prev {
+				problems = append(problems, fmt.Sprintf("%s: acknowledged i=%d after i=%d on %s", l.name, i, prev, ch))
+			}
+			prev = i
+		}
+	}
+	return problems
+}
+
+func foShort(is []int) []int {
+	if len(is) > 20 {
+		return is[:20]
+	}
+	return is
+}
+
+// foPublisher sends numbered events through one node and records which were
+// acknowledged.
+type foPublisher struct {
+	sdk      *pusher.Client
+	channels []string
+
+	mu     sync.Mutex
+	next   map[string]int
+	acked  map[string][]int
+	failed []string // "ch i: error", publishes not acknowledged
+	sent   int
+	// after: publishes sent at or after it count for firstAck.
+	after    time.Time
+	firstAck time.Time // when the first publish sent after after was acknowledged
+}
+
+func (p *foPublisher) run(stop <-chan struct{}, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for k := 0; ; k++ {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		ch := p.channels[k%len(p.channels)]
+		p.mu.Lock()
+		p.next[ch]++
+		i := p.next[ch]
+		p.sent++
+		after := p.after
+		p.mu.Unlock()
+		sentAt := time.Now()
+		err := p.sdk.Trigger(ch, "fo", map[string]any{"ch": ch, "i": i})
+		p.mu.Lock()
+		if err == nil {
+			p.acked[ch] = append(p.acked[ch], i)
+			if !after.IsZero() && !sentAt.Before(after) && p.firstAck.IsZero() {
+				p.firstAck = time.Now()
+			}
+		} else {
+			p.failed = append(p.failed, fmt.Sprintf("%s %d: %v", ch, i, err))
+		}
+		p.mu.Unlock()
+	}
+}
+
+func foSessionURLs(nodes []*foNode, start int) []string {
+	var urls []string
+	for k := range len(nodes) {
+		n := nodes[(start+k)%len(nodes)]
+		urls = append(urls, "ws://"+n.addr+"/app/app-key?protocol=7&client=go-session&version=1")
+	}
+	return urls
+}
+
+// TestFailoverGo: 12 client.Session clients, a third starting on each node,
+// every one subscribed to all 8 channels fo-0..fo-7; two publishers (node 1:
+// channels 0,2,4,6; node 2: channels 1,3,5,7) at 50 events/s each, one
+// channel after the other, data {"ch":..,"i":N} with N counting per channel;
+// node 3 is killed with SIGKILL 1.5 s into the stream, publishing goes on for
+// 3 s more. Every session must then deliver, per channel, every acknowledged
+// event, with strictly increasing serials and acknowledged events in order.
+func TestFailoverGo(t *testing.T) {
+	t.Run("kill-stream-leader", func(t *testing.T) { foRun(t, true, foStartGoSessions) })
+	t.Run("kill-follower", func(t *testing.T) { foRun(t, false, foStartGoSessions) })
+}
+
+// foStarter starts the clients on the nodes, subscribed to every channel
+// (or about to be), and returns their logs and a function giving client k's
+// handshakes and duplicates dropped so far.
+type foStarter func(t *testing.T, nodes []*foNode, channels []string) ([]*foClientLog, func(k int) (connects, dups uint64))
+
+// foStartGoSessions starts foSessions client.Session clients, session k
+// with the nodes' URLs in turn from node k%3.
+func foStartGoSessions(t *testing.T, nodes []*foNode, channels []string) ([]*foClientLog, func(k int) (uint64, uint64)) {
+	logs := make([]*foClientLog, foSessions)
+	sessions := make([]*client.Session, foSessions)
+	var readers sync.WaitGroup
+	for k := range foSessions {
+		start := k % 3
+		s := client.NewSession(foSessionURLs(nodes, start), client.SessionOptions{})
+		sessions[k] = s
+		l := newFoClientLog(fmt.Sprintf("session %d (started on %s)", k, nodes[start].name), start)
+		logs[k] = l
+		for _, ch := range channels {
+			s.Subscribe(ch, nil)
+		}
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			for ev := range s.Events() {
+				now := time.Now()
+				switch ev.Event {
+				case "fo":
+					l.addEvent(ev.Channel, ev.Serial, ev.Data, now)
+				case client.EventSubscriptionSucceeded:
+					l.mu.Lock()
+					l.subsOK[ev.Channel] = true
+					l.mu.Unlock()
+				case client.EventResumeOK:
+					var d resumeData
+					_ = json.Unmarshal([]byte(ev.Data), &d)
+					l.mu.Lock()
+					l.resumed = append(l.resumed, d)
+					l.resumeAt = append(l.resumeAt, now)
+					l.mu.Unlock()
+				case client.EventResumeFailed:
+					l.mu.Lock()
+					l.failed = append(l.failed, ev.Channel+" "+ev.Data)
+					l.mu.Unlock()
+				}
+			}
+		}()
+	}
+	t.Cleanup(func() {
+		for _, s := range sessions {
+			s.Close()
+		}
+		readers.Wait()
+	})
+
+	return logs, func(k int) (uint64, uint64) {
+		st := sessions[k].Stats()
+		return st.Connects, st.Duplicates
+	}
+}
+
+// foRun runs the scenario on a fresh cluster; the node killed is the app
+// stream's leader (an election while publishing: no event is stored until a
+// new leader is elected) or a follower (the stream stays writable: events go
+// on being stored while the victim's clients are away and are replayed).
+func foRun(t *testing.T, killLeader bool, start foStarter) {
+	nodes := foStartCluster(t)
+	channels := make([]string, foChannels)
+	for c := range channels {
+		channels[c] = fmt.Sprintf("fo-%d", c)
+	}
+
+	logs, stats := start(t, nodes, channels)
+
+	// Every session subscribed on every channel before the first publish.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok := 0
+		for _, l := range logs {
+			l.mu.Lock()
+			if len(l.subsOK) == foChannels {
+				ok++
+			}
+			l.mu.Unlock()
+		}
+		if ok == len(logs) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d sessions subscribed to all %d channels within 10s", ok, len(logs), foChannels)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// The node to kill is the app stream's leader, so that the kill forces
+	// an election while events are published (node 3 if the logs do not
+	// tell). The publishers use the two other nodes.
+	leader := foStreamLeader(nodes)
+	vi, how := 2, "stream leader unknown"
+	switch {
+	case leader < 0:
+		if killLeader {
+			t.Logf("the stream leader is not in the logs: killing %s, maybe a follower", nodes[2].name)
+		}
+	case killLeader:
+		vi, how = leader, "the stream leader"
+	case leader == 2:
+		vi, how = 1, "a follower; the leader is "+nodes[leader].name
+	default:
+		how = "a follower; the leader is " + nodes[leader].name
+	}
+	victim := nodes[vi]
+	var others []int
+	for k := range nodes {
+		if k != vi {
+			others = append(others, k)
+		}
+	}
+	t.Logf("victim: %s (%s); publishing through %s and %s", victim.name, how, nodes[others[0]].name, nodes[others[1]].name)
+
+	pubs := make([]*foPublisher, 2)
+	for p := range pubs {
+		sdk := goSDK(&Herald{Addr: nodes[others[p]].addr})
+		// Short: a publish stalled by an election fails fast, and the outage is
+		// measured to about a second.
+		sdk.HTTPClient = &http.Client{Timeout: time.Second}
+		pub := &foPublisher{sdk: sdk, next: map[string]int{}, acked: map[string][]int{}}
+		for c := p; c < foChannels; c += 2 {
+			pub.channels = append(pub.channels, channels[c])
+		}
+		pubs[p] = pub
+	}
+	stopPub := make(chan struct{})
+	var pubWG sync.WaitGroup
+	interval := time.Second * time.Duration(len(pubs)) / foRatePerSecond
+	for _, p := range pubs {
+		pubWG.Add(1)
+		go func() { defer pubWG.Done(); p.run(stopPub, interval) }()
+	}
+
+	time.Sleep(foBeforeKill)
+	killedAt := time.Now()
+	if err := syscall.Kill(victim.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		close(stopPub)
+		pubWG.Wait()
+		t.Fatalf("kill -9 %s: %v", victim.name, err)
+	}
+	select {
+	case <-victim.exited:
+	case <-time.After(5 * time.Second):
+		t.Errorf("%s still running 5 s after SIGKILL", victim.name)
+	}
+	for _, p := range pubs {
+		p.mu.Lock()
+		p.after = killedAt
+		p.mu.Unlock()
+	}
+	// Publishing goes on for foAfterKill, and at least until both
+	// publishers have had a publish sent after the kill acknowledged for
+	// foAfterRecovery (a stream leader's election stalls publishes), at most
+	// foPublishCap after the kill.
+	var recovered time.Time // both publishers acknowledged after the kill
+	for {
+		now := time.Now()
+		recovered = time.Time{}
+		for _, p := range pubs {
+			p.mu.Lock()
+			fa := p.firstAck
+			p.mu.Unlock()
+			if fa.IsZero() {
+				recovered = time.Time{}
+				break
+			}
+			if fa.After(recovered) {
+				recovered = fa
+			}
+		}
+		if now.Sub(killedAt) >= foAfterKill && !recovered.IsZero() && now.Sub(recovered) >= foAfterRecovery {
+			break
+		}
+		if now.Sub(killedAt) >= foPublishCap {
+			t.Errorf("publishing through the surviving nodes not acknowledged again within %v of the kill", foPublishCap)
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(stopPub)
+	pubWG.Wait()
+	stoppedAt := time.Now()
+
+	acked := map[string][]int{}
+	var failed []string
+	sent, nAcked := 0, 0
+	for _, p := range pubs {
+		p.mu.Lock()
+		for ch, is := range p.acked {
+			acked[ch] = append(acked[ch], is...)
+			nAcked += len(is)
+		}
+		failed = append(failed, p.failed...)
+		sent += p.sent
+		p.mu.Unlock()
+	}
+	if nAcked == 0 {
+		t.Fatalf("no publish acknowledged (%d sent); failures: %v", sent, failed)
+	}
+
+	// Wait until every session delivered every acknowledged event.
+	deadline = time.Now().Add(foDeliverWait)
+	for {
+		missing := 0
+		for _, l := range logs {
+			missing += l.missing(acked)
+		}
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%d acknowledged deliveries still missing %v after publishing stopped", missing, foDeliverWait)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	allIn := time.Since(stoppedAt)
+
+	var problems []string
+	var worst time.Duration
+	replayed, resumeOKs, resumeFailed := 0, 0, 0
+	var perSession []string
+	for k, l := range logs {
+		problems = append(problems, l.check(acked)...)
+		connects, dups := stats(k)
+		l.mu.Lock()
+		for _, d := range l.resumed {
+			replayed += d.Replayed
+		}
+		resumeOKs += len(l.resumed)
+		resumeFailed += len(l.failed)
+		if len(l.failed) > 0 {
+			problems = append(problems, fmt.Sprintf("%s: resume_failed %v", l.name, l.failed))
+		}
+		if l.startOn == vi {
+			// Resumed: the first resume_ok after the kill (it comes on the
+			// new connection), then the first event read after it.
+			var resumedAt, first time.Time
+			for _, at := range l.resumeAt {
+				if at.After(killedAt) {
+					resumedAt = at
+					break
+				}
+			}
+			for _, ev := range l.events {
+				if !resumedAt.IsZero() && !ev.at.Before(resumedAt) {
+					first = ev.at
+					break
+				}
+			}
+			if first.IsZero() {
+				problems = append(problems, fmt.Sprintf("%s: no resume_ok and event after the kill", l.name))
+			} else {
+				d := first.Sub(killedAt)
+				worst = max(worst, d)
+				n := 0
+				for _, r := range l.resumed {
+					n += r.Replayed
+				}
+				perSession = append(perSession, fmt.Sprintf("client %d: resume_ok %v, first event %v after the kill, %d resume_ok, %d replayed, connects %d, dup dropped %d",
+					k, resumedAt.Sub(killedAt).Round(time.Millisecond), d.Round(time.Millisecond), len(l.resumed), n, connects, dups))
+			}
+		} else if connects != 1 {
+			t.Logf("%s reconnected (connects %d)", l.name, connects)
+		}
+		l.mu.Unlock()
+	}
+
+	t.Logf("published %d events in %v (%d acknowledged, %d failed), %d clients x %d channels",
+		sent, stoppedAt.Sub(killedAt.Add(-foBeforeKill)).Round(time.Millisecond), nAcked, len(failed), len(logs), foChannels)
+	for _, f := range foShort2(failed) {
+		t.Logf("  failed publish: %s", f)
+	}
+	if !recovered.IsZero() {
+		t.Logf("kill -9 %s -> publishes acknowledged again on both surviving nodes: %v", victim.name, recovered.Sub(killedAt).Round(time.Millisecond))
+	}
+	t.Logf("kill -9 %s -> every client that was on it delivering again: %v", victim.name, worst.Round(time.Millisecond))
+	for _, s := range perSession {
+		t.Logf("  %s", s)
+	}
+	t.Logf("resume_ok: %d, events replayed: %d, resume_failed: %d; all acknowledged events in %v after publishing stopped",
+		resumeOKs, replayed, resumeFailed, allIn.Round(time.Millisecond))
+
+	slices.Sort(problems)
+	if len(problems) > 0 {
+		if len(problems) > 50 {
+			problems = append(problems[:50], fmt.Sprintf("... and %d more", len(problems)-50))
+		}
+		t.Fatalf("failover broke the invariant:\n%s", strings.Join(problems, "\n"))
+	}
+}
+
+func foShort2(s []string) []string {
+	if len(s) > 10 {
+		return append(s[:10:10], fmt.Sprintf("... and %d more", len(s)-10))
+	}
+	return s
+}
+
+// foJSClients is the number of pusher-js clients of TestFailoverJS (one node
+// process); client k starts on node k%3.
+const foJSClients = 6
+
+// TestFailoverJS: the same scenario with stock pusher-js clients wrapped with
+// withResume (clients/js), run by tests/js/failover-client.mjs in one node
+// process; see that file for how a client moves to the next node.
+func TestFailoverJS(t *testing.T) {
+	requireClientJSDeps(t)
+	if _, err := os.Stat(filepath.Join(moduleRoot, "tests", "js", "node_modules", "pusher-js")); err != nil {
+		t.Fatalf("tests/js/node_modules/pusher-js is missing: run `make test` (npm ci in tests/js) first")
+	}
+	t.Run("kill-stream-leader", func(t *testing.T) { foRun(t, true, foStartJSClients) })
+	t.Run("kill-follower", func(t *testing.T) { foRun(t, false, foStartJSClients) })
+}
+
+// foJSLine is one line of failover-client.mjs's output.
+type foJSLine struct {
+	K          string          `json:"k"`
+	C          int             `json:"c"`
+	Ch         string          `json:"ch"`
+	Serial     uint64          `json:"serial"`
+	Data       json.RawMessage `json:"data"`
+	Node       int             `json:"node"`
+	Connects   uint64          `json:"connects"`
+	Duplicates uint64          `json:"duplicates"`
+}
+
+func foStartJSClients(t *testing.T, nodes []*foNode, channels []string) ([]*foClientLog, func(k int) (uint64, uint64)) {
+	t.Helper()
+	nodeBin, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node not found in PATH: %v", err)
+	}
+	var addrs, starts []string
+	for _, n := range nodes {
+		addrs = append(addrs, n.addr)
+	}
+	logs := make([]*foClientLog, foJSClients)
+	for k := range foJSClients {
+		start := k % 3
+		starts = append(starts, strconv.Itoa(start))
+		logs[k] = newFoClientLog(fmt.Sprintf("pusher-js client %d (started on %s)", k, nodes[start].name), start)
+	}
+	cmd := exec.Command(nodeBin, "tests/js/failover-client.mjs")
+	cmd.Dir = moduleRoot
+	cmd.Env = append(os.Environ(),
+		"FO_NODES="+strings.Join(addrs, ","),
+		"FO_STARTS="+strings.Join(starts, ","),
+		"FO_CHANNELS="+strings.Join(channels, ","),
+		"NO_COLOR=1",
+	)
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	setProcAttrs(cmd)
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting node failover-client.mjs: %v", err)
+	}
+	track(cmd)
+
+	var (
+		mu       sync.Mutex
+		connects = make([]uint64, foJSClients)
+		dups     = make([]uint64, foJSClients)
+		bad      []string
+	)
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
+		for sc.Scan() {
+			now := time.Now()
+			var ln foJSLine
+			if err := json.Unmarshal(sc.Bytes(), &ln); err != nil || ln.C < 0 || ln.C >= foJSClients {
+				mu.Lock()
+				bad = append(bad, sc.Text())
+				mu.Unlock()
+				continue
+			}
+			l := logs[ln.C]
+			switch ln.K {
+			case "ev":
+				l.addEvent(ln.Ch, ln.Serial, string(ln.Data), now)
+			case "sub":
+				l.mu.Lock()
+				l.subsOK[ln.Ch] = true
+				l.mu.Unlock()
+			case "ok":
+				var d resumeData
+				_ = json.Unmarshal(ln.Data, &d)
+				l.mu.Lock()
+				l.resumed = append(l.resumed, d)
+				l.resumeAt = append(l.resumeAt, now)
+				l.mu.Unlock()
+			case "failed":
+				l.mu.Lock()
+				l.failed = append(l.failed, ln.Ch+" "+string(ln.Data))
+				l.mu.Unlock()
+			case "connected":
+				mu.Lock()
+				connects[ln.C]++
+				mu.Unlock()
+			case "stats":
+				mu.Lock()
+				dups[ln.C] = ln.Duplicates
+				mu.Unlock()
+			}
+		}
+	}()
+	exited := make(chan struct{})
+	go func() { <-readDone; _ = cmd.Wait(); close(exited) }()
+
+	var once sync.Once
+	finish := func() {
+		once.Do(func() {
+			stdin.Close() // the script prints its stats and exits
+			select {
+			case <-exited:
+			case <-time.After(5 * time.Second):
+				killGroup(cmd)
+				<-exited
+			}
+		})
+	}
+	t.Cleanup(func() {
+		finish()
+		killGroup(cmd)
+		untrack(cmd)
+		mu.Lock()
+		defer mu.Unlock()
+		if len(bad) > 0 {
+			t.Errorf("failover-client.mjs printed %d lines that are not events, first: %q", len(bad), bad[0])
+		}
+		if t.Failed() {
+			t.Logf("failover-client.mjs stderr:\n%s", stderr.String())
+		}
+	})
+	return logs, func(k int) (uint64, uint64) {
+		finish() // the stats lines come when the clients stop
+		mu.Lock()
+		defer mu.Unlock()
+		return connects[k], dups[k]
+	}
+}
