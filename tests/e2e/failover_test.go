@@ -8,7 +8,6 @@ package e2e
 // every acknowledged (HTTP 200) event exactly once and in order per channel.
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -30,12 +29,9 @@ import (
 	"herald/client"
 )
 
+// Memberlist and route ports come from clusterPorts (cluster_test.go), the
+// one allocator for multi-process clusters in this package.
 const (
-	// Memberlist and route ports come from this range: outside Linux's
-	// ephemeral range (32768-60999) and apart from cluster_test.go's.
-	foPortMin = 26000
-	foPortMax = 29000 // exclusive
-
 	foSessions      = 12 // session i starts on node i%3
 	foChannels      = 8  // every session subscribes to every channel fo-0..7
 	foRatePerSecond = 100
@@ -46,43 +42,6 @@ const (
 	foDeliverWait   = 20 * time.Second
 	foReadyTimeout  = 30 * time.Second
 )
-
-var (
-	foPortMu   sync.Mutex
-	foNextPort = foPortMin + os.Getpid()%70*40
-)
-
-// foPorts returns n distinct ports in [foPortMin, foPortMax) that were free
-// for TCP and UDP on 127.0.0.1 when probed.
-func foPorts(t *testing.T, n int) []int {
-	t.Helper()
-	foPortMu.Lock()
-	defer foPortMu.Unlock()
-	var out []int
-	for tried := 0; len(out) < n; tried++ {
-		if tried > foPortMax-foPortMin {
-			t.Fatalf("fewer than %d free ports (TCP and UDP) in %d-%d", n, foPortMin, foPortMax-1)
-		}
-		if foNextPort >= foPortMax {
-			foNextPort = foPortMin
-		}
-		p := foNextPort
-		foNextPort++
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		pc, err := net.ListenPacket("udp", addr)
-		ln.Close()
-		if err != nil {
-			continue
-		}
-		pc.Close()
-		out = append(out, p)
-	}
-	return out
-}
 
 // foNode is one herald process of the failover cluster.
 type foNode struct {
@@ -100,7 +59,7 @@ type foNode struct {
 func foStartCluster(t *testing.T) []*foNode {
 	t.Helper()
 	bin := heraldBinary(t)
-	ports := foPorts(t, 6)
+	ports := clusterPorts(t, 6)
 	var seeds, routes []string
 	for i := range 3 {
 		seeds = append(seeds, fmt.Sprintf("127.0.0.1:%d", ports[i]))
@@ -747,154 +706,3 @@ func foShort2(s []string) []string {
 // foJSClients is the number of pusher-js clients of TestFailoverJS (one node
 // process); client k starts on node k%3.
 const foJSClients = 6
-
-// TestFailoverJS: the same scenario with stock pusher-js clients wrapped with
-// withResume (clients/js), run by tests/js/failover-client.mjs in one node
-// process; see that file for how a client moves to the next node.
-func TestFailoverJS(t *testing.T) {
-	requireClientJSDeps(t)
-	if _, err := os.Stat(filepath.Join(moduleRoot, "tests", "js", "node_modules", "pusher-js")); err != nil {
-		t.Fatalf("tests/js/node_modules/pusher-js is missing: run `make test` (npm ci in tests/js) first")
-	}
-	t.Run("kill-stream-leader", func(t *testing.T) { foRun(t, true, foStartJSClients) })
-	t.Run("kill-follower", func(t *testing.T) { foRun(t, false, foStartJSClients) })
-}
-
-// foJSLine is one line of failover-client.mjs's output.
-type foJSLine struct {
-	K          string          `json:"k"`
-	C          int             `json:"c"`
-	Ch         string          `json:"ch"`
-	Serial     uint64          `json:"serial"`
-	Data       json.RawMessage `json:"data"`
-	Node       int             `json:"node"`
-	Connects   uint64          `json:"connects"`
-	Duplicates uint64          `json:"duplicates"`
-}
-
-func foStartJSClients(t *testing.T, nodes []*foNode, channels []string) ([]*foClientLog, func(k int) (uint64, uint64)) {
-	t.Helper()
-	nodeBin, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatalf("node not found in PATH: %v", err)
-	}
-	var addrs, starts []string
-	for _, n := range nodes {
-		addrs = append(addrs, n.addr)
-	}
-	logs := make([]*foClientLog, foJSClients)
-	for k := range foJSClients {
-		start := k % 3
-		starts = append(starts, strconv.Itoa(start))
-		logs[k] = newFoClientLog(fmt.Sprintf("pusher-js client %d (started on %s)", k, nodes[start].name), start)
-	}
-	cmd := exec.Command(nodeBin, "tests/js/failover-client.mjs")
-	cmd.Dir = moduleRoot
-	cmd.Env = append(os.Environ(),
-		"FO_NODES="+strings.Join(addrs, ","),
-		"FO_STARTS="+strings.Join(starts, ","),
-		"FO_CHANNELS="+strings.Join(channels, ","),
-		"NO_COLOR=1",
-	)
-	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	setProcAttrs(cmd)
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting node failover-client.mjs: %v", err)
-	}
-	track(cmd)
-
-	var (
-		mu       sync.Mutex
-		connects = make([]uint64, foJSClients)
-		dups     = make([]uint64, foJSClients)
-		bad      []string
-	)
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
-		for sc.Scan() {
-			now := time.Now()
-			var ln foJSLine
-			if err := json.Unmarshal(sc.Bytes(), &ln); err != nil || ln.C < 0 || ln.C >= foJSClients {
-				mu.Lock()
-				bad = append(bad, sc.Text())
-				mu.Unlock()
-				continue
-			}
-			l := logs[ln.C]
-			switch ln.K {
-			case "ev":
-				l.addEvent(ln.Ch, ln.Serial, string(ln.Data), now)
-			case "sub":
-				l.mu.Lock()
-				l.subsOK[ln.Ch] = true
-				l.mu.Unlock()
-			case "ok":
-				var d resumeData
-				_ = json.Unmarshal(ln.Data, &d)
-				l.mu.Lock()
-				l.resumed = append(l.resumed, d)
-				l.resumeAt = append(l.resumeAt, now)
-				l.mu.Unlock()
-			case "failed":
-				l.mu.Lock()
-				l.failed = append(l.failed, ln.Ch+" "+string(ln.Data))
-				l.mu.Unlock()
-			case "connected":
-				mu.Lock()
-				connects[ln.C]++
-				mu.Unlock()
-			case "stats":
-				mu.Lock()
-				dups[ln.C] = ln.Duplicates
-				mu.Unlock()
-			}
-		}
-	}()
-	exited := make(chan struct{})
-	go func() { <-readDone; _ = cmd.Wait(); close(exited) }()
-
-	var once sync.Once
-	finish := func() {
-		once.Do(func() {
-			stdin.Close() // the script prints its stats and exits
-			select {
-			case <-exited:
-			case <-time.After(5 * time.Second):
-				killGroup(cmd)
-				<-exited
-			}
-		})
-	}
-	t.Cleanup(func() {
-		finish()
-		killGroup(cmd)
-		untrack(cmd)
-		mu.Lock()
-		defer mu.Unlock()
-		if len(bad) > 0 {
-			t.Errorf("failover-client.mjs printed %d lines that are not events, first: %q", len(bad), bad[0])
-		}
-		if t.Failed() {
-			t.Logf("failover-client.mjs stderr:\n%s", stderr.String())
-		}
-	})
-	return logs, func(k int) (uint64, uint64) {
-		finish() // the stats lines come when the clients stop
-		mu.Lock()
-		defer mu.Unlock()
-		return connects[k], dups[k]
-	}
-}
