@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -359,6 +358,9 @@ func TestConfigErrors(t *testing.T) {
 		{name: "per worker", mod: func(c *Config) { c.Conns, c.Workers = 40000, 2 }, want: "per worker"},
 		{name: "batch", mod: func(c *Config) { c.Scenario, c.Batch = Fanout, 11 }, want: "batch"},
 		{name: "conns", mod: func(c *Config) { c.Conns = 0 }, want: "conns"},
+		{name: "failover one url", mod: func(c *Config) { c.Scenario, c.KillPID = Failover, 1 }, want: "at least two nodes"},
+		{name: "failover kill-pid", mod: func(c *Config) { c.Scenario, c.URL = Failover, "ws://127.0.0.1:1,ws://127.0.0.1:2" }, want: "kill-pid"},
+		{name: "kill-pid fanout", mod: func(c *Config) { c.Scenario, c.KillPID = Fanout, 1 }, want: "presence and failover"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base
@@ -370,11 +372,6 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 	c := base
-	c.Scenario = Failover
-	if _, err := Run(context.Background(), c); !errors.Is(err, ErrNotAvailable) {
-		t.Fatalf("failover: %v, want ErrNotAvailable", err)
-	}
-	c = base
 	c.AllowRemote, c.URL = true, "ws://192.0.2.1:80"
 	c = DefaultConfig(c)
 	if err := c.validate(); err != nil {

@@ -18,7 +18,7 @@ const (
 	Fanout   = "fanout"   // publish M events over REST to N subscribers: deliveries/s, loss, latency
 	Storm    = "storm"    // drop N sockets at once and reconnect them: time until all are back
 	Presence = "presence" // presence members join (and a node dies): time until member_added / member_removed reach every node
-	Failover = "failover" // kill a cluster node under load (needs clustering; not available yet)
+	Failover = "failover" // kill a cluster node while publishing: lost and duplicated events, time until every client resumed
 )
 
 // Limits of this machine's design (see doc.go).
@@ -78,8 +78,9 @@ type Config struct {
 	ServerPID  int           // server process to measure (RSS, CPU); 0: none
 	ServerPIDs []int         // more server processes (a cluster's other nodes), measured and summed with ServerPID
 	Joins      int           // presence: members that join (and leave) one at a time, each timed (default 20)
-	KillPID    int           // presence: SIGKILL this process (a node holding a member) after the joins and time member_removed; 0: no kill
-	Converge   time.Duration // presence: how long to wait for each change to reach every subscriber (default 30s)
+	KillPID    int           // presence: SIGKILL this process (a node holding a member) after the joins and time member_removed; 0: no kill. failover: the node to kill (required; not the first URL's)
+	KillAfter  time.Duration // failover: SIGKILL KillPID this long into publishing (default 2s)
+	Converge   time.Duration // presence: how long to wait for each change to reach every subscriber (default 30s); failover: for every client to resume and have every acknowledged event after publishing (default 30s)
 	Plot       string        // write a PNG (latency CDF, rate over time) here
 
 	Command  string    // the command line, echoed in the report
@@ -105,7 +106,21 @@ func DefaultConfig(c Config) Config {
 	if c.Scenario == Fanout && c.Messages == 0 {
 		c.Messages = 100
 	}
-	if c.Scenario != Fanout {
+	if c.Scenario == Failover {
+		if c.Messages == 0 {
+			c.Messages = 100
+		}
+		if c.Channels == 0 {
+			c.Channels = 1
+		}
+		if c.KillAfter == 0 {
+			c.KillAfter = 2 * time.Second
+		}
+		if c.Converge == 0 {
+			c.Converge = 30 * time.Second
+		}
+	}
+	if c.Scenario != Fanout && c.Scenario != Failover {
 		c.Messages = 0
 	}
 	if c.Scenario == Presence {
@@ -174,11 +189,9 @@ func DefaultConfig(c Config) Config {
 // validate checks a defaulted config.
 func (c *Config) validate() error {
 	switch c.Scenario {
-	case Connect, Idle, Fanout, Storm, Presence:
-	case Failover:
-		return fmt.Errorf("%w: failover needs clustering", ErrNotAvailable)
+	case Connect, Idle, Fanout, Storm, Presence, Failover:
 	default:
-		return fmt.Errorf("bench: unknown scenario %q (connect, idle, fanout, storm, presence)", c.Scenario)
+		return fmt.Errorf("bench: unknown scenario %q (connect, idle, fanout, storm, presence, failover)", c.Scenario)
 	}
 	urls := c.urls()
 	if len(urls) == 0 {
@@ -227,8 +240,27 @@ func (c *Config) validate() error {
 		}
 		return nil
 	}
+	if c.Scenario == Failover {
+		switch {
+		case c.AppID == "" || c.Key == "" || c.Secret == "":
+			return errors.New("bench: failover: --app-id, --key and --secret are required")
+		case len(urls) < 2:
+			return errors.New("bench: failover: --url must list at least two nodes (the first is not killed)")
+		case c.KillPID <= 0:
+			return errors.New("bench: failover: --kill-pid is required (a node other than the first URL's)")
+		case c.Conns < 1 || c.Conns > MaxFailoverConns:
+			return fmt.Errorf("bench: failover: --conns %d: want 1..%d subscribers", c.Conns, MaxFailoverConns)
+		case c.Channels < 1 || c.Messages < 1 || c.Rate < 0 || c.Publishers < 1:
+			return errors.New("bench: failover: --channels, --messages and --publishers must be at least 1, --rate not negative")
+		case int64(c.Conns)*int64(c.Messages)/int64(c.Channels) > 100e6:
+			return errors.New("bench: failover: conns × messages / channels too large (over 100M tracked deliveries)")
+		case c.KillAfter < 0 || c.Converge <= 0 || c.Timeout <= 0 || c.DialTimeout <= 0:
+			return errors.New("bench: failover: --kill-after, --converge-timeout, --timeout and --dial-timeout must be positive")
+		}
+		return nil
+	}
 	if c.KillPID != 0 {
-		return errors.New("bench: --kill-pid is for the presence scenario")
+		return errors.New("bench: --kill-pid is for the presence and failover scenarios")
 	}
 	switch {
 	case c.AppID == "" || c.Key == "":

@@ -23,6 +23,14 @@
 //     nodes; optionally SIGKILL a node (Config.KillPID) and time
 //     member_removed for its members at the survivors. It uses a plain
 //     blocking client in the parent, not the workers (presence.go).
+//   - failover: subscribers over C channels on a cluster's nodes, M events
+//     published over REST to the first URL's node while Config.KillPID (not
+//     that node) is SIGKILLed Config.KillAfter into publishing; dropped
+//     clients reconnect to the next URL and resubscribe with herald_resume:
+//     lost and duplicated events (against the publishes answered 200), time
+//     until every dropped client resumed, replay throughput. Plain blocking
+//     client in the parent too (failover.go); results under
+//     results.failover.
 //
 // # Clusters
 //

@@ -75,8 +75,9 @@ type Results struct {
 	*FanoutResults
 	*StormResults
 	*PresenceResults
-	ClientCPU CPUStats     `json:"client_cpu"`
-	Server    *ServerStats `json:"server,omitempty"`
+	Failover  *FailoverResults `json:"failover,omitempty"` // named: its lost, duplicates, … would clash with fanout's
+	ClientCPU CPUStats         `json:"client_cpu"`
+	Server    *ServerStats     `json:"server,omitempty"`
 }
 
 // IdleResults: memory of held connections. RSS needs --server-pid; Slab is
@@ -157,7 +158,7 @@ type ServerStats struct {
 	Nodes         []ServerStats `json:"nodes,omitempty"`
 }
 
-var phaseNames = map[string]string{Connect: "connect", Idle: "hold", Fanout: "publish+drain", Storm: "storm", Presence: "joins+kill"}
+var phaseNames = map[string]string{Connect: "connect", Idle: "hold", Fanout: "publish+drain", Storm: "storm", Presence: "joins+kill", Failover: "publish+kill+resume"}
 
 // report assembles the Report from the worker results gathered so far.
 func (r *run) report() *Report {
@@ -188,6 +189,10 @@ func (r *run) report() *Report {
 		p := &rep.Params
 		p.Channels, p.Workers, p.Pollers, p.Inflight = 1, 0, 0, 0
 		p.Joins, p.KillPID, p.ConvergeS = c.Joins, c.KillPID, c.Converge.Seconds()
+	case Failover:
+		p := &rep.Params
+		p.Workers, p.Pollers, p.Inflight = 0, 0, 0
+		p.RESTURL, p.Messages, p.Publishers, p.KillPID, p.ConvergeS = c.RESTURL, c.Messages, c.Publishers, c.KillPID, c.Converge.Seconds()
 	}
 	if pids := c.serverPIDs(); len(pids) > 1 {
 		rep.Params.ServerPIDs = pids
@@ -269,6 +274,9 @@ func (r *run) report() *Report {
 	case Presence:
 		res.PresenceResults = r.pres
 		rep.latency, rep.series = r.presLatency, nil
+	case Failover:
+		res.Failover = r.fo
+		rep.series = nil
 	}
 	parent := selfCPU()
 	res.ClientCPU = CPUStats{
@@ -439,6 +447,9 @@ func (rep *Report) WriteTable(w io.Writer) {
 			row("kill -9", "pid %d: %d members gone (sockets closed after %.1f ms), %d survivors", k.PID, k.DeadMembers, k.SocketsClosedMs, k.Survivors)
 			row("kill → member_removed", "converged %v: %.1f ms (one sample; each pair %s; missing %d)", k.Converged, k.RemovedMs, pct(k.RemovedEachMs), k.Missing)
 		}
+	}
+	if fr := res.Failover; fr != nil {
+		fr.writeTable(row, pct)
 	}
 	cpu := res.ClientCPU
 	row("client CPU", "%.2f s over the run (user %.2f sys %.2f; workers %.2f, parent %.2f), %.2f s in %s (%.2f s) = %.2f cores",

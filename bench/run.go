@@ -54,6 +54,7 @@ type run struct {
 	srvStart, srvPhase0    []procStat       // per server process, at run start and phase start
 	srvLast                []procStat       // per server process, the last reading
 	pres                   *PresenceResults // presence scenario
+	fo                     *FailoverResults // failover scenario
 	pc                     *presConnStats
 	presLatency            Histogram
 	clientPhase0           float64 // client (workers + parent) CPU seconds at phase start
@@ -121,6 +122,9 @@ func (r *run) execute(ctx context.Context) error {
 	r.slabBefore = readMeminfo()
 	if c.Scenario == Presence {
 		return r.presence(ctx)
+	}
+	if c.Scenario == Failover {
+		return r.failover(ctx)
 	}
 	if err := r.spawn(); err != nil {
 		return err

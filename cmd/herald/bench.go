@@ -33,7 +33,14 @@ Scenarios:
             on the other URLs; with --kill-pid, SIGKILL that node (it must
             hold one of the subscribers) and time member_removed at the
             survivors (one sample)
-  failover  not available yet (needs clustering)
+  failover  --conns subscribers over --channels channels (conn i on URL i %
+            count); --messages events published over REST to the first URL
+            (which must not be the victim) at --rate; --kill-after into it,
+            SIGKILL --kill-pid; dropped clients reconnect to the next URL and
+            resubscribe with herald_resume (their last serial): lost and
+            duplicated events (vs. the publishes answered 200), publish
+            failures, time from the kill until every client resumed, replay
+            throughput. Results under results.failover
 
   herald bench summary FILE...   markdown table of earlier runs' JSON reports
 
@@ -105,7 +112,7 @@ func benchFlags(c *bench.Config) *flag.FlagSet {
 	fs.BoolVar(&c.AllowRemote, "allow-remote", false, "allow a target that is not a loopback address")
 	fs.IntVar(&c.Conns, "conns", 1000, "number of sockets `N`")
 	fs.IntVar(&c.Channels, "channels", -1, "channels `C`; conn i subscribes to bench-(i%C); 0: none (default: 0 for connect, 1 otherwise)")
-	fs.IntVar(&c.Messages, "messages", 100, "fanout: events `M` to publish")
+	fs.IntVar(&c.Messages, "messages", 100, "fanout, failover: events `M` to publish")
 	fs.Float64Var(&c.Rate, "rate", 0, "connect: dials per second; fanout: publishes per second (0: as fast as possible)")
 	fs.DurationVar(&c.Hold, "hold", 30*time.Second, "idle: how long to hold the sockets")
 	fs.IntVar(&c.Payload, "payload", 100, "fanout: event data size in `bytes`")
@@ -128,8 +135,9 @@ func benchFlags(c *bench.Config) *flag.FlagSet {
 	fs.DurationVar(&c.Timeout, "timeout", 5*time.Minute, "hard limit for the whole run")
 	fs.Var(&pidList{first: &c.ServerPID, rest: &c.ServerPIDs}, "server-pid", "server `PID` to measure (RSS, CPU from /proc); several comma-separated or repeated: their sum")
 	fs.IntVar(&c.Joins, "joins", 20, "presence: members that join and leave, one at a time, each timed")
-	fs.IntVar(&c.KillPID, "kill-pid", 0, "presence: after the joins, SIGKILL this node `PID` (it must hold a subscriber) and time member_removed")
-	fs.DurationVar(&c.Converge, "converge-timeout", 30*time.Second, "presence: how long to wait for each change to reach every subscriber")
+	fs.IntVar(&c.KillPID, "kill-pid", 0, "presence: after the joins, SIGKILL this node `PID` (it must hold a subscriber) and time member_removed; failover: the node to kill (not the first --url's)")
+	fs.DurationVar(&c.KillAfter, "kill-after", 2*time.Second, "failover: SIGKILL --kill-pid this long into publishing")
+	fs.DurationVar(&c.Converge, "converge-timeout", 30*time.Second, "presence: how long to wait for each change to reach every subscriber; failover: after publishing, for every client to resume and have every acknowledged event")
 	fs.StringVar(&c.Plot, "plot", "", "write a PNG `file`: latency CDF and rate over time")
 	return fs
 }
