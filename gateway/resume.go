@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/gobwas/ws"
+
 	"herald/protocol"
 )
 
@@ -183,16 +185,27 @@ func (g *Gateway) runReplay(job replayJob) {
 			}
 		}
 		r.done, r.floor, r.held = true, after, nil
+		// The report goes in the same critical section, so it comes before
+		// any live event that follows the replay.
+		var report []byte
+		if first.WindowPassed {
+			report = resumeFailed(job.name, r.from, "window_passed", first.First)
+		} else {
+			data, _ := json.Marshal(map[string]uint64{"from": r.from, "to": after, "replayed": uint64(total)})
+			report = protocol.AppendEvent(nil, "pusher_internal:resume_ok", job.name, string(data), "")
+		}
+		if c.state() == stateOpen {
+			c.enqueueLocked(textFrame(report))
+		}
 		c.flushLocked()
 		c.mu.Unlock()
-		break
-	}
-	if first.WindowPassed {
-		c.sendJSON(resumeFailed(job.name, r.from, "window_passed", first.First))
 		return
 	}
-	data, _ := json.Marshal(map[string]uint64{"from": r.from, "to": after, "replayed": uint64(total)})
-	c.sendJSON(protocol.AppendEvent(nil, "pusher_internal:resume_ok", job.name, string(data), ""))
+}
+
+// textFrame wraps a JSON message in a WebSocket text frame.
+func textFrame(msg []byte) []byte {
+	return appendFrame(make([]byte, 0, len(msg)+4), ws.OpText, msg)
 }
 
 // queueReplayed queues one replayed frame, pacing against the socket's
@@ -239,10 +252,12 @@ func (g *Gateway) finishReplay(c *Conn, name string, r *replay, reason string, f
 			}
 		}
 		r.done, r.held = true, nil
+		if c.state() == stateOpen {
+			c.enqueueLocked(textFrame(resumeFailed(name, r.from, reason, first)))
+		}
 		c.flushLocked()
 	}
 	c.mu.Unlock()
-	c.sendJSON(resumeFailed(name, r.from, reason, first))
 }
 
 func resumeFailed(channel string, from uint64, reason string, first uint64) []byte {
