@@ -1,12 +1,10 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -143,13 +141,9 @@ type foMsg struct {
 func (r *run) failover(ctx context.Context) error {
 	c := r.cfg
 	dests := c.dests()
-	targets := make([]*target, len(dests))
-	for i, d := range dests {
-		t, err := newTarget(d.Addr, d.Host, d.Path, nil)
-		if err != nil {
-			return fmt.Errorf("bench: target %s: %w", d.Addr, err)
-		}
-		targets[i] = t
+	targets, err := parentTargets(dests)
+	if err != nil {
+		return err
 	}
 	n := c.Conns
 	prefix := "failover-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
@@ -472,7 +466,7 @@ func (r *run) foPublish(ctx context.Context, st *foState, channels []string) {
 				}
 				body, _ := json.Marshal(map[string]string{"name": "bench", "channel": channels[seq%int64(len(channels))],
 					"data": `{"i":` + strconv.FormatInt(seq, 10) + `}`})
-				reason := foPost(ctx, client, base, path, c.Key, c.Secret, body)
+				reason := signedPost(ctx, client, base, path, c.Key, c.Secret, body)
 				st.mu.Lock()
 				if reason == "" {
 					st.acked[seq] = true
@@ -487,33 +481,6 @@ func (r *run) foPublish(ctx context.Context, st *foState, channels []string) {
 		}()
 	}
 	wg.Wait()
-}
-
-// foPost sends one signed REST publish: "" on 200, else a reason.
-func foPost(ctx context.Context, client *http.Client, base, path, key, secret string, body []byte) string {
-	q := signedQuery("POST", path, key, secret, time.Now().Unix(), body)
-	req, err := http.NewRequestWithContext(ctx, "POST", base+path+"?"+q, bytes.NewReader(body))
-	if err != nil {
-		return "request"
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return "canceled"
-		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return "timeout"
-		}
-		return "http_error"
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return "http_" + strconv.Itoa(resp.StatusCode)
-	}
-	return ""
 }
 
 // foTally computes loss, resume times and replay throughput.

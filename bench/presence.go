@@ -184,13 +184,9 @@ func (s *presState) observe(i int, m pusherMsg, now int64) {
 func (r *run) presence(ctx context.Context) error {
 	c := r.cfg
 	dests := c.dests()
-	targets := make([]*target, len(dests))
-	for i, d := range dests {
-		t, err := newTarget(d.Addr, d.Host, d.Path, nil)
-		if err != nil {
-			return fmt.Errorf("bench: target %s: %w", d.Addr, err)
-		}
-		targets[i] = t
+	targets, err := parentTargets(dests)
+	if err != nil {
+		return err
 	}
 	n := c.Conns
 	channel := "presence-bench-" + strconv.FormatInt(time.Now().UnixNano(), 36)

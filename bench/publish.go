@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -197,16 +198,26 @@ func (p *publisher) post(ctx context.Context, body []byte) string {
 	if p.cfg.Batch > 1 {
 		path = "/apps/" + p.cfg.AppID + "/batch_events"
 	}
-	q := signedQuery("POST", path, p.cfg.Key, p.cfg.Secret, time.Now().Unix(), body)
-	req, err := http.NewRequestWithContext(ctx, "POST", p.base+path+"?"+q, bytes.NewReader(body))
+	return signedPost(ctx, p.client, p.base, path, p.cfg.Key, p.cfg.Secret, body)
+}
+
+// signedPost sends one signed REST publish: "" on 200, else a reason
+// ("timeout" when the request timed out).
+func signedPost(ctx context.Context, client *http.Client, base, path, key, secret string, body []byte) string {
+	q := signedQuery("POST", path, key, secret, time.Now().Unix(), body)
+	req, err := http.NewRequestWithContext(ctx, "POST", base+path+"?"+q, bytes.NewReader(body))
 	if err != nil {
 		return "request"
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := p.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return "canceled"
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return "timeout"
 		}
 		return "http_error"
 	}
