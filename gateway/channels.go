@@ -5,8 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gobwas/ws"
-
 	"herald/protocol"
 )
 
@@ -134,7 +132,7 @@ func (g *Gateway) countLoop() {
 // subscriber of the channel.
 func (g *Gateway) sendCount(lc *localChannel, n int) {
 	msg := protocol.AppendSubscriptionCount(nil, lc.name, n)
-	frame := appendFrame(make([]byte, 0, len(msg)+4), ws.OpText, msg)
+	frame := textFrame(msg)
 	g.hub.fanout(lc.app, lc.name, func(c *Conn) { _ = c.send(frame) })
 }
 

@@ -144,7 +144,7 @@ func (c *Conn) beginCloseLocked(code int, reason string) {
 	c.closingAt = time.Now().UnixNano()
 	if code >= 4000 {
 		msg := protocol.AppendError(nil, code, reason, "")
-		c.appendLocked(appendFrame(make([]byte, 0, len(msg)+4), ws.OpText, msg))
+		c.appendLocked(textFrame(msg))
 	}
 	c.appendLocked(closeFrame(ws.StatusCode(code), reason))
 	c.flushLocked()

@@ -188,6 +188,11 @@ func appendFrame(b []byte, op ws.OpCode, payload []byte) []byte {
 	return append(b, payload...)
 }
 
+// textFrame returns a new server text frame holding msg.
+func textFrame(msg []byte) []byte {
+	return appendFrame(make([]byte, 0, frameHeaderSize(len(msg))+len(msg)), ws.OpText, msg)
+}
+
 // appendFrameHeader appends the header of an unmasked, final server frame
 // whose payload is n bytes long.
 func appendFrameHeader(b []byte, op ws.OpCode, n int) []byte {

@@ -334,11 +334,11 @@ func (g *Gateway) Flush(shard int) {
 // object with the serial added as a last member when there is one.
 func eventFrame(payload []byte, serial uint64) []byte {
 	if serial == 0 {
-		return appendFrame(make([]byte, 0, len(payload)+10), ws.OpText, payload)
+		return textFrame(payload)
 	}
 	body := bytes.TrimRight(payload, " \t\r\n")
 	if len(body) == 0 || body[len(body)-1] != '}' {
-		return appendFrame(make([]byte, 0, len(payload)+10), ws.OpText, payload)
+		return textFrame(payload)
 	}
 	body = body[:len(body)-1]
 	var num [20]byte

@@ -3,8 +3,6 @@ package gateway
 import (
 	"strings"
 
-	"github.com/gobwas/ws"
-
 	"herald/presence"
 	"herald/protocol"
 )
@@ -59,7 +57,7 @@ func (c *Conn) sendError(code int, message, channel string) {
 }
 
 func (c *Conn) sendJSON(msg []byte) {
-	_ = c.send(appendFrame(make([]byte, 0, len(msg)+4), ws.OpText, msg))
+	_ = c.send(textFrame(msg))
 }
 
 // refuse reports a failed subscription in the app's chosen form: Pusher's
@@ -201,7 +199,7 @@ func (g *Gateway) joinPresence(c *Conn, name string, m presence.Member) bool {
 func (g *Gateway) join(c *Conn, name string, kind protocol.ChannelKind, user string, ackData []byte) {
 	ack := protocol.AppendSubscriptionSucceeded(nil, name, string(ackData))
 	c.mu.Lock()
-	ok := c.state() == stateOpen && c.enqueueLocked(appendFrame(make([]byte, 0, len(ack)+4), ws.OpText, ack))
+	ok := c.state() == stateOpen && c.enqueueLocked(textFrame(ack))
 	c.mu.Unlock()
 	if !ok {
 		return
@@ -270,7 +268,7 @@ func (g *Gateway) onPresenceChange(ch presence.Change) {
 	} else {
 		msg = protocol.AppendMemberRemoved(nil, ch.Channel, ch.Member.IDJSON)
 	}
-	frame := appendFrame(make([]byte, 0, len(msg)+4), ws.OpText, msg)
+	frame := textFrame(msg)
 	g.publishPresence(app, ch)
 	origin, _ := protocol.ParseSocketID(string(ch.Origin))
 	g.hub.fanout(app, ch.Channel, func(c *Conn) {

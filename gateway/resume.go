@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"time"
 
-	"github.com/gobwas/ws"
-
 	"herald/protocol"
 )
 
@@ -201,11 +199,6 @@ func (g *Gateway) runReplay(job replayJob) {
 		c.mu.Unlock()
 		return
 	}
-}
-
-// textFrame wraps a JSON message in a WebSocket text frame.
-func textFrame(msg []byte) []byte {
-	return appendFrame(make([]byte, 0, len(msg)+4), ws.OpText, msg)
 }
 
 // queueReplayed queues one replayed frame, pacing against the socket's
