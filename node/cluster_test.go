@@ -101,7 +101,7 @@ func startClusterNodes(t *testing.T, n int) []*Node {
 			_ = nd.Stop(ctx)
 		}
 	})
-	waitUntil(t, 15*time.Second, func() error {
+	waitFor(t, 15*time.Second, func() error {
 		for i, nd := range nodes {
 			if m := len(nd.Cluster().Members()); m != n {
 				return fmt.Errorf("node %d sees %d members", i+1, m)
@@ -110,21 +110,6 @@ func startClusterNodes(t *testing.T, n int) []*Node {
 		return nil
 	})
 	return nodes
-}
-
-func waitUntil(t *testing.T, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", d, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func joinRoom(t *testing.T, c *client.Conn, ch, user string) client.Event {
@@ -240,7 +225,7 @@ func TestCluster(t *testing.T) {
 	c := dialNode(t, nodes[2])
 	t.Run("presence is cluster-wide", func(t *testing.T) {
 		joinRoom(t, a, room, "alice")
-		waitUntil(t, 5*time.Second, func() error {
+		waitFor(t, 5*time.Second, func() error {
 			if n := nodes[1].Gateway().UserCount(mustApp(t, nodes[1]), room); n != 1 {
 				return fmt.Errorf("node 2 sees %d users", n)
 			}
@@ -255,7 +240,7 @@ func TestCluster(t *testing.T) {
 		}
 		joinRoom(t, c, room, "carol")
 		for i, nd := range nodes {
-			waitUntil(t, 5*time.Second, func() error {
+			waitFor(t, 5*time.Second, func() error {
 				var users struct {
 					Users []struct{ ID string } `json:"users"`
 				}
@@ -285,7 +270,7 @@ func TestCluster(t *testing.T) {
 		}
 		t.Logf("carol removed everywhere %v after the crash", took)
 		// Publishing keeps working and queries do not wait on the dead.
-		waitUntil(t, 20*time.Second, func() error {
+		waitFor(t, 20*time.Second, func() error {
 			if status, body, _ := rest(nodes[0]).Trigger(ctxT(t), client.TriggerParams{Name: "after", Data: "x", Channels: []string{"orders.42"}}); status != 200 {
 				return fmt.Errorf("trigger: %d %s", status, body)
 			}
@@ -294,7 +279,7 @@ func TestCluster(t *testing.T) {
 		if _, err := subs[1].WaitFor(ctxT(t), "after", "orders.42"); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, 10*time.Second, func() error {
+		waitFor(t, 10*time.Second, func() error {
 			var ch struct {
 				SubscriptionCount int `json:"subscription_count"`
 			}
@@ -312,7 +297,7 @@ func TestCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = n3.Stop(context.Background()) })
-		waitUntil(t, 15*time.Second, func() error {
+		waitFor(t, 15*time.Second, func() error {
 			if m := len(nodes[0].Cluster().Members()); m != 3 {
 				return fmt.Errorf("node 1 sees %d members", m)
 			}

@@ -59,7 +59,7 @@ func waitFor(t *testing.T, d time.Duration, cond func() error) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal(err)
+			t.Fatalf("after %v: %v", d, err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
