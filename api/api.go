@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
@@ -220,5 +221,5 @@ func writeJSON(ctx *fasthttp.RequestCtx, status int, body []byte) {
 type fasthttpLogger struct{ l *slog.Logger }
 
 func (f fasthttpLogger) Printf(format string, args ...any) {
-	f.l.Debug("fasthttp", "msg", sprintf(format, args...))
+	f.l.Debug("fasthttp", "msg", fmt.Sprintf(format, args...))
 }

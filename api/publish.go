@@ -125,5 +125,3 @@ func (s *Server) info(app *gateway.App, channel string, attrs []string) map[stri
 	}
 	return out
 }
-
-func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }

@@ -7,7 +7,6 @@ package cluster
 
 import (
 	"log/slog"
-	"time"
 )
 
 // Meta is what a node publishes about itself in memberlist's node meta
@@ -103,5 +102,3 @@ type Config struct {
 //	func (c *Cluster) Leave(timeout time.Duration) error // graceful: others see Left at once
 //	func (c *Cluster) Shutdown() error               // stop without leaving (what a crash looks like to others)
 //	func (c *Cluster) FailureDetection() time.Duration // upper bound until a crashed node is declared dead (5.6 s lan, 2.1 s local), for docs and tests
-
-var _ = time.Second

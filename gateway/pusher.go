@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"strconv"
 	"strings"
 
 	"herald/presence"
@@ -185,7 +186,7 @@ func (g *Gateway) joinPresence(c *Conn, name string, m presence.Member) bool {
 			g.join(c, name, protocol.Presence, m.ID, presence.Roster(members))
 		})
 	if err != nil {
-		c.refuse(name, "LimitReached", "Presence channel is full: at most "+itoa(c.app.MaxPresenceMembers)+" members", 4100)
+		c.refuse(name, "LimitReached", "Presence channel is full: at most "+strconv.Itoa(c.app.MaxPresenceMembers)+" members", 4100)
 		return false
 	}
 	return true
@@ -276,19 +277,6 @@ func (g *Gateway) onPresenceChange(ch presence.Change) {
 			_ = c.send(frame)
 		}
 	})
-}
-
-func itoa(n int) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			return string(b[i:])
-		}
-	}
 }
 
 // PresencePublisher publishes presence member changes for NATS consumers.

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"strconv"
 	"sync"
 	"time"
 
@@ -125,7 +126,7 @@ func (g *Gateway) clientEvent(c *Conn, msg protocol.Message) {
 		return
 	}
 	if len(msg.Data) > c.app.Limits.MaxDataBytes {
-		c.sendError(0, "Client event data is larger than "+itoa(c.app.Limits.MaxDataBytes)+" bytes", msg.Channel)
+		c.sendError(0, "Client event data is larger than "+strconv.Itoa(c.app.Limits.MaxDataBytes)+" bytes", msg.Channel)
 		return
 	}
 	data := msg.Data
