@@ -23,8 +23,8 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
+	"herald/app"
 	"herald/bus"
-	"herald/gateway"
 	"herald/protocol"
 )
 
@@ -34,37 +34,42 @@ type Publisher interface {
 	PublishBatch(ctx context.Context, ps []bus.Publication) ([]uint64, error)
 }
 
-// Channels answers channel queries and user commands. On one node it is the
-// gateway's local index; a cluster backs it with cluster-wide data.
-type Channels interface {
+// Counts answers subscription questions and user commands: on one node the
+// gateway's local index, in a cluster bus.ChannelQueries (every live node's).
+type Counts interface {
 	// SubscriptionCount is the number of connections subscribed to a channel.
-	SubscriptionCount(app *gateway.App, channel string) int
-	// UserCount is the number of distinct users in a presence channel.
-	UserCount(app *gateway.App, channel string) int
-	// Occupied calls fn for every channel of the app that has at least one
+	SubscriptionCount(app, channel string) int
+	// Channels calls fn for every channel of the app that has at least one
 	// subscriber, with its subscription count.
-	Occupied(app *gateway.App, fn func(channel string, subscriptions int))
-	// Users returns the distinct user ids in a presence channel.
-	Users(app *gateway.App, channel string) []string
-	// TerminateUser closes every connection signed in as the user.
-	TerminateUser(app *gateway.App, userID string)
+	Channels(app string, fn func(channel string, subscriptions int))
+	// TerminateUser closes every connection signed in as the user and
+	// returns how many there were.
+	TerminateUser(app, userID string) int
 }
 
-// Cache reads the last event of cache channels.
+// Members answers presence questions. The gateway does, from its presence
+// registry, which is cluster-wide already.
+type Members interface {
+	// UserCount is the number of distinct users in a presence channel.
+	UserCount(app, channel string) int
+	// Users returns the distinct user ids in a presence channel.
+	Users(app, channel string) []string
+}
+
+// Cache reads the last event of cache channels (bus.Bus does).
 type Cache interface {
-	// LastEvent returns the cached last event of a cache channel: its event
-	// name, data string and remaining time to live; ok is false when nothing
-	// is cached (or it expired).
-	LastEvent(ctx context.Context, appID, channel string) (event, data string, ttl time.Duration, ok bool, err error)
+	LastEvent(ctx context.Context, app, channel string) (bus.CachedEvent, bool, error)
 }
 
 // Config sets up the HTTP server.
 type Config struct {
-	Gateway        *gateway.Gateway
-	Publisher      Publisher
-	Channels       Channels
-	Cache          Cache                // nil: cache queries answer "cache":null
-	Registry       *prometheus.Registry // metrics served at /metrics; nil: none
+	Apps           *app.Registry           // required: every request's app is looked up here
+	Upgrade        fasthttp.RequestHandler // required: WebSocket upgrades (the gateway's ServeUpgrade)
+	Publisher      Publisher               // required
+	Counts         Counts                  // required
+	Members        Members                 // required
+	Cache          Cache                   // nil: cache queries answer "cache":null
+	Registry       *prometheus.Registry    // metrics served at /metrics; nil: none
 	Logger         *slog.Logger
 	MaxBodyBytes   int
 	ReadBufferSize int
@@ -132,7 +137,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	case bytes.HasPrefix(path, []byte("/apps/")):
 		s.rest(ctx)
 	case bytes.HasPrefix(path, []byte("/app/")) || isUpgrade(ctx):
-		s.cfg.Gateway.ServeUpgrade(ctx)
+		s.cfg.Upgrade(ctx)
 	case string(path) == "/healthz":
 		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ok"}`))
 	case string(path) == "/readyz":
@@ -159,12 +164,12 @@ func (s *Server) rest(ctx *fasthttp.RequestCtx) {
 	endpoint := "unknown"
 	defer func() { s.reqs.WithLabelValues(endpoint, strconv.Itoa(ctx.Response.StatusCode())).Inc() }()
 
-	app, ok := s.cfg.Gateway.AppByID(string(id))
+	a, ok := s.cfg.Apps.ByID(string(id))
 	if !ok {
 		writeError(ctx, &protocol.HTTPError{Status: fasthttp.StatusNotFound, Message: "Unknown app " + strconv.Quote(string(id))})
 		return
 	}
-	var handler func(*fasthttp.RequestCtx, *gateway.App) error
+	var handler func(*fasthttp.RequestCtx, *app.App) error
 	switch {
 	case string(sub) == "events" && ctx.IsPost():
 		endpoint, handler = "events", s.trigger
@@ -177,18 +182,18 @@ func (s *Server) rest(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
-	if err := s.authenticate(ctx, app); err != nil {
+	if err := s.authenticate(ctx, a); err != nil {
 		writeError(ctx, err)
 		return
 	}
-	if err := handler(ctx, app); err != nil {
+	if err := handler(ctx, a); err != nil {
 		writeError(ctx, err)
 	}
 }
 
 // authenticate checks the request signature (spec 6.2) on the path as it
 // arrived on the wire.
-func (s *Server) authenticate(ctx *fasthttp.RequestCtx, app *gateway.App) error {
+func (s *Server) authenticate(ctx *fasthttp.RequestCtx, app *app.App) error {
 	uri := ctx.URI()
 	path := uri.PathOriginal()
 	if i := bytes.IndexByte(path, '?'); i >= 0 {

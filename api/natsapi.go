@@ -9,13 +9,11 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"herald/app"
 	"herald/bus"
-	"herald/gateway"
 	"herald/protocol"
 )
 
@@ -35,18 +33,17 @@ import (
 // Defaults of NATSAPIConfig.
 const (
 	DefaultNATSAPIQueueLen = 4096
-	natsAPIStopPoll        = 10 * time.Millisecond
 )
 
 // NATSAPIConfig sets up the NATS API.
 type NATSAPIConfig struct {
-	Conn     *nats.Conn                           // required: may subscribe to herald.*.api.* and publish anywhere (replies)
-	Server   *Server                              // required: Events and BatchEvents do the work
-	Apps     func(id string) (*gateway.App, bool) // required: the app of a subject's <id> token
-	Workers  int                                  // publishing goroutines; 0 = 4*GOMAXPROCS
-	QueueLen int                                  // messages waiting for a worker; 0 = 4096. Past it requests get 503, fire-and-forget messages are dropped
-	Registry *prometheus.Registry                 // metrics; nil: none
-	Logger   *slog.Logger                         // nil: slog.Default()
+	Bus      *bus.Bus             // required: subscribes to herald.*.api.* and sends the replies
+	Server   *Server              // required: Events and BatchEvents do the work
+	Apps     *app.Registry        // required: the app of a subject's <id> token
+	Workers  int                  // publishing goroutines; 0 = 4*GOMAXPROCS
+	QueueLen int                  // messages waiting for a worker; 0 = 4096. Past it requests get 503, fire-and-forget messages are dropped
+	Registry *prometheus.Registry // metrics; nil: none
+	Logger   *slog.Logger         // nil: slog.Default()
 }
 
 // NATSAPIStats are the NATS API's counters.
@@ -61,8 +58,8 @@ type NATSAPIStats struct {
 type NATSAPI struct {
 	cfg  NATSAPIConfig
 	log  *slog.Logger
-	subs []*nats.Subscription
-	jobs chan *nats.Msg
+	sub  *bus.APISubscription
+	jobs chan *bus.APIRequest
 	wg   sync.WaitGroup
 
 	// mu orders queueing against Stop: callbacks hold it shared while they
@@ -89,8 +86,8 @@ var (
 // queue group bus.APIQueue. When it returns, the server has registered the
 // subscriptions.
 func StartNATSAPI(cfg NATSAPIConfig) (*NATSAPI, error) {
-	if cfg.Conn == nil || cfg.Server == nil || cfg.Apps == nil {
-		return nil, errors.New("api: nats api: Conn, Server and Apps are required")
+	if cfg.Bus == nil || cfg.Server == nil || cfg.Apps == nil {
+		return nil, errors.New("api: nats api: Bus, Server and Apps are required")
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = 4 * runtime.GOMAXPROCS(0)
@@ -101,7 +98,7 @@ func StartNATSAPI(cfg NATSAPIConfig) (*NATSAPI, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &NATSAPI{cfg: cfg, log: cfg.Logger, jobs: make(chan *nats.Msg, cfg.QueueLen)}
+	a := &NATSAPI{cfg: cfg, log: cfg.Logger, jobs: make(chan *bus.APIRequest, cfg.QueueLen)}
 	a.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "herald_nats_api_requests_total",
 		Help: "NATS API messages by endpoint and the HTTP status of their answer (also counted for fire-and-forget messages).",
@@ -115,18 +112,12 @@ func StartNATSAPI(cfg NATSAPIConfig) (*NATSAPI, error) {
 		a.wg.Add(1)
 		go a.worker()
 	}
-	for _, ep := range []string{bus.APIEvents, bus.APIBatchEvents} {
-		sub, err := cfg.Conn.QueueSubscribe(bus.APIWildcard(ep), bus.APIQueue, a.enqueue)
-		if err != nil {
-			a.Stop(context.Background())
-			return nil, fmt.Errorf("api: nats api: subscribe %s: %w", bus.APIWildcard(ep), err)
-		}
-		a.subs = append(a.subs, sub)
-	}
-	if err := cfg.Conn.Flush(); err != nil {
+	sub, err := cfg.Bus.SubscribeAPI(a.enqueue)
+	if err != nil {
 		a.Stop(context.Background())
-		return nil, fmt.Errorf("api: nats api: flush: %w", err)
+		return nil, fmt.Errorf("api: nats api: %w", err)
 	}
+	a.sub = sub
 	return a, nil
 }
 
@@ -156,7 +147,7 @@ func (a *NATSAPI) register(reg *prometheus.Registry) error {
 
 // enqueue runs on nats.go's delivery goroutine of a subscription: it never
 // blocks, so one slow publish cannot hold up the subject.
-func (a *NATSAPI) enqueue(m *nats.Msg) {
+func (a *NATSAPI) enqueue(m *bus.APIRequest) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	if !a.stopped {
@@ -172,9 +163,9 @@ func (a *NATSAPI) enqueue(m *nats.Msg) {
 }
 
 // refuse answers a request 503, or counts a dropped fire-and-forget message.
-func (a *NATSAPI) refuse(m *nats.Msg, body []byte) {
-	_, ep, _ := bus.ParseAPISubject(m.Subject)
-	if m.Reply == "" {
+func (a *NATSAPI) refuse(m *bus.APIRequest, body []byte) {
+	ep := m.Endpoint
+	if !m.WantsReply() {
 		a.dropped.Add(1)
 		a.reqs.WithLabelValues(ep, "503").Inc()
 		return
@@ -192,11 +183,11 @@ func (a *NATSAPI) worker() {
 }
 
 // handle publishes one message and answers it when it asked for an answer.
-func (a *NATSAPI) handle(m *nats.Msg) {
+func (a *NATSAPI) handle(m *bus.APIRequest) {
 	body, status, endpoint := a.answer(m)
 	a.handled.Add(1)
 	a.reqs.WithLabelValues(endpoint, strconv.Itoa(status)).Inc()
-	if m.Reply != "" {
+	if m.WantsReply() {
 		a.reply(m, body)
 	} else if status != 200 {
 		a.log.Debug("nats api: fire-and-forget message failed", "subject", m.Subject, "status", status, "answer", string(body))
@@ -205,12 +196,12 @@ func (a *NATSAPI) handle(m *nats.Msg) {
 
 // answer runs the request: the body and HTTP status REST would answer, and
 // the endpoint label.
-func (a *NATSAPI) answer(m *nats.Msg) (body []byte, status int, endpoint string) {
-	id, endpoint, ok := bus.ParseAPISubject(m.Subject)
-	if !ok {
+func (a *NATSAPI) answer(m *bus.APIRequest) (body []byte, status int, endpoint string) {
+	id, endpoint := m.App, m.Endpoint
+	if !m.Valid {
 		return notFound("Unknown endpoint " + m.Subject), 404, "unknown"
 	}
-	app, ok := a.cfg.Apps(id)
+	app, ok := a.cfg.Apps.ByID(id)
 	if !ok {
 		return notFound("Unknown app " + strconv.Quote(id)), 404, endpoint
 	}
@@ -235,11 +226,9 @@ func (a *NATSAPI) answer(m *nats.Msg) (body []byte, status int, endpoint string)
 
 func notFound(msg string) []byte { return (&protocol.HTTPError{Status: 404, Message: msg}).Body() }
 
-// reply publishes body to m's reply subject. It goes through the API's
-// connection rather than m.Respond, which fails once the subscription is
-// drained.
-func (a *NATSAPI) reply(m *nats.Msg, body []byte) {
-	if err := a.cfg.Conn.Publish(m.Reply, body); err != nil {
+// reply answers m.
+func (a *NATSAPI) reply(m *bus.APIRequest, body []byte) {
+	if err := m.Respond(body); err != nil {
 		a.log.Debug("nats api: reply failed", "subject", m.Subject, "err", err)
 	}
 }
@@ -255,22 +244,8 @@ func (a *NATSAPI) Stop(ctx context.Context) error {
 
 func (a *NATSAPI) stop(ctx context.Context) error {
 	var err error
-	for _, sub := range a.subs {
-		if derr := sub.Drain(); derr != nil && !errors.Is(derr, nats.ErrConnectionClosed) {
-			err = errors.Join(err, fmt.Errorf("api: nats api: drain %s: %w", sub.Subject, derr))
-		}
-	}
-	for _, sub := range a.subs {
-		for sub.IsValid() && ctx.Err() == nil {
-			select {
-			case <-ctx.Done():
-			case <-time.After(natsAPIStopPoll):
-			}
-		}
-		if sub.IsValid() {
-			_ = sub.Unsubscribe()
-			err = errors.Join(err, fmt.Errorf("api: nats api: drain %s: %w", sub.Subject, ctx.Err()))
-		}
+	if a.sub != nil {
+		err = a.sub.Drain(ctx)
 	}
 	// A callback still running after its subscription closed sees stopped
 	// and refuses its message instead of sending on the closed channel.

@@ -10,11 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"herald/app"
 	"herald/bus"
-	"herald/gateway"
 	"herald/protocol"
 )
 
@@ -45,48 +44,37 @@ func (p *natsTestPublisher) PublishBatch(ctx context.Context, ps []bus.Publicati
 	return make([]uint64, len(ps)), nil
 }
 
-type natsTestChannels struct{ Channels }
+type natsTestChannels struct{ Counts }
 
-func (natsTestChannels) SubscriptionCount(*gateway.App, string) int { return 7 }
+func (natsTestChannels) SubscriptionCount(string, string) int { return 7 }
 
-// natsTestAPI runs an in-process NATS server and a NATS API over pub with
-// two apps, "app" (enabled) and "off" (disabled). Everything is stopped when
-// the test ends, and no goroutine may be left behind.
+// natsTestAPI runs a real bus (an in-process NATS server, streams off) and a
+// NATS API over pub with two apps, "app" (enabled) and "off" (disabled),
+// and returns it with an unrestricted client connection (the bus's own).
+// Everything is stopped when the test ends, and no goroutine may be left
+// behind.
 func natsTestAPI(t *testing.T, pub Publisher, workers, queue int) (*NATSAPI, *nats.Conn) {
 	t.Helper()
 	base := runtime.NumGoroutine()
-	srv, err := server.NewServer(&server.Options{DontListen: true, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(5 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	nc, err := nats.Connect("", nats.InProcessServer(srv))
-	if err != nil {
-		t.Fatal(err)
-	}
-	limits := protocol.Limits{MaxDataBytes: 10240, MaxChannels: 100, MaxBatch: 10, MaxEventName: 200, MaxChannelName: 200}
-	apps := map[string]*gateway.App{
-		"app": {ID: "app", Key: "k", Secret: "s", Enabled: true, Limits: limits},
-		"off": {ID: "off", Key: "k2", Secret: "s2", Enabled: false, Limits: limits},
-	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	s := New(Config{Publisher: pub, Channels: natsTestChannels{}, Logger: quiet, PublishTimeout: 5 * time.Second})
+	b, err := bus.Start(bus.Config{DataDir: t.TempDir(), Apps: []string{"app"}, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := app.New("off", "k2", "s2")
+	off.Enabled = new(bool)
+	apps := app.NewRegistry([]app.App{app.New("app", "k", "s"), off})
+	s := New(Config{Apps: apps, Publisher: pub, Counts: natsTestChannels{}, Logger: quiet, PublishTimeout: 5 * time.Second})
 	a, err := StartNATSAPI(NATSAPIConfig{
-		Conn:     nc,
+		Bus:      b,
 		Server:   s,
-		Apps:     func(id string) (*gateway.App, bool) { app, ok := apps[id]; return app, ok },
+		Apps:     apps,
 		Workers:  workers,
 		QueueLen: queue,
 		Logger:   quiet,
 	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := nats.Connect("", nats.InProcessServer(srv))
-	if err != nil {
+		b.Close()
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -95,10 +83,7 @@ func natsTestAPI(t *testing.T, pub Publisher, workers, queue int) (*NATSAPI, *na
 		if err := a.Stop(ctx); err != nil {
 			t.Errorf("stop: %v", err)
 		}
-		client.Close()
-		nc.Close()
-		srv.Shutdown()
-		srv.WaitForShutdown()
+		b.Close()
 		deadline := time.Now().Add(5 * time.Second)
 		for runtime.NumGoroutine() > base {
 			if time.Now().After(deadline) {
@@ -108,7 +93,7 @@ func natsTestAPI(t *testing.T, pub Publisher, workers, queue int) (*NATSAPI, *na
 			time.Sleep(10 * time.Millisecond)
 		}
 	})
-	return a, client
+	return a, b.Conn()
 }
 
 func natsTestRequest(t *testing.T, nc *nats.Conn, subj, body string) string {

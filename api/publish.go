@@ -7,13 +7,13 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"herald/app"
 	"herald/bus"
-	"herald/gateway"
 	"herald/protocol"
 )
 
 // trigger handles POST /apps/{id}/events (spec 6.3).
-func (s *Server) trigger(ctx *fasthttp.RequestCtx, app *gateway.App) error {
+func (s *Server) trigger(ctx *fasthttp.RequestCtx, app *app.App) error {
 	body, err := s.Events(app, ctx.PostBody())
 	if err != nil {
 		return err
@@ -23,7 +23,7 @@ func (s *Server) trigger(ctx *fasthttp.RequestCtx, app *gateway.App) error {
 }
 
 // batch handles POST /apps/{id}/batch_events (spec 6.4).
-func (s *Server) batch(ctx *fasthttp.RequestCtx, app *gateway.App) error {
+func (s *Server) batch(ctx *fasthttp.RequestCtx, app *app.App) error {
 	body, err := s.BatchEvents(app, ctx.PostBody())
 	if err != nil {
 		return err
@@ -36,11 +36,11 @@ func (s *Server) batch(ctx *fasthttp.RequestCtx, app *gateway.App) error {
 // /apps/{id}/events) for an authenticated app, and returns the JSON answer:
 // {} or the info attributes asked for. Errors are *protocol.HTTPError. Every
 // transport (REST, the NATS API) goes through here, so they answer alike.
-func (s *Server) Events(app *gateway.App, body []byte) ([]byte, error) {
-	if !app.Enabled {
+func (s *Server) Events(app *app.App, body []byte) ([]byte, error) {
+	if !app.IsEnabled() {
 		return nil, &protocol.HTTPError{Status: fasthttp.StatusForbidden, Message: "App is disabled"}
 	}
-	t, err := protocol.DecodeTrigger(body, app.Limits)
+	t, err := protocol.DecodeTrigger(body, app.Limits())
 	if err != nil {
 		return nil, err
 	}
@@ -60,11 +60,11 @@ func (s *Server) Events(app *gateway.App, body []byte) ([]byte, error) {
 // BatchEvents is Events for a batch_events body: validated all or nothing,
 // published in order, answered with one info entry per item when any item
 // asked for info.
-func (s *Server) BatchEvents(app *gateway.App, body []byte) ([]byte, error) {
-	if !app.Enabled {
+func (s *Server) BatchEvents(app *app.App, body []byte) ([]byte, error) {
+	if !app.IsEnabled() {
 		return nil, &protocol.HTTPError{Status: fasthttp.StatusForbidden, Message: "App is disabled"}
 	}
-	ts, err := protocol.DecodeBatch(body, app.Limits)
+	ts, err := protocol.DecodeBatch(body, app.Limits())
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +87,7 @@ func (s *Server) BatchEvents(app *gateway.App, body []byte) ([]byte, error) {
 
 // publish stores one event per channel of every trigger, in order, and waits
 // until the stream has acknowledged them all.
-func (s *Server) publish(app *gateway.App, ts []protocol.Trigger) error {
+func (s *Server) publish(app *app.App, ts []protocol.Trigger) error {
 	var ps []bus.Publication
 	for _, t := range ts {
 		for _, ch := range t.Channels {
@@ -110,16 +110,16 @@ func (s *Server) publish(app *gateway.App, ts []protocol.Trigger) error {
 
 // info returns the attributes a trigger asked for on one channel:
 // subscription_count for every channel, user_count for presence channels.
-func (s *Server) info(app *gateway.App, channel string, attrs []string) map[string]int {
+func (s *Server) info(app *app.App, channel string, attrs []string) map[string]int {
 	out := make(map[string]int, len(attrs))
 	kind, _ := protocol.Classify(channel)
 	for _, a := range attrs {
 		switch a {
 		case protocol.InfoSubscriptionCount:
-			out[a] = s.cfg.Channels.SubscriptionCount(app, channel)
+			out[a] = s.cfg.Counts.SubscriptionCount(app.ID, channel)
 		case protocol.InfoUserCount:
 			if kind == protocol.Presence {
-				out[a] = s.cfg.Channels.UserCount(app, channel)
+				out[a] = s.cfg.Members.UserCount(app.ID, channel)
 			}
 		}
 	}

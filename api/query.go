@@ -11,7 +11,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"herald/gateway"
+	"herald/app"
 	"herald/protocol"
 )
 
@@ -84,7 +84,7 @@ func matchRoute(sub string) route {
 // returns the endpoint's metrics label and handler, or an error to answer
 // with before authentication: 404 for an unknown path (label "unknown"),
 // 405 with an Allow header for a known path asked with another method.
-func (s *Server) restRoute(ctx *fasthttp.RequestCtx, sub string) (string, func(*fasthttp.RequestCtx, *gateway.App) error, error) {
+func (s *Server) restRoute(ctx *fasthttp.RequestCtx, sub string) (string, func(*fasthttp.RequestCtx, *app.App) error, error) {
 	r := matchRoute(sub)
 	if r.endpoint == "" {
 		return "unknown", nil, &protocol.HTTPError{Status: fasthttp.StatusNotFound,
@@ -94,7 +94,7 @@ func (s *Server) restRoute(ctx *fasthttp.RequestCtx, sub string) (string, func(*
 		ctx.Response.Header.Set(fasthttp.HeaderAllow, r.method)
 		return r.endpoint, nil, errMethodNotAllowed
 	}
-	var h func(*fasthttp.RequestCtx, *gateway.App) error
+	var h func(*fasthttp.RequestCtx, *app.App) error
 	switch r.endpoint {
 	case "events":
 		h = s.trigger
@@ -103,30 +103,30 @@ func (s *Server) restRoute(ctx *fasthttp.RequestCtx, sub string) (string, func(*
 	case "channels":
 		h = s.channels
 	case "channel":
-		h = func(ctx *fasthttp.RequestCtx, app *gateway.App) error { return s.channel(ctx, app, r.channel) }
+		h = func(ctx *fasthttp.RequestCtx, app *app.App) error { return s.channel(ctx, app, r.channel) }
 	case "users":
-		h = func(ctx *fasthttp.RequestCtx, app *gateway.App) error { return s.users(ctx, app, r.channel) }
+		h = func(ctx *fasthttp.RequestCtx, app *app.App) error { return s.users(ctx, app, r.channel) }
 	case "terminate_connections":
-		h = func(ctx *fasthttp.RequestCtx, app *gateway.App) error { return s.terminate(ctx, app, r.user) }
+		h = func(ctx *fasthttp.RequestCtx, app *app.App) error { return s.terminate(ctx, app, r.user) }
 	}
 	return r.endpoint, h, nil
 }
 
 // channels handles GET /apps/{id}/channels (spec 6.5).
-func (s *Server) channels(ctx *fasthttp.RequestCtx, app *gateway.App) error {
+func (s *Server) channels(ctx *fasthttp.RequestCtx, app *app.App) error {
 	args := ctx.QueryArgs()
 	body, err := s.QueryChannels(app, queryValue(args, "filter_by_prefix"), queryValue(args, "info"))
 	return answer(ctx, body, err)
 }
 
 // channel handles GET /apps/{id}/channels/{channel} (spec 6.6).
-func (s *Server) channel(ctx *fasthttp.RequestCtx, app *gateway.App, channel string) error {
+func (s *Server) channel(ctx *fasthttp.RequestCtx, app *app.App, channel string) error {
 	body, err := s.QueryChannel(ctx, app, channel, queryValue(ctx.QueryArgs(), "info"))
 	return answer(ctx, body, err)
 }
 
 // users handles GET /apps/{id}/channels/{channel}/users (spec 6.7).
-func (s *Server) users(ctx *fasthttp.RequestCtx, app *gateway.App, channel string) error {
+func (s *Server) users(ctx *fasthttp.RequestCtx, app *app.App, channel string) error {
 	body, err := s.QueryUsers(app, channel)
 	return answer(ctx, body, err)
 }
@@ -134,7 +134,7 @@ func (s *Server) users(ctx *fasthttp.RequestCtx, app *gateway.App, channel strin
 // terminate handles POST /apps/{id}/users/{user}/terminate_connections
 // (spec 6.8). The body (the SDKs send {}) is covered by the signature and
 // otherwise ignored.
-func (s *Server) terminate(ctx *fasthttp.RequestCtx, app *gateway.App, userID string) error {
+func (s *Server) terminate(ctx *fasthttp.RequestCtx, app *app.App, userID string) error {
 	body, err := s.TerminateConnections(app, userID)
 	return answer(ctx, body, err)
 }
@@ -171,7 +171,7 @@ func queryValue(args *fasthttp.Args, key string) string {
 // the comma-separated attribute list: subscription_count, and user_count
 // when prefix starts with "presence-" (400 otherwise). Without info every
 // channel maps to {}. Errors are *protocol.HTTPError.
-func (s *Server) QueryChannels(app *gateway.App, prefix, info string) ([]byte, error) {
+func (s *Server) QueryChannels(app *app.App, prefix, info string) ([]byte, error) {
 	if err := checkEnabled(app); err != nil {
 		return nil, err
 	}
@@ -186,10 +186,10 @@ func (s *Server) QueryChannels(app *gateway.App, prefix, info string) ([]byte, e
 		name string
 		subs int
 	}
-	// Collect first: Occupied may hold locks while it calls back, and
+	// Collect first: Channels may hold locks while it calls back, and
 	// UserCount may need them.
 	var list []occupied
-	s.cfg.Channels.Occupied(app, func(ch string, subs int) {
+	s.cfg.Counts.Channels(app.ID, func(ch string, subs int) {
 		if subs > 0 && strings.HasPrefix(ch, prefix) && !strings.HasPrefix(ch, "#") {
 			list = append(list, occupied{ch, subs})
 		}
@@ -202,7 +202,7 @@ func (s *Server) QueryChannels(app *gateway.App, prefix, info string) ([]byte, e
 			case protocol.InfoSubscriptionCount:
 				m[a] = c.subs
 			case protocol.InfoUserCount:
-				m[a] = s.cfg.Channels.UserCount(app, c.name)
+				m[a] = s.cfg.Members.UserCount(app.ID, c.name)
 			}
 		}
 		out[c.name] = m
@@ -220,11 +220,11 @@ func (s *Server) QueryChannels(app *gateway.App, prefix, info string) ([]byte, e
 // any, cache on cache channels (null when nothing is cached or no Cache is
 // configured); any other combination is 400. Counts of an unoccupied channel
 // are 0. ctx bounds the cache read. Errors are *protocol.HTTPError.
-func (s *Server) QueryChannel(ctx context.Context, app *gateway.App, channel, info string) ([]byte, error) {
+func (s *Server) QueryChannel(ctx context.Context, app *app.App, channel, info string) ([]byte, error) {
 	if err := checkEnabled(app); err != nil {
 		return nil, err
 	}
-	if err := protocol.ValidateChannelName(channel, app.Limits.MaxChannelName); err != nil {
+	if err := protocol.ValidateChannelName(channel, app.MaxChannelNameLength); err != nil {
 		return nil, badRequest(err.Error())
 	}
 	attrs, err := parseQueryInfo(info, protocol.InfoUserCount, protocol.InfoSubscriptionCount, InfoCache)
@@ -240,7 +240,7 @@ func (s *Server) QueryChannel(ctx context.Context, app *gateway.App, channel, in
 			return nil, badRequest("cache is only available for cache channels")
 		}
 	}
-	subs := s.cfg.Channels.SubscriptionCount(app, channel)
+	subs := s.cfg.Counts.SubscriptionCount(app.ID, channel)
 	b := make([]byte, 0, 64)
 	b = append(b, `{"occupied":`...)
 	b = strconv.AppendBool(b, subs > 0)
@@ -248,7 +248,7 @@ func (s *Server) QueryChannel(ctx context.Context, app *gateway.App, channel, in
 	if slices.Contains(attrs, protocol.InfoUserCount) {
 		users := 0
 		if subs > 0 {
-			users = s.cfg.Channels.UserCount(app, channel)
+			users = s.cfg.Members.UserCount(app.ID, channel)
 		}
 		b = append(b, `,"user_count":`...)
 		b = strconv.AppendInt(b, int64(users), 10)
@@ -268,13 +268,17 @@ func (s *Server) QueryChannel(ctx context.Context, app *gateway.App, channel, in
 
 // appendCache appends the cache attribute of channel to b:
 // {"data":"<data>","ttl":<seconds left>,"event":"<name>"}, or null.
-func (s *Server) appendCache(ctx context.Context, b []byte, app *gateway.App, channel string) ([]byte, error) {
+func (s *Server) appendCache(ctx context.Context, b []byte, app *app.App, channel string) ([]byte, error) {
 	if s.cfg.Cache == nil {
 		return append(b, "null"...), nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, cacheReadTimeout)
 	defer cancel()
-	event, data, ttl, ok, err := s.cfg.Cache.LastEvent(ctx, app.ID, channel)
+	cached, ok, err := s.cfg.Cache.LastEvent(ctx, app.ID, channel)
+	var event, data string
+	if err == nil && ok {
+		event, data, err = cached.NameAndData()
+	}
 	if err != nil {
 		s.cfg.Logger.Warn("cache read failed", "app", app.ID, "channel", channel, "err", err)
 		return nil, &protocol.HTTPError{Status: fasthttp.StatusServiceUnavailable, Message: fmt.Sprintf("Could not read the cache: %v", err)}
@@ -285,7 +289,7 @@ func (s *Server) appendCache(ctx context.Context, b []byte, app *gateway.App, ch
 	b = append(b, `{"data":`...)
 	b = protocol.AppendJSONString(b, data)
 	b = append(b, `,"ttl":`...)
-	b = strconv.AppendInt(b, ttlSeconds(ttl), 10)
+	b = strconv.AppendInt(b, ttlSeconds(cached.TTL), 10)
 	b = append(b, `,"event":`...)
 	b = protocol.AppendJSONString(b, event)
 	return append(b, '}'), nil
@@ -305,17 +309,17 @@ func ttlSeconds(ttl time.Duration) int64 {
 // user, ids as JSON strings in byte order; {"users":[]} when the channel is
 // empty. Channels other than presence channels are 400. Errors are
 // *protocol.HTTPError.
-func (s *Server) QueryUsers(app *gateway.App, channel string) ([]byte, error) {
+func (s *Server) QueryUsers(app *app.App, channel string) ([]byte, error) {
 	if err := checkEnabled(app); err != nil {
 		return nil, err
 	}
-	if err := protocol.ValidateChannelName(channel, app.Limits.MaxChannelName); err != nil {
+	if err := protocol.ValidateChannelName(channel, app.MaxChannelNameLength); err != nil {
 		return nil, badRequest(err.Error())
 	}
 	if kind, _ := protocol.Classify(channel); kind != protocol.Presence {
 		return nil, badRequest("users are only available for presence channels")
 	}
-	ids := slices.Clone(s.cfg.Channels.Users(app, channel))
+	ids := slices.Clone(s.cfg.Members.Users(app.ID, channel))
 	slices.Sort(ids)
 	n := 16
 	for _, id := range ids {
@@ -339,14 +343,14 @@ func (s *Server) QueryUsers(app *gateway.App, channel string) ([]byte, error) {
 // asks Channels to close every connection signed in as userID (spec 4.5) and
 // answers {}, also when the user has none. userID must be 1 to
 // MaxUserIDBytes bytes (400 otherwise). Errors are *protocol.HTTPError.
-func (s *Server) TerminateConnections(app *gateway.App, userID string) ([]byte, error) {
+func (s *Server) TerminateConnections(app *app.App, userID string) ([]byte, error) {
 	if err := checkEnabled(app); err != nil {
 		return nil, err
 	}
 	if userID == "" || len(userID) > MaxUserIDBytes {
 		return nil, badRequest("Invalid user id: must be 1 to " + strconv.Itoa(MaxUserIDBytes) + " bytes")
 	}
-	s.cfg.Channels.TerminateUser(app, userID)
+	s.cfg.Counts.TerminateUser(app.ID, userID)
 	return []byte("{}"), nil
 }
 
@@ -371,8 +375,8 @@ func parseQueryInfo(info string, allowed ...string) ([]string, error) {
 }
 
 // checkEnabled refuses queries to a disabled app with 403, as Events does.
-func checkEnabled(app *gateway.App) error {
-	if !app.Enabled {
+func checkEnabled(app *app.App) error {
+	if !app.IsEnabled() {
 		return &protocol.HTTPError{Status: fasthttp.StatusForbidden, Message: "App is disabled"}
 	}
 	return nil

@@ -2,12 +2,14 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
-	"herald/gateway"
+	"herald/app"
+	"herald/bus"
 	"herald/protocol"
 )
 
@@ -192,20 +194,21 @@ func TestTTLSeconds(t *testing.T) {
 	}
 }
 
-// fakeChannels is a Channels with fixed answers.
+// fakeChannels is a Counts and Members with fixed answers.
 type fakeChannels struct {
 	subs       map[string]int
 	users      map[string][]string
 	terminated []string
 }
 
-func (f *fakeChannels) SubscriptionCount(_ *gateway.App, ch string) int { return f.subs[ch] }
-func (f *fakeChannels) UserCount(_ *gateway.App, ch string) int         { return len(f.users[ch]) }
-func (f *fakeChannels) Users(_ *gateway.App, ch string) []string        { return f.users[ch] }
-func (f *fakeChannels) TerminateUser(_ *gateway.App, id string) {
+func (f *fakeChannels) SubscriptionCount(_, ch string) int { return f.subs[ch] }
+func (f *fakeChannels) UserCount(_, ch string) int         { return len(f.users[ch]) }
+func (f *fakeChannels) Users(_, ch string) []string        { return f.users[ch] }
+func (f *fakeChannels) TerminateUser(_, id string) int {
 	f.terminated = append(f.terminated, id)
+	return 1
 }
-func (f *fakeChannels) Occupied(_ *gateway.App, fn func(string, int)) {
+func (f *fakeChannels) Channels(_ string, fn func(string, int)) {
 	for ch, n := range f.subs {
 		fn(ch, n)
 	}
@@ -218,12 +221,16 @@ type fakeCache struct {
 	err    error
 }
 
-func (f *fakeCache) LastEvent(_ context.Context, _, ch string) (string, string, time.Duration, bool, error) {
+func (f *fakeCache) LastEvent(_ context.Context, _, ch string) (bus.CachedEvent, bool, error) {
 	if f.err != nil {
-		return "", "", 0, false, f.err
+		return bus.CachedEvent{}, false, f.err
 	}
 	ev, ok := f.events[ch]
-	return ev[0], ev[1], f.ttl, ok, nil
+	if !ok {
+		return bus.CachedEvent{}, false, nil
+	}
+	payload, _ := json.Marshal(map[string]string{"event": ev[0], "channel": ch, "data": ev[1]})
+	return bus.CachedEvent{Payload: payload, Serial: 1, TTL: f.ttl}, true, nil
 }
 
 func newQueryServer(cache Cache) (*Server, *fakeChannels) {
@@ -243,10 +250,10 @@ func newQueryServer(cache Cache) (*Server, *fakeChannels) {
 			"presence-cache-y": {"u9"},
 		},
 	}
-	return New(Config{Channels: fc, Cache: cache}), fc
+	return New(Config{Counts: fc, Members: fc, Cache: cache}), fc
 }
 
-var queryApp = &gateway.App{ID: "app-id", Key: "app-key", Secret: "app-secret", Enabled: true}
+var queryApp = func() *app.App { a := app.New("app-id", "app-key", "app-secret"); return &a }()
 
 // status returns the HTTP status of err, 200 for nil.
 func status(err error) int {
@@ -486,8 +493,9 @@ func TestQueryUsersAndTerminate(t *testing.T) {
 		t.Fatalf("terminated %d users, want 2", len(fc.terminated))
 	}
 
-	off := &gateway.App{ID: "off"}
-	if _, err := s.TerminateConnections(off, "u1"); status(err) != 403 {
+	off := app.New("off", "off-key", "s")
+	off.Enabled = new(bool)
+	if _, err := s.TerminateConnections(&off, "u1"); status(err) != 403 {
 		t.Fatalf("disabled app: %v", err)
 	}
 }

@@ -102,6 +102,8 @@ type Bus struct {
 	wg     sync.WaitGroup
 	closed atomic.Bool
 	once   sync.Once
+	// delivering is set once by StartDelivery, which also sets sink.
+	delivering atomic.Bool
 
 	mu        sync.Mutex // guards subs, idleQ, idleN
 	subs      map[subKey]*liveSub
@@ -123,18 +125,17 @@ type Bus struct {
 }
 
 // Start runs the embedded server, connects to it, ensures the streams of
-// cfg.Apps (when streams are on) and starts the delivery goroutines (one per
-// shard, plus one sweeper). sink must not be nil. In cluster mode it first
+// cfg.Apps (when streams are on) and starts the sweeper of idle live
+// subscriptions; StartDelivery then starts handing live messages to a Sink
+// (the two steps let the Sink, the gateway, be built on the running bus).
+// In cluster mode it first
 // waits, up to cfg.ReadyTimeout, until JetStream answers: a majority of the
 // configured nodes must be starting meanwhile (cluster.go). In external mode
 // it runs no server and connects to cfg.URLs instead, then waits the same
 // way for their JetStream (external.go); in leaf mode the embedded server
 // also solicits leaf connections to cfg.LeafRemotes (leaf.go).
-func Start(cfg Config, sink Sink) (*Bus, error) {
+func Start(cfg Config) (*Bus, error) {
 	cfg = cfg.withDefaults()
-	if sink == nil {
-		return nil, errors.New("bus: nil sink")
-	}
 	if cfg.DataDir == "" && cfg.Mode != ModeExternal {
 		return nil, errors.New("bus: DataDir is required")
 	}
@@ -146,7 +147,6 @@ func Start(cfg Config, sink Sink) (*Bus, error) {
 	b := &Bus{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "bus"),
-		sink:     sink,
 		epoch:    time.Now(),
 		done:     make(chan struct{}),
 		subs:     make(map[subKey]*liveSub),
@@ -184,8 +184,6 @@ func Start(cfg Config, sink Sink) (*Bus, error) {
 	b.shards = make([]chan *nats.Msg, cfg.Shards)
 	for i := range b.shards {
 		b.shards[i] = make(chan *nats.Msg, ShardQueueLen)
-		b.wg.Add(1)
-		go b.shardLoop(i)
 	}
 	b.wg.Add(1)
 	go b.sweepLoop()
@@ -216,6 +214,29 @@ func Start(cfg Config, sink Sink) (*Bus, error) {
 		}
 	}
 	return b, nil
+}
+
+// StartDelivery starts the delivery goroutines, one per shard, which hand
+// every live message to sink. Call it once, before the first Subscribe:
+// live messages that arrive earlier wait in their shard's queue.
+func (b *Bus) StartDelivery(sink Sink) error {
+	if sink == nil {
+		return errors.New("bus: nil sink")
+	}
+	if !b.delivering.CompareAndSwap(false, true) {
+		return errors.New("bus: delivery already started")
+	}
+	b.mu.Lock() // against Close: no shard starts after it waited
+	defer b.mu.Unlock()
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	b.sink = sink
+	for i := range b.shards {
+		b.wg.Add(1)
+		go b.shardLoop(i)
+	}
+	return nil
 }
 
 // startEmbedded runs the embedded server (embedded and leaf mode) and

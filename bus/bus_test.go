@@ -218,7 +218,7 @@ func TestStreamDisabled(t *testing.T) {
 
 func TestRestartKeepsStream(t *testing.T) {
 	cfg := testConfig(t)
-	b1, err := Start(cfg, &recSink{})
+	b1, err := startWithSink(cfg, &recSink{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +301,7 @@ func TestPublishEnsuresNewApp(t *testing.T) {
 func TestInvalidInput(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Apps = []string{"bad app"}
-	if _, err := Start(cfg, &recSink{}); !errors.Is(err, ErrInvalidApp) {
+	if _, err := startWithSink(cfg, &recSink{}); !errors.Is(err, ErrInvalidApp) {
 		t.Fatalf("Start with a bad app: %v", err)
 	}
 	b := startBus(t, testConfig(t), &recSink{})
@@ -344,7 +344,7 @@ func TestManySubscriptionsNoGoroutines(t *testing.T) {
 func TestCloseLeavesNoGoroutines(t *testing.T) {
 	base := runtime.NumGoroutine()
 	cfg := testConfig(t)
-	b, err := Start(cfg, &recSink{})
+	b, err := startWithSink(cfg, &recSink{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -107,30 +107,57 @@ type cacheEntry struct {
 	payload []byte
 }
 
-// LastEvent returns the cached event of a cache channel: its payload (the
-// caller's to keep), its serial and when it was stored. ok is false, with a
-// nil error, when there is none: nothing published within CacheTTL, a
+// CachedEvent is the last event of a cache channel, as the cache stream
+// keeps it. Both the edge (cache channel subscriptions) and the REST API
+// (info=cache) read this one type.
+type CachedEvent struct {
+	Payload []byte        // the stored Pusher event JSON; the caller's to keep
+	Serial  uint64        // the event's serial in the app's main stream
+	Stored  time.Time     // when it was stored
+	TTL     time.Duration // how long it is still served (CacheTTL minus its age); > 0
+}
+
+// NameAndData decodes the stored Pusher event for REST answers: its event
+// name, and its data as a string (REST-published data is a JSON string; a
+// client event's data is raw JSON, returned as its text).
+func (e CachedEvent) NameAndData() (event, data string, err error) {
+	var ev struct {
+		Event string          `json:"event"`
+		Data  json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal(e.Payload, &ev); err != nil {
+		return "", "", fmt.Errorf("bus: cached event: %w", err)
+	}
+	if err := json.Unmarshal(ev.Data, &data); err != nil {
+		data = string(ev.Data)
+	}
+	return ev.Event, data, nil
+}
+
+// LastEvent returns the cached event of a cache channel. ok is false, with
+// a nil error, when there is none: nothing published within CacheTTL, a
 // channel that is not a cache channel, or streams off. It makes one direct
 // get (after ensuring app's streams the first time app is seen), waiting at
 // most 2 s within ctx; it may be called concurrently.
-func (b *Bus) LastEvent(ctx context.Context, app, channel string) (payload []byte, serial uint64, stored time.Time, ok bool, err error) {
+func (b *Bus) LastEvent(ctx context.Context, app, channel string) (ev CachedEvent, ok bool, err error) {
 	if err := b.check(&Publication{App: app, Channel: channel}); err != nil {
-		return nil, 0, time.Time{}, false, err
+		return ev, false, err
 	}
 	if !b.cfg.StreamEnabled || !IsCacheChannel(channel) {
-		return nil, 0, time.Time{}, false, nil
+		return ev, false, nil
 	}
 	if err := b.ensureKnown(ctx, app); err != nil {
-		return nil, 0, time.Time{}, false, err
+		return ev, false, err
 	}
 	e, found, err := b.getCached(ctx, app, CacheSubject(app, channel))
 	if err != nil || !found {
-		return nil, 0, time.Time{}, false, err
+		return ev, false, err
 	}
-	if time.Since(e.stored) > b.cfg.CacheTTL {
-		return nil, 0, time.Time{}, false, nil // expired, not yet removed by MaxAge
+	ttl := b.cfg.CacheTTL - time.Since(e.stored)
+	if ttl <= 0 {
+		return ev, false, nil // expired, not yet removed by MaxAge
 	}
-	return e.payload, e.serial, e.stored, true, nil
+	return CachedEvent{Payload: e.payload, Serial: e.serial, Stored: e.stored, TTL: ttl}, true, nil
 }
 
 // getCached fetches the last message on subj from app's cache stream with a

@@ -21,11 +21,11 @@ type cachedEvent struct {
 
 func lastEvent(t testing.TB, b *Bus, app, ch string) cachedEvent {
 	t.Helper()
-	p, serial, stored, ok, err := b.LastEvent(ctxT(t), app, ch)
+	e, ok, err := b.LastEvent(ctxT(t), app, ch)
 	if err != nil {
 		t.Fatalf("LastEvent(%q): %v", ch, err)
 	}
-	return cachedEvent{payload: string(p), serial: serial, stored: stored, ok: ok}
+	return cachedEvent{payload: string(e.Payload), serial: e.Serial, stored: e.Stored, ok: ok}
 }
 
 // wantCached fails unless ch's cached event is payload with serial.
@@ -165,7 +165,7 @@ func TestCacheExpires(t *testing.T) {
 
 func TestCacheSurvivesRestart(t *testing.T) {
 	cfg := testConfig(t)
-	b1, err := Start(cfg, &recSink{})
+	b1, err := startWithSink(cfg, &recSink{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,14 +349,14 @@ func TestCacheUnknownAppAndInvalidInput(t *testing.T) {
 	if _, err := b.JetStream().Stream(ctxT(t), CacheStreamName("app2")); err != nil {
 		t.Fatalf("LastEvent did not ensure app2's cache stream: %v", err)
 	}
-	if _, _, _, _, err := b.LastEvent(ctxT(t), "a.b", "cache-x"); !errors.Is(err, ErrInvalidApp) {
+	if _, _, err := b.LastEvent(ctxT(t), "a.b", "cache-x"); !errors.Is(err, ErrInvalidApp) {
 		t.Fatalf("bad app: %v", err)
 	}
-	if _, _, _, _, err := b.LastEvent(ctxT(t), "app1", ""); !errors.Is(err, ErrInvalidChannel) {
+	if _, _, err := b.LastEvent(ctxT(t), "app1", ""); !errors.Is(err, ErrInvalidChannel) {
 		t.Fatalf("empty channel: %v", err)
 	}
 	b.Close()
-	if _, _, _, _, err := b.LastEvent(ctxT(t), "app1", "cache-x"); !errors.Is(err, ErrClosed) {
+	if _, _, err := b.LastEvent(ctxT(t), "app1", "cache-x"); !errors.Is(err, ErrClosed) {
 		t.Fatalf("after Close: %v", err)
 	}
 }
@@ -413,7 +413,7 @@ func BenchmarkLastEvent(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, _, _, ok, err := bus.LastEvent(ctx, "app1", "cache-x"); err != nil || !ok {
+		if _, ok, err := bus.LastEvent(ctx, "app1", "cache-x"); err != nil || !ok {
 			b.Fatal(ok, err)
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"herald/app"
 )
 
 // The NATS client port: backends connect to the embedded server with their
@@ -53,6 +55,16 @@ type ClientUser struct {
 	User     string // "" = no user/password login
 	Password string
 	Nkey     string // public user nkey ("U..."); "" = none
+}
+
+// ClientUsersOf is the NATS credentials of apps: user/password (default:
+// app id and secret) and, when set, an nkey.
+func ClientUsersOf(apps []*app.App) []ClientUser {
+	out := make([]ClientUser, len(apps))
+	for i, a := range apps {
+		out[i] = ClientUser{App: a.ID, User: a.NATSUser(), Password: a.NATSPassword(), Nkey: a.NATS.Nkey}
+	}
+	return out
 }
 
 // APISubject is the subject an app's backends publish API requests to:

@@ -100,7 +100,7 @@ func TestCheckClientPort(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig(t)
 			cfg.ClientListen, cfg.ClientUsers = tc.listen, tc.users
-			if _, err := Start(cfg, &recSink{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if _, err := startWithSink(cfg, &recSink{}); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Start: %v, want %q", err, tc.want)
 			}
 		})

@@ -194,8 +194,8 @@ func (b *Bus) dedupeWindow() time.Duration {
 	if b.cfg.MaxAge > 0 && b.cfg.MaxAge < d {
 		d = b.cfg.MaxAge
 	}
-	for _, w := range b.cfg.AppWindows { // a stream's dedupe window may not exceed its age
-		if w.MaxAge > 0 && w.MaxAge < d {
+	for _, id := range b.cfg.Apps { // a stream's dedupe window may not exceed its age
+		if w := b.cfg.window(id); w.MaxAge > 0 && w.MaxAge < d {
 			d = w.MaxAge
 		}
 	}

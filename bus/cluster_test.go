@@ -99,7 +99,7 @@ func startNodes(t *testing.T, cfgs []Config) []*clusterNode {
 	var wg sync.WaitGroup
 	for i := range cfgs {
 		nodes[i] = &clusterNode{cfg: cfgs[i], sink: &recSink{}}
-		wg.Go(func() { nodes[i].bus, errs[i] = Start(cfgs[i], nodes[i].sink) })
+		wg.Go(func() { nodes[i].bus, errs[i] = startWithSink(cfgs[i], nodes[i].sink) })
 	}
 	wg.Wait()
 	t.Cleanup(func() {
@@ -119,7 +119,7 @@ func startNodes(t *testing.T, cfgs []Config) []*clusterNode {
 func (n *clusterNode) restart(t *testing.T) {
 	t.Helper()
 	n.sink = &recSink{}
-	b, err := Start(n.cfg, n.sink)
+	b, err := startWithSink(n.cfg, n.sink)
 	if err != nil {
 		t.Fatalf("restart %s: %v", n.cfg.ServerName, err)
 	}
@@ -427,7 +427,7 @@ func TestClusterNeedsThreeNodes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig(t)
 			cfg.Cluster = tc.cluster
-			b, err := Start(cfg, &recSink{})
+			b, err := startWithSink(cfg, &recSink{})
 			if err == nil {
 				b.Close()
 				t.Fatal("Start succeeded")
@@ -603,7 +603,7 @@ func TestClusterChildNode(t *testing.T) {
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	cfg.Cluster = ClusterConfig{Name: "herald-test", Listen: spec.Listen, Routes: spec.Routes}
 	cfg.ReadyTimeout = 20 * time.Second
-	b, err := Start(cfg, nopSink{})
+	b, err := startWithSink(cfg, nopSink{})
 	if err != nil {
 		t.Fatal(err)
 	}

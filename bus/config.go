@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"time"
+
+	"herald/app"
 )
 
 // Defaults applied by Start to zero Config fields.
@@ -39,9 +41,11 @@ type Config struct {
 	StreamEnabled     bool          // false: no streams, publishes go straight to the live subject (Serial 0)
 	MaxAge            time.Duration // replay window, e.g. 2*time.Minute; 0 = unlimited
 	MaxMsgsPerChannel int64         // per-channel depth, e.g. 1000; 0 = unlimited
-	// AppWindows overrides the replay window for some apps; a zero field
-	// keeps MaxAge or MaxMsgsPerChannel.
-	AppWindows       map[string]Window
+	// AppRegistry is the node's app model (herald/app). When set, each
+	// app's own replay window (replay_max_age, replay_max_msgs_per_channel)
+	// overrides MaxAge and MaxMsgsPerChannel for its stream, and Apps and
+	// ClientUsers, when empty, are taken from its apps.
+	AppRegistry      *app.Registry
 	CacheTTL         time.Duration // how long a cache channel's last event is kept (cache.go); 0 = 30 minutes
 	SyncAlways       bool          // fsync every stored message (server SyncAlways); default: sync every 2 min
 	Shards           int           // delivery shards; 0 = runtime.GOMAXPROCS(0)
@@ -122,6 +126,15 @@ func (cfg Config) withDefaults() Config {
 	if cfg.Replicas <= 0 {
 		cfg.Replicas = 1
 	}
+	if cfg.AppRegistry != nil {
+		apps := cfg.AppRegistry.Table()
+		if len(cfg.Apps) == 0 {
+			cfg.Apps = apps.IDs()
+		}
+		if cfg.ClientUsers == nil && cfg.ClientListen != "" && cfg.Mode != ModeExternal {
+			cfg.ClientUsers = ClientUsersOf(apps.All())
+		}
+	}
 	return cfg
 }
 
@@ -154,21 +167,13 @@ func (cfg Config) needsAuth() bool { return cfg.ClientListen != "" || cfg.Cluste
 // storeDir is where the embedded server keeps JetStream data.
 func (cfg Config) storeDir() string { return filepath.Join(cfg.DataDir, "nats") }
 
-// Window is an app's replay window: how long and how many events per channel
-// its stream keeps.
-type Window struct {
-	MaxAge            time.Duration
-	MaxMsgsPerChannel int64
-}
-
-// window is app's replay window: its override, else the defaults.
-func (cfg Config) window(app string) Window {
-	w := cfg.AppWindows[app]
-	if w.MaxAge == 0 {
-		w.MaxAge = cfg.MaxAge
+// window is app's replay window: its own (AppRegistry), else the defaults.
+func (cfg Config) window(id string) app.Window {
+	def := app.Window{MaxAge: cfg.MaxAge, MaxMsgsPerChannel: cfg.MaxMsgsPerChannel}
+	if cfg.AppRegistry != nil {
+		if a, ok := cfg.AppRegistry.ByID(id); ok {
+			return a.ReplayWindow(def)
+		}
 	}
-	if w.MaxMsgsPerChannel == 0 {
-		w.MaxMsgsPerChannel = cfg.MaxMsgsPerChannel
-	}
-	return w
+	return def
 }

@@ -150,7 +150,7 @@ func TestModeConfigErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := Start(tc.cfg, &recSink{})
+			b, err := startWithSink(tc.cfg, &recSink{})
 			if err == nil {
 				b.Close()
 				t.Fatal("Start succeeded")
@@ -204,9 +204,9 @@ func TestExternalPublishAndDeliver(t *testing.T) {
 
 	// Cache channels: the last event comes back from the external stream.
 	s3 := publish(t, b, "app1", "cache-prices", `{"p":1}`, "")
-	payload, serial, _, ok, err := b.LastEvent(ctxT(t), "app1", "cache-prices")
-	if err != nil || !ok || serial != s3 || string(payload) != `{"p":1}` {
-		t.Fatalf("LastEvent = %s %d %v %v", payload, serial, ok, err)
+	e, ok, err := b.LastEvent(ctxT(t), "app1", "cache-prices")
+	if err != nil || !ok || e.Serial != s3 || string(e.Payload) != `{"p":1}` {
+		t.Fatalf("LastEvent = %s %d %v %v", e.Payload, e.Serial, ok, err)
 	}
 
 	// A second app, not in cfg.Apps, is created on first use.
@@ -236,7 +236,7 @@ func TestExternalStartFailures(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := Start(tc.cfg, &recSink{})
+			b, err := startWithSink(tc.cfg, &recSink{})
 			if err == nil {
 				b.Close()
 				t.Fatal("Start succeeded")

@@ -70,11 +70,14 @@ func testConfig(t testing.TB) Config {
 // startBus starts a Bus closed at test cleanup.
 func startBus(t testing.TB, cfg Config, sink Sink) *Bus {
 	t.Helper()
-	b, err := Start(cfg, sink)
+	b, err := Start(cfg)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
 	t.Cleanup(func() { b.Close() })
+	if err := b.StartDelivery(sink); err != nil {
+		t.Fatalf("StartDelivery: %v", err)
+	}
 	return b
 }
 
@@ -147,3 +150,17 @@ type nopSink struct{}
 func (nopSink) Deliver(int, *Message) {}
 
 func (nopSink) Flush(int) {}
+
+// startWithSink is Start followed by StartDelivery(sink); on a delivery
+// error the bus is closed.
+func startWithSink(cfg Config, sink Sink) (*Bus, error) {
+	b, err := Start(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.StartDelivery(sink); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}

@@ -10,6 +10,10 @@ import (
 //
 //	herald.<app>.msg.<tok>   stored: published into the app's stream HERALD_<app>
 //	herald.<app>.live.<tok>  live: the stream republishes every stored message here
+//	herald.<app>.cache.<tok> a cache channel's last event, in HERALD-CACHE_<app> (cache.go)
+//	herald.<app>.presence.<tok> member events for NATS consumers (presence.go)
+//	herald.<app>.api.<endpoint> the NATS publishing API (clientport.go, apiserve.go)
+//	herald.sys.channels      cluster-wide channel queries between nodes (query.go)
 //
 // <app> is an app id (^[A-Za-z0-9_-]{1,64}$), used as is. <tok> is the channel
 // name encoded into one NATS subject token by EncodeChannel.
@@ -19,6 +23,11 @@ const (
 	liveInfix    = ".live."
 	streamPrefix = "HERALD_"
 	maxAppLen    = 64
+
+	// SysChannelsSubject carries cluster-wide channel queries: every node
+	// answers from its own connections (query.go). Not reachable by app
+	// users (clientport.go grants them herald.<app>.* only).
+	SysChannelsSubject = "herald.sys.channels"
 )
 
 // Sentinel errors.

@@ -3,14 +3,19 @@ package bus
 import (
 	"testing"
 	"time"
+
+	"herald/app"
 )
 
 // An app's own replay window sets its stream's limits; other apps keep the
 // defaults.
 func TestAppWindows(t *testing.T) {
 	cfg := testConfig(t)
-	cfg.Apps = []string{"app1", "app2"}
-	cfg.AppWindows = map[string]Window{"app2": {MaxAge: 30 * time.Second, MaxMsgsPerChannel: 5}}
+	app2 := app.New("app2", "key2", "secret2")
+	app2.ReplayMaxAge = app.Duration(30 * time.Second)
+	app2.ReplayMaxMsgsPerChannel = 5
+	cfg.Apps = nil
+	cfg.AppRegistry = app.NewRegistry([]app.App{app.New("app1", "key1", "secret1"), app2})
 	b := startBus(t, cfg, &recSink{})
 	for _, tc := range []struct {
 		app  string

@@ -19,7 +19,16 @@ package configs
 import (
 	"os"
 	"time"
+
+	"herald/app"
 )
+
+// Duration is the type of every duration key; YAML and HERALD_* variables
+// read it from Go duration strings or whole seconds (app/duration.go).
+type Duration = app.Duration
+
+// ParseDuration parses a Go duration string or an integer number of seconds.
+func ParseDuration(s string) (Duration, error) { return app.ParseDuration(s) }
 
 // Defaults. Each is the value used when the key is absent; units are in the
 // names (bytes, counts) or carried by the type (durations).
@@ -30,20 +39,7 @@ const (
 	DefaultLogLevel  = "info"
 	DefaultLogFormat = "text"
 
-	DefaultMaxEventDataBytes    = 10240
-	DefaultMaxChannelsPerEvent  = 100
-	DefaultMaxBatchSize         = 10
-	DefaultMaxEventNameLength   = 200
-	DefaultMaxChannelNameLength = 200
-
-	DefaultMaxPresenceMembers       = 100
-	DefaultMaxPresenceUserInfoBytes = 1024
-	DefaultClientEventRate          = 10
-
-	// SubscriptionErrorsPusher and SubscriptionErrorsSoketi are the values of
-	// apps[].subscription_error_mode.
-	SubscriptionErrorsPusher = "pusher"
-	SubscriptionErrorsSoketi = "soketi"
+	// The defaults of the per-app keys (apps[]) are app.New's.
 
 	DefaultActivityTimeout = 120 * time.Second
 	DefaultPongTimeout     = 30 * time.Second
@@ -118,14 +114,14 @@ const (
 
 // Config is the whole configuration of one Herald node.
 type Config struct {
-	Listen  string  `yaml:"listen"`   // host:port for WebSocket + REST; default "127.0.0.1:6001"
-	DataDir string  `yaml:"data_dir"` // JetStream and other state; default "./data"
-	Log     Log     `yaml:"log"`
-	Apps    []App   `yaml:"apps"` // default: the dev app; a file's list replaces it
-	Gateway Gateway `yaml:"gateway"`
-	Bus     Bus     `yaml:"bus"`
-	HTTP    HTTP    `yaml:"http"`
-	Cluster Cluster `yaml:"cluster"`
+	Listen  string    `yaml:"listen"`   // host:port for WebSocket + REST; default "127.0.0.1:6001"
+	DataDir string    `yaml:"data_dir"` // JetStream and other state; default "./data"
+	Log     Log       `yaml:"log"`
+	Apps    []app.App `yaml:"apps"` // default: the dev app; a file's list replaces it (keys: herald/app.App)
+	Gateway Gateway   `yaml:"gateway"`
+	Bus     Bus       `yaml:"bus"`
+	HTTP    HTTP      `yaml:"http"`
+	Cluster Cluster   `yaml:"cluster"`
 }
 
 // Log configures the process logger.
@@ -133,63 +129,6 @@ type Log struct {
 	Level  string `yaml:"level"`  // debug|info|warn|error; default info
 	Format string `yaml:"format"` // text|json; default text
 }
-
-// App is one Pusher application: its credentials and per-app limits.
-type App struct {
-	ID      string `yaml:"id"`      // required, ^[A-Za-z0-9_-]{1,64}$, unique
-	Key     string `yaml:"key"`     // required, ^[A-Za-z0-9_\-.]{1,128}$, unique across apps
-	Secret  string `yaml:"secret"`  // required, non-empty
-	Enabled *bool  `yaml:"enabled"` // default true (nil means true); use IsEnabled
-
-	ClientEvents bool `yaml:"client_events"` // default false for configured apps; the dev app has true
-
-	MaxConnections       int `yaml:"max_connections"`         // 0 = unlimited; >= 0
-	MaxEventDataBytes    int `yaml:"max_event_data_bytes"`    // default 10240; 1..1048576
-	MaxChannelsPerEvent  int `yaml:"max_channels_per_event"`  // default 100; 1..1000
-	MaxBatchSize         int `yaml:"max_batch_size"`          // default 10; 1..1000
-	MaxEventNameLength   int `yaml:"max_event_name_length"`   // default 200; 1..1000
-	MaxChannelNameLength int `yaml:"max_channel_name_length"` // default 200; 1..1000
-
-	SubscriptionErrorMode    string `yaml:"subscription_error_mode"`      // "pusher" (default): pusher:error; "soketi": channel-scoped pusher:subscription_error
-	SubscriptionCount        bool   `yaml:"subscription_count"`           // default false: send pusher_internal:subscription_count to subscribers
-	MaxPresenceMembers       int    `yaml:"max_presence_members"`         // default 100 distinct users per presence channel; 1..100000
-	MaxPresenceUserInfoBytes int    `yaml:"max_presence_user_info_bytes"` // default 1024; 1..65536
-	ClientEventRate          int    `yaml:"client_event_rate"`            // default 10 client events per second per connection; 1..10000
-	UserAuthentication       bool   `yaml:"user_authentication"`          // default false; true: connections must pusher:signin within 30 s or are closed with 4009
-
-	ReplayMaxAge            Duration `yaml:"replay_max_age"`              // default 0 = bus.stream.max_age: how long this app's events stay replayable; 0 or 1s..720h
-	ReplayMaxMsgsPerChannel int64    `yaml:"replay_max_msgs_per_channel"` // default 0 = bus.stream.max_msgs_per_channel; 0..10000000
-
-	NATS AppNATS `yaml:"nats"` // NATS client credentials (bus.client_listen); default user = id, password = secret
-}
-
-// AppNATS is an app's credentials on the NATS client port. Empty fields take
-// the defaults; use App.NATSUser and App.NATSPassword.
-type AppNATS struct {
-	User     string `yaml:"user"`     // default "" = the app id; ^[A-Za-z0-9_\-.]{1,128}$, unique across apps
-	Password string `yaml:"password"` // default "" = the app secret; a bcrypt hash ("$2a$...") is accepted
-	Nkey     string `yaml:"nkey"`     // default "" = none; a public user nkey ("U...") that may connect too, unique across apps
-}
-
-// NATSUser is the app's NATS user name: NATS.User, or the app id.
-func (a *App) NATSUser() string {
-	if a.NATS.User != "" {
-		return a.NATS.User
-	}
-	return a.ID
-}
-
-// NATSPassword is the app's NATS password: NATS.Password, or the app secret.
-func (a *App) NATSPassword() string {
-	if a.NATS.Password != "" {
-		return a.NATS.Password
-	}
-	return a.Secret
-}
-
-// IsEnabled reports whether the app accepts connections and events
-// (Enabled nil means true).
-func (a *App) IsEnabled() bool { return a.Enabled == nil || *a.Enabled }
 
 // Gateway configures the WebSocket edge.
 type Gateway struct {
@@ -309,13 +248,13 @@ var hostname = os.Hostname
 // compares equal (reflect.DeepEqual) to a loaded file that spells out the
 // defaults. Each call returns a new Config.
 func Default() *Config {
-	dev := NewApp(DevAppID, DevAppKey, DevAppSecret)
+	dev := app.New(DevAppID, DevAppKey, DevAppSecret)
 	dev.ClientEvents = true
 	return &Config{
 		Listen:  DefaultListen,
 		DataDir: DefaultDataDir,
 		Log:     Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
-		Apps:    []App{dev},
+		Apps:    []app.App{dev},
 		Gateway: Gateway{
 			ActivityTimeout: Duration(DefaultActivityTimeout),
 			PongTimeout:     Duration(DefaultPongTimeout),
@@ -361,28 +300,6 @@ func Loopback(dataDir string) *Config {
 	c.Bus.ClientListen = "127.0.0.1:0"
 	c.DataDir = dataDir
 	return c
-}
-
-// NewApp returns an enabled app with the given credentials and every per-app
-// limit at its default (client events off). Apps read from a file or from
-// HERALD_APPS start from this before their keys are applied.
-func NewApp(id, key, secret string) App {
-	return App{
-		ID:                   id,
-		Key:                  key,
-		Secret:               secret,
-		Enabled:              boolPtr(true),
-		MaxEventDataBytes:    DefaultMaxEventDataBytes,
-		MaxChannelsPerEvent:  DefaultMaxChannelsPerEvent,
-		MaxBatchSize:         DefaultMaxBatchSize,
-		MaxEventNameLength:   DefaultMaxEventNameLength,
-		MaxChannelNameLength: DefaultMaxChannelNameLength,
-
-		SubscriptionErrorMode:    SubscriptionErrorsPusher,
-		MaxPresenceMembers:       DefaultMaxPresenceMembers,
-		MaxPresenceUserInfoBytes: DefaultMaxPresenceUserInfoBytes,
-		ClientEventRate:          DefaultClientEventRate,
-	}
 }
 
 func boolPtr(b bool) *bool { return &b }

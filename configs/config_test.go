@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"herald/app"
 	"reflect"
 	"strings"
 	"testing"
@@ -66,7 +67,7 @@ func TestIsEnabled(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			a := App{Enabled: tc.ptr}
+			a := app.App{Enabled: tc.ptr}
 			s := Stream{Enabled: tc.ptr}
 			if a.IsEnabled() != tc.want || s.IsEnabled() != tc.want {
 				t.Fatalf("IsEnabled = %v/%v, want %v", a.IsEnabled(), s.IsEnabled(), tc.want)
@@ -173,12 +174,12 @@ func TestDurationYAMLRoundTrip(t *testing.T) {
 
 func TestApps(t *testing.T) {
 	off := false
-	in := []App{
-		NewApp("one", "key-1", "s1"),
-		NewApp("two", "key-2", "s2"),
+	in := []app.App{
+		app.New("one", "key-1", "s1"),
+		app.New("two", "key-2", "s2"),
 		{ID: "three", Key: "key-3", Secret: "s3", Enabled: &off},
 	}
-	apps := NewApps(in)
+	apps := app.NewTable(in)
 	in[0].Secret = "mutated" // NewApps must have copied
 	off = true
 
@@ -226,7 +227,7 @@ func TestApps(t *testing.T) {
 }
 
 func TestAppsDuplicatesFirstWins(t *testing.T) {
-	apps := NewApps([]App{NewApp("a", "k", "1"), NewApp("a", "k", "2")})
+	apps := app.NewTable([]app.App{app.New("a", "k", "1"), app.New("a", "k", "2")})
 	if a, _ := apps.ByID("a"); a.Secret != "1" {
 		t.Fatalf("ByID got secret %q", a.Secret)
 	}

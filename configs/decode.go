@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"herald/app"
 )
 
 // The decoder walks a yaml.Node tree against a struct's yaml tags by
@@ -178,8 +180,8 @@ func (d *decoder) decodeSlice(n *yaml.Node, v reflect.Value, path string, depth 
 	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 	for i, item := range n.Content {
 		e := s.Index(i)
-		if e.Type() == reflect.TypeFor[App]() {
-			e.Set(reflect.ValueOf(NewApp("", "", "")))
+		if e.Type() == reflect.TypeFor[app.App]() {
+			e.Set(reflect.ValueOf(app.New("", "", "")))
 		}
 		if err := d.decode(item, e, fmt.Sprintf("%s[%d]", path, i), depth+1); err != nil {
 			return err

@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+
+	"herald/app"
 )
 
 // Environment variable names. Every scalar leaf of Config also has one:
@@ -35,7 +37,7 @@ type envLeaf struct {
 
 var (
 	configLeaves = collectLeaves(reflect.TypeFor[Config](), EnvPrefix, "", nil, nil)
-	appLeaves    = collectLeaves(reflect.TypeFor[App](), EnvAppPrefix, "", nil, nil)
+	appLeaves    = collectLeaves(reflect.TypeFor[app.App](), EnvAppPrefix, "", nil, nil)
 )
 
 // collectLeaves lists the scalar leaves of struct type t, depth first in
@@ -111,7 +113,7 @@ func applyEnv(c *Config, env, ignore []string, sources map[string]string) ([]War
 			continue
 		}
 		if len(c.Apps) == 0 {
-			c.Apps = append(c.Apps, NewApp("", "", ""))
+			c.Apps = append(c.Apps, app.New("", "", ""))
 			sources["apps[0]"] = "env " + l.name
 		}
 		if err := setScalar(reflect.ValueOf(&c.Apps[0]).Elem().FieldByIndex(l.index), v); err != nil {
@@ -163,7 +165,7 @@ func applyEnvApps(c *Config, v string) ([]Warning, error) {
 		return nil, fmt.Errorf("env %s: must be a YAML or JSON list of apps, got nothing", EnvApps)
 	}
 	d := decoder{file: "env " + EnvApps}
-	var apps []App
+	var apps []app.App
 	if err := d.decode(root, reflect.ValueOf(&apps).Elem(), "apps", 0); err != nil {
 		return nil, fmt.Errorf("env %s: %w", EnvApps, err)
 	}

@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"herald/app"
 	"reflect"
 	"strings"
 	"testing"
@@ -130,41 +131,41 @@ func TestEnvApps(t *testing.T) {
 	cases := []struct {
 		name string
 		env  []string
-		want []App
+		want []app.App
 	}{
 		{
 			name: "json",
 			env:  []string{`HERALD_APPS=[{"id":"a","key":"ka","secret":"sa","client_events":true},{"id":"b","key":"kb","secret":"sb","enabled":false,"max_connections":9}]`},
-			want: func() []App {
-				a := NewApp("a", "ka", "sa")
+			want: func() []app.App {
+				a := app.New("a", "ka", "sa")
 				a.ClientEvents = true
-				b := NewApp("b", "kb", "sb")
+				b := app.New("b", "kb", "sb")
 				b.Enabled = boolPtr(false)
 				b.MaxConnections = 9
-				return []App{a, b}
+				return []app.App{a, b}
 			}(),
 		},
 		{
 			name: "yaml flow",
 			env:  []string{"HERALD_APPS=[{id: a, key: ka, secret: sa, max_batch_size: 3}]"},
-			want: func() []App {
-				a := NewApp("a", "ka", "sa")
+			want: func() []app.App {
+				a := app.New("a", "ka", "sa")
 				a.MaxBatchSize = 3
-				return []App{a}
+				return []app.App{a}
 			}(),
 		},
 		{
 			name: "yaml block",
 			env:  []string{"HERALD_APPS=- id: a\n  key: ka\n  secret: sa\n"},
-			want: []App{NewApp("a", "ka", "sa")},
+			want: []app.App{app.New("a", "ka", "sa")},
 		},
 		{
 			name: "single app vars edit the dev app",
 			env:  []string{"HERALD_APP_ID=prod", "HERALD_APP_KEY=prod-key", "HERALD_APP_SECRET=prod-secret"},
-			want: func() []App {
-				a := NewApp("prod", "prod-key", "prod-secret")
+			want: func() []app.App {
+				a := app.New("prod", "prod-key", "prod-secret")
 				a.ClientEvents = true // still the dev app's setting
-				return []App{a}
+				return []app.App{a}
 			}(),
 		},
 		{
@@ -173,16 +174,16 @@ func TestEnvApps(t *testing.T) {
 				"HERALD_APP_SECRET=override", "HERALD_APP_CLIENT_EVENTS=true",
 				`HERALD_APPS=[{"id":"a","key":"ka","secret":"sa"},{"id":"b","key":"kb","secret":"sb"}]`,
 			},
-			want: func() []App {
-				a := NewApp("a", "ka", "override")
+			want: func() []app.App {
+				a := app.New("a", "ka", "override")
 				a.ClientEvents = true
-				return []App{a, NewApp("b", "kb", "sb")}
+				return []app.App{a, app.New("b", "kb", "sb")}
 			}(),
 		},
 		{
 			name: "single app vars create the app",
 			env:  []string{"HERALD_APPS=[]", "HERALD_APP_ID=x", "HERALD_APP_KEY=y", "HERALD_APP_SECRET=z"},
-			want: []App{NewApp("x", "y", "z")},
+			want: []app.App{app.New("x", "y", "z")},
 		},
 	}
 	for _, tc := range cases {

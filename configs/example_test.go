@@ -2,6 +2,7 @@ package configs
 
 import (
 	"fmt"
+	"herald/app"
 	"os"
 	"reflect"
 	"strings"
@@ -158,7 +159,7 @@ func diff(a, b reflect.Value, path string) string {
 func TestDiffHelper(t *testing.T) {
 	a, b := Default(), Default()
 	b.Gateway.Pollers = 3
-	b.Apps = append(b.Apps, NewApp("x", "y", "z"))
+	b.Apps = append(b.Apps, app.New("x", "y", "z"))
 	got := diff(reflect.ValueOf(a).Elem(), reflect.ValueOf(b).Elem(), "")
 	for _, want := range []string{"apps: 1 items vs 2", "gateway.pollers: 0 vs 3"} {
 		if !strings.Contains(got, want) {

@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"herald/app"
 	"os"
 	"path/filepath"
 	"testing"
@@ -49,7 +50,7 @@ func FuzzLoad(f *testing.F) {
 		if err := c.Validate(); err != nil {
 			t.Fatalf("Load accepted an invalid config: %v", err)
 		}
-		_ = NewApps(c.Apps)
+		_ = app.NewTable(c.Apps)
 	})
 }
 

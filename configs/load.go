@@ -70,7 +70,7 @@ func keyErr(key, problem string) *KeyError { return &KeyError{Key: key, Problem:
 //	env HERALD_LISTEN: listen: "nope" must be host:port (...)
 //
 // If the file sets apps, its list replaces the dev app; each listed app
-// starts from NewApp's per-app defaults. Unknown keys and variables are
+// starts from app.New's per-app defaults. Unknown keys and variables are
 // returned as warnings (errors with opts.Strict). The warnings are returned
 // with the error too. On error the *Config is nil.
 func Load(path string, opts LoadOptions) (*Config, []Warning, error) {

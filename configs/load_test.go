@@ -2,6 +2,7 @@ package configs
 
 import (
 	"errors"
+	"herald/app"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -91,13 +92,13 @@ http:
 	want.Listen = ":7001"
 	want.DataDir = "/var/lib/herald"
 	want.Log = Log{Level: "debug", Format: "json"}
-	shop := NewApp("shop", "shop-key", "s3cret")
+	shop := app.New("shop", "shop-key", "s3cret")
 	shop.MaxConnections = 500
 	shop.MaxBatchSize = 20
-	blog := NewApp("blog", "blog.key", "other")
+	blog := app.New("blog", "blog.key", "other")
 	blog.Enabled = boolPtr(false)
 	blog.ClientEvents = true
-	want.Apps = []App{shop, blog}
+	want.Apps = []app.App{shop, blog}
 	want.Gateway = Gateway{
 		ActivityTimeout: Duration(2 * time.Minute),
 		PongTimeout:     Duration(10 * time.Second),

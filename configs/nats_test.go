@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"herald/app"
 	"strings"
 	"testing"
 )
@@ -17,7 +18,7 @@ func TestNATSDefaults(t *testing.T) {
 	if dev.NATSUser() != "app-id" || dev.NATSPassword() != "app-secret" {
 		t.Fatalf("dev app NATS credentials %q / %q", dev.NATSUser(), dev.NATSPassword())
 	}
-	dev.NATS = AppNATS{User: "u", Password: "p"}
+	dev.NATS = app.NATS{User: "u", Password: "p"}
 	if dev.NATSUser() != "u" || dev.NATSPassword() != "p" {
 		t.Fatalf("configured NATS credentials %q / %q", dev.NATSUser(), dev.NATSPassword())
 	}
@@ -41,7 +42,7 @@ bus:
 	if c.Bus.ClientListen != "" || !c.Bus.ClientSharedInbox {
 		t.Fatalf("bus = %+v", c.Bus)
 	}
-	if got := c.Apps[0].NATS; got != (AppNATS{User: "svc-a", Password: "pw", Nkey: testNkey}) {
+	if got := c.Apps[0].NATS; got != (app.NATS{User: "svc-a", Password: "pw", Nkey: testNkey}) {
 		t.Fatalf("apps[0].nats = %+v", got)
 	}
 	if c.Apps[1].NATSUser() != "b" || c.Apps[1].NATSPassword() != "sb" {

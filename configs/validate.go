@@ -10,21 +10,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nkeys"
+	"herald/app"
 )
 
-// Patterns for app credentials. Keys appear in WebSocket URLs (/app/{key}),
-// ids in REST paths and stream names.
-var (
-	appIDPattern  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-	appKeyPattern = regexp.MustCompile(`^[A-Za-z0-9_\-.]{1,128}$`)
-	// natsUserPattern keeps NATS user names usable in nats:// URLs and apart
-	// from the node's internal user (which starts with '$').
-	natsUserPattern = regexp.MustCompile(`^[A-Za-z0-9_\-.]{1,128}$`)
-	// clusterNamePattern is for cluster.name and cluster.node_name: usable
-	// as a NATS server and cluster name and as a memberlist node name.
-	clusterNamePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
-)
+// clusterNamePattern is for cluster.name and cluster.node_name: usable as a
+// NATS server and cluster name and as a memberlist node name.
+var clusterNamePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
 // Validate checks every value and returns the first problem as a *KeyError
 // naming the key (without a file prefix), e.g. `apps[1].key: must not be
@@ -50,87 +41,17 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// checkApps checks apps[] with the app model's own rules (app/validate.go),
+// naming the app's place in the file.
 func (c *Config) checkApps() *KeyError {
-	if len(c.Apps) == 0 {
-		return keyErr("apps", "at least one app is required")
+	i, err := app.ValidateSet(c.Apps)
+	switch {
+	case err == nil:
+		return nil
+	case i < 0:
+		return keyErr("apps", err.Problem)
 	}
-	ids := make(map[string]int, len(c.Apps))
-	keys := make(map[string]int, len(c.Apps))
-	for i := range c.Apps {
-		a := &c.Apps[i]
-		p := fmt.Sprintf("apps[%d]", i)
-		if err := a.check(p); err != nil {
-			return err
-		}
-		if j, dup := ids[a.ID]; dup {
-			return keyErr(p+".id", fmt.Sprintf("%s is already the id of apps[%d]", quote(a.ID), j))
-		}
-		ids[a.ID] = i
-		if j, dup := keys[a.Key]; dup {
-			return keyErr(p+".key", fmt.Sprintf("%s is already the key of apps[%d]", quote(a.Key), j))
-		}
-		keys[a.Key] = i
-	}
-	return c.checkAppsNATS()
-}
-
-// checkAppsNATS checks the apps' NATS credentials: well formed, and no user
-// name or nkey shared by two apps (each is fenced to one app's subjects).
-func (c *Config) checkAppsNATS() *KeyError {
-	users := make(map[string]int, len(c.Apps))
-	pubkeys := make(map[string]int)
-	for i := range c.Apps {
-		a := &c.Apps[i]
-		p := fmt.Sprintf("apps[%d].nats", i)
-		if a.NATS.User != "" {
-			if err := matches(p+".user", a.NATS.User, natsUserPattern); err != nil {
-				return err
-			}
-		}
-		if j, dup := users[a.NATSUser()]; dup {
-			return keyErr(p+".user", fmt.Sprintf("%s is already the NATS user of apps[%d] (the default user is the app id)", quote(a.NATSUser()), j))
-		}
-		users[a.NATSUser()] = i
-		if a.NATS.Nkey == "" {
-			continue
-		}
-		if !nkeys.IsValidPublicUserKey(a.NATS.Nkey) {
-			return keyErr(p+".nkey", fmt.Sprintf("%s is not a public user nkey (\"U\" and 55 more characters, as printed by nk -gen user -pubout)", quote(a.NATS.Nkey)))
-		}
-		if j, dup := pubkeys[a.NATS.Nkey]; dup {
-			return keyErr(p+".nkey", fmt.Sprintf("already the nkey of apps[%d]", j))
-		}
-		pubkeys[a.NATS.Nkey] = i
-	}
-	return nil
-}
-
-func (a *App) check(p string) *KeyError {
-	if err := matches(p+".id", a.ID, appIDPattern); err != nil {
-		return err
-	}
-	if err := matches(p+".key", a.Key, appKeyPattern); err != nil {
-		return err
-	}
-	if a.Secret == "" {
-		return keyErr(p+".secret", "must not be empty")
-	}
-	if a.MaxConnections < 0 {
-		return keyErr(p+".max_connections", fmt.Sprintf("must be 0 (unlimited) or more, got %d", a.MaxConnections))
-	}
-	return firstErr(
-		intRange(p+".max_event_data_bytes", int64(a.MaxEventDataBytes), 1, 1<<20),
-		intRange(p+".max_channels_per_event", int64(a.MaxChannelsPerEvent), 1, 1000),
-		intRange(p+".max_batch_size", int64(a.MaxBatchSize), 1, 1000),
-		intRange(p+".max_event_name_length", int64(a.MaxEventNameLength), 1, 1000),
-		intRange(p+".max_channel_name_length", int64(a.MaxChannelNameLength), 1, 1000),
-		oneOf(p+".subscription_error_mode", a.SubscriptionErrorMode, SubscriptionErrorsPusher, SubscriptionErrorsSoketi),
-		intRange(p+".max_presence_members", int64(a.MaxPresenceMembers), 1, 100000),
-		intRange(p+".max_presence_user_info_bytes", int64(a.MaxPresenceUserInfoBytes), 1, 65536),
-		intRange(p+".client_event_rate", int64(a.ClientEventRate), 1, 10000),
-		intRange(p+".replay_max_msgs_per_channel", a.ReplayMaxMsgsPerChannel, 0, 10_000_000),
-		replayAge(p+".replay_max_age", a.ReplayMaxAge),
-	)
+	return keyErr(fmt.Sprintf("apps[%d].%s", i, err.Key), err.Problem)
 }
 
 func (g *Gateway) check(p string) *KeyError {
@@ -464,13 +385,4 @@ func durRange(key string, v Duration, lo, hi time.Duration) *KeyError {
 		return keyErr(key, fmt.Sprintf("must be from %s to %s, got %s", Duration(lo), Duration(hi), v))
 	}
 	return nil
-}
-
-// replayAge checks an app's replay window age: 0 (the bus default) or a
-// duration in the bus's range.
-func replayAge(key string, d Duration) *KeyError {
-	if d == 0 {
-		return nil
-	}
-	return durRange(key, d, time.Second, 720*time.Hour)
 }

@@ -5,13 +5,14 @@ import (
 	"sync"
 	"time"
 
+	"herald/bus"
 	"herald/protocol"
 )
 
-// CacheReader reads the last event of cache channels (the bus does, from
+// CacheReader reads the last event of cache channels (bus.Bus does, from
 // JetStream).
 type CacheReader interface {
-	LastEvent(ctx context.Context, app, channel string) (payload []byte, serial uint64, stored time.Time, ok bool, err error)
+	LastEvent(ctx context.Context, app, channel string) (bus.CachedEvent, bool, error)
 }
 
 const (
@@ -47,17 +48,29 @@ func (g *Gateway) sendCached(c *Conn, name string) {
 	}
 }
 
+// startCacheWorkers starts the cache lookups, when there is a cache.
+func (g *Gateway) startCacheWorkers() {
+	if g.cache == nil {
+		return
+	}
+	g.cacheJobs = make(chan cacheJob, cacheQueueLen)
+	for range cacheWorkers {
+		g.wg.Add(1)
+		go g.cacheWorker()
+	}
+}
+
 func (g *Gateway) cacheWorker() {
 	defer g.wg.Done()
 	for job := range g.cacheJobs {
 		ctx, cancel := context.WithTimeout(context.Background(), cacheReadTimeout)
-		payload, serial, _, ok, err := g.cache.LastEvent(ctx, job.c.app.ID, job.name)
+		ev, ok, err := g.cache.LastEvent(ctx, job.c.app.ID, job.name)
 		cancel()
 		if err != nil {
 			g.log.Warn("cache read failed", "app", job.c.app.ID, "channel", job.name, "err", err)
 		}
 		if ok {
-			_ = job.c.send(eventFrame(payload, serial))
+			_ = job.c.send(eventFrame(ev.Payload, ev.Serial))
 		} else {
 			job.c.sendJSON(protocol.AppendCacheMiss(nil, job.name))
 		}
@@ -85,7 +98,7 @@ func (g *Gateway) countChanged(lc *localChannel) {
 		return
 	}
 	g.counts.send.Lock()
-	n := g.hub.count(lc.app, lc.name)
+	n := g.hub.count(lc.app.ID, lc.name)
 	if n <= countThreshold {
 		if n > 0 {
 			g.sendCount(lc, n)
@@ -120,7 +133,7 @@ func (g *Gateway) countLoop() {
 		g.counts.mu.Unlock()
 		for lc := range dirty {
 			g.counts.send.Lock()
-			if n := g.hub.count(lc.app, lc.name); n > countThreshold {
+			if n := g.hub.count(lc.app.ID, lc.name); n > countThreshold {
 				g.sendCount(lc, n)
 			}
 			g.counts.send.Unlock()
@@ -133,15 +146,15 @@ func (g *Gateway) countLoop() {
 func (g *Gateway) sendCount(lc *localChannel, n int) {
 	msg := protocol.AppendSubscriptionCount(nil, lc.name, n)
 	frame := textFrame(msg)
-	g.hub.fanout(lc.app, lc.name, func(c *Conn) { _ = c.send(frame) })
+	g.hub.fanout(lc.app.ID, lc.name, func(c *Conn) { _ = c.send(frame) })
 }
 
 // UserCount returns the number of distinct users in a presence channel.
-func (g *Gateway) UserCount(app *App, channel string) int { return g.presence.Count(app.ID, channel) }
+func (g *Gateway) UserCount(app, channel string) int { return g.presence.Count(app, channel) }
 
 // Users returns the distinct user ids in a presence channel, in join order.
-func (g *Gateway) Users(app *App, channel string) []string {
-	ms := g.presence.Members(app.ID, channel)
+func (g *Gateway) Users(app, channel string) []string {
+	ms := g.presence.Members(app, channel)
 	ids := make([]string, len(ms))
 	for i, m := range ms {
 		ids[i] = m.ID

@@ -11,6 +11,7 @@ import (
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 
+	"herald/app"
 	"herald/protocol"
 )
 
@@ -35,12 +36,12 @@ const maxIovecs = 64
 // of the poller that owns the connection. Everything under mu is shared.
 type Conn struct {
 	fd     int
-	app    *App
+	app    *app.App // the app as it was when the connection was accepted
 	id     protocol.SocketID
 	poller *poller
-	// counted: the connection was accepted and counts against its app's
-	// connection limit.
-	counted bool
+	// counter is the app's connection counter this connection was counted
+	// in (its connection limit); nil when it was not.
+	counter *atomic.Int64
 
 	// poller only
 	rbuf     []byte     // bytes of an incomplete frame; nil when none

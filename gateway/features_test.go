@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"herald/app"
 	"herald/client"
 	"herald/protocol"
 )
@@ -26,7 +27,7 @@ type roster struct {
 }
 
 func TestPresenceMembers(t *testing.T) {
-	e := startEdge(t, func(c *Config) { c.Apps[0].MaxPresenceMembers = 2 })
+	e := startEdge(t, withApp(func(a *app.App) { a.MaxPresenceMembers = 2 }))
 	a1 := dial(t, e.url("app-key"))
 	a2 := dial(t, e.url("app-key")) // second tab of user a
 	b := dial(t, e.url("app-key"))
@@ -61,7 +62,7 @@ func TestPresenceMembers(t *testing.T) {
 	if _, err := joinPresence(t, c, ch, "c"); err == nil {
 		t.Fatal("third user accepted over the limit of 2")
 	}
-	if n := e.g.UserCount(e.app, ch); n != 2 {
+	if n := e.g.UserCount(e.app.ID, ch); n != 2 {
 		t.Fatalf("user count %d", n)
 	}
 	// a's first tab leaves: a is still there through a2, so nothing is sent.
@@ -74,13 +75,13 @@ func TestPresenceMembers(t *testing.T) {
 	if err != nil || !strings.Contains(ev.Data, `"user_id":"b"`) {
 		t.Fatalf("member_removed %+v %v", ev, err)
 	}
-	if got := e.g.Users(e.app, ch); fmt.Sprint(got) != "[a]" {
+	if got := e.g.Users(e.app.ID, ch); fmt.Sprint(got) != "[a]" {
 		t.Fatalf("users %v", got)
 	}
 }
 
 func TestPresenceRejections(t *testing.T) {
-	e := startEdge(t, func(c *Config) { c.Apps[0].MaxPresenceUserInfo = 20 })
+	e := startEdge(t, withApp(func(a *app.App) { a.MaxPresenceUserInfoBytes = 20 }))
 	c := dial(t, e.url("app-key"))
 	const ch = "presence-x"
 	good := `{"user_id":"1"}`
@@ -107,8 +108,10 @@ func TestPresenceRejections(t *testing.T) {
 
 func TestClientEvents(t *testing.T) {
 	e := startEdge(t, func(c *Config) {
-		c.Apps[0].ClientEvents = true
-		c.Apps[0].ClientEventRate = 3
+		withApp(func(a *app.App) {
+			a.ClientEvents = true
+			a.ClientEventRate = 3
+		})(c)
 	})
 	a := dial(t, e.url("app-key"))
 	b := dial(t, e.url("app-key"))
@@ -185,7 +188,7 @@ func TestSigninServerToUserAndTerminate(t *testing.T) {
 	if _, err := c.WaitFor(ctx5(t), "hello", "#server-to-user-42"); err != nil {
 		t.Fatal(err)
 	}
-	if n := e.g.TerminateUser(e.app, "42"); n != 1 {
+	if n := e.g.TerminateUser(e.app.ID, "42"); n != 1 {
 		t.Fatalf("terminated %d connections", n)
 	}
 	for {
@@ -205,7 +208,7 @@ func TestSigninServerToUserAndTerminate(t *testing.T) {
 }
 
 func TestSubscriptionCountEvents(t *testing.T) {
-	e := startEdge(t, func(c *Config) { c.Apps[0].SubscriptionCount = true })
+	e := startEdge(t, withApp(func(a *app.App) { a.SubscriptionCount = true }))
 	a := dial(t, e.url("app-key"))
 	b := dial(t, e.url("app-key"))
 	for _, c := range []*client.Conn{a, b} {
@@ -225,7 +228,7 @@ func TestSubscriptionCountEvents(t *testing.T) {
 }
 
 func TestSoketiSubscriptionErrors(t *testing.T) {
-	e := startEdge(t, func(c *Config) { c.Apps[0].SoketiErrors = true })
+	e := startEdge(t, withApp(func(a *app.App) { a.SubscriptionErrorMode = app.SubscriptionErrorsSoketi }))
 	c := dial(t, e.url("app-key"))
 	_ = c.SendRaw([]byte(`{"event":"pusher:subscribe","data":{"channel":"private-x","auth":"app-key:00"}}`))
 	ev, err := c.WaitFor(ctx5(t), "pusher:subscription_error", "private-x")

@@ -15,6 +15,7 @@ package gateway
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -26,73 +27,30 @@ import (
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 
+	"herald/app"
 	"herald/bus"
+	"herald/lifecycle"
 	"herald/presence"
 	"herald/protocol"
 )
 
-// App is one tenant as the edge sees it.
-type App struct {
-	ID             string
-	Key            string
-	Secret         string
-	Enabled        bool
-	ClientEvents   bool
-	MaxConnections int // 0: unlimited
-	Limits         protocol.Limits
-
-	SoketiErrors        bool // refused subscriptions get pusher:subscription_error (else pusher:error)
-	SubscriptionCount   bool // send pusher_internal:subscription_count
-	MaxPresenceMembers  int  // distinct users per presence channel
-	MaxPresenceUserInfo int  // bytes of user_info JSON
-	ClientEventRate     int  // client events per second per connection
-	UserAuthentication  bool // connections must sign in within 30 s
-
-	conns atomic.Int64
-}
-
-// setDefaults fills zero limits with Pusher's defaults.
-func (a *App) setDefaults() {
-	d := protocol.DefaultLimits()
-	for _, f := range []struct {
-		v   *int
-		def int
-	}{
-		{&a.Limits.MaxDataBytes, d.MaxDataBytes},
-		{&a.Limits.MaxChannels, d.MaxChannels},
-		{&a.Limits.MaxBatch, d.MaxBatch},
-		{&a.Limits.MaxEventName, d.MaxEventName},
-		{&a.Limits.MaxChannelName, d.MaxChannelName},
-		{&a.MaxPresenceMembers, 100},
-		{&a.MaxPresenceUserInfo, 1024},
-		{&a.ClientEventRate, 10},
-	} {
-		if *f.v <= 0 {
-			*f.v = f.def
-		}
-	}
-}
-
-// Connections returns the app's open connections on this node.
-func (a *App) Connections() int64 { return a.conns.Load() }
-
 // Bus is what the edge needs from the message bus: reference-counted
-// interest in a channel's live messages. Both calls must return quickly. A
-// Bus that is also a Publisher relays client events; one that is also a
-// CacheReader serves cache channels.
+// interest in a channel's live messages. Both calls must return quickly.
 type Bus interface {
 	Subscribe(app, channel string)
 	Unsubscribe(app, channel string)
 }
 
-// Publisher stores events without waiting for an acknowledgement.
+// Publisher stores client events without waiting for an acknowledgement.
 type Publisher interface {
 	PublishAsync(p bus.Publication) error
 }
 
-// Config sets up a Gateway.
+// Config sets up a Gateway. The parts it depends on are fields, set by the
+// node at construction (node/node.go); the optional ones say what their
+// absence means.
 type Config struct {
-	Apps            []*App
+	Apps            *app.Registry // required: connections find their app by key here
 	ActivityTimeout time.Duration // sent to clients; silent sockets are probed after it
 	PongTimeout     time.Duration // a probed socket that stays silent this long is closed with 4201
 	MaxMessageBytes int           // largest client message (and frame)
@@ -101,14 +59,27 @@ type Config struct {
 	RequireProtocol bool          // a missing ?protocol= closes with 4008 instead of meaning 7
 	SocketIDNode    uint64        // the first part of socket ids; 0 picks one at random
 	Logger          *slog.Logger
+
+	// Bus is required: the live interest behind the local channel index.
+	// The bus delivers into the gateway through Deliver and Flush, on
+	// Shards delivery shards (bus.Bus.Shards, at most 64).
+	Bus    Bus
+	Shards int
+	// Publisher relays client events; nil: client events are refused.
+	Publisher Publisher
+	// Cache serves cache channels; nil: every subscriber gets
+	// pusher:cache_miss.
+	Cache CacheReader
+	// Replayer serves herald_resume; nil: resumes are answered
+	// resume_failed "disabled" (streams off).
+	Replayer Replayer
 	// NewPresence builds the presence registry, reporting changes to the
 	// listener it is given; nil means a single-node presence.Local. A cluster
 	// passes the gossiped registry here.
 	NewPresence func(presence.Listener) presence.Registry
-	// IsOwner reports whether this node owns a channel's once-only duties
-	// (publishing presence changes for NATS consumers); nil: always (one
-	// node).
-	IsOwner func(app, channel string) bool
+	// Lifecycle receives every transition the presence registry reports,
+	// to emit the channel lifecycle events this node owns; nil: none.
+	Lifecycle *lifecycle.Decider
 }
 
 // Stats are the gateway's counters.
@@ -139,8 +110,8 @@ type sharedFrames struct {
 type Gateway struct {
 	cfg      Config
 	log      *slog.Logger
-	appsByID map[string]*App
-	appByKey map[string]*App
+	apps     *app.Registry
+	appConns sync.Map // app id -> *atomic.Int64: the app's open connections on this node
 	ids      *protocol.SocketIDs
 	hub      *hub
 	pollers  []*poller
@@ -156,11 +127,8 @@ type Gateway struct {
 	cacheJobs  chan cacheJob
 	replayer   Replayer
 	replayJobs chan replayJob
-	// presencePub is set by AttachBus and read by presence listeners, which
-	// may already run on the registry's goroutines.
-	presencePub atomic.Pointer[PresencePublisher]
-	counts      counts
-	stop        chan struct{}
+	counts     counts
+	stop       chan struct{}
 
 	// dirty[i] lists the connections delivery shard i queued frames to since
 	// its last Flush; only shard i's goroutine touches it.
@@ -171,8 +139,15 @@ type Gateway struct {
 	draining  atomic.Bool
 }
 
-// New starts a gateway's pollers. Call AttachBus before serving upgrades.
+// New starts a gateway's pollers and workers. Hand it to the bus as its
+// Sink (bus.Bus.StartDelivery) before serving upgrades.
 func New(cfg Config) (*Gateway, error) {
+	if cfg.Apps == nil || cfg.Bus == nil {
+		return nil, errors.New("gateway: Apps and Bus are required")
+	}
+	if cfg.Shards <= 0 || cfg.Shards > 64 {
+		return nil, fmt.Errorf("gateway: %d delivery shards (1 to 64)", cfg.Shards)
+	}
 	if cfg.Pollers <= 0 {
 		cfg.Pollers = runtime.GOMAXPROCS(0)
 	}
@@ -188,19 +163,18 @@ func New(cfg Config) (*Gateway, error) {
 		maxFDs = 1 << 24
 	}
 	g := &Gateway{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		appsByID: make(map[string]*App, len(cfg.Apps)),
-		appByKey: make(map[string]*App, len(cfg.Apps)),
-		ids:      protocol.NewSocketIDs(cfg.SocketIDNode),
-		hub:      newHub(),
-		fds:      make([]atomic.Pointer[Conn], maxFDs),
-		stop:     make(chan struct{}),
-	}
-	for _, a := range cfg.Apps {
-		a.setDefaults()
-		g.appsByID[a.ID] = a
-		g.appByKey[a.Key] = a
+		cfg:       cfg,
+		log:       cfg.Logger,
+		apps:      cfg.Apps,
+		ids:       protocol.NewSocketIDs(cfg.SocketIDNode),
+		hub:       newHub(),
+		fds:       make([]atomic.Pointer[Conn], maxFDs),
+		stop:      make(chan struct{}),
+		bus:       cfg.Bus,
+		dirty:     make([][]*Conn, cfg.Shards),
+		publisher: cfg.Publisher,
+		cache:     cfg.Cache,
+		replayer:  cfg.Replayer,
 	}
 	g.frames.ping = appendFrame(nil, ws.OpText, protocol.AppendPing(nil))
 	g.frames.pong = appendFrame(nil, ws.OpText, protocol.AppendPong(nil))
@@ -224,6 +198,8 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.wg.Add(1)
 	go g.countLoop()
+	g.startCacheWorkers()
+	g.startReplayWorkers()
 	// Last: a gossiped registry may report remote changes at once, from its
 	// own goroutines, which must see a finished gateway.
 	if cfg.NewPresence != nil {
@@ -234,41 +210,26 @@ func New(cfg Config) (*Gateway, error) {
 	return g, nil
 }
 
-// AttachBus connects the edge to the bus (which delivers into the gateway
-// through Deliver and Flush), with the bus's number of delivery shards.
-func (g *Gateway) AttachBus(b Bus, shards int) {
-	if shards > 64 {
-		panic("gateway: at most 64 delivery shards")
+// connCounter is the counter of an app's open connections on this node; it
+// outlives reloads of the app table.
+func (g *Gateway) connCounter(appID string) *atomic.Int64 {
+	if v, ok := g.appConns.Load(appID); ok {
+		return v.(*atomic.Int64)
 	}
-	g.bus = b
-	g.dirty = make([][]*Conn, shards)
-	if pp, ok := b.(PresencePublisher); ok {
-		g.presencePub.Store(&pp)
-	}
-	g.publisher, _ = b.(Publisher)
-	if cr, ok := b.(CacheReader); ok {
-		g.cache = cr
-		g.cacheJobs = make(chan cacheJob, cacheQueueLen)
-		for range cacheWorkers {
-			g.wg.Add(1)
-			go g.cacheWorker()
-		}
-	}
+	v, _ := g.appConns.LoadOrStore(appID, new(atomic.Int64))
+	return v.(*atomic.Int64)
 }
 
-// AppByID returns the app with this id.
-func (g *Gateway) AppByID(id string) (*App, bool) { a, ok := g.appsByID[id]; return a, ok }
-
-// AppByKey returns the app with this key.
-func (g *Gateway) AppByKey(key string) (*App, bool) { a, ok := g.appByKey[key]; return a, ok }
+// AppConnections returns the app's open connections on this node.
+func (g *Gateway) AppConnections(appID string) int64 { return g.connCounter(appID).Load() }
 
 // SubscriptionCount returns how many of this node's connections are
 // subscribed to the channel.
-func (g *Gateway) SubscriptionCount(app *App, channel string) int { return g.hub.count(app, channel) }
+func (g *Gateway) SubscriptionCount(app, channel string) int { return g.hub.count(app, channel) }
 
 // Channels calls fn for each channel of the app that has subscribers on this
 // node.
-func (g *Gateway) Channels(app *App, fn func(name string, subscriptions int)) {
+func (g *Gateway) Channels(app string, fn func(name string, subscriptions int)) {
 	g.hub.channels(app, fn)
 }
 
@@ -290,10 +251,6 @@ func (g *Gateway) Stats() Stats {
 // Flush does, once per batch, so that a socket receiving several events gets
 // them in one writev.
 func (g *Gateway) Deliver(shard int, m *bus.Message) {
-	app := g.appsByID[m.App]
-	if app == nil {
-		return
-	}
 	var excl protocol.SocketID
 	if m.Exclude != "" {
 		excl, _ = protocol.ParseSocketID(m.Exclude)
@@ -301,7 +258,7 @@ func (g *Gateway) Deliver(shard int, m *bus.Message) {
 	frame := eventFrame(m.Payload, m.Serial)
 	bit := uint64(1) << uint(shard)
 	list := &g.dirty[shard]
-	n := g.hub.fanout(app, m.Channel, func(c *Conn) {
+	n := g.hub.fanout(m.App, m.Channel, func(c *Conn) {
 		if c.id == excl {
 			return
 		}
@@ -362,8 +319,8 @@ func (g *Gateway) connClosed(c *Conn) {
 	if c.userID != "" {
 		g.users.remove(c)
 	}
-	if c.counted {
-		c.app.conns.Add(-1)
+	if c.counter != nil {
+		c.counter.Add(-1)
 	}
 	g.stats.connections.Add(-1)
 }

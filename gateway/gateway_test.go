@@ -12,6 +12,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"herald/app"
 	"herald/bus"
 	"herald/client"
 	"herald/protocol"
@@ -23,7 +24,34 @@ type edge struct {
 	g    *Gateway
 	bus  *bus.Bus
 	addr string
-	app  *App
+	app  *app.App // app-id as the edge started; change it with setApp
+}
+
+// setApp changes app-id for connections made from now on, as a reload
+// would: the registry gets a new table.
+func (e *edge) setApp(fn func(*app.App)) {
+	e.app = replaceApp(e.g.cfg.Apps, fn)
+}
+
+// withApp changes app-id before the edge starts.
+func withApp(fn func(*app.App)) func(*Config) {
+	return func(c *Config) { replaceApp(c.Apps, fn) }
+}
+
+// replaceApp swaps a copy of r's apps into r with fn applied to app-id and
+// returns the new app-id.
+func replaceApp(r *app.Registry, fn func(*app.App)) *app.App {
+	all := r.Table().All()
+	list := make([]app.App, len(all))
+	for i, a := range all {
+		list[i] = *a
+		if a.ID == "app-id" {
+			fn(&list[i])
+		}
+	}
+	r.Replace(list)
+	a, _ := r.ByID("app-id")
+	return a
 }
 
 func (e *edge) url(key string) string {
@@ -62,38 +90,48 @@ func startEdge(t *testing.T, mutate func(*Config)) *edge {
 	return startEdgeWith(t, mutate, nil)
 }
 
-// startEdgeWith is startEdge with the bus config adjustable too.
+// startEdgeWith is startEdge with the bus config adjustable too. The bus
+// starts first, so mutate sees (and may change) the gateway's dependencies.
 func startEdgeWith(t *testing.T, mutate func(*Config), mutateBus func(*bus.Config)) *edge {
 	t.Helper()
 	base := runtime.NumGoroutine()
-	app := &App{ID: "app-id", Key: "app-key", Secret: "app-secret", Enabled: true, Limits: protocol.DefaultLimits()}
-	off := &App{ID: "off", Key: "off-key", Secret: "s", Enabled: false}
+	off := app.New("off", "off-key", "s")
+	off.Enabled = new(bool)
+	apps := app.NewRegistry([]app.App{app.New("app-id", "app-key", "app-secret"), off})
+	bcfg := bus.Config{DataDir: t.TempDir(), StreamEnabled: true, MaxAge: time.Minute,
+		MaxMsgsPerChannel: 1000, Apps: []string{"app-id"}, Shards: 2}
+	if mutateBus != nil {
+		mutateBus(&bcfg)
+	}
+	b, err := bus.Start(bcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := Config{
-		Apps:            []*App{app, off},
+		Apps:            apps,
 		ActivityTimeout: 120 * time.Second,
 		PongTimeout:     30 * time.Second,
 		MaxMessageBytes: 32 << 10,
 		WriteQueueBytes: 1 << 20,
 		Pollers:         2,
+		Bus:             b,
+		Shards:          b.Shards(),
+		Publisher:       b,
+		Cache:           b,
 	}
 	if mutate != nil {
 		mutate(&cfg)
 	}
 	g, err := New(cfg)
 	if err != nil {
+		_ = b.Close()
 		t.Fatal(err)
 	}
-	bcfg := bus.Config{DataDir: t.TempDir(), StreamEnabled: true, MaxAge: time.Minute,
-		MaxMsgsPerChannel: 1000, Apps: []string{"app-id"}, Shards: 2}
-	if mutateBus != nil {
-		mutateBus(&bcfg)
-	}
-	b, err := bus.Start(bcfg, g)
-	if err != nil {
+	if err := b.StartDelivery(g); err != nil {
 		g.Close()
+		_ = b.Close()
 		t.Fatal(err)
 	}
-	g.AttachBus(b, b.Shards())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +146,8 @@ func startEdgeWith(t *testing.T, mutate func(*Config), mutateBus func(*bus.Confi
 		_ = b.Close()
 		checkGoroutines(t, base)
 	})
-	return &edge{g: g, bus: b, addr: ln.Addr().String(), app: app}
+	a, _ := cfg.Apps.ByID("app-id")
+	return &edge{g: g, bus: b, addr: ln.Addr().String(), app: a}
 }
 
 func dial(t *testing.T, url string) *client.Conn {
@@ -156,7 +195,7 @@ func TestConnectionEstablished(t *testing.T) {
 
 func TestRefusedConnections(t *testing.T) {
 	e := startEdge(t, func(c *Config) { c.RequireProtocol = true })
-	e.app.MaxConnections = 1
+	e.setApp(func(a *app.App) { a.MaxConnections = 1 })
 	keep := dial(t, e.url("app-key"))
 	_ = keep
 	base := "ws://" + e.addr
@@ -263,14 +302,14 @@ func TestSubscribeAndDeliver(t *testing.T) {
 			t.Fatalf("%s: excluded socket got %+v, %v", ch, ev, err)
 		}
 	}
-	if n := e.g.SubscriptionCount(e.app, "orders.42"); n != 2 {
+	if n := e.g.SubscriptionCount(e.app.ID, "orders.42"); n != 2 {
 		t.Fatalf("subscription count %d", n)
 	}
 	if err := a.Unsubscribe("orders.42"); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, func() error {
-		if n := e.g.SubscriptionCount(e.app, "orders.42"); n != 1 {
+		if n := e.g.SubscriptionCount(e.app.ID, "orders.42"); n != 1 {
 			return fmt.Errorf("count %d", n)
 		}
 		return nil
@@ -279,7 +318,7 @@ func TestSubscribeAndDeliver(t *testing.T) {
 
 func TestSubscriptionErrors(t *testing.T) {
 	e := startEdge(t, nil)
-	e.app.ClientEvents = true
+	e.setApp(func(a *app.App) { a.ClientEvents = true })
 	c := dial(t, e.url("app-key"))
 	if err := c.Subscribe(ctx5(t), "dup"); err != nil {
 		t.Fatal(err)
@@ -386,7 +425,7 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, func() error {
-		if n := e.g.SubscriptionCount(e.app, "firehose"); n != 2 {
+		if n := e.g.SubscriptionCount(e.app.ID, "firehose"); n != 2 {
 			return fmt.Errorf("%d subscribers", n)
 		}
 		return nil
@@ -414,7 +453,7 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 		}
 	}
 	waitFor(t, 10*time.Second, func() error {
-		if n := e.g.SubscriptionCount(e.app, "firehose"); n != 1 {
+		if n := e.g.SubscriptionCount(e.app.ID, "firehose"); n != 1 {
 			return fmt.Errorf("%d subscribers", n)
 		}
 		return nil
@@ -453,7 +492,7 @@ func TestNoGoroutinePerConnection(t *testing.T) {
 		}
 		total := 0
 		for i := range 50 {
-			total += e.g.SubscriptionCount(e.app, fmt.Sprintf("c%d", i))
+			total += e.g.SubscriptionCount(e.app.ID, fmt.Sprintf("c%d", i))
 		}
 		if total != n {
 			return fmt.Errorf("%d subscriptions", total)

@@ -3,6 +3,8 @@ package gateway
 import (
 	"hash/maphash"
 	"sync"
+
+	"herald/app"
 )
 
 // hubShards spreads the channel index over several locks so that subscribes
@@ -11,13 +13,13 @@ const hubShards = 64
 
 // localChannel is a channel with at least one subscriber on this node.
 type localChannel struct {
-	app  *App
+	app  *app.App // the app when the channel got its first local subscriber
 	name string
 	subs map[*Conn]struct{}
 }
 
 type chanKey struct {
-	app  *App
+	app  string // app id
 	name string
 }
 
@@ -42,10 +44,10 @@ func newHub() *hub {
 	return h
 }
 
-func (h *hub) shard(app *App, name string) *hubShard {
+func (h *hub) shard(app, name string) *hubShard {
 	var mh maphash.Hash
 	mh.SetSeed(h.seed)
-	mh.WriteString(app.ID)
+	mh.WriteString(app)
 	mh.WriteByte(0)
 	mh.WriteString(name)
 	return &h.shards[mh.Sum64()%hubShards]
@@ -54,8 +56,8 @@ func (h *hub) shard(app *App, name string) *hubShard {
 // add subscribes c to the channel. It returns the channel, whether c was
 // already subscribed, and whether c is the channel's first local subscriber.
 func (h *hub) add(c *Conn, name string) (lc *localChannel, dup, first bool) {
-	s := h.shard(c.app, name)
-	k := chanKey{c.app, name}
+	s := h.shard(c.app.ID, name)
+	k := chanKey{c.app.ID, name}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	lc = s.chans[k]
@@ -73,21 +75,21 @@ func (h *hub) add(c *Conn, name string) (lc *localChannel, dup, first bool) {
 // remove unsubscribes c and reports whether the channel has no local
 // subscriber left.
 func (h *hub) remove(c *Conn, lc *localChannel) (last bool) {
-	s := h.shard(lc.app, lc.name)
+	s := h.shard(lc.app.ID, lc.name)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(lc.subs, c)
 	if len(lc.subs) > 0 {
 		return false
 	}
-	delete(s.chans, chanKey{lc.app, lc.name})
+	delete(s.chans, chanKey{lc.app.ID, lc.name})
 	return true
 }
 
 // fanout calls fn for every local subscriber of the channel, holding the
 // shard's read lock, and returns how many there were. fn must not call back
 // into the hub.
-func (h *hub) fanout(app *App, name string, fn func(*Conn)) int {
+func (h *hub) fanout(app, name string, fn func(*Conn)) int {
 	s := h.shard(app, name)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -102,7 +104,7 @@ func (h *hub) fanout(app *App, name string, fn func(*Conn)) int {
 }
 
 // count returns the number of local subscriptions to a channel.
-func (h *hub) count(app *App, name string) int {
+func (h *hub) count(app, name string) int {
 	s := h.shard(app, name)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -114,7 +116,7 @@ func (h *hub) count(app *App, name string) int {
 
 // channels calls fn for every locally occupied channel of an app with its
 // local subscription count.
-func (h *hub) channels(app *App, fn func(name string, subs int)) {
+func (h *hub) channels(app string, fn func(name string, subs int)) {
 	for i := range h.shards {
 		s := &h.shards[i]
 		s.mu.RLock()

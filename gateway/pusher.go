@@ -65,7 +65,7 @@ func (c *Conn) sendJSON(msg []byte) {
 // connection-level pusher:error (code null), or soketi's channel-scoped
 // pusher:subscription_error that Laravel Echo's channel.error() receives.
 func (c *Conn) refuse(channel, typ, message string, status int) {
-	if c.app.SoketiErrors {
+	if c.app.SoketiErrors() {
 		c.sendJSON(protocol.AppendSubscriptionError(nil, channel, typ, message, status))
 		return
 	}
@@ -89,7 +89,7 @@ func (g *Gateway) subscribe(c *Conn, msg protocol.Message) {
 		return
 	}
 	name := sd.Channel
-	if err := protocol.ValidateChannelName(name, c.app.Limits.MaxChannelName); err != nil {
+	if err := protocol.ValidateChannelName(name, c.app.MaxChannelNameLength); err != nil {
 		c.refuse(name, "InvalidChannel", err.Error(), 4009)
 		return
 	}
@@ -170,7 +170,7 @@ func (g *Gateway) presenceMember(c *Conn, name string, sd protocol.SubscribeData
 	case len(pm.UserID) > maxPresenceUserIDBytes:
 		c.refuse(name, "LimitReached", "Presence user_id is longer than 128 characters", 4009)
 		return presence.Member{}, false
-	case len(pm.UserInfo) > c.app.MaxPresenceUserInfo:
+	case len(pm.UserInfo) > c.app.MaxPresenceUserInfoBytes:
 		c.refuse(name, "LimitReached", "Presence user_info is larger than the app's limit", 4301)
 		return presence.Member{}, false
 	}
@@ -256,13 +256,11 @@ func (g *Gateway) leave(c *Conn, s subscription) {
 }
 
 // onPresenceChange delivers member_added / member_removed to this node's
-// subscribers of the channel, except the connection that caused the change.
-// It runs under the presence registry's lock.
+// subscribers of the channel, except the connection that caused the change,
+// and hands every transition to the lifecycle Decider, which emits those of
+// channels this node owns. It runs under the presence registry's lock.
 func (g *Gateway) onPresenceChange(ch presence.Change) {
-	app := g.appsByID[ch.App]
-	if app == nil {
-		return
-	}
+	g.cfg.Lifecycle.Observe(ch)
 	var msg []byte
 	if ch.Added {
 		msg = protocol.AppendMemberAdded(nil, ch.Channel, ch.Member.IDJSON, ch.Member.Info)
@@ -270,43 +268,10 @@ func (g *Gateway) onPresenceChange(ch presence.Change) {
 		msg = protocol.AppendMemberRemoved(nil, ch.Channel, ch.Member.IDJSON)
 	}
 	frame := textFrame(msg)
-	g.publishPresence(app, ch)
 	origin, _ := protocol.ParseSocketID(string(ch.Origin))
-	g.hub.fanout(app, ch.Channel, func(c *Conn) {
+	g.hub.fanout(ch.App, ch.Channel, func(c *Conn) {
 		if c.id != origin {
 			_ = c.send(frame)
 		}
 	})
-}
-
-// PresencePublisher publishes presence member changes for NATS consumers.
-type PresencePublisher interface {
-	PublishPresence(app, channel string, payload []byte) error
-}
-
-// publishPresence publishes a member change on the NATS presence subject,
-// from the channel's owner node only, so consumers see each change once
-// cluster-wide (every node sees every change). Runs under the presence
-// registry's lock; the publish does not wait.
-func (g *Gateway) publishPresence(app *App, ch presence.Change) {
-	ppp := g.presencePub.Load()
-	if ppp == nil || (g.cfg.IsOwner != nil && !g.cfg.IsOwner(app.ID, ch.Channel)) {
-		return
-	}
-	pp := *ppp
-	ev := "member_removed"
-	if ch.Added {
-		ev = "member_added"
-	}
-	b := append([]byte(`{"event":`), protocol.AppendJSONString(nil, ev)...)
-	b = append(b, `,"channel":`...)
-	b = protocol.AppendJSONString(b, ch.Channel)
-	b = append(b, `,"user_id":`...)
-	b = protocol.AppendJSONString(b, ch.Member.ID)
-	if ch.Added && len(ch.Member.Info) > 0 {
-		b = append(b, `,"user_info":`...)
-		b = append(b, ch.Member.Info...)
-	}
-	b = append(b, '}')
-	_ = pp.PublishPresence(app.ID, ch.Channel, b)
 }

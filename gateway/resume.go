@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"herald/bus"
 	"herald/protocol"
 )
 
@@ -22,18 +23,10 @@ import (
 // checks the hold under the same lock, so no event is lost between history
 // and live and none is queued twice.
 
-// Replayer reads a channel's stored events after a serial (the bus does,
+// Replayer reads a channel's stored events after a serial (bus.Bus does,
 // with batched direct gets from the app's stream).
 type Replayer interface {
-	Replay(ctx context.Context, app, channel string, after uint64, fn func(serial uint64, payload []byte, exclude string) error) (ReplayResult, error)
-}
-
-// ReplayResult is what a replay found.
-type ReplayResult struct {
-	Last         uint64 // last serial passed to fn, or after
-	Count        int
-	WindowPassed bool   // events right after `after` may be gone
-	First        uint64 // oldest serial the app's stream holds
+	History(ctx context.Context, app, channel string, after uint64, fn func(serial uint64, payload []byte, exclude string) error) (bus.HistoryResult, error)
 }
 
 const (
@@ -148,10 +141,10 @@ func (g *Gateway) runReplay(job replayJob) {
 	defer cancel()
 	excl := c.id.String()
 	after := r.from
-	var first ReplayResult
+	var first bus.HistoryResult
 	total := 0
 	for pass := 0; ; pass++ {
-		res, err := g.replayer.Replay(ctx, c.app.ID, job.name, after, func(serial uint64, payload []byte, exclude string) error {
+		res, err := g.replayer.History(ctx, c.app.ID, job.name, after, func(serial uint64, payload []byte, exclude string) error {
 			if exclude == excl {
 				return nil
 			}
@@ -262,11 +255,13 @@ func resumeFailed(channel string, from uint64, reason string, first uint64) []by
 	return protocol.AppendEvent(nil, "pusher_internal:resume_failed", channel, string(data), "")
 }
 
-// AttachReplayer turns resume on: subscribes with herald_resume are
-// replayed from r. Without it they are answered with resume_failed
-// "disabled" and go live at once.
-func (g *Gateway) AttachReplayer(r Replayer) {
-	g.replayer = r
+// startReplayWorkers turns resume on when there is a Replayer: subscribes
+// with herald_resume are replayed from it. Without one they are answered
+// with resume_failed "disabled" and go live at once.
+func (g *Gateway) startReplayWorkers() {
+	if g.replayer == nil {
+		return
+	}
 	g.replayJobs = make(chan replayJob, replayQueueLen)
 	for range replayWorkers {
 		g.wg.Add(1)

@@ -14,18 +14,13 @@ import (
 	"herald/protocol"
 )
 
-// busReplayer adapts the bus's history reads, as the node does.
-type busReplayer struct{ b *bus.Bus }
-
-func (r busReplayer) Replay(ctx context.Context, app, ch string, after uint64, fn func(uint64, []byte, string) error) (ReplayResult, error) {
-	res, err := r.b.History(ctx, app, ch, after, fn)
-	return ReplayResult{Last: res.Last, Count: res.Count, WindowPassed: res.WindowPassed, First: res.First}, err
-}
-
 func startResumeEdge(t *testing.T, mutate func(*Config)) *edge {
-	e := startEdge(t, mutate)
-	e.g.AttachReplayer(busReplayer{e.bus})
-	return e
+	return startEdge(t, func(c *Config) {
+		c.Replayer = c.Bus.(*bus.Bus)
+		if mutate != nil {
+			mutate(c)
+		}
+	})
 }
 
 // subscribeResume subscribes with herald_resume and returns the events up
@@ -165,8 +160,7 @@ func TestResumeUnderLoad(t *testing.T) {
 func head(s []uint64) []uint64 { return s[:min(5, len(s))] }
 
 func TestResumeWindowPassed(t *testing.T) {
-	e := startEdgeWith(t, nil, func(b *bus.Config) { b.MaxMsgsPerChannel = 5 })
-	e.g.AttachReplayer(busReplayer{e.bus})
+	e := startEdgeWith(t, func(c *Config) { c.Replayer = c.Bus.(*bus.Bus) }, func(b *bus.Config) { b.MaxMsgsPerChannel = 5 })
 	var serials []uint64
 	for i := range 20 {
 		serials = append(serials, publish(t, e, "w", "e", fmt.Sprint(i), ""))

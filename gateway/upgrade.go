@@ -14,6 +14,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sys/unix"
 
+	"herald/app"
 	"herald/protocol"
 )
 
@@ -45,9 +46,9 @@ func (g *Gateway) ServeUpgrade(ctx *fasthttp.RequestCtx) {
 		ctx.SetBody((&protocol.HTTPError{Status: status, Message: msg}).Body())
 		return
 	}
-	app, ref := g.admit(ctx)
+	a, ref := g.admit(ctx)
 	ctx.HijackSetNoResponse(true)
-	ctx.Hijack(func(nc net.Conn) { g.adopt(nc, accept, app, ref) })
+	ctx.Hijack(func(nc net.Conn) { g.adopt(nc, accept, a, ref) })
 }
 
 // checkHandshake validates the RFC 6455 opening handshake and returns the
@@ -90,17 +91,17 @@ func hasToken(v []byte, token string) bool {
 
 // admit decides whether the Pusher protocol accepts the connection. It reads
 // everything it needs from ctx, which fasthttp reuses after the hijack.
-func (g *Gateway) admit(ctx *fasthttp.RequestCtx) (*App, *refusal) {
+func (g *Gateway) admit(ctx *fasthttp.RequestCtx) (*app.App, *refusal) {
 	path := ctx.Path()
 	key, ok := bytes.CutPrefix(path, []byte("/app/"))
 	if !ok || len(key) == 0 || bytes.IndexByte(key, '/') >= 0 {
 		return nil, &refusal{protocol.CodePathNotFound, "Path not found"}
 	}
-	app := g.appByKey[string(key)]
+	a, ok := g.apps.ByKey(string(key))
 	switch {
-	case app == nil:
+	case !ok:
 		return nil, &refusal{protocol.CodeAppNotFound, "App key " + strconv.Quote(string(key)) + " does not exist"}
-	case !app.Enabled:
+	case !a.IsEnabled():
 		return nil, &refusal{protocol.CodeAppDisabled, "App is disabled"}
 	}
 	args := ctx.QueryArgs()
@@ -117,7 +118,7 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx) (*App, *refusal) {
 	if g.draining.Load() {
 		return nil, &refusal{protocol.CodeReconnect, "Server is shutting down; reconnect"}
 	}
-	return app, nil
+	return a, nil
 }
 
 // adopt takes a hijacked connection off fasthttp and onto a poller: it
@@ -125,7 +126,7 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx) (*App, *refusal) {
 // descriptor and closes the net.Conn (whose runtime state a poller does not
 // need), writes the 101 response together with the first Pusher frame, and
 // registers the descriptor. It returns at once; no goroutine stays behind.
-func (g *Gateway) adopt(nc net.Conn, accept string, app *App, ref *refusal) {
+func (g *Gateway) adopt(nc net.Conn, accept string, a *app.App, ref *refusal) {
 	early := drainBuffered(nc)
 	fd, err := detachFD(nc)
 	if err != nil {
@@ -136,13 +137,14 @@ func (g *Gateway) adopt(nc net.Conn, accept string, app *App, ref *refusal) {
 		_ = unix.Close(fd)
 		return
 	}
-	c := &Conn{fd: fd, app: app, poller: g.pollers[fd%len(g.pollers)]}
+	c := &Conn{fd: fd, app: a, poller: g.pollers[fd%len(g.pollers)]}
 	if ref == nil {
-		if n := app.conns.Add(1); app.MaxConnections > 0 && n > int64(app.MaxConnections) {
-			app.conns.Add(-1)
+		counter := g.connCounter(a.ID)
+		if n := counter.Add(1); a.MaxConnections > 0 && n > int64(a.MaxConnections) {
+			counter.Add(-1)
 			ref = &refusal{protocol.CodeOverQuota, "Application is over connection quota"}
 		} else {
-			c.counted = true
+			c.counter = counter
 		}
 	}
 
@@ -195,8 +197,8 @@ func (g *Gateway) refuseUnregistered(c *Conn) {
 	c.dropQueueLocked()
 	c.mu.Unlock()
 	_ = unix.Close(c.fd)
-	if c.counted {
-		c.app.conns.Add(-1)
+	if c.counter != nil {
+		c.counter.Add(-1)
 	}
 	g.stats.connections.Add(-1)
 }

@@ -5,16 +5,17 @@ import (
 	"sync"
 	"time"
 
+	"herald/app"
 	"herald/bus"
 	"herald/protocol"
 )
 
 // userAuthTimeout is how long a connection of an app that requires user
 // authentication may stay without signing in.
-const userAuthTimeout = 30 * time.Second
+const userAuthTimeout = app.UserAuthenticationTimeout
 
 type userKey struct {
-	app *App
+	app string // app id
 	id  string
 }
 
@@ -30,7 +31,7 @@ func (u *userIndex) add(c *Conn) {
 	if u.m == nil {
 		u.m = make(map[userKey]map[*Conn]struct{})
 	}
-	k := userKey{c.app, c.userID}
+	k := userKey{c.app.ID, c.userID}
 	set := u.m[k]
 	if set == nil {
 		set = make(map[*Conn]struct{}, 1)
@@ -42,7 +43,7 @@ func (u *userIndex) add(c *Conn) {
 func (u *userIndex) remove(c *Conn) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	k := userKey{c.app, c.userID}
+	k := userKey{c.app.ID, c.userID}
 	if set := u.m[k]; set != nil {
 		delete(set, c)
 		if len(set) == 0 {
@@ -51,7 +52,7 @@ func (u *userIndex) remove(c *Conn) {
 	}
 }
 
-func (u *userIndex) conns(app *App, id string) []*Conn {
+func (u *userIndex) conns(app, id string) []*Conn {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	set := u.m[userKey{app, id}]
@@ -95,7 +96,7 @@ func (g *Gateway) signin(c *Conn, msg protocol.Message) {
 
 // TerminateUser closes every connection of the app signed in as userID with
 // 4009, and returns how many there were.
-func (g *Gateway) TerminateUser(app *App, userID string) int {
+func (g *Gateway) TerminateUser(app, userID string) int {
 	conns := g.users.conns(app, userID)
 	for _, c := range conns {
 		c.closeWith(protocol.CodeUnauthorized, "You got disconnected by the app.")
@@ -125,8 +126,8 @@ func (g *Gateway) clientEvent(c *Conn, msg protocol.Message) {
 		c.sendError(protocol.CodeClientEventRateLimit, "Client event rejected due to rate limit", msg.Channel)
 		return
 	}
-	if len(msg.Data) > c.app.Limits.MaxDataBytes {
-		c.sendError(0, "Client event data is larger than "+strconv.Itoa(c.app.Limits.MaxDataBytes)+" bytes", msg.Channel)
+	if len(msg.Data) > c.app.MaxEventDataBytes {
+		c.sendError(0, "Client event data is larger than "+strconv.Itoa(c.app.MaxEventDataBytes)+" bytes", msg.Channel)
 		return
 	}
 	data := msg.Data

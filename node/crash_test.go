@@ -10,7 +10,7 @@ func (n *Node) crashForTest() {
 		n.gossip.Close()
 		n.bus.Server().Shutdown()
 		_ = n.http.Shutdown(ctxBackground())
-		n.sys.stop()
+		n.queries.Stop()
 		n.gw.Close()
 		_ = n.bus.Close()
 		_ = n.ln.Close()

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"herald/app"
 	"herald/bus"
 	"herald/client"
 	"herald/configs"
@@ -171,7 +172,7 @@ func confUser(user, password string, perms *server.Permissions) string {
 // JetStream on, Herald's own user with exactly bus.NodePermissions, and for
 // every app its backend user with exactly bus.ClientPermissions (with
 // _INBOX.> when sharedInbox), the grants docs/nats.md asks an operator for.
-func externalConf(t *testing.T, apps []configs.App, sharedInbox bool) string {
+func externalConf(t *testing.T, apps []app.App, sharedInbox bool) string {
 	var users strings.Builder
 	users.WriteString(confUser(heraldUser, heraldPassword, bus.NodePermissions("")))
 	for i := range apps {

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
+	"herald/app"
 	"herald/bus"
 	"herald/client"
 	"herald/configs"
@@ -189,7 +190,7 @@ func TestNATSPublishReachesSubscribers(t *testing.T) {
 // wants byte-identical answers.
 func TestNATSAnswersMatchREST(t *testing.T) {
 	n := startNode(t, func(c *configs.Config) {
-		off := configs.NewApp("off", "off-key", "off-secret")
+		off := app.New("off", "off-key", "off-secret")
 		f := false
 		off.Enabled = &f
 		c.Apps = append(c.Apps, off)
@@ -277,8 +278,8 @@ func TestNATSCredentials(t *testing.T) {
 	}
 	pub, _ := kp.PublicKey()
 	n := startNode(t, func(c *configs.Config) {
-		shop := configs.NewApp("shop", "shop-key", "shop-secret")
-		shop.NATS = configs.AppNATS{User: "shop-backend", Password: "s3cret", Nkey: pub}
+		shop := app.New("shop", "shop-key", "shop-secret")
+		shop.NATS = app.NATS{User: "shop-backend", Password: "s3cret", Nkey: pub}
 		c.Apps = append(c.Apps, shop)
 	})
 	body := []byte(`{"name":"e","channels":["a"],"data":"d"}`)
@@ -331,7 +332,7 @@ func TestNATSCredentials(t *testing.T) {
 // TestNATSPermissions: an app's user is fenced to its own subjects.
 func TestNATSPermissions(t *testing.T) {
 	n := startNode(t, func(c *configs.Config) {
-		c.Apps = append(c.Apps, configs.NewApp("other", "other-key", "other-secret"))
+		c.Apps = append(c.Apps, app.New("other", "other-key", "other-secret"))
 	})
 	otherWS, err := client.Dial(ctxT(t), "ws://"+n.Addr().String()+"/app/other-key?protocol=7", client.Options{})
 	if err != nil {

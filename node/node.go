@@ -17,12 +17,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"herald/api"
+	"herald/app"
 	"herald/bus"
 	"herald/cluster"
 	"herald/configs"
 	"herald/gateway"
+	"herald/lifecycle"
 	"herald/presence"
-	"herald/protocol"
 )
 
 // Node is one running Herald node.
@@ -36,9 +37,12 @@ type Node struct {
 	http *api.Server
 	nats *api.NATSAPI // nil without a NATS client port
 
-	cl     *cluster.Cluster // nil on a single node
-	gossip *presence.Gossip
-	sys    *sysResponder
+	apps      *app.Registry
+	lifecycle *lifecycle.Decider
+
+	cl      *cluster.Cluster // nil on a single node
+	gossip  *presence.Gossip
+	queries *bus.ChannelQueries // cluster-wide channel counts; nil on a single node
 
 	serveErr chan error
 	stopOnce sync.Once
@@ -78,9 +82,17 @@ func (n *Node) startParts() error {
 			return err
 		}
 	}
-	apps := gatewayApps(cfg.Apps)
-	gw, err := gateway.New(gateway.Config{
-		Apps:            apps,
+	n.apps = app.NewRegistry(cfg.Apps)
+	b, err := bus.Start(n.busConfig())
+	if err != nil {
+		return err
+	}
+	n.bus = b
+
+	n.lifecycle = lifecycle.New(n.isOwner())
+	n.lifecycle.Subscribe(b.PublishMemberEvent) // NATS presence subjects (docs/nats.md)
+	gcfg := gateway.Config{
+		Apps:            n.apps,
 		ActivityTimeout: cfg.Gateway.ActivityTimeout.D(),
 		PongTimeout:     cfg.Gateway.PongTimeout.D(),
 		MaxMessageBytes: cfg.Gateway.MaxMessageBytes,
@@ -88,71 +100,76 @@ func (n *Node) startParts() error {
 		Pollers:         cfg.Gateway.Pollers,
 		RequireProtocol: cfg.Gateway.RequireProtocol,
 		Logger:          n.log.With("part", "gateway"),
+		Bus:             b,
+		Shards:          b.Shards(),
+		Publisher:       b,
+		Cache:           b,
 		NewPresence:     n.presenceFactory(),
-		IsOwner:         n.isOwner(),
-	})
+		Lifecycle:       n.lifecycle,
+	}
+	if b.StreamEnabled() {
+		gcfg.Replayer = b
+	}
+	gw, err := gateway.New(gcfg)
 	if err != nil {
 		return err
 	}
 	n.gw = gw
-
-	ids := make([]string, len(apps))
-	for i, a := range apps {
-		ids[i] = a.ID
-	}
-	bcfg := bus.Config{
-		DataDir:           cfg.DataDir,
-		StreamEnabled:     cfg.Bus.Stream.IsEnabled(),
-		MaxAge:            cfg.Bus.Stream.MaxAge.D(),
-		MaxMsgsPerChannel: cfg.Bus.Stream.MaxMsgsPerChannel,
-		AppWindows:        appWindows(cfg.Apps),
-		SyncAlways:        cfg.Bus.Stream.Sync == configs.SyncAlways,
-		Shards:            min(cfg.Bus.Shards, 64),
-		CacheTTL:          cfg.Bus.CacheTTL.D(),
-		Apps:              ids,
-		Logger:            n.log.With("part", "bus"),
-
-		ClientListen:      cfg.Bus.ClientListen,
-		ClientUsers:       clientUsers(cfg.Apps),
-		ClientSharedInbox: cfg.Bus.ClientSharedInbox,
-	}
-	clusterBus(cfg.Cluster, &bcfg)
-	busMode(cfg.Bus, &bcfg) // bus.mode: external or leaf NATS (busmode.go)
-	b, err := bus.Start(bcfg, gw)
-	if err != nil {
+	if err := b.StartDelivery(gw); err != nil {
 		return err
-	}
-	n.bus = b
-	gw.AttachBus(b, b.Shards())
-	if b.StreamEnabled() {
-		gw.AttachReplayer(replayer{b})
 	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerMetrics(reg, gw, b)
-	var channels api.Channels = localChannels{gw}
+	var counts api.Counts = gw
 	var publishTimeout time.Duration
 	if n.cl != nil {
-		if n.sys, err = startSysResponder(n.cl.LocalName(), gw, b.Conn(), n.log.With("part", "sys")); err != nil {
+		cl := n.cl
+		if n.queries, err = b.ServeChannelQueries(cl.LocalName(), gw, func() int { return len(cl.Members()) }); err != nil {
 			return fmt.Errorf("node: cluster queries: %w", err)
 		}
-		cl := n.cl
-		channels = clusterChannels{gw: gw, nc: b.Conn(), members: func() int { return len(cl.Members()) }, log: n.log.With("part", "query")}
+		counts = n.queries
 		publishTimeout = clusterPublishTimeout
 	}
 	n.http = api.New(api.Config{
-		Gateway:        gw,
+		Apps:           n.apps,
+		Upgrade:        gw.ServeUpgrade,
 		Publisher:      b,
-		Channels:       channels,
+		Counts:         counts,
+		Members:        gw,
 		PublishTimeout: publishTimeout,
-		Cache:          cacheQueries{b},
+		Cache:          b,
 		Registry:       reg,
 		Logger:         n.log.With("part", "api"),
 		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,
 		ReadBufferSize: cfg.HTTP.ReadBufferBytes,
 	})
 	return n.startNATSAPI(reg)
+}
+
+// busConfig is the bus's part of the config: streams, windows, the NATS
+// client port and its app users, the cluster (cluster.go) and where NATS
+// runs (busmode.go).
+func (n *Node) busConfig() bus.Config {
+	cfg := n.cfg
+	bcfg := bus.Config{
+		DataDir:           cfg.DataDir,
+		StreamEnabled:     cfg.Bus.Stream.IsEnabled(),
+		MaxAge:            cfg.Bus.Stream.MaxAge.D(),
+		MaxMsgsPerChannel: cfg.Bus.Stream.MaxMsgsPerChannel,
+		AppRegistry:       n.apps,
+		SyncAlways:        cfg.Bus.Stream.Sync == configs.SyncAlways,
+		Shards:            min(cfg.Bus.Shards, 64),
+		CacheTTL:          cfg.Bus.CacheTTL.D(),
+		Logger:            n.log.With("part", "bus"),
+
+		ClientListen:      cfg.Bus.ClientListen,
+		ClientSharedInbox: cfg.Bus.ClientSharedInbox,
+	}
+	clusterBus(cfg.Cluster, &bcfg)
+	busMode(cfg.Bus, &bcfg)
+	return bcfg
 }
 
 // startNATSAPI serves the API subjects to NATS clients (docs/nats.md) when
@@ -162,9 +179,9 @@ func (n *Node) startNATSAPI(reg *prometheus.Registry) error {
 		return nil
 	}
 	a, err := api.StartNATSAPI(api.NATSAPIConfig{
-		Conn:     n.bus.Conn(),
+		Bus:      n.bus,
 		Server:   n.http,
-		Apps:     n.gw.AppByID,
+		Apps:     n.apps,
 		Registry: reg,
 		Logger:   n.log.With("part", "natsapi"),
 	})
@@ -173,47 +190,6 @@ func (n *Node) startNATSAPI(reg *prometheus.Registry) error {
 	}
 	n.nats = a
 	return nil
-}
-
-// clientUsers are the apps' NATS credentials: user/password (default: app
-// id and secret) and, when set, an nkey.
-func clientUsers(apps []configs.App) []bus.ClientUser {
-	out := make([]bus.ClientUser, len(apps))
-	for i := range apps {
-		a := &apps[i]
-		out[i] = bus.ClientUser{App: a.ID, User: a.NATSUser(), Password: a.NATSPassword(), Nkey: a.NATS.Nkey}
-	}
-	return out
-}
-
-// gatewayApps converts configured apps to the edge's view of them.
-func gatewayApps(in []configs.App) []*gateway.App {
-	out := make([]*gateway.App, len(in))
-	for i := range in {
-		a := &in[i]
-		out[i] = &gateway.App{
-			ID:             a.ID,
-			Key:            a.Key,
-			Secret:         a.Secret,
-			Enabled:        a.IsEnabled(),
-			ClientEvents:   a.ClientEvents,
-			MaxConnections: a.MaxConnections,
-			Limits: protocol.Limits{
-				MaxDataBytes:   a.MaxEventDataBytes,
-				MaxChannels:    a.MaxChannelsPerEvent,
-				MaxBatch:       a.MaxBatchSize,
-				MaxEventName:   a.MaxEventNameLength,
-				MaxChannelName: a.MaxChannelNameLength,
-			},
-			SoketiErrors:        a.SubscriptionErrorMode == configs.SubscriptionErrorsSoketi,
-			SubscriptionCount:   a.SubscriptionCount,
-			MaxPresenceMembers:  a.MaxPresenceMembers,
-			MaxPresenceUserInfo: a.MaxPresenceUserInfoBytes,
-			ClientEventRate:     a.ClientEventRate,
-			UserAuthentication:  a.UserAuthentication,
-		}
-	}
-	return out
 }
 
 // checkDataDir creates the data dir and proves it writable.
@@ -275,7 +251,7 @@ func (n *Node) closeParts() {
 	if n.gw != nil {
 		n.gw.Close()
 	}
-	n.sys.stop()
+	n.queries.Stop()
 	n.stopCluster()
 	if n.bus != nil {
 		if err := n.bus.Close(); err != nil {
@@ -287,34 +263,5 @@ func (n *Node) closeParts() {
 	}
 }
 
-// localChannels answers channel queries from this node's own index: on a
-// single node that is the whole truth.
-type localChannels struct{ gw *gateway.Gateway }
-
-func (l localChannels) SubscriptionCount(app *gateway.App, ch string) int {
-	return l.gw.SubscriptionCount(app, ch)
-}
-
-func (l localChannels) UserCount(app *gateway.App, ch string) int { return l.gw.UserCount(app, ch) }
-
-func (l localChannels) Occupied(app *gateway.App, fn func(string, int)) { l.gw.Channels(app, fn) }
-
-func (l localChannels) Users(app *gateway.App, ch string) []string { return l.gw.Users(app, ch) }
-
-func (l localChannels) TerminateUser(app *gateway.App, userID string) {
-	l.gw.TerminateUser(app, userID)
-}
-
 // StopTimeout is how long Stop may take when a signal asks for it.
 const StopTimeout = 10 * time.Second
-
-// appWindows are the apps' own replay windows, where they set one.
-func appWindows(apps []configs.App) map[string]bus.Window {
-	out := map[string]bus.Window{}
-	for _, a := range apps {
-		if a.ReplayMaxAge != 0 || a.ReplayMaxMsgsPerChannel != 0 {
-			out[a.ID] = bus.Window{MaxAge: a.ReplayMaxAge.D(), MaxMsgsPerChannel: a.ReplayMaxMsgsPerChannel}
-		}
-	}
-	return out
-}

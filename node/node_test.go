@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"herald/app"
 	"herald/client"
 	"herald/configs"
 )
@@ -94,7 +95,7 @@ func TestTriggerReachesSubscribers(t *testing.T) {
 
 func TestRESTErrors(t *testing.T) {
 	n := startNode(t, func(c *configs.Config) {
-		off := configs.NewApp("off", "off-key", "off-secret")
+		off := app.New("off", "off-key", "off-secret")
 		f := false
 		off.Enabled = &f
 		c.Apps = append(c.Apps, off)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"herald/app"
 	"herald/client"
 	"herald/configs"
 )
@@ -377,7 +378,7 @@ func TestChannelQueries(t *testing.T) {
 
 func TestQueriesAuthentication(t *testing.T) {
 	n := startNode(t, func(c *configs.Config) {
-		off := configs.NewApp("off", "off-key", "off-secret")
+		off := app.New("off", "off-key", "off-secret")
 		f := false
 		off.Enabled = &f
 		c.Apps = append(c.Apps, off)

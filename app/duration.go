@@ -1,6 +1,7 @@
-package configs
+package app
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -35,7 +36,7 @@ func (d Duration) String() string {
 // UnmarshalYAML reads a scalar with ParseDuration.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("must be a duration, got %s", kindName(n))
+		return errors.New("must be a duration, got a mapping or a list")
 	}
 	v, err := ParseDuration(n.Value)
 	if err != nil {
@@ -65,4 +66,13 @@ func ParseDuration(s string) (Duration, error) {
 		return 0, fmt.Errorf(`%s is not a duration (use e.g. "120s", "2m" or whole seconds)`, quote(s))
 	}
 	return Duration(v), nil
+}
+
+// quote quotes a value for an error message, cut to a readable length.
+func quote(s string) string {
+	const max = 64
+	if len(s) > max {
+		return strconv.Quote(s[:max]) + "..."
+	}
+	return strconv.Quote(s)
 }
