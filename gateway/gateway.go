@@ -58,6 +58,7 @@ type Config struct {
 	Pollers         int           // 0: GOMAXPROCS
 	RequireProtocol bool          // a missing ?protocol= closes with 4008 instead of meaning 7
 	SocketIDNode    uint64        // the first part of socket ids; 0 picks one at random
+	UserAuthTimeout time.Duration // apps with user_authentication: sign in within this or 4009; 0: app.UserAuthenticationTimeout (30 s)
 	Logger          *slog.Logger
 
 	// Bus is required: the live interest behind the local channel index.
@@ -153,6 +154,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.UserAuthTimeout <= 0 {
+		cfg.UserAuthTimeout = app.UserAuthenticationTimeout
 	}
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {

@@ -5,14 +5,10 @@ import (
 	"sync"
 	"time"
 
-	"herald/app"
 	"herald/bus"
 	"herald/protocol"
 )
 
-// userAuthTimeout is how long a connection of an app that requires user
-// authentication may stay without signing in.
-const userAuthTimeout = app.UserAuthenticationTimeout
 
 type userKey struct {
 	app string // app id

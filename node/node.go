@@ -99,6 +99,7 @@ func (n *Node) startParts() error {
 		WriteQueueBytes: cfg.Gateway.WriteQueueBytes,
 		Pollers:         cfg.Gateway.Pollers,
 		RequireProtocol: cfg.Gateway.RequireProtocol,
+		UserAuthTimeout: userAuthTimeout,
 		Logger:          n.log.With("part", "gateway"),
 		Bus:             b,
 		Shards:          b.Shards(),
@@ -262,6 +263,10 @@ func (n *Node) closeParts() {
 		_ = n.ln.Close()
 	}
 }
+
+// userAuthTimeout is how long connections of apps with user_authentication
+// have to sign in; a variable so that tests need not wait 30 s.
+var userAuthTimeout = app.UserAuthenticationTimeout
 
 // StopTimeout is how long Stop may take when a signal asks for it.
 const StopTimeout = 10 * time.Second
