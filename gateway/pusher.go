@@ -257,10 +257,11 @@ func (g *Gateway) leave(c *Conn, s subscription) {
 
 // onPresenceChange delivers member_added / member_removed to this node's
 // subscribers of the channel, except the connection that caused the change.
-// It runs under the presence registry's lock.
+// It runs under the presence registry's lock. Occupancy changes are not
+// member events; the gateway does not use them yet.
 func (g *Gateway) onPresenceChange(ch presence.Change) {
 	app := g.appsByID[ch.App]
-	if app == nil {
+	if app == nil || ch.Kind != presence.KindMember {
 		return
 	}
 	var msg []byte
