@@ -252,3 +252,179 @@ func TestStateOccupancyApartFromMembers(t *testing.T) {
 		t.Fatalf("the owner keeps %+v", st)
 	}
 }
+
+// ---- Gossip over the in-memory transport ----
+
+// subscribersShown returns nil when node name's Gossip g and its Change
+// stream rec both say (app, ch) has want subscribers.
+func subscribersShown(name string, g *Gossip, rec *recorder, ch string, want int) error {
+	_, _, _, stream := rec.occupancy("app", ch)
+	if got := g.Subscribers("app", ch); got != want || stream != want {
+		return fmt.Errorf("node %s: %s has %d subscribers, its stream says %d, want %d", name, ch, got, stream, want)
+	}
+	return nil
+}
+
+// waitSubscribers waits until every live node shows want subscribers of
+// (app, ch), in its view and its Change stream.
+func (h *harness) waitSubscribers(ch string, want int) {
+	h.t.Helper()
+	waitFor(h.t, 10*time.Second, func() error {
+		for _, n := range h.nodes {
+			if err := subscribersShown(n.name, n.g, n.rec, ch, want); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for _, n := range h.nodes {
+		n.rec.check(h.t, n.name)
+	}
+}
+
+// wantOccupancy fails unless rec saw exactly these occupancy changes of
+// (app, ch).
+func wantOccupancy(t testing.TB, node string, rec *recorder, ch string, occupied, counts, vacated int) {
+	t.Helper()
+	o, c, v, _ := rec.occupancy("app", ch)
+	if o != occupied || c != counts || v != vacated {
+		t.Fatalf("node %s: %s occupied %d, count changes %d, vacated %d times; want %d, %d, %d", node, ch, o, c, v, occupied, counts, vacated)
+	}
+}
+
+func TestGossipOccupancyMovesBetweenNodes(t *testing.T) {
+	h := newHarness(t, 21, 0.2, 0.2, 100*time.Millisecond, "a", "b", "c")
+	a, b := h.node("a"), h.node("b")
+	a.g.SetSubscribers("app", "private-x", 1)
+	h.waitSubscribers("private-x", 1)
+	b.g.SetSubscribers("app", "private-x", 2)
+	h.waitSubscribers("private-x", 3)
+	a.g.SetSubscribers("app", "private-x", 0) // vacated on a, not in the cluster
+	h.waitSubscribers("private-x", 2)
+	b.g.SetSubscribers("app", "private-x", 0)
+	h.waitSubscribers("private-x", 0)
+	h.waitSettled()
+	time.Sleep(50 * time.Millisecond) // late duplicates must change nothing
+	for _, n := range h.nodes {
+		n.rec.check(t, n.name)
+		wantOccupancy(t, n.name, n.rec, "private-x", 1, 2, 1) // 1 → 3 → 2 → 0
+		waitFor(t, 5*time.Second, func() error {
+			if st := n.g.Stats(); st.Channels != 0 || st.Occupied != 0 || st.PendingCounts != 0 {
+				return fmt.Errorf("node %s keeps %+v after the channel was vacated", n.name, st)
+			}
+			return nil
+		})
+	}
+}
+
+func TestGossipGoneNodeVacatesOnce(t *testing.T) {
+	for i, tc := range []struct {
+		name    string
+		restart bool // c comes back under a new boot, with no membership event
+	}{
+		{
+			name: "crashed and declared dead",
+		},
+		{
+			name:    "restarted under a new boot",
+			restart: true,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, 22+uint64(i), 0.2, 0.2, 100*time.Millisecond, "a", "b", "c")
+			a, c := h.node("a"), h.node("c")
+			a.g.SetSubscribers("app", "private-x", 1)
+			c.g.SetSubscribers("app", "private-x", 2)
+			c.g.SetSubscribers("app", "private-y", 3) // c holds every subscriber of y
+			h.waitSubscribers("private-x", 3)
+			h.waitSubscribers("private-y", 3)
+			survivors := []*testNode{a, h.node("b")}
+			h.crash(c)
+			if tc.restart {
+				h.startTiming("c", 100, fastTiming(), false)
+			} else {
+				h.net.declareDead(c.tr)
+			}
+			h.waitSubscribers("private-x", 1)
+			h.waitSubscribers("private-y", 0)
+			time.Sleep(50 * time.Millisecond) // in-flight messages of the old c land now
+			h.waitSubscribers("private-x", 1)
+			h.waitSubscribers("private-y", 0)
+			for _, n := range survivors {
+				wantOccupancy(t, n.name, n.rec, "private-y", 1, 0, 1)
+				if _, _, vacated, _ := n.rec.occupancy("app", "private-x"); vacated != 0 {
+					t.Fatalf("node %s: private-x, still on a, vacated %d times", n.name, vacated)
+				}
+			}
+			if tc.restart { // the new c learns the cluster's counts from snapshots
+				c2 := h.node("c")
+				wantOccupancy(t, "c", c2.rec, "private-x", 1, 0, 0)
+				wantOccupancy(t, "c", c2.rec, "private-y", 0, 0, 0)
+			}
+		})
+	}
+}
+
+// ---- real clusters on loopback ----
+
+// waitRealSubscribers waits until every node in nodes shows want
+// subscribers of (app, ch), in its view and its Change stream.
+func waitRealSubscribers(t *testing.T, d time.Duration, nodes []*realNode, ch string, want int) {
+	t.Helper()
+	waitFor(t, d, func() error {
+		for _, n := range nodes {
+			if err := subscribersShown(n.name, n.g, n.rec, ch, want); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func TestRealClusterOccupancy(t *testing.T) {
+	nodes := startRealCluster(t)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	// Occupied through a, vacated through b: one transition of each on
+	// every node, whichever node caused it.
+	a.g.SetSubscribers("app", "private-x", 1)
+	waitRealSubscribers(t, 5*time.Second, nodes, "private-x", 1)
+	b.g.SetSubscribers("app", "private-x", 2)
+	waitRealSubscribers(t, 5*time.Second, nodes, "private-x", 3)
+	a.g.SetSubscribers("app", "private-x", 0)
+	waitRealSubscribers(t, 5*time.Second, nodes, "private-x", 2)
+	b.g.SetSubscribers("app", "private-x", 0)
+	waitRealSubscribers(t, 5*time.Second, nodes, "private-x", 0)
+	for _, n := range nodes {
+		n.rec.check(t, n.name)
+		wantOccupancy(t, n.name, n.rec, "private-x", 1, 2, 1)
+	}
+	// c crashes holding every subscriber of private-y and one of
+	// presence-z's two.
+	a.g.SetSubscribers("app", "presence-z", 1)
+	c.g.SetSubscribers("app", "presence-z", 1)
+	c.g.SetSubscribers("app", "private-y", 2)
+	waitRealSubscribers(t, 5*time.Second, nodes, "presence-z", 2)
+	waitRealSubscribers(t, 5*time.Second, nodes, "private-y", 2)
+	detect := c.c.FailureDetection()
+	c.g.Close()
+	start := time.Now()
+	if err := c.c.Shutdown(); err != nil { // a crash: no Leave
+		t.Fatal(err)
+	}
+	survivors := []*realNode{a, b}
+	waitRealSubscribers(t, detect+2*time.Second, survivors, "private-y", 0)
+	waitRealSubscribers(t, time.Second, survivors, "presence-z", 1)
+	gone := time.Since(start)
+	time.Sleep(200 * time.Millisecond) // late gossip must change nothing
+	waitRealSubscribers(t, time.Second, survivors, "private-y", 0)
+	for _, n := range survivors {
+		n.rec.check(t, n.name)
+		wantOccupancy(t, n.name, n.rec, "private-y", 1, 0, 1)
+		// presence-z went 1 → 2 → 1, or 2 → 1 where both counts came at
+		// once: either way occupied once and never vacated.
+		if occupied, _, vacated, _ := n.rec.occupancy("app", "presence-z"); occupied != 1 || vacated != 0 {
+			t.Fatalf("node %s: presence-z, still on a, occupied %d and vacated %d times", n.name, occupied, vacated)
+		}
+	}
+	t.Logf("crash: private-y vacated on both survivors after %v; FailureDetection %v", gone, detect)
+}

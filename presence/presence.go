@@ -128,6 +128,18 @@ type Registry interface {
 	Members(app, channel string) []Member
 	// Count returns the number of distinct users in the channel.
 	Count(app, channel string) int
+	// SetSubscribers records that this node has n local subscribers of the
+	// channel, of any kind (0: none; a negative n counts as 0). It is cheap,
+	// never waits on the network and may be called from any goroutine. The
+	// occupancy Change it causes reaches the Listener like any other:
+	// before it returns (Local) or shortly after, from the registry's own
+	// goroutine (Gossip). Either way the caller must not hold a lock its
+	// Listener takes.
+	SetSubscribers(app, channel string, n int)
+	// Subscribers returns the channel's cluster-wide subscriber count as
+	// this node sees it: the sum of every live node's SetSubscribers, the
+	// count the Listener last reported.
+	Subscribers(app, channel string) int
 }
 
 type key struct{ app, channel string }
