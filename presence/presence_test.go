@@ -96,9 +96,9 @@ func TestRoster(t *testing.T) {
 	}
 }
 
-func TestConcurrentJoinLeave(t *testing.T) {
-	var c changes
-	r := NewLocal(c.listen)
+func TestConcurrentJoinLeaveAndSubscribers(t *testing.T) {
+	rec := newRecorder()
+	r := NewLocal(rec.listen)
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Add(1)
@@ -107,24 +107,29 @@ func TestConcurrentJoinLeave(t *testing.T) {
 			for j := range 200 {
 				id := ConnID(fmt.Sprintf("%d.%d", i, j))
 				_ = r.Join("a", "p", id, member(fmt.Sprint("u", j%5)), 0, nil)
+				r.SetSubscribers("a", fmt.Sprint("c", j%3), (i+j)%4)
 				r.Leave("a", "p", id)
+			}
+			for j := range 3 {
+				r.SetSubscribers("a", fmt.Sprint("c", j), 0) // every writer's last count is 0
 			}
 		}()
 	}
 	wg.Wait()
+	rec.check(t, "local") // member and occupancy changes alternate as they should
 	if r.Count("a", "p") != 0 {
 		t.Fatalf("count %d after all left", r.Count("a", "p"))
 	}
-	added, removed := 0, 0
-	for _, s := range c.got {
-		if s[0] == 'a' {
-			added++
-		} else {
-			removed++
+	for j := range 5 {
+		if added, removed := rec.counts("a", "p", fmt.Sprint("u", j)); added != removed {
+			t.Fatalf("u%d: %d added, %d removed", j, added, removed)
 		}
 	}
-	if added != removed {
-		t.Fatalf("%d added, %d removed", added, removed)
+	for j := range 3 {
+		ch := fmt.Sprint("c", j)
+		if occupied, _, vacated, s := rec.occupancy("a", ch); occupied != vacated || s != 0 || r.Subscribers("a", ch) != 0 {
+			t.Fatalf("%s: occupied %d vacated %d, stream says %d subscribers, registry %d", ch, occupied, vacated, s, r.Subscribers("a", ch))
+		}
 	}
 }
 
@@ -182,31 +187,5 @@ func TestLocalPresenceChannelHasMembersAndSubscribers(t *testing.T) {
 	}
 	if len(r.channels) != 0 || len(r.subs) != 0 {
 		t.Fatal("empty channel kept")
-	}
-}
-
-func TestLocalConcurrentSetSubscribers(t *testing.T) {
-	rec := newRecorder()
-	r := NewLocal(rec.listen)
-	var wg sync.WaitGroup
-	for i := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range 200 {
-				r.SetSubscribers("a", fmt.Sprint("c", j%3), (i+j)%4)
-			}
-			for j := range 3 {
-				r.SetSubscribers("a", fmt.Sprint("c", j), 0) // every writer's last count is 0
-			}
-		}()
-	}
-	wg.Wait()
-	rec.check(t, "local")
-	for j := range 3 {
-		ch := fmt.Sprint("c", j)
-		if occupied, _, vacated, s := rec.occupancy("a", ch); occupied != vacated || s != 0 || r.Subscribers("a", ch) != 0 {
-			t.Fatalf("%s: occupied %d vacated %d, stream says %d subscribers, registry %d", ch, occupied, vacated, s, r.Subscribers("a", ch))
-		}
 	}
 }
