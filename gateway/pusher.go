@@ -257,10 +257,14 @@ func (g *Gateway) leave(c *Conn, s subscription) {
 
 // onPresenceChange delivers member_added / member_removed to this node's
 // subscribers of the channel, except the connection that caused the change,
-// and hands every transition to the lifecycle Decider, which emits those of
-// channels this node owns. It runs under the presence registry's lock.
+// and hands every transition (occupancy ones too) to the lifecycle Decider,
+// which emits those of channels this node owns. It runs under the presence
+// registry's lock.
 func (g *Gateway) onPresenceChange(ch presence.Change) {
 	g.cfg.Lifecycle.Observe(ch)
+	if ch.Kind != presence.KindMember {
+		return
+	}
 	var msg []byte
 	if ch.Added {
 		msg = protocol.AppendMemberAdded(nil, ch.Channel, ch.Member.IDJSON, ch.Member.Info)

@@ -73,7 +73,8 @@ const (
 // whichever node caused it: Origin is the connection for this node's own
 // joins and leaves, "" for the others'. The member limit of Join counts
 // distinct users of this node's view: concurrent joins on two nodes may
-// exceed it briefly.
+// exceed it briefly. Occupancy works the same way: every node reports each
+// transition of the sum of the live nodes' subscriber counts.
 //
 // All methods may be called concurrently. The Listener and the joined hook
 // run with Gossip's lock held: they must not block or call back into it.
@@ -86,6 +87,9 @@ type Gossip struct {
 	closed    bool
 	lastDelta time.Time // when this node last queued a delta
 	announced uint64    // seq of the last high-water mark queued
+
+	smu  sync.Mutex  // guards subs; a leaf: no other lock is taken while it is held
+	subs map[key]int // this node's subscriber counts not yet applied to st
 
 	qmu     sync.Mutex // guards the queues below; taken after mu, never before
 	out     []outMsg
@@ -132,6 +136,7 @@ func newGossip(t Transport, listener Listener, tm gossipTiming) *Gossip {
 		t:        t,
 		tm:       tm,
 		st:       NewState(self, listener),
+		subs:     make(map[key]int),
 		asks:     make(map[string]struct{}),
 		answers:  make(map[string]struct{}),
 		wakeOut:  make(chan struct{}, 1),
@@ -200,15 +205,64 @@ func (g *Gossip) Count(app, ch string) int {
 	return g.st.Count(app, ch)
 }
 
+// SetSubscribers implements Registry. It only records the count, under a
+// lock held for nothing else, so it never waits for the state or the
+// network. Gossip's sender goroutine applies the latest count of each
+// channel, reports the Change (with Gossip's lock held, as always) and
+// gossips it: a count set and set back before then causes no Change
+// anywhere. Counts set after Close are ignored.
+func (g *Gossip) SetSubscribers(app, ch string, n int) {
+	select {
+	case <-g.stop:
+		return
+	default:
+	}
+	g.smu.Lock()
+	g.subs[key{app, ch}] = n
+	g.smu.Unlock()
+	signal(g.wakeOut)
+}
+
+// Subscribers implements Registry: the sum over live nodes, this node's
+// count included once the sender goroutine has applied it.
+func (g *Gossip) Subscribers(app, ch string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.st.Subscribers(app, ch)
+}
+
+// applySubscribers applies the counts SetSubscribers recorded to the
+// state, which reports their Changes, and queues their deltas.
+func (g *Gossip) applySubscribers() {
+	g.smu.Lock()
+	subs := g.subs
+	if len(subs) == 0 {
+		g.smu.Unlock()
+		return
+	}
+	g.subs = make(map[key]int)
+	g.smu.Unlock()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return
+	}
+	for k, n := range subs {
+		g.st.SetSubscribers(k.app, k.channel, n)
+	}
+	g.queueDeltasLocked()
+}
+
 // GossipStats are Gossip's sizes and counters, for metrics.
 type GossipStats struct {
 	StateStats
-	Queued      int    // deltas waiting for Broadcast
-	Dropped     uint64 // deltas dropped from a full queue
-	Asked       uint64 // snapshots asked for (gap repairs and joins)
-	Answered    uint64 // snapshots sent on request
-	SendErrors  uint64 // failed SendTo
-	BadMessages uint64 // undecodable messages and states
+	PendingCounts int    // channels whose SetSubscribers count is not yet applied
+	Queued        int    // deltas waiting for Broadcast
+	Dropped       uint64 // deltas dropped from a full queue
+	Asked         uint64 // snapshots asked for (gap repairs and joins)
+	Answered      uint64 // snapshots sent on request
+	SendErrors    uint64 // failed SendTo
+	BadMessages   uint64 // undecodable messages and states
 }
 
 // Stats returns current sizes and counters.
@@ -216,6 +270,9 @@ func (g *Gossip) Stats() GossipStats {
 	g.mu.Lock()
 	s := GossipStats{StateStats: g.st.Stats()}
 	g.mu.Unlock()
+	g.smu.Lock()
+	s.PendingCounts = len(g.subs)
+	g.smu.Unlock()
 	g.qmu.Lock()
 	s.Queued = len(g.out)
 	g.qmu.Unlock()
@@ -281,7 +338,8 @@ func (g *Gossip) queuePeer(answer bool, node string) {
 	signal(g.wakeSync)
 }
 
-// sendLoop hands queued deltas to Broadcast, oldest first, until Close.
+// sendLoop applies the subscriber counts SetSubscribers recorded and hands
+// queued deltas to Broadcast, oldest first, until Close.
 func (g *Gossip) sendLoop() {
 	defer g.wg.Done()
 	for {
@@ -290,6 +348,7 @@ func (g *Gossip) sendLoop() {
 			return
 		case <-g.wakeOut:
 		}
+		g.applySubscribers()
 		g.qmu.Lock()
 		batch := g.out
 		g.out = nil

@@ -98,6 +98,7 @@ func FuzzDecodeMessage(f *testing.F) {
 	o := OwnerID{Node: "n", Boot: 1}
 	f.Add(appendDelta(nil, Delta{Owner: o, App: "a", Channel: "c", Entry: Entry{Member: member("u"), Count: 1, Seq: 1}}))
 	f.Add(appendSnapshot(nil, Snapshot{Owner: o, Seq: 2, Known: []Version{{o, 2}}, Channels: []SnapshotChannel{{App: "a", Channel: "c", Entries: []Entry{{Member: member("u"), Count: 1, Seq: 1}}}}}))
+	f.Add(appendDelta(nil, Delta{Owner: o, App: "a", Channel: occupancyPrefix + "c", Entry: Entry{Count: 3, Seq: 2, Since: 2}}))
 	f.Add(appendHigh(nil, o, 3))
 	f.Add(appendAsk(nil, o))
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -390,28 +390,36 @@ func fastTiming() gossipTiming {
 }
 
 // recorder checks one node's Change stream: per user and channel, Added
-// and Removed alternate starting with Added.
+// and Removed alternate starting with Added; per channel, occupancy
+// changes follow occupied → count changes → vacated (see checkOccupancy).
 type recorder struct {
 	mu      sync.Mutex
 	present map[string]bool
 	added   map[string]int
 	removed map[string]int
 	origins map[string][]ConnID
+	subs    map[string]int                // app/channel → count reported, while occupied
+	occ     map[string]map[ChangeKind]int // app/channel → occupancy changes by kind
 	errs    []string
 	hook    func(Change) // called first, under Gossip's lock
 }
 
 func newRecorder() *recorder {
-	return &recorder{present: map[string]bool{}, added: map[string]int{}, removed: map[string]int{}, origins: map[string][]ConnID{}}
+	return &recorder{present: map[string]bool{}, added: map[string]int{}, removed: map[string]int{}, origins: map[string][]ConnID{},
+		subs: map[string]int{}, occ: map[string]map[ChangeKind]int{}}
 }
 
 func (r *recorder) listen(c Change) {
 	if r.hook != nil {
 		r.hook(c)
 	}
-	k := c.App + "/" + c.Channel + "/" + c.Member.ID
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if c.Kind != KindMember {
+		r.checkOccupancy(c)
+		return
+	}
+	k := c.App + "/" + c.Channel + "/" + c.Member.ID
 	r.origins[k] = append(r.origins[k], c.Origin)
 	if c.Added {
 		if r.present[k] {
@@ -426,6 +434,47 @@ func (r *recorder) listen(c Change) {
 	}
 	delete(r.present, k)
 	r.removed[k]++
+}
+
+// checkOccupancy records an occupancy change: occupied only when not
+// occupied, a count change only to another count while occupied, vacated
+// only when occupied; the member fields stay zero. r.mu must be held.
+func (r *recorder) checkOccupancy(c Change) {
+	k := c.App + "/" + c.Channel
+	if r.occ[k] == nil {
+		r.occ[k] = map[ChangeKind]int{}
+	}
+	r.occ[k][c.Kind]++
+	was, occupied := r.subs[k]
+	bad := c.Member.ID != "" || c.Added || c.Origin != ""
+	switch c.Kind {
+	case KindOccupied:
+		bad = bad || occupied || c.Subscribers <= 0
+	case KindSubscriptionCount:
+		bad = bad || !occupied || c.Subscribers <= 0 || c.Subscribers == was
+	case KindVacated:
+		bad = bad || !occupied || c.Subscribers != 0
+	default:
+		bad = true
+	}
+	if bad {
+		r.errs = append(r.errs, fmt.Sprintf("%s %d after %d (occupied %v): %s", c.Kind, c.Subscribers, was, occupied, k))
+	}
+	if c.Kind == KindVacated {
+		delete(r.subs, k)
+	} else {
+		r.subs[k] = c.Subscribers
+	}
+}
+
+// occupancy returns how many changes of each kind (app, ch) had, and the
+// count the stream says it has (0: vacated).
+func (r *recorder) occupancy(app, ch string) (occupied, counts, vacated, subs int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := app + "/" + ch
+	m := r.occ[k]
+	return m[KindOccupied], m[KindSubscriptionCount], m[KindVacated], r.subs[k]
 }
 
 func (r *recorder) counts(app, ch, uid string) (added, removed int) {

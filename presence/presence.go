@@ -1,7 +1,9 @@
 // Package presence owns presence-channel membership: which users are in which
 // presence channel, through which connections, and the member events that
 // follow (a user's first connection in a channel joins the user, the last one
-// leaving removes it).
+// leaving removes it). It also owns channel occupancy: how many subscribers
+// each channel, of any kind, has across the cluster, and the occupied,
+// vacated and subscription-count events that follow.
 //
 // Registry is the API the gateway uses. Local is the single-node
 // implementation; a cluster implementation merges every node's members over
@@ -13,6 +15,7 @@ package presence
 import (
 	"encoding/json"
 	"errors"
+	"strconv"
 	"sync"
 )
 
@@ -26,14 +29,75 @@ type Member struct {
 	Info json.RawMessage
 }
 
-// Change is a user joining or leaving a presence channel (across every
-// connection of the user). Origin is the connection that caused it, so the
-// gateway can leave it out of member_added.
+// ChangeKind says what a Change reports. The zero kind is KindMember, so a
+// Change built before occupancy existed still means what it meant.
+type ChangeKind uint8
+
+const (
+	// KindMember: a user joined (Added) or left a presence channel, across
+	// every connection of the user. Member and Origin are set.
+	KindMember ChangeKind = iota
+	// KindOccupied: the channel got its first subscriber anywhere in the
+	// cluster. Subscribers is the cluster-wide count.
+	KindOccupied
+	// KindVacated: no live node has a subscriber of the channel any more
+	// (the last one unsubscribed, or its node died, left or restarted).
+	// Subscribers is 0.
+	KindVacated
+	// KindSubscriptionCount: the cluster-wide count changed while the
+	// channel stayed occupied. Subscribers is the new count.
+	KindSubscriptionCount
+)
+
+func (k ChangeKind) String() string {
+	switch k {
+	case KindMember:
+		return "member"
+	case KindOccupied:
+		return "occupied"
+	case KindVacated:
+		return "vacated"
+	case KindSubscriptionCount:
+		return "subscription_count"
+	}
+	return "ChangeKind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Change is what the Listener gets; Kind says which fields are set.
+//
+// A member change (KindMember) is a user joining or leaving a presence
+// channel (across every connection of the user). Origin is the connection
+// that caused it, so the gateway can leave it out of member_added.
+//
+// An occupancy change (the other kinds) has App, Channel and Subscribers;
+// Member, Added and Origin are zero. Any channel has occupancy, a presence
+// channel too: its members and its subscribers are counted apart.
 type Change struct {
 	App, Channel string
 	Member       Member
 	Added        bool
 	Origin       ConnID
+	Kind         ChangeKind
+	// Subscribers is the channel's cluster-wide subscriber count after an
+	// occupancy change.
+	Subscribers int
+}
+
+// occupancyChange returns the Change of a channel whose cluster-wide
+// subscriber count went from was to now, if it changed.
+func occupancyChange(app, ch string, was, now int) (Change, bool) {
+	c := Change{App: app, Channel: ch, Subscribers: now}
+	switch {
+	case was == now:
+		return Change{}, false
+	case was == 0:
+		c.Kind = KindOccupied
+	case now == 0:
+		c.Kind = KindVacated
+	default:
+		c.Kind = KindSubscriptionCount
+	}
+	return c, true
 }
 
 // ConnID identifies a connection cluster-wide (its socket id).
@@ -64,6 +128,18 @@ type Registry interface {
 	Members(app, channel string) []Member
 	// Count returns the number of distinct users in the channel.
 	Count(app, channel string) int
+	// SetSubscribers records that this node has n local subscribers of the
+	// channel, of any kind (0: none; a negative n counts as 0). It is cheap,
+	// never waits on the network and may be called from any goroutine. The
+	// occupancy Change it causes reaches the Listener like any other:
+	// before it returns (Local) or shortly after, from the registry's own
+	// goroutine (Gossip). Either way the caller must not hold a lock its
+	// Listener takes.
+	SetSubscribers(app, channel string, n int)
+	// Subscribers returns the channel's cluster-wide subscriber count as
+	// this node sees it: the sum of every live node's SetSubscribers, the
+	// count the Listener last reported.
+	Subscribers(app, channel string) int
 }
 
 type key struct{ app, channel string }
@@ -82,12 +158,13 @@ type channel struct {
 type Local struct {
 	mu       sync.Mutex
 	channels map[key]*channel
+	subs     map[key]int // channels with subscribers → count; apart from channels
 	listener Listener
 }
 
 // NewLocal returns an empty registry that reports changes to l (nil: none).
 func NewLocal(l Listener) *Local {
-	return &Local{channels: make(map[key]*channel), listener: l}
+	return &Local{channels: make(map[key]*channel), subs: make(map[key]int), listener: l}
 }
 
 // Join implements Registry. A user's first connection in the channel emits
@@ -184,6 +261,31 @@ func (r *Local) Count(app, ch string) int {
 		return len(c.users)
 	}
 	return 0
+}
+
+// SetSubscribers implements Registry. The Change, if any, is reported
+// before it returns, on the caller's goroutine.
+func (r *Local) SetSubscribers(app, ch string, n int) {
+	n = max(n, 0)
+	k := key{app, ch}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	was := r.subs[k]
+	if n == 0 {
+		delete(r.subs, k)
+	} else {
+		r.subs[k] = n
+	}
+	if c, ok := occupancyChange(app, ch, was, n); ok && r.listener != nil {
+		r.listener(c)
+	}
+}
+
+// Subscribers implements Registry: on a single node, the last count set.
+func (r *Local) Subscribers(app, ch string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.subs[key{app, ch}]
 }
 
 func removeString(s []string, v string) []string {

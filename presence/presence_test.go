@@ -3,6 +3,7 @@ package presence
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -95,9 +96,9 @@ func TestRoster(t *testing.T) {
 	}
 }
 
-func TestConcurrentJoinLeave(t *testing.T) {
-	var c changes
-	r := NewLocal(c.listen)
+func TestConcurrentJoinLeaveAndSubscribers(t *testing.T) {
+	rec := newRecorder()
+	r := NewLocal(rec.listen)
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Add(1)
@@ -106,23 +107,85 @@ func TestConcurrentJoinLeave(t *testing.T) {
 			for j := range 200 {
 				id := ConnID(fmt.Sprintf("%d.%d", i, j))
 				_ = r.Join("a", "p", id, member(fmt.Sprint("u", j%5)), 0, nil)
+				r.SetSubscribers("a", fmt.Sprint("c", j%3), (i+j)%4)
 				r.Leave("a", "p", id)
+			}
+			for j := range 3 {
+				r.SetSubscribers("a", fmt.Sprint("c", j), 0) // every writer's last count is 0
 			}
 		}()
 	}
 	wg.Wait()
+	rec.check(t, "local") // member and occupancy changes alternate as they should
 	if r.Count("a", "p") != 0 {
 		t.Fatalf("count %d after all left", r.Count("a", "p"))
 	}
-	added, removed := 0, 0
-	for _, s := range c.got {
-		if s[0] == 'a' {
-			added++
-		} else {
-			removed++
+	for j := range 5 {
+		if added, removed := rec.counts("a", "p", fmt.Sprint("u", j)); added != removed {
+			t.Fatalf("u%d: %d added, %d removed", j, added, removed)
 		}
 	}
-	if added != removed {
-		t.Fatalf("%d added, %d removed", added, removed)
+	for j := range 3 {
+		ch := fmt.Sprint("c", j)
+		if occupied, _, vacated, s := rec.occupancy("a", ch); occupied != vacated || s != 0 || r.Subscribers("a", ch) != 0 {
+			t.Fatalf("%s: occupied %d vacated %d, stream says %d subscribers, registry %d", ch, occupied, vacated, s, r.Subscribers("a", ch))
+		}
+	}
+}
+
+func TestLocalOccupancyTransitions(t *testing.T) {
+	var got []string
+	r := NewLocal(func(c Change) { got = append(got, fmt.Sprint(c.Kind, " ", c.Subscribers)) })
+	for _, step := range []struct {
+		name string
+		n    int
+		want string // the Change reported, "" for none
+	}{
+		{name: "first subscriber", n: 1, want: "occupied 1"},
+		{name: "more subscribers", n: 3, want: "subscription_count 3"},
+		{name: "the same count", n: 3, want: ""},
+		{name: "negative counts as none", n: -2, want: "vacated 0"},
+		{name: "still none", n: 0, want: ""},
+		{name: "occupied again", n: 2, want: "occupied 2"},
+		{name: "the last one leaves", n: 0, want: "vacated 0"},
+	} {
+		got = nil
+		r.SetSubscribers("a", "private-x", step.n)
+		if strings.Join(got, ", ") != step.want {
+			t.Fatalf("%s: changes %q, want %q", step.name, got, step.want)
+		}
+		if s := r.Subscribers("a", "private-x"); s != max(step.n, 0) {
+			t.Fatalf("%s: Subscribers %d, want %d", step.name, s, max(step.n, 0))
+		}
+	}
+	if len(r.subs) != 0 {
+		t.Fatalf("vacated channel kept: %v", r.subs)
+	}
+}
+
+func TestLocalPresenceChannelHasMembersAndSubscribers(t *testing.T) {
+	rec := newRecorder()
+	r := NewLocal(rec.listen)
+	if err := r.Join("a", "presence-x", "1.1", member("u1"), 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	r.SetSubscribers("a", "presence-x", 2)
+	if ms, n, s := r.Members("a", "presence-x"), r.Count("a", "presence-x"), r.Subscribers("a", "presence-x"); len(ms) != 1 || n != 1 || s != 2 {
+		t.Fatalf("members %v, count %d, subscribers %d; want [u1], 1, 2", ids(ms), n, s)
+	}
+	r.Leave("a", "presence-x", "1.1") // the member goes; the subscribers stay
+	if occupied, _, vacated, s := rec.occupancy("a", "presence-x"); occupied != 1 || vacated != 0 || s != 2 {
+		t.Fatalf("after the last member left: occupied %d vacated %d subscribers %d", occupied, vacated, s)
+	}
+	r.SetSubscribers("a", "presence-x", 0)
+	rec.check(t, "local")
+	if added, removed := rec.counts("a", "presence-x", "u1"); added != 1 || removed != 1 {
+		t.Fatalf("u1 added %d removed %d times", added, removed)
+	}
+	if occupied, counts, vacated, _ := rec.occupancy("a", "presence-x"); occupied != 1 || counts != 0 || vacated != 1 {
+		t.Fatalf("occupied %d, count changes %d, vacated %d", occupied, counts, vacated)
+	}
+	if len(r.channels) != 0 || len(r.subs) != 0 {
+		t.Fatal("empty channel kept")
 	}
 }

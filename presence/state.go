@@ -18,7 +18,9 @@ import (
 // owner's whole slice at its current seq) repairs whatever gossip lost.
 //
 // The union view is what the Registry shows: a user is in a channel when
-// any live owner's slice holds it with a count above zero.
+// any live owner's slice holds it with a count above zero. Channel
+// occupancy (subscriber counts) lives in the same structure under reserved
+// channel names; occupancy.go says how.
 
 // OwnerID names one slice: a node during one boot. A restarted node has a
 // new Boot, and its old slice is superseded: at most one boot per node name
@@ -94,6 +96,7 @@ type chanState struct {
 	union  map[string]Member             // user id → member shown
 	order  []string                      // union user ids, first seen first
 	conns  map[ConnID]string             // this node's connections → user id
+	subs   int                           // occupancy channels: the sum reported
 }
 
 // ownerState is what this node knows of a remote owner.
@@ -186,15 +189,19 @@ func (s *State) channel(k key) *chanState {
 
 // gc drops channel k when nothing is left in it.
 func (s *State) gc(k key, c *chanState) {
-	if len(c.slices) == 0 && len(c.union) == 0 && len(c.conns) == 0 {
+	if len(c.slices) == 0 && len(c.union) == 0 && len(c.conns) == 0 && c.subs == 0 {
 		delete(s.channels, k)
 	}
 }
 
 // Join adds a local connection (see Registry.Join for the contract of
-// maxMembers and joined). The change is queued for TakeDeltas.
+// maxMembers and joined). The change is queued for TakeDeltas. It fails
+// with ErrReservedChannel for a name occupancy uses.
 func (s *State) Join(app, ch string, conn ConnID, m Member, maxMembers int, joined func([]Member)) error {
 	k := key{app, ch}
+	if isOccupancy(k) {
+		return ErrReservedChannel
+	}
 	c := s.channels[k]
 	if c != nil {
 		if prev, ok := c.conns[conn]; ok {
@@ -277,8 +284,12 @@ func (s *State) Leave(app, ch string, conn ConnID) {
 
 // settle recomputes user uid's place in the union of channel k and returns
 // the Change to report, if the user entered or left it. The member shown is
-// that of the least owner holding the user (node name, then boot).
+// that of the least owner holding the user (node name, then boot). In an
+// occupancy channel it recomputes the subscriber count instead.
 func (s *State) settle(k key, c *chanState, uid string, origin ConnID) (Change, bool) {
+	if isOccupancy(k) {
+		return s.settleOccupancy(k, c)
+	}
 	var best *Entry
 	var bestOwner OwnerID
 	for o, sl := range c.slices {
@@ -314,9 +325,10 @@ func (c *chanState) members() []Member {
 	return out
 }
 
-// Members returns the union of channel (app, ch), first seen first.
+// Members returns the union of channel (app, ch), first seen first (none
+// for a name occupancy uses).
 func (s *State) Members(app, ch string) []Member {
-	if c := s.channels[key{app, ch}]; c != nil {
+	if c := s.channels[key{app, ch}]; c != nil && !isOccupancy(key{app, ch}) {
 		return c.members()
 	}
 	return nil
@@ -324,7 +336,7 @@ func (s *State) Members(app, ch string) []Member {
 
 // Count returns the number of distinct users in the union of (app, ch).
 func (s *State) Count(app, ch string) int {
-	if c := s.channels[key{app, ch}]; c != nil {
+	if c := s.channels[key{app, ch}]; c != nil && !isOccupancy(key{app, ch}) {
 		return len(c.union)
 	}
 	return 0
@@ -667,7 +679,8 @@ func (s *State) pruneTombs(o *ownerState, now time.Time, ttl time.Duration) {
 
 // StateStats are sizes of a State, for metrics and tests.
 type StateStats struct {
-	Channels   int // channels held (union, slices or local connections)
+	Channels   int // channels held (union, slices or local connections), occupancy included
+	Occupied   int // channels with subscribers cluster-wide
 	Owners     int // remote owners held
 	Entries    int // entries of remote owners, tombstones included
 	Tombstones int
@@ -677,6 +690,11 @@ type StateStats struct {
 // Stats counts the state's sizes.
 func (s *State) Stats() StateStats {
 	st := StateStats{Channels: len(s.channels), Owners: len(s.owners)}
+	for _, c := range s.channels {
+		if c.subs > 0 {
+			st.Occupied++
+		}
+	}
 	for _, o := range s.owners {
 		st.Tombstones += len(o.tombs)
 		if o.applied < o.max {
