@@ -115,6 +115,20 @@ func (g *Gateway) countChanged(lc *localChannel) {
 	g.counts.mu.Unlock()
 }
 
+// occupancyChanged reports the channel's local subscription count to the
+// presence registry, which merges every node's count into cluster-wide
+// occupancy: the lifecycle events channel_occupied, channel_vacated and
+// subscription_count (docs/lifecycle.md). Reports of one hub shard are
+// serialized, so a subscribe and an unsubscribe racing on two pollers
+// cannot leave a stale count behind. It must be called with no hub shard,
+// Conn or registry lock held: the registry's Listener takes them.
+func (g *Gateway) occupancyChanged(lc *localChannel) {
+	s := g.hub.shard(lc.app.ID, lc.name)
+	s.occ.Lock()
+	g.presence.SetSubscribers(lc.app.ID, lc.name, g.hub.count(lc.app.ID, lc.name))
+	s.occ.Unlock()
+}
+
 // countLoop sends pusher_internal:subscription_count to the subscribers of
 // every channel whose count changed since the last tick.
 func (g *Gateway) countLoop() {

@@ -26,7 +26,11 @@ type chanKey struct {
 type hubShard struct {
 	mu    sync.RWMutex
 	chans map[chanKey]*localChannel
-	_     [40]byte // keep shards on separate cache lines
+	// occ orders the shard's reports of local counts to the presence
+	// registry (occupancyChanged), so the last one reported is the current
+	// count. Taken without mu, before the registry's lock.
+	occ sync.Mutex
+	_   [32]byte // keep shards on separate cache lines
 }
 
 // hub is the node's local channel index: which connections of this node are

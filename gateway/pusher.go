@@ -135,7 +135,9 @@ func (g *Gateway) subscribe(c *Conn, msg protocol.Message) {
 			return
 		}
 	} else {
-		g.join(c, name, kind, "", []byte("{}"))
+		if lc := g.join(c, name, kind, "", []byte("{}")); lc != nil {
+			g.occupancyChanged(lc)
+		}
 	}
 	switch {
 	case r != nil:
@@ -181,10 +183,14 @@ func (g *Gateway) presenceMember(c *Conn, name string, sd protocol.SubscribeData
 // joined hook the connection gets its roster and enters the channel, so the
 // roster and the member events that follow it are consistent.
 func (g *Gateway) joinPresence(c *Conn, name string, m presence.Member) bool {
+	var lc *localChannel
 	err := g.presence.Join(c.app.ID, name, presence.ConnID(c.id.String()), m, c.app.MaxPresenceMembers,
 		func(members []presence.Member) {
-			g.join(c, name, protocol.Presence, m.ID, presence.Roster(members))
+			lc = g.join(c, name, protocol.Presence, m.ID, presence.Roster(members))
 		})
+	if lc != nil { // after Join: the registry's lock is released
+		g.occupancyChanged(lc)
+	}
 	if err != nil {
 		c.refuse(name, "LimitReached", "Presence channel is full: at most "+strconv.Itoa(c.app.MaxPresenceMembers)+" members", 4100)
 		return false
@@ -196,14 +202,17 @@ func (g *Gateway) joinPresence(c *Conn, name string, m presence.Member) bool {
 // acknowledgement is queued before the connection enters the index and
 // written after it has, and the bus subscription is requested before the
 // write, so every event published after the client sees
-// subscription_succeeded reaches it, and none arrives before it.
-func (g *Gateway) join(c *Conn, name string, kind protocol.ChannelKind, user string, ackData []byte) {
+// subscription_succeeded reaches it, and none arrives before it. It returns
+// the channel joined, or nil; the caller reports the new local count
+// (occupancyChanged) once no registry lock is held: a presence join runs
+// join under it.
+func (g *Gateway) join(c *Conn, name string, kind protocol.ChannelKind, user string, ackData []byte) *localChannel {
 	ack := protocol.AppendSubscriptionSucceeded(nil, name, string(ackData))
 	c.mu.Lock()
 	ok := c.state() == stateOpen && c.enqueueLocked(textFrame(ack))
 	c.mu.Unlock()
 	if !ok {
-		return
+		return nil
 	}
 	lc, _, first := g.hub.add(c, name)
 	c.subs = append(c.subs, subscription{lc: lc, kind: kind, user: user})
@@ -214,6 +223,7 @@ func (g *Gateway) join(c *Conn, name string, kind protocol.ChannelKind, user str
 	c.flushLocked()
 	c.mu.Unlock()
 	g.countChanged(lc)
+	return lc
 }
 
 func (g *Gateway) unsubscribe(c *Conn, msg protocol.Message) {
@@ -252,6 +262,7 @@ func (g *Gateway) leave(c *Conn, s subscription) {
 	if s.kind == protocol.Presence {
 		g.presence.Leave(s.lc.app.ID, s.lc.name, presence.ConnID(c.id.String()))
 	}
+	g.occupancyChanged(s.lc)
 	g.countChanged(s.lc)
 }
 
