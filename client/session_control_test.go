@@ -8,48 +8,15 @@ import (
 )
 
 // The Session controls a load generator needs (herald bench's failover
-// scenario, bench/failover.go): a Dial hook, ResumeUnseen, Reconnect, and
-// the receive time of events.
-
-func TestSessionResumeUnseen(t *testing.T) {
-	srv := newTestServer(t)
-	opt := fastRetry
-	opt.ResumeUnseen = true
-	s := newSession(t, opt, srv.appURL(keyOK))
-	s.Subscribe("c", nil)
-	sc := srv.accept(t)
-	if r := resumeOf(t, subscribeFrame(t, sc)); r != -1 {
-		t.Fatalf("first subscribe has herald_resume %d, want none", r)
-	}
-	expectEvents(t, s, "pusher_internal:subscription_succeeded c")
-	// Nothing delivered before the drop: what was published meanwhile is
-	// asked for from 0.
-	sc.conn.Close()
-	sc = srv.accept(t)
-	if r := resumeOf(t, subscribeFrame(t, sc)); r != 0 {
-		t.Fatalf("herald_resume after reconnect = %d, want 0", r)
-	}
-	expectEvents(t, s, "pusher_internal:subscription_succeeded c")
-	sendEvent(sc, "c", "e", 8)
-	expectEvents(t, s, "e c 8")
-	sc.conn.Close()
-	sc = srv.accept(t)
-	if r := resumeOf(t, subscribeFrame(t, sc)); r != 8 {
-		t.Fatalf("herald_resume after the second reconnect = %d, want 8", r)
-	}
-}
+// scenario, bench/failover.go): a Dial hook and Reconnect (ResumeUnseen is
+// in TestSessionReplayFromStart), and the receive time of events.
 
 func TestSessionReconnect(t *testing.T) {
 	srv := newTestServer(t)
 	s := newSession(t, fastRetry, srv.appURL(keyOK))
 	s.Reconnect() // not connected yet: nothing to drop
 	s.Subscribe("c", nil)
-	sc := srv.accept(t)
-	subscribeFrame(t, sc)
-	expectEvents(t, s, "pusher_internal:subscription_succeeded c")
-	sendEvent(sc, "c", "e", 4)
-	expectEvents(t, s, "e c 4")
-
+	sc := subscribedWithOne(t, srv, s, 4)
 	s.Reconnect()
 	sc.waitDone(t)
 	sc = srv.accept(t)
