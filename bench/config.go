@@ -27,8 +27,8 @@ const (
 	MaxPerSource = 25000 // sockets per source address (ephemeral ports)
 	MaxURLs      = 256   // targets (--url entries) per run
 
-	// MaxPresenceConns bounds the presence scenario's subscribers: it uses
-	// a plain blocking client, a goroutine per socket, in the parent.
+	// MaxPresenceConns bounds the presence scenario's subscribers: it holds
+	// a client.Conn, a reader goroutine each, per socket in the parent.
 	MaxPresenceConns = 1000
 )
 

@@ -6,7 +6,6 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -165,19 +164,4 @@ func (t *target) parseUpgrade(b []byte) (res upgradeResult, n int, reason string
 		return upgradeBad, 0, "bad_accept"
 	}
 	return upgradeOK, end + 4, ""
-}
-
-// parentTargets are the targets of the scenarios whose clients run in the
-// parent process (presence, failover): every destination, no source
-// address binding.
-func parentTargets(dests []dest) ([]*target, error) {
-	targets := make([]*target, len(dests))
-	for i, d := range dests {
-		t, err := newTarget(d.Addr, d.Host, d.Path, nil)
-		if err != nil {
-			return nil, fmt.Errorf("bench: target %s: %w", d.Addr, err)
-		}
-		targets[i] = t
-	}
-	return targets, nil
 }

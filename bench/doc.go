@@ -1,6 +1,6 @@
-// Package bench is Herald's load generator: a standalone client of the
-// Pusher Channels protocol (it imports no other Herald package) that needs
-// only a server URL, an app id, key and secret.
+// Package bench is Herald's load generator: a client of the Pusher Channels
+// protocol that needs only a server URL, an app id, key and secret. Of
+// Herald's packages it imports only client, itself standalone.
 //
 // Scenarios (Run with Config.Scenario):
 //
@@ -21,15 +21,17 @@
 //     members join and leave on the first URL one at a time: time until
 //     member_added / member_removed reaches the subscribers on the other
 //     nodes; optionally SIGKILL a node (Config.KillPID) and time
-//     member_removed for its members at the survivors. It uses a plain
-//     blocking client in the parent, not the workers (presence.go).
+//     member_removed for its members at the survivors. It connects from
+//     the parent with a client.Conn per socket, not from the workers
+//     (presence.go).
 //   - failover: subscribers over C channels on a cluster's nodes, M events
 //     published over REST to the first URL's node while Config.KillPID (not
 //     that node) is SIGKILLed Config.KillAfter into publishing; dropped
 //     clients reconnect to the next URL and resubscribe with herald_resume:
 //     lost and duplicated events (against the publishes answered 200), time
-//     until every dropped client resumed, replay throughput. Plain blocking
-//     client in the parent too (failover.go); results under
+//     until every dropped client resumed, replay throughput. A
+//     client.Session per subscriber in the parent (failover.go), so the
+//     resume measured is the one Go apps use; results under
 //     results.failover.
 //
 // # Clusters
@@ -54,7 +56,9 @@
 //
 // # Client design
 //
-// A worker runs one epoll loop per core over golang.org/x/sys/unix
+// The mass-socket scenarios (connect, idle, fanout, storm) have their own
+// client, for a footprint package client's goroutine per socket cannot
+// have: a worker runs one epoll loop per core over golang.org/x/sys/unix
 // (poller.go): non-blocking connect, upgrade, subscribe and reads all happen
 // in that loop, with no goroutine per socket. Frames are parsed from the
 // read buffer in place (frame.go); a published event's data carries its

@@ -13,13 +13,17 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"herald/client"
 )
 
 // The failover scenario kills a cluster node under load and checks that
 // resume (docs/protocol-extensions.md: serial, herald_resume) loses and
-// duplicates nothing. Like presence it uses the plain blocking client in the
-// parent (a goroutine per socket), not the epoll workers: every socket must
-// reconnect and resubscribe with its own herald_resume.
+// duplicates nothing. Like presence it connects from the parent, not from
+// the epoll workers (conns.go): each subscriber is a client.Session, which
+// resubscribes with herald_resume and drops what it already delivered; the
+// bench picks the URLs and paces the redials in the session's Dial hook
+// (foDialer).
 //
 //  1. Conns subscribers, conn i on URL i % len, subscribe to channel
 //     failover-<run>-<i % Channels> (names unique to the run, so a resume
@@ -31,22 +35,25 @@ import (
 //     ("acknowledged") must be delivered; the others are publish_failures.
 //  3. KillAfter into publishing, KillPID gets SIGKILL. A subscriber whose
 //     socket drops reconnects to the next URL ((u+1) % len, then on, never
-//     the one it lost), and subscribes with herald_resume = the last serial
-//     it saw on its channel (0 when none). resume_failed "unavailable"
-//     makes it reconnect and try again.
-//  4. Each subscriber drops an event whose serial is ≤ the last it saw
-//     (duplicates_suppressed, the client library's job); what passes is the
-//     "app" layer, which counts an event seq it already had as a duplicate
-//     (target 0) and at the end every acknowledged event of its channel it
-//     never had as lost (target 0).
+//     the one it lost), and its session subscribes with herald_resume = the
+//     last serial it delivered on its channel (0 when none:
+//     SessionOptions.ResumeUnseen). resume_failed "unavailable" makes it
+//     reconnect (Session.Reconnect, to the same URL after 50 ms) and try
+//     again.
+//  4. Each subscriber's session drops an event whose serial is ≤ the last
+//     it delivered (duplicates_suppressed: SessionStats.Duplicates); what
+//     passes is the "app" layer, which counts an event seq it already had
+//     as a duplicate (target 0) and at the end every acknowledged event of
+//     its channel it never had as lost (target 0).
 //
 // time_to_all_resumed_ms is kill → the last dropped subscriber's
 // resume_ok; replayed is the sum of resume_ok's "replayed"; the replay
 // throughput divides it by the span from the first resuming subscribe sent
-// to the last resume_ok.
+// (the first redial's handshake: the session subscribes right after it) to
+// the last resume_ok.
 
-// MaxFailoverConns bounds the failover scenario's subscribers (a goroutine
-// per socket in the parent).
+// MaxFailoverConns bounds the failover scenario's subscribers (a
+// client.Session, three goroutines, per subscriber in the parent).
 const MaxFailoverConns = 10000
 
 // FailoverResults are the failover scenario's measurements.
@@ -80,9 +87,8 @@ type FailoverResults struct {
 
 // foClient is one subscriber's state. Guarded by foState.mu.
 type foClient struct {
-	url        int
-	channel    int
-	last       int64  // last serial seen
+	url        int    // index of its first URL
+	channel    int    // index in FailoverResults.Channels
 	seen       []bool // per seq: reached the app
 	dropped    int64  // unix ns its socket dropped after the kill (0: not)
 	resumeSent int64  // unix ns of the first resuming subscribe
@@ -91,6 +97,9 @@ type foClient struct {
 }
 
 type foState struct {
+	urls  []string // for package client (Config.clientURLs)
+	dests []dest
+
 	mu      sync.Mutex
 	clients []foClient
 	acked   []bool // per seq
@@ -130,164 +139,94 @@ func (s *foState) wait(ctx context.Context, until time.Time, ok func() bool) boo
 	}
 }
 
-// foMsg is a server message with its serial.
-type foMsg struct {
-	Event   string          `json:"event"`
-	Channel string          `json:"channel"`
-	Data    json.RawMessage `json:"data"`
-	Serial  int64           `json:"serial"`
+func (s *foState) report(msg string) {
+	s.mu.Lock()
+	s.errs = append(s.errs, msg)
+	s.mu.Unlock()
+	s.notify()
+}
+
+// complete reports whether every dropped subscriber resumed and every
+// subscriber has every acknowledged event of its channel. s.mu must be held.
+func (s *foState) complete() bool {
+	for i := range s.clients {
+		cl := &s.clients[i]
+		if cl.dropped != 0 && cl.resumed == 0 {
+			return false
+		}
+		for seq, ok := range s.acked {
+			if ok && seq%len(s.res.Channels) == cl.channel && !cl.seen[seq] {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func (r *run) failover(ctx context.Context) error {
 	c := r.cfg
-	dests := c.dests()
-	targets, err := parentTargets(dests)
-	if err != nil {
+	st := r.newFoState()
+	res := st.res
+	sctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { stop(); wg.Wait() }()
+	if err := r.foConnect(ctx, sctx, st, &wg); err != nil {
 		return err
 	}
-	n := c.Conns
+	if err := r.foPublishKill(ctx, st); err != nil {
+		return err
+	}
+	st.wait(ctx, time.Now().Add(c.Converge), st.complete) // or the converge timeout
+	stop()
+	wg.Wait()
+	r.phaseEnd = time.Now()
+	r.serversAtEnd()
+	r.foTally(st)
+	r.progressf("failover: lost %d, duplicates %d, resumed %d/%d in %.1f ms", res.Lost, res.Duplicates, res.ResumedClients, res.Dropped, res.TimeToAllResumedMs)
+	if res.Dropped == 0 {
+		return fmt.Errorf("bench: failover: no subscriber's socket closed after killing %d: it held none of this run's subscribers", c.KillPID)
+	}
+	return nil
+}
+
+func (r *run) newFoState() *foState {
+	c := r.cfg
+	dests := c.dests()
 	prefix := "failover-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
-	res := &FailoverResults{Subscribers: n, PerURL: make([]int, len(dests)), Messages: c.Messages,
+	res := &FailoverResults{Subscribers: c.Conns, PerURL: make([]int, len(dests)), Messages: c.Messages,
 		KillPID: c.KillPID, KillAfterS: c.KillAfter.Seconds(), PublishReasons: map[string]int64{}, ResumeFailed: map[string]int64{}}
 	for k := range c.Channels {
 		res.Channels = append(res.Channels, prefix+strconv.Itoa(k))
 	}
-	st := &foState{clients: make([]foClient, n), acked: make([]bool, c.Messages), res: res, wake: make(chan struct{}, 1)}
+	st := &foState{urls: c.clientURLs(), dests: dests, clients: make([]foClient, c.Conns),
+		acked: make([]bool, c.Messages), res: res, wake: make(chan struct{}, 1)}
 	for i := range st.clients {
 		st.clients[i] = foClient{url: i % len(dests), channel: i % c.Channels, seen: make([]bool, c.Messages)}
 		res.PerURL[i%len(dests)]++
 	}
 	r.fo = res
 	r.pc = &presConnStats{failures: map[string]int64{}}
-	var reconnects atomic.Int64
+	return st
+}
 
-	sctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() { stop(); wg.Wait() }()
-	var connMu sync.Mutex
-	conns := make([]*pconn, n)
-	setConn := func(i int, pc *pconn) bool {
-		connMu.Lock()
-		defer connMu.Unlock()
-		if sctx.Err() != nil {
-			return false
-		}
-		conns[i] = pc
-		return true
-	}
-	go func() { // closes every socket when the run stops
-		<-sctx.Done()
-		connMu.Lock()
-		defer connMu.Unlock()
-		for _, pc := range conns {
-			if pc != nil {
-				pc.close()
-			}
-		}
-	}()
-
-	// session runs subscriber i: connect, subscribe, read; after an unasked
-	// drop, reconnect elsewhere with herald_resume.
-	session := func(i int, release func()) {
-		defer wg.Done()
-		defer release()
-		u := st.clients[i].url
-		first := true
-		for attempt := 0; sctx.Err() == nil; attempt++ {
-			start := time.Now().UnixNano()
-			pc, err := dialPusher(sctx, targets[u], dests[u].Addr, c.DialTimeout)
-			now := time.Now().UnixNano()
-			if first {
-				release()
-				st.mu.Lock()
-				if r.pc.first == 0 || start < r.pc.first {
-					r.pc.first = start
-				}
-				if err != nil {
-					r.pc.failed++
-					r.pc.failures[errReason(err)]++
-				} else {
-					r.pc.established++
-					r.pc.hist.Record(now - start)
-				}
-				st.mu.Unlock()
-			} else {
-				reconnects.Add(1)
-			}
-			if err != nil {
-				if first {
-					st.mu.Lock()
-					st.errs = append(st.errs, fmt.Sprintf("subscriber %d (%s): %v", i, dests[u].Addr, err))
-					st.mu.Unlock()
-					st.notify()
-					return
-				}
-				// Try the next URL, never the one the socket was lost on.
-				u = (u + 1) % len(dests)
-				if u == st.clients[i].url && len(dests) > 1 {
-					u = (u + 1) % len(dests)
-				}
-				sleepCtx(sctx, time.Duration(min(attempt, 10))*50*time.Millisecond)
-				continue
-			}
-			if !setConn(i, pc) {
-				pc.close()
-				return
-			}
-			st.mu.Lock()
-			cl := &st.clients[i]
-			data := map[string]any{"channel": res.Channels[cl.channel], "auth": ""}
-			if !first {
-				data["herald_resume"] = cl.last
-				if cl.resumeSent == 0 {
-					cl.resumeSent = time.Now().UnixNano()
-				}
-			}
-			st.mu.Unlock()
-			msg, _ := json.Marshal(map[string]any{"event": "pusher:subscribe", "data": data})
-			if err := pc.send(opText, msg); err == nil {
-				r.foRead(st, i, pc)
-			}
-			pc.close()
-			if sctx.Err() != nil {
-				return
-			}
-			st.mu.Lock()
-			cl = &st.clients[i]
-			if st.killAt == 0 {
-				st.errs = append(st.errs, fmt.Sprintf("subscriber %d dropped before the kill", i))
-			} else if cl.dropped == 0 && cl.resumed == 0 {
-				cl.dropped = time.Now().UnixNano()
-			}
-			lost := cl.url
-			st.mu.Unlock()
-			st.notify()
-			if !first {
-				sleepCtx(sctx, 50*time.Millisecond) // resume_failed "unavailable", or a second drop: do not spin
-			}
-			if first && len(dests) > 1 {
-				// Lost its first node: move on, and remember which to skip.
-				u = (lost + 1) % len(dests)
-			}
-			first = false
-		}
-	}
-
-	// 1. The subscribers, at most 64 dials at a time.
+// foConnect is step 1: it starts the subscribers, at most 64 first dials at
+// a time, each on wg until sctx ends, and waits until all are subscribed.
+func (r *run) foConnect(ctx, sctx context.Context, st *foState, wg *sync.WaitGroup) error {
+	c := r.cfg
 	r.connStart = time.Now()
 	sem := make(chan struct{}, 64)
-	for i := range n {
+	for i := range c.Conns {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		wg.Add(1)
 		var once sync.Once
-		go session(i, func() { once.Do(func() { <-sem }) })
+		wg.Go(func() { r.foSubscriber(sctx, st, i, func() { once.Do(func() { <-sem }) }) })
 	}
+	failed := false
 	subscribedAll := func() bool {
-		if len(st.errs) > 0 {
+		if failed = len(st.errs) > 0; failed {
 			return true
 		}
 		for i := range st.clients {
@@ -297,22 +236,205 @@ func (r *run) failover(ctx context.Context) error {
 		}
 		return true
 	}
-	if !st.wait(ctx, time.Now().Add(c.DialTimeout+time.Duration(n/64+1)*c.DialTimeout/10), subscribedAll) || len(st.errs) > 0 {
+	if !st.wait(ctx, time.Now().Add(c.DialTimeout+time.Duration(c.Conns/64+1)*c.DialTimeout/10), subscribedAll) || failed {
 		return r.foErr(st, "not every subscriber was subscribed within --dial-timeout")
 	}
-	r.pc.subscribed = int64(n)
+	r.pc.subscribed = int64(c.Conns)
 	r.pc.last = time.Now().UnixNano()
 	r.connEnd = time.Now()
 	r.markPhase()
-	r.progressf("failover: %d subscribers on %d URLs, %d channels; publishing %d events to %s", n, len(dests), c.Channels, c.Messages, c.RESTURL)
+	r.progressf("failover: %d subscribers on %d URLs, %d channels; publishing %d events to %s", c.Conns, len(st.urls), c.Channels, c.Messages, c.RESTURL)
+	return nil
+}
 
-	// 2. Publish; 3. kill at KillAfter into it.
+// foSubscriber runs subscriber i until sctx ends: a client.Session on its
+// channel, whose events it hands to foEvent. release frees its slot among
+// the first dials (foDialer calls it after the first one).
+func (r *run) foSubscriber(sctx context.Context, st *foState, i int, release func()) {
+	defer release()
+	d := &foDialer{r: r, st: st, i: i, u: st.clients[i].url, release: release}
+	s := client.NewSession(st.urls, client.SessionOptions{
+		Conn:         r.cfg.clientOptions(),
+		ResumeUnseen: true, // resume from 0 a channel that delivered nothing yet (step 3)
+		Dial:         d.dial,
+		// foDialer paces the redials itself.
+		MinBackoff: time.Nanosecond,
+		MaxBackoff: time.Nanosecond,
+	})
+	defer func() {
+		s.Close()
+		st.mu.Lock()
+		st.res.DuplicatesSupressed += int64(s.Stats().Duplicates)
+		st.mu.Unlock()
+	}()
+	s.Subscribe(st.res.Channels[st.clients[i].channel], nil)
+	for {
+		select {
+		case ev, ok := <-s.Events():
+			if !ok { // a server refused the connection for good
+				st.report(fmt.Sprintf("subscriber %d: %v", i, s.Err()))
+				return
+			}
+			st.foEvent(i, s, ev)
+		case <-sctx.Done():
+			return
+		}
+	}
+}
+
+// foEvent accounts one event that subscriber i's session delivered.
+func (st *foState) foEvent(i int, s *client.Session, ev client.Event) {
+	switch ev.Event {
+	case client.EventSubscriptionSucceeded:
+		st.mu.Lock()
+		st.clients[i].subscribed = true
+		st.mu.Unlock()
+	case client.EventResumeOK, client.EventResumeFailed:
+		st.foResume(i, s, ev)
+	case "bench":
+		var d struct {
+			I int `json:"i"`
+		}
+		if json.Unmarshal([]byte(ev.Data), &d) != nil {
+			return
+		}
+		st.mu.Lock()
+		cl := &st.clients[i]
+		if ev.Serial == 0 {
+			st.res.NoSerial++
+		}
+		if d.I >= 0 && d.I < len(cl.seen) {
+			if cl.seen[d.I] {
+				st.res.Duplicates++
+			}
+			cl.seen[d.I] = true
+		}
+		st.mu.Unlock()
+	default:
+		return
+	}
+	st.notify()
+}
+
+// foResume accounts subscriber i's resume_ok or resume_failed; after
+// resume_failed "unavailable" it makes the session reconnect and try again.
+func (st *foState) foResume(i int, s *client.Session, ev client.Event) {
+	var d struct {
+		Replayed int64  `json:"replayed"` // resume_ok
+		Reason   string `json:"reason"`   // resume_failed
+	}
+	_ = json.Unmarshal([]byte(ev.Data), &d)
+	st.mu.Lock()
+	failed := ev.Event == client.EventResumeFailed
+	if failed {
+		st.res.ResumeFailed[d.Reason]++
+	} else {
+		st.res.Replayed += d.Replayed
+		if cl := &st.clients[i]; cl.resumed == 0 {
+			cl.resumed = ev.Received.UnixNano()
+		}
+	}
+	st.mu.Unlock()
+	if failed && d.Reason == "unavailable" {
+		s.Reconnect()
+	}
+}
+
+// foDialer is subscriber i's client.SessionOptions.Dial. It dials the URL
+// step 3 asks for (the session's choice is ignored), paces the redials,
+// accounts the first dial in the connect figures and the others as
+// reconnects, and notes when the subscriber's socket dropped and when it
+// first resubscribed. Only its session's goroutine calls it.
+type foDialer struct {
+	r       *run
+	st      *foState
+	i       int
+	u       int  // index in st.urls of the next dial
+	dials   int  // dials so far
+	failed  bool // the last dial failed
+	release func()
+}
+
+func (d *foDialer) dial(ctx context.Context, _ string, opt client.Options) (*client.Conn, error) {
+	if d.dials > 0 {
+		d.beforeRedial(ctx)
+	}
+	st, first, u := d.st, d.dials == 0, d.u
+	start := time.Now().UnixNano()
+	conn, err := client.Dial(ctx, st.urls[u], opt)
+	now := time.Now().UnixNano()
+	d.dials++
+	d.failed = err != nil
+	st.mu.Lock()
+	if first {
+		d.r.pc.record(start, now, err)
+	} else {
+		st.res.Reconnects++
+		if cl := &st.clients[d.i]; err == nil && cl.resumeSent == 0 {
+			cl.resumeSent = now // the session subscribes with herald_resume right away
+		}
+	}
+	st.mu.Unlock()
+	if !first {
+		return conn, err
+	}
+	d.release()
+	if err != nil {
+		// A subscriber that cannot connect at all gives up, and the run fails.
+		st.report(fmt.Sprintf("subscriber %d (%s): %v", d.i, st.dests[u].Addr, err))
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return conn, nil
+}
+
+// beforeRedial runs between two dials. After a failed dial: the next URL,
+// never the subscriber's first, after 50 ms more per dial so far (at most
+// 500 ms). After a connection ended: the drop is noted; the first
+// connection's end moves on to the URL after the first at once, a later
+// one's (resume_failed "unavailable", a second drop) redials the same URL
+// after 50 ms, so as not to spin.
+func (d *foDialer) beforeRedial(ctx context.Context) {
+	n, home := len(d.st.urls), d.st.clients[d.i].url // url is set before the sessions start
+	if d.failed {
+		d.u = (d.u + 1) % n
+		if d.u == home && n > 1 {
+			d.u = (d.u + 1) % n
+		}
+		sleepCtx(ctx, time.Duration(min(d.dials-1, 10))*50*time.Millisecond)
+		return
+	}
+	d.st.connectionEnded(d.i)
+	if d.dials > 1 {
+		sleepCtx(ctx, 50*time.Millisecond)
+	} else if n > 1 {
+		d.u = (home + 1) % n
+	}
+}
+
+// connectionEnded notes that subscriber i's connection ended: an error
+// before the kill, its drop after it (the first, unless it had resumed).
+func (s *foState) connectionEnded(i int) {
+	s.mu.Lock()
+	cl := &s.clients[i]
+	if s.killAt == 0 {
+		s.errs = append(s.errs, fmt.Sprintf("subscriber %d dropped before the kill", i))
+	} else if cl.dropped == 0 && cl.resumed == 0 {
+		cl.dropped = time.Now().UnixNano()
+	}
+	s.mu.Unlock()
+	s.notify()
+}
+
+// foPublishKill is steps 2 and 3: it publishes, sends SIGKILL to KillPID
+// KillAfter into it, and returns when publishing is over.
+func (r *run) foPublishKill(ctx context.Context, st *foState) error {
+	c, res := r.cfg, st.res
 	pubStart := time.Now()
 	pubDone := make(chan struct{})
 	go func() { r.foPublish(ctx, st, res.Channels); close(pubDone) }()
 	killTimer := time.NewTimer(c.KillAfter)
 	defer killTimer.Stop()
-	var killErr error
 	select {
 	case <-killTimer.C:
 	case <-ctx.Done():
@@ -326,6 +448,7 @@ func (r *run) failover(ctx context.Context) error {
 	st.killAt = time.Now().UnixNano()
 	st.mu.Unlock()
 	r.progressf("failover: SIGKILL %d", c.KillPID)
+	var killErr error
 	if err := syscall.Kill(c.KillPID, syscall.SIGKILL); err != nil {
 		killErr = fmt.Errorf("bench: failover: kill %d: %w", c.KillPID, err)
 	}
@@ -335,118 +458,15 @@ func (r *run) failover(ctx context.Context) error {
 		return killErr
 	}
 	r.progressf("failover: published %d, acknowledged %d, failed %d", c.Messages, res.Acknowledged, res.PublishFailures)
-
-	// Every dropped subscriber resumed, and every subscriber has every
-	// acknowledged event of its channel (or the converge timeout).
-	complete := func() bool {
-		for i := range st.clients {
-			cl := &st.clients[i]
-			if cl.dropped != 0 && cl.resumed == 0 {
-				return false
-			}
-			for seq, ok := range st.acked {
-				if ok && seq%c.Channels == cl.channel && !cl.seen[seq] {
-					return false
-				}
-			}
-		}
-		return true
-	}
-	st.wait(ctx, time.Now().Add(c.Converge), complete)
-	stop()
-	wg.Wait()
-	res.Reconnects = reconnects.Load()
-	r.phaseEnd = time.Now()
-	r.serversAtEnd()
-	r.foTally(st)
-	r.progressf("failover: lost %d, duplicates %d, resumed %d/%d in %.1f ms", res.Lost, res.Duplicates, res.ResumedClients, res.Dropped, res.TimeToAllResumedMs)
-	if res.Dropped == 0 {
-		return fmt.Errorf("bench: failover: no subscriber's socket closed after killing %d: it held none of this run's subscribers", c.KillPID)
-	}
 	return nil
-}
-
-// foRead handles subscriber i's messages until its socket ends.
-func (r *run) foRead(st *foState, i int, pc *pconn) {
-	for {
-		raw, err := pc.next()
-		if err != nil {
-			return
-		}
-		var m foMsg
-		if json.Unmarshal(raw, &m) != nil {
-			continue
-		}
-		now := time.Now().UnixNano()
-		switch m.Event {
-		case "pusher:ping":
-			_ = pc.send(opText, pongMsg)
-		case "pusher_internal:subscription_succeeded":
-			st.mu.Lock()
-			st.clients[i].subscribed = true
-			st.mu.Unlock()
-			st.notify()
-		case "pusher_internal:resume_ok":
-			var d struct {
-				Replayed int64 `json:"replayed"`
-			}
-			_ = decodeData(m.Data, &d)
-			st.mu.Lock()
-			cl := &st.clients[i]
-			if cl.resumed == 0 {
-				cl.resumed = now
-			}
-			st.res.Replayed += d.Replayed
-			st.mu.Unlock()
-			st.notify()
-		case "pusher_internal:resume_failed":
-			var d struct {
-				Reason string `json:"reason"`
-			}
-			_ = decodeData(m.Data, &d)
-			st.mu.Lock()
-			st.res.ResumeFailed[d.Reason]++
-			st.mu.Unlock()
-			if d.Reason == "unavailable" {
-				return // reconnect and try again
-			}
-		case "bench":
-			var d struct {
-				I int `json:"i"`
-			}
-			if decodeData(m.Data, &d) != nil {
-				continue
-			}
-			st.mu.Lock()
-			cl := &st.clients[i]
-			switch {
-			case m.Serial == 0:
-				st.res.NoSerial++
-			case m.Serial <= cl.last:
-				st.res.DuplicatesSupressed++
-				st.mu.Unlock()
-				continue
-			default:
-				cl.last = m.Serial
-			}
-			if d.I >= 0 && d.I < len(cl.seen) {
-				if cl.seen[d.I] {
-					st.res.Duplicates++
-				}
-				cl.seen[d.I] = true
-			}
-			st.mu.Unlock()
-			st.notify()
-		}
-	}
 }
 
 // foPublish publishes the events, Publishers at a time, paced to Rate.
 func (r *run) foPublish(ctx context.Context, st *foState, channels []string) {
 	c := r.cfg
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil,
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil,
 		DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext, MaxIdleConnsPerHost: c.Publishers}}
-	defer client.CloseIdleConnections()
+	defer hc.CloseIdleConnections()
 	base := strings.TrimRight(c.RESTURL, "/")
 	path := "/apps/" + c.AppID + "/events"
 	var next atomic.Int64
@@ -466,7 +486,7 @@ func (r *run) foPublish(ctx context.Context, st *foState, channels []string) {
 				}
 				body, _ := json.Marshal(map[string]string{"name": "bench", "channel": channels[seq%int64(len(channels))],
 					"data": `{"i":` + strconv.FormatInt(seq, 10) + `}`})
-				reason := signedPost(ctx, client, base, path, c.Key, c.Secret, body)
+				reason := signedPost(ctx, hc, base, path, c.Key, c.Secret, body)
 				st.mu.Lock()
 				if reason == "" {
 					st.acked[seq] = true

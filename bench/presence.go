@@ -3,26 +3,23 @@ package bench
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
+
+	"herald/client"
 )
 
 // The presence scenario measures how fast presence changes reach every
 // node of a cluster. It needs few sockets, so it does not use the epoll
-// workers: the parent holds them with a plain blocking WebSocket client, a
-// reader goroutine per socket, and timestamps every member_added and
-// member_removed as it arrives (one clock for sender and receivers).
+// workers: the parent holds them as client.Conns (conns.go), whose reader
+// goroutines stamp every member_added and member_removed as it arrives
+// (client.Event.Received: one clock for sender and receivers).
 //
 //  1. Conns subscribers ("observers"), conn i on URL i % len, join one
 //     presence channel, each as its own user; the run waits until every
@@ -70,14 +67,6 @@ type PresenceKill struct {
 	RemovedMs       float64     `json:"removed_ms"` // kill → every survivor had member_removed for every dead member (0 if not converged)
 	RemovedEachMs   Percentiles `json:"removed_each_ms"`
 	Missing         int         `json:"missing"` // (survivor, dead member) pairs without member_removed within --converge-timeout
-}
-
-// presConnStats are the presence scenario's connect figures.
-type presConnStats struct {
-	hist                            Histogram
-	established, failed, subscribed int64
-	failures                        map[string]int64
-	first, last                     int64 // unix ns: first dial, last subscribed
 }
 
 // presState is what the observers' readers saw. Guarded by mu.
@@ -136,151 +125,230 @@ func (s *presState) wait(ctx context.Context, until time.Time, ok func() bool) b
 	}
 }
 
-// observe handles one message to observer i.
-func (s *presState) observe(i int, m pusherMsg, now int64) {
+// report records a Pusher error one of the run's sockets received.
+func (s *presState) report(msg string) {
+	s.mu.Lock()
+	s.errs = append(s.errs, msg)
+	s.mu.Unlock()
+}
+
+// drop records that observer i's socket ended unasked at now.
+func (s *presState) drop(i int, now int64) {
+	s.mu.Lock()
+	s.dropped[i] = now
+	s.mu.Unlock()
+	s.notify()
+}
+
+// observe handles one event to observer i.
+func (s *presState) observe(i int, ev client.Event) {
+	now := ev.Received.UnixNano()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer s.notify()
-	switch m.Event {
-	case "pusher_internal:subscription_succeeded":
+	switch ev.Event {
+	case client.EventSubscriptionSucceeded:
 		var d struct {
 			Presence struct {
 				IDs []json.RawMessage `json:"ids"`
 			} `json:"presence"`
 		}
-		_ = decodeData(m.Data, &d)
+		_ = json.Unmarshal([]byte(ev.Data), &d)
 		for _, id := range d.Presence.IDs {
 			s.view[i][userID(id)] = true
 		}
 		s.subscribed[i] = true
 	case "pusher_internal:member_added":
-		var d struct {
-			UserID json.RawMessage `json:"user_id"`
-		}
-		_ = decodeData(m.Data, &d)
-		u := userID(d.UserID)
+		u := memberOf(ev)
 		if s.view[i][u] {
 			s.dups++
 		}
 		s.view[i][u] = true
 		s.stamp(s.added, u, i, now)
 	case "pusher_internal:member_removed":
-		var d struct {
-			UserID json.RawMessage `json:"user_id"`
-		}
-		_ = decodeData(m.Data, &d)
-		u := userID(d.UserID)
+		u := memberOf(ev)
 		if !s.view[i][u] {
 			s.dups++
 		}
 		delete(s.view[i], u)
 		s.stamp(s.removed, u, i, now)
-	case "pusher:error", "pusher:subscription_error":
-		s.errs = append(s.errs, fmt.Sprintf("observer %d: %s %s", i, m.Event, m.Data))
+	case client.EventError, client.EventSubscriptionError:
+		s.errs = append(s.errs, fmt.Sprintf("observer %d: %s %s", i, ev.Event, ev.Data))
 	}
+}
+
+// memberOf is the user_id in a member_added or member_removed event's data.
+func memberOf(ev client.Event) string {
+	var d struct {
+		UserID json.RawMessage `json:"user_id"`
+	}
+	_ = json.Unmarshal([]byte(ev.Data), &d)
+	return userID(d.UserID)
+}
+
+// userID is the text of a user_id, a JSON string or number.
+func userID(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	return string(bytes.TrimSpace(raw))
+}
+
+// observerUser is observer i's user_id.
+func observerUser(i int) string { return "bench-observer-" + strconv.Itoa(i) }
+
+// presRun is one run of the presence scenario: its connections and the
+// state their readers share.
+type presRun struct {
+	r       *run
+	st      *presState
+	res     *PresenceResults
+	urls    []string
+	dests   []dest
+	channel string
+
+	mu      sync.Mutex     // guards conns and r.pc
+	conns   []*client.Conn // every connection of the run, closed at its end
+	readers sync.WaitGroup // the goroutines reading them
+}
+
+// presTimes are the join and leave samples: per join at the last remote
+// observer, and per join and remote observer.
+type presTimes struct {
+	joinAll, joinEach, leaveAll, leaveEach Histogram
 }
 
 // presence runs the presence scenario (see the comment at the top).
 func (r *run) presence(ctx context.Context) error {
-	c := r.cfg
-	dests := c.dests()
-	targets, err := parentTargets(dests)
-	if err != nil {
+	p := r.newPresRun()
+	defer p.closeAll()
+	if err := p.observers(ctx); err != nil {
 		return err
 	}
+	r.connEnd = time.Now()
+	r.markPhase()
+	r.progressf("presence: %d observers on %d URLs converged; %d joins", r.cfg.Conns, len(p.urls), r.cfg.Joins)
+	if err := p.joins(ctx); err != nil {
+		return err
+	}
+	if r.cfg.KillPID > 0 {
+		if err := r.presenceKill(ctx, p.st, r.cfg.Conns); err != nil {
+			return err
+		}
+	}
+	r.phaseEnd = time.Now()
+	r.serversAtEnd()
+	return p.tally()
+}
+
+func (r *run) newPresRun() *presRun {
+	c := r.cfg
 	n := c.Conns
-	channel := "presence-bench-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	obsUser := func(i int) string { return "bench-observer-" + strconv.Itoa(i) }
-	st := &presState{
+	p := &presRun{r: r, urls: c.clientURLs(), dests: c.dests(),
+		channel: "presence-bench-" + strconv.FormatInt(time.Now().UnixNano(), 36)}
+	p.st = &presState{
 		view: make([]map[string]bool, n), subscribed: make([]bool, n), dropped: make([]int64, n),
 		added: map[string][]int64{}, removed: map[string][]int64{}, wake: make(chan struct{}, 1),
 	}
-	for i := range st.view {
-		st.view[i] = map[string]bool{}
+	for i := range p.st.view {
+		p.st.view[i] = map[string]bool{}
 	}
-	res := &PresenceResults{Channel: channel, Subscribers: n, PerURL: make([]int, len(dests)), Joins: c.Joins}
-	r.pres = res
-	r.pc = &presConnStats{failures: map[string]int64{}}
+	p.res = &PresenceResults{Channel: p.channel, Subscribers: n, PerURL: make([]int, len(p.urls)), Joins: c.Joins}
 	for i := range n {
-		res.PerURL[i%len(dests)]++
-		if i%len(dests) != 0 || len(dests) == 1 {
-			res.Remote++
+		p.res.PerURL[i%len(p.urls)]++
+		if p.remote(i) {
+			p.res.Remote++
 		}
 	}
-	remote := func(i int) bool { return len(dests) == 1 || i%len(dests) != 0 }
+	r.pres = p.res
+	r.pc = &presConnStats{failures: map[string]int64{}}
+	return p
+}
 
-	var readers sync.WaitGroup
-	var all []*pconn // every socket, closed at the end
-	var allMu sync.Mutex
-	defer func() {
-		allMu.Lock()
-		for _, pc := range all {
-			pc.close()
-		}
-		allMu.Unlock()
-		readers.Wait()
-	}()
-	// dial opens a socket to URL u and starts its reader.
-	dial := func(u int, onMsg func(pusherMsg, int64), onEnd func(int64)) (*pconn, error) {
-		start := time.Now().UnixNano()
-		pc, err := dialPusher(ctx, targets[u], dests[u].Addr, c.DialTimeout)
-		now := time.Now().UnixNano()
-		allMu.Lock()
-		defer allMu.Unlock()
-		if r.pc.first == 0 || start < r.pc.first {
-			r.pc.first = start
-		}
-		if err != nil {
-			r.pc.failed++
-			r.pc.failures[errReason(err)]++
-			return nil, err
-		}
-		r.pc.established++
-		r.pc.hist.Record(now - start)
-		all = append(all, pc)
-		readers.Add(1)
-		go func() {
-			defer readers.Done()
-			pc.readLoop(onMsg, onEnd)
-		}()
-		return pc, nil
+// remote reports whether observer i is not on the joiners' URL (the first);
+// with one URL every observer is.
+func (p *presRun) remote(i int) bool { return len(p.urls) == 1 || i%len(p.urls) != 0 }
+
+// dial connects to URL u and accounts the dial in the connect figures.
+func (p *presRun) dial(ctx context.Context, u int) (*client.Conn, error) {
+	start := time.Now().UnixNano()
+	conn, err := client.Dial(ctx, p.urls[u], p.r.cfg.clientOptions())
+	now := time.Now().UnixNano()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.r.pc.record(start, now, err)
+	if err != nil {
+		return nil, err
 	}
+	p.conns = append(p.conns, conn)
+	return conn, nil
+}
 
-	// 1. The observers, at most 64 dials at a time.
-	r.connStart = time.Now()
-	obs := make([]*pconn, n)
-	var dialErr error
+// subscribe joins the run's presence channel as user, with the auth an app's
+// endpoint would sign, and returns subscription_succeeded; a refusal is a
+// *client.SubscriptionError that holds the refusing event.
+func (p *presRun) subscribe(ctx context.Context, conn *client.Conn, user string, timeout time.Duration) (client.Event, error) {
+	c := p.r.cfg
+	data := `{"user_id":` + strconv.Quote(user) + `}`
+	auth := client.SignChannel(c.Key, c.Secret, conn.SocketID(), p.channel, data)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return conn.SubscribeAuth(ctx, p.channel, auth, data)
+}
+
+// read hands conn's events to onEvent on a goroutine of its own until the
+// connection ends; then, unless it was closed here or the run ended, it
+// calls onDrop (when set) with the time.
+func (p *presRun) read(ctx context.Context, conn *client.Conn, onEvent func(client.Event), onDrop func(int64)) {
+	p.readers.Go(func() {
+		for {
+			ev, err := conn.Next(ctx)
+			if err != nil {
+				if onDrop != nil && ctx.Err() == nil && !errors.Is(err, client.ErrClosed) {
+					onDrop(time.Now().UnixNano())
+				}
+				return
+			}
+			onEvent(ev)
+		}
+	})
+}
+
+// closeAll closes every connection of the run, all at once, and waits for
+// their readers.
+func (p *presRun) closeAll() {
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = nil
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, conn := range conns {
+		wg.Go(func() { conn.Close() })
+	}
+	wg.Wait()
+	p.readers.Wait()
+}
+
+// observers is step 1: it connects and subscribes the observers, at most 64
+// at a time, and waits until every observer's member list holds all of them.
+func (p *presRun) observers(ctx context.Context) error {
+	c, st, n := p.r.cfg, p.st, p.r.cfg.Conns
+	p.r.connStart = time.Now()
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
 	var errMu sync.Mutex
+	var dialErr error
 	for i := range n {
-		wg.Add(1)
 		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			defer func() { <-sem }()
-			pc, err := dial(i%len(dests),
-				func(m pusherMsg, now int64) { st.observe(i, m, now) },
-				func(now int64) {
-					st.mu.Lock()
-					st.dropped[i] = now
-					st.mu.Unlock()
-					st.notify()
-				})
-			if err != nil {
+			if err := p.observer(ctx, i); err != nil {
 				errMu.Lock()
-				dialErr = fmt.Errorf("bench: presence: observer %d (%s): %w", i, dests[i%len(dests)].Addr, err)
-				errMu.Unlock()
-				return
-			}
-			obs[i] = pc
-			err = pc.subscribe(c.Key, c.Secret, channel, obsUser(i))
-			if err != nil {
-				errMu.Lock()
-				dialErr = fmt.Errorf("bench: presence: observer %d: subscribe: %w", i, err)
+				dialErr = err
 				errMu.Unlock()
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if dialErr != nil {
@@ -294,16 +362,19 @@ func (r *run) presence(ctx context.Context) error {
 		}
 		return true
 	}
-	if !st.wait(ctx, time.Now().Add(c.DialTimeout), subscribedAll) {
-		return r.presErr(st, "not every observer was subscribed within --dial-timeout")
+	st.mu.Lock()
+	subscribed := subscribedAll() // each observer's subscribe was answered, or failed
+	st.mu.Unlock()
+	if !subscribed {
+		return p.r.presErr(st, "not every observer was subscribed within --dial-timeout")
 	}
-	r.pc.subscribed = int64(n)
-	r.pc.last = time.Now().UnixNano()
+	p.r.pc.subscribed = int64(n)
+	p.r.pc.last = time.Now().UnixNano()
 	// Every observer lists every observer: the cluster has converged.
 	full := func() bool {
 		for i := range n {
 			for j := range n {
-				if !st.view[i][obsUser(j)] {
+				if !st.view[i][observerUser(j)] {
 					return false
 				}
 			}
@@ -311,40 +382,38 @@ func (r *run) presence(ctx context.Context) error {
 		return true
 	}
 	if !st.wait(ctx, time.Now().Add(c.Converge), full) {
-		return r.presErr(st, "the observers' member lists did not converge within --converge-timeout")
+		return p.r.presErr(st, "the observers' member lists did not converge within --converge-timeout")
 	}
-	r.connEnd = time.Now()
-	r.markPhase()
-	r.progressf("presence: %d observers on %d URLs converged; %d joins", n, len(dests), c.Joins)
+	return nil
+}
 
-	// 2. Joins and leaves, one at a time, from the first URL.
-	var joinAll, joinEach, leaveAll, leaveEach Histogram
-	// timeTo waits until every live observer has a stamp in m[user] and
-	// records, for the remote ones, stamp - t0 in each and the max in last.
-	timeTo := func(m map[string][]int64, user string, t0 int64, each, last *Histogram) bool {
-		ok := st.wait(ctx, time.Now().Add(c.Converge), func() bool {
-			v := m[user]
-			for i := range n {
-				if st.dropped[i] == 0 && (v == nil || v[i] == 0) {
-					return false
-				}
-			}
-			return true
-		})
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		var worst int64
-		for i, at := range m[user] {
-			if at != 0 && remote(i) {
-				each.Record(at - t0)
-				worst = max(worst, at-t0)
-			}
-		}
-		if ok {
-			last.Record(worst)
-		}
-		return ok
+// observer connects observer i to URL i % len, subscribes it as its own
+// user within --dial-timeout and starts its reader. A refused or unanswered
+// subscribe leaves it unsubscribed, for observers to report.
+func (p *presRun) observer(ctx context.Context, i int) error {
+	u := i % len(p.urls)
+	conn, err := p.dial(ctx, u)
+	if err != nil {
+		return fmt.Errorf("bench: presence: observer %d (%s): %w", i, p.dests[u].Addr, err)
 	}
+	ev, err := p.subscribe(ctx, conn, observerUser(i), p.r.cfg.DialTimeout)
+	var refused *client.SubscriptionError
+	switch {
+	case errors.As(err, &refused): // observe records the refusing event
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		return nil
+	case err != nil:
+		return fmt.Errorf("bench: presence: observer %d: subscribe: %w", i, err)
+	}
+	p.st.observe(i, ev)
+	p.read(ctx, conn, func(ev client.Event) { p.st.observe(i, ev) }, func(now int64) { p.st.drop(i, now) })
+	return nil
+}
+
+// joins is step 2: Joins joins and leaves, one at a time, from the first URL.
+func (p *presRun) joins(ctx context.Context) error {
+	c, res := p.r.cfg, p.res
+	var t presTimes
 	for k := range c.Joins {
 		// A random pause, so that joins and leaves do not fall in step with
 		// the nodes' gossip ticks (each convergence ends on a tick).
@@ -352,51 +421,91 @@ func (r *run) presence(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		user := "bench-joiner-" + strconv.Itoa(k)
-		pc, err := dial(0, func(m pusherMsg, _ int64) {
-			if m.Event == "pusher:error" || m.Event == "pusher:subscription_error" {
-				st.mu.Lock()
-				st.errs = append(st.errs, fmt.Sprintf("joiner %d: %s %s", k, m.Event, m.Data))
-				st.mu.Unlock()
-			}
-		}, nil)
-		if err != nil {
-			return fmt.Errorf("bench: presence: joiner %d: %w", k, err)
-		}
-		t0 := time.Now().UnixNano()
-		if err := pc.subscribe(c.Key, c.Secret, channel, user); err != nil {
-			return fmt.Errorf("bench: presence: joiner %d: subscribe: %w", k, err)
-		}
-		if timeTo(st.added, user, t0, &joinEach, &joinAll) {
-			res.JoinsConverged++
-		}
-		sleepCtx(ctx, rand.N(presencePause))
-		t1 := time.Now().UnixNano()
-		pc.close()
-		if timeTo(st.removed, user, t1, &leaveEach, &leaveAll) {
-			res.LeavesConverged++
-		}
-	}
-	res.JoinMs, res.JoinEachMs = joinAll.percentilesMs(), joinEach.percentilesMs()
-	res.LeaveMs, res.LeaveEachMs = leaveAll.percentilesMs(), leaveEach.percentilesMs()
-	r.presLatency = joinEach
-	r.progressf("presence: joins converged %d/%d, p50 %.1f ms, p99 %.1f ms", res.JoinsConverged, c.Joins, res.JoinMs.P50, res.JoinMs.P99)
-
-	// 3. Kill a node.
-	if c.KillPID > 0 {
-		if err := r.presenceKill(ctx, st, n, obsUser); err != nil {
+		if err := p.join(ctx, k, &t); err != nil {
 			return err
 		}
 	}
-	r.phaseEnd = time.Now()
-	r.serversAtEnd()
+	res.JoinMs, res.JoinEachMs = t.joinAll.percentilesMs(), t.joinEach.percentilesMs()
+	res.LeaveMs, res.LeaveEachMs = t.leaveAll.percentilesMs(), t.leaveEach.percentilesMs()
+	p.r.presLatency = t.joinEach
+	p.r.progressf("presence: joins converged %d/%d, p50 %.1f ms, p99 %.1f ms", res.JoinsConverged, c.Joins, res.JoinMs.P50, res.JoinMs.P99)
+	return nil
+}
 
+// join times joiner k: a new socket on the first URL subscribes as a new
+// user (member_added timed from sending its subscribe), then, after a
+// random pause, closes (member_removed timed from the close).
+func (p *presRun) join(ctx context.Context, k int, t *presTimes) error {
+	user := "bench-joiner-" + strconv.Itoa(k)
+	conn, err := p.dial(ctx, 0)
+	if err != nil {
+		return fmt.Errorf("bench: presence: joiner %d: %w", k, err)
+	}
+	report := func(ev client.Event) {
+		if ev.Event == client.EventError || ev.Event == client.EventSubscriptionError {
+			p.st.report(fmt.Sprintf("joiner %d: %s %s", k, ev.Event, ev.Data))
+		}
+	}
+	t0 := time.Now().UnixNano()
+	_, err = p.subscribe(ctx, conn, user, p.r.cfg.Converge)
+	var refused *client.SubscriptionError
+	switch {
+	case errors.As(err, &refused):
+		report(refused.Event) // the member_added wait below then fails
+	case err != nil:
+		return fmt.Errorf("bench: presence: joiner %d: subscribe: %w", k, err)
+	}
+	p.read(ctx, conn, report, nil)
+	if p.timeTo(ctx, p.st.added, user, t0, &t.joinEach, &t.joinAll) {
+		p.res.JoinsConverged++
+	}
+	sleepCtx(ctx, rand.N(presencePause))
+	t1 := time.Now().UnixNano()
+	conn.Close()
+	if p.timeTo(ctx, p.st.removed, user, t1, &t.leaveEach, &t.leaveAll) {
+		p.res.LeavesConverged++
+	}
+	return nil
+}
+
+// timeTo waits until every live observer has a stamp in m[user] and
+// records, for the remote ones, stamp - t0 in each and the max in last.
+func (p *presRun) timeTo(ctx context.Context, m map[string][]int64, user string, t0 int64, each, last *Histogram) bool {
+	st, n := p.st, p.r.cfg.Conns
+	ok := st.wait(ctx, time.Now().Add(p.r.cfg.Converge), func() bool {
+		v := m[user]
+		for i := range n {
+			if st.dropped[i] == 0 && (v == nil || v[i] == 0) {
+				return false
+			}
+		}
+		return true
+	})
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var worst int64
+	for i, at := range m[user] {
+		if at != 0 && p.remote(i) {
+			each.Record(at - t0)
+			worst = max(worst, at-t0)
+		}
+	}
+	if ok {
+		last.Record(worst)
+	}
+	return ok
+}
+
+// tally fills in the counts and fails the run when a join, a leave or the
+// kill did not reach every observer.
+func (p *presRun) tally() error {
+	st, res, c := p.st, p.res, p.r.cfg
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	res.DuplicateEvents = st.dups
-	for i := range n {
+	for i := range c.Conns {
 		if st.dropped[i] == 0 {
-			for _, at := range st.removed[obsUser(i)] {
+			for _, at := range st.removed[observerUser(i)] {
 				if at != 0 {
 					res.SpuriousRemoved++
 				}
@@ -404,7 +513,7 @@ func (r *run) presence(ctx context.Context) error {
 		}
 	}
 	if res.JoinsConverged < c.Joins || res.LeavesConverged < c.Joins {
-		return r.presErrLocked(st, fmt.Sprintf("%d of %d joins and %d of %d leaves reached every observer within --converge-timeout",
+		return p.r.presErrLocked(st, fmt.Sprintf("%d of %d joins and %d of %d leaves reached every observer within --converge-timeout",
 			res.JoinsConverged, c.Joins, res.LeavesConverged, c.Joins))
 	}
 	if k := res.Kill; k != nil && !k.Converged {
@@ -415,7 +524,7 @@ func (r *run) presence(ctx context.Context) error {
 
 // presenceKill sends SIGKILL to KillPID and times member_removed for the
 // members whose sockets it closed.
-func (r *run) presenceKill(ctx context.Context, st *presState, n int, obsUser func(int) string) error {
+func (r *run) presenceKill(ctx context.Context, st *presState, n int) error {
 	c := r.cfg
 	k := &PresenceKill{PID: c.KillPID}
 	r.pres.Kill = k
@@ -458,7 +567,7 @@ func (r *run) presenceKill(ctx context.Context, st *presState, n int, obsUser fu
 	}
 	removedAll := func() bool {
 		for _, d := range dead {
-			v := st.removed[obsUser(d)]
+			v := st.removed[observerUser(d)]
 			for _, a := range alive {
 				if v == nil || v[a] == 0 {
 					return false
@@ -473,7 +582,7 @@ func (r *run) presenceKill(ctx context.Context, st *presState, n int, obsUser fu
 	var each Histogram
 	var worst int64
 	for _, d := range dead {
-		v := st.removed[obsUser(d)]
+		v := st.removed[observerUser(d)]
 		for _, a := range alive {
 			if v == nil || v[a] == 0 {
 				k.Missing++
@@ -502,225 +611,4 @@ func (r *run) presErrLocked(st *presState, msg string) error {
 		msg += fmt.Sprintf(" (%d errors; first: %s)", len(st.errs), st.errs[0])
 	}
 	return errors.New("bench: presence: " + msg)
-}
-
-func (r *run) progressf(format string, args ...any) {
-	if r.cfg.Progress != nil {
-		fmt.Fprintf(r.cfg.Progress, "bench %s %5.1fs "+format+"\n", append([]any{r.cfg.Scenario, time.Since(r.start).Seconds()}, args...)...)
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}
-
-// pusherMsg is a Pusher protocol message; Data is a JSON string (server
-// events) or object.
-type pusherMsg struct {
-	Event   string          `json:"event"`
-	Channel string          `json:"channel"`
-	Data    json.RawMessage `json:"data"`
-}
-
-// decodeData decodes a message's data into v, unwrapping a JSON string.
-func decodeData(raw json.RawMessage, v any) error {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) > 0 && raw[0] == '"' {
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return err
-		}
-		raw = []byte(s)
-	}
-	return json.Unmarshal(raw, v)
-}
-
-// userID is the text of a user_id, a JSON string or number.
-func userID(raw json.RawMessage) string {
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	return string(bytes.TrimSpace(raw))
-}
-
-// pconn is a blocking client socket of the presence scenario.
-type pconn struct {
-	nc       net.Conn
-	socketID string
-	pending  []byte // bytes read past the upgrade response or the first message
-
-	wmu     sync.Mutex
-	mask    uint32
-	closing bool // guarded by wmu: closed on purpose, not a drop
-}
-
-// dialPusher connects to addr, upgrades and waits for
-// pusher:connection_established, within timeout.
-func dialPusher(ctx context.Context, t *target, addr string, timeout time.Duration) (*pconn, error) {
-	d := net.Dialer{Timeout: timeout}
-	nc, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	pc := &pconn{nc: nc, mask: uint32(time.Now().UnixNano()) | 1}
-	fail := func(err error) (*pconn, error) {
-		nc.Close()
-		return nil, err
-	}
-	_ = nc.SetDeadline(time.Now().Add(timeout))
-	if _, err := nc.Write(t.request); err != nil {
-		return fail(err)
-	}
-	buf := make([]byte, 0, 4096)
-	for {
-		res, n, reason := t.parseUpgrade(buf)
-		if res == upgradeBad {
-			return fail(errors.New(reason))
-		}
-		if res == upgradeOK {
-			pc.pending = append(pc.pending, buf[n:]...)
-			break
-		}
-		if buf, err = readMore(nc, buf); err != nil {
-			return fail(err)
-		}
-	}
-	msg, err := pc.next()
-	if err != nil {
-		return fail(err)
-	}
-	var m pusherMsg
-	if err := json.Unmarshal(msg, &m); err != nil || m.Event != "pusher:connection_established" {
-		return fail(fmt.Errorf("bad_first_message: %.200s", msg))
-	}
-	var est struct {
-		SocketID string `json:"socket_id"`
-	}
-	if err := decodeData(m.Data, &est); err != nil || est.SocketID == "" {
-		return fail(fmt.Errorf("bad connection_established: %.200s", msg))
-	}
-	pc.socketID = est.SocketID
-	_ = nc.SetDeadline(time.Time{})
-	return pc, nil
-}
-
-func readMore(r io.Reader, buf []byte) ([]byte, error) {
-	if len(buf) == cap(buf) {
-		buf = append(buf, make([]byte, len(buf)+4096)...)[:len(buf)]
-	}
-	n, err := r.Read(buf[len(buf):cap(buf)])
-	buf = buf[:len(buf)+n]
-	if n > 0 {
-		return buf, nil
-	}
-	if err == nil {
-		err = io.ErrUnexpectedEOF
-	}
-	return buf, err
-}
-
-// next returns the next text message, answering pings on the way.
-func (pc *pconn) next() ([]byte, error) {
-	var frag []byte
-	for {
-		f, n, err := parseFrame(pc.pending)
-		if err != nil {
-			return nil, err
-		}
-		if n == 0 {
-			if pc.pending, err = readMore(pc.nc, pc.pending); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		payload := append([]byte(nil), f.payload...)
-		pc.pending = append(pc.pending[:0], pc.pending[n:]...)
-		switch f.op {
-		case opPing:
-			if err := pc.send(opPong, payload); err != nil {
-				return nil, err
-			}
-		case opClose:
-			return nil, errors.New("close")
-		case opText, opBin, opCont:
-			frag = append(frag, payload...)
-			if f.fin {
-				return frag, nil
-			}
-		}
-	}
-}
-
-// send writes one masked frame. Safe for concurrent use.
-func (pc *pconn) send(op byte, payload []byte) error {
-	pc.wmu.Lock()
-	defer pc.wmu.Unlock()
-	pc.mask ^= pc.mask << 13
-	pc.mask ^= pc.mask >> 17
-	pc.mask ^= pc.mask << 5
-	_, err := pc.nc.Write(appendClientFrame(nil, op, payload, pc.mask))
-	return err
-}
-
-// subscribe joins a presence channel as user, with a signed auth.
-func (pc *pconn) subscribe(key, secret, channel, user string) error {
-	chData := `{"user_id":` + strconv.Quote(user) + `}`
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write([]byte(pc.socketID + ":" + channel + ":" + chData))
-	msg, err := json.Marshal(map[string]any{"event": "pusher:subscribe", "data": map[string]string{
-		"channel": channel, "auth": key + ":" + hex.EncodeToString(mac.Sum(nil)), "channel_data": chData,
-	}})
-	if err != nil {
-		return err
-	}
-	return pc.send(opText, msg)
-}
-
-// readLoop hands every message to onMsg with its arrival time until the
-// socket ends; then, unless close was called, it calls onEnd.
-func (pc *pconn) readLoop(onMsg func(pusherMsg, int64), onEnd func(int64)) {
-	for {
-		msg, err := pc.next()
-		now := time.Now().UnixNano()
-		if err != nil {
-			pc.wmu.Lock()
-			asked := pc.closing
-			pc.wmu.Unlock()
-			if !asked && onEnd != nil {
-				onEnd(now)
-			}
-			return
-		}
-		var m pusherMsg
-		if json.Unmarshal(msg, &m) != nil {
-			continue
-		}
-		if m.Event == "pusher:ping" {
-			_ = pc.send(opText, pongMsg)
-			continue
-		}
-		onMsg(m, now)
-	}
-}
-
-// close sends a close frame and closes the socket; the reader then ends
-// without reporting a drop.
-func (pc *pconn) close() {
-	pc.wmu.Lock()
-	if pc.closing {
-		pc.wmu.Unlock()
-		return
-	}
-	pc.closing = true
-	_ = pc.nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	pc.mask ^= pc.mask << 13
-	_, _ = pc.nc.Write(appendClientFrame(nil, opClose, []byte{0x03, 0xe8}, pc.mask))
-	pc.wmu.Unlock()
-	_ = pc.nc.Close()
 }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"herald/client"
 )
 
 // publisher triggers the fan-out events through the signed REST API from a
@@ -203,14 +205,14 @@ func (p *publisher) post(ctx context.Context, body []byte) string {
 
 // signedPost sends one signed REST publish: "" on 200, else a reason
 // ("timeout" when the request timed out).
-func signedPost(ctx context.Context, client *http.Client, base, path, key, secret string, body []byte) string {
-	q := signedQuery("POST", path, key, secret, time.Now().Unix(), body)
+func signedPost(ctx context.Context, hc *http.Client, base, path, key, secret string, body []byte) string {
+	q := client.SignQuery(key, secret, http.MethodPost, path, nil, body, time.Now())
 	req, err := http.NewRequestWithContext(ctx, "POST", base+path+"?"+q, bytes.NewReader(body))
 	if err != nil {
 		return "request"
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return "canceled"

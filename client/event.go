@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 )
 
 // Pusher event names the client itself interprets.
@@ -38,16 +39,22 @@ var (
 // non-string JSON value) the raw JSON text; "" when the frame has no data key.
 // Raw is the whole frame as received; it is owned by the Event and never
 // reused by the client. Serial is the optional "serial" field (0 if absent).
+// Received is when the reader goroutine had read the whole frame, before it
+// queued it (for the pusher:subscription_error a Session makes up when an
+// AuthFunc fails, when it made it): latency measurements (herald bench) use
+// it, so that the time an event waited in the queue or in a Session does not
+// count.
 //
 // A frame that is not a JSON object is still delivered, with every field but
-// Raw empty, so that tests can see malformed server output.
+// Raw and Received empty, so that tests can see malformed server output.
 type Event struct {
-	Event   string
-	Channel string
-	Data    string
-	UserID  string
-	Serial  uint64
-	Raw     []byte
+	Event    string
+	Channel  string
+	Data     string
+	UserID   string
+	Serial   uint64
+	Raw      []byte
+	Received time.Time
 }
 
 // wireEvent is the envelope as decoded from JSON. Every field is kept raw so

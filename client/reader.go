@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"time"
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
@@ -69,7 +70,9 @@ func (c *Conn) readFrames(src io.Reader) error {
 		if err != nil {
 			return c.readFailed(err)
 		}
+		received := time.Now()
 		ev := decodeEvent(p)
+		ev.Received = received
 		if ev.Event == EventPing && c.autoPong.Load() {
 			_ = c.SendRaw([]byte(`{"event":"pusher:pong","data":{}}`))
 		}

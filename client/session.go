@@ -152,6 +152,23 @@ type SessionOptions struct {
 	// with herald_resume 0: the server replays everything its window still
 	// holds for the channel. Off, such channels subscribe plainly.
 	ReplayFromStart bool
+	// ResumeUnseen does what ReplayFromStart does, but only after a
+	// reconnect: a channel subscribed on an earlier connection that has
+	// delivered no event yet is subscribed with herald_resume 0, so the
+	// events published while the session was away are replayed, together
+	// with any older ones the server's window still holds for the channel
+	// (none for a channel whose name is new, as in herald bench). Off, such
+	// a channel subscribes plainly and misses those events.
+	ResumeUnseen bool
+	// Dial, when set, is called instead of client.Dial for every
+	// connection attempt, on the session goroutine, with the URL the
+	// session chose and the Conn options; ctx ends when the session is
+	// closed. It must return a Conn or an error. It may count or time the
+	// attempts, wait, or dial another URL (herald bench's failover scenario
+	// does all three, bench/failover.go). The backoff of MinBackoff and
+	// MaxBackoff still comes before each call: set both to a nanosecond to
+	// leave the pacing to Dial.
+	Dial func(ctx context.Context, url string, opt Options) (*Conn, error)
 	// QueueSize is the capacity of Events. When it is full the session
 	// stops reading, which pushes back on the server; a server that then
 	// drops the connection is resumed from. Default 1024.
@@ -292,6 +309,23 @@ func (s *Session) Stats() SessionStats {
 	}
 }
 
+// Reconnect drops the current connection, if there is one, as if it had
+// been lost: the session delivers what the connection had queued, redials
+// after the backoff and resumes every channel from the last serial it
+// delivered, so nothing is missed or repeated. An app calls it, for
+// instance, after EventResumeFailed with reason "unavailable", which
+// docs/protocol-extensions.md lets a client retry. It drops the connection
+// current when it runs, which may already be a newer one than the one an
+// event came from.
+func (s *Session) Reconnect() {
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c != nil {
+		c.CloseNow()
+	}
+}
+
 // Close ends the session: the connection is closed (with a close frame,
 // waiting at most a second for the server's), Events is closed, and no
 // goroutine of the session is left when Close returns. Events still queued
@@ -319,7 +353,11 @@ func (s *Session) run() {
 			return
 		}
 		url := s.nextURL()
-		c, err := Dial(s.ctx, url, s.opt.Conn)
+		dial := s.opt.Dial
+		if dial == nil {
+			dial = Dial
+		}
+		c, err := dial(s.ctx, url, s.opt.Conn)
 		var lived time.Duration
 		if err == nil {
 			s.stats.connects.Add(1)
@@ -533,12 +571,13 @@ func (s *Session) sendPending(c *Conn, gen uint64) error {
 		if ch.sentGen == gen {
 			continue
 		}
+		resubscribe := ch.sentGen != 0 // subscribed on an earlier connection
 		ch.sentGen = gen
 		r := subscribeRequest{seq: ch.seq, channel: name, auth: ch.auth}
 		switch {
 		case ch.delivered:
 			r.resume = new(ch.last)
-		case s.opt.ReplayFromStart:
+		case s.opt.ReplayFromStart, s.opt.ResumeUnseen && resubscribe:
 			r.resume = new(uint64(0))
 		}
 		reqs = append(reqs, r)
@@ -577,7 +616,7 @@ func authError(channel string, err error) Event {
 	raw, _ := json.Marshal(map[string]any{
 		"event": EventSubscriptionError, "channel": channel, "data": string(data),
 	})
-	return Event{Event: EventSubscriptionError, Channel: channel, Data: string(data), Raw: raw}
+	return Event{Event: EventSubscriptionError, Channel: channel, Data: string(data), Raw: raw, Received: time.Now()}
 }
 
 // handle looks at one frame: it delivers what belongs to the app, drops

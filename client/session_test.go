@@ -166,37 +166,73 @@ func TestSessionSerialsPerChannel(t *testing.T) {
 	}
 }
 
+// What herald_resume a channel that delivered nothing subscribes with, on
+// the first connection and after a reconnect (-1: none).
 func TestSessionReplayFromStart(t *testing.T) {
-	srv := newTestServer(t)
-	opt := fastRetry
-	opt.ReplayFromStart = true
-	s := newSession(t, opt, srv.appURL(keyOK))
-	s.Subscribe("c", nil)
+	cases := []struct {
+		name         string
+		fromStart    bool
+		unseen       bool
+		first, again int64
+	}{
+		{
+			name:  "plain",
+			first: -1,
+			again: -1,
+		},
+		{
+			name:      "ReplayFromStart",
+			fromStart: true,
+			first:     0,
+			again:     0,
+		},
+		{
+			name:   "ResumeUnseen",
+			unseen: true,
+			first:  -1,
+			again:  0,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newTestServer(t)
+			opt := fastRetry
+			opt.ReplayFromStart, opt.ResumeUnseen = tc.fromStart, tc.unseen
+			s := newSession(t, opt, srv.appURL(keyOK))
+			s.Subscribe("c", nil)
+			sc := srv.accept(t)
+			if r := resumeOf(t, subscribeFrame(t, sc)); r != tc.first {
+				t.Fatalf("herald_resume = %d, want %d", r, tc.first)
+			}
+			expectEvents(t, s, "pusher_internal:subscription_succeeded c")
+			sc.conn.Close() // not one event delivered yet
+			sc = srv.accept(t)
+			if r := resumeOf(t, subscribeFrame(t, sc)); r != tc.again {
+				t.Fatalf("herald_resume after reconnect = %d, want %d", r, tc.again)
+			}
+		})
+	}
+}
+
+// subscribedWithOne accepts the session's next connection, which subscribes
+// to channel c, and delivers one event with serial on it.
+func subscribedWithOne(t *testing.T, srv *testServer, s *Session, serial uint64) *serverConn {
+	t.Helper()
 	sc := srv.accept(t)
-	if r := resumeOf(t, subscribeFrame(t, sc)); r != 0 {
-		t.Fatalf("herald_resume = %d, want 0", r)
-	}
+	subscribeFrame(t, sc)
 	expectEvents(t, s, "pusher_internal:subscription_succeeded c")
-	// Not one event delivered yet: the next subscribe asks from 0 again.
-	sc.conn.Close()
-	sc = srv.accept(t)
-	if r := resumeOf(t, subscribeFrame(t, sc)); r != 0 {
-		t.Fatalf("herald_resume after reconnect = %d, want 0", r)
-	}
+	sendEvent(sc, "c", "e", serial)
+	expectEvents(t, s, fmt.Sprintf("e c %d", serial))
+	return sc
 }
 
 func TestSessionResumeFailed(t *testing.T) {
 	srv := newTestServer(t)
 	s := newSession(t, fastRetry, srv.appURL(keyOK))
 	s.Subscribe("c", nil)
-	sc := srv.accept(t)
-	subscribeFrame(t, sc)
-	expectEvents(t, s, "pusher_internal:subscription_succeeded c")
-	sendEvent(sc, "c", "e", 3)
-	expectEvents(t, s, "e c 3")
-	sc.conn.Close()
+	subscribedWithOne(t, srv, s, 3).conn.Close()
 
-	sc = srv.accept(t)
+	sc := srv.accept(t)
 	subscribeFrame(t, sc)
 	expectEvents(t, s, "pusher_internal:subscription_succeeded c")
 	sendEvent(sc, "c", "e", 2050)
