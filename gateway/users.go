@@ -9,7 +9,6 @@ import (
 	"herald/protocol"
 )
 
-
 type userKey struct {
 	app string // app id
 	id  string
