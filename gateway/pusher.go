@@ -153,8 +153,8 @@ func (g *Gateway) presenceMember(c *Conn, name string, sd protocol.SubscribeData
 		return presence.Member{}, false
 	}
 	if sd.ChannelData == "" {
-		// A signed-in user joins as itself (spec 2.7; the signature then
-		// covers "socket_id:channel" only).
+		// A signed-in user joins as itself (docs/protocol.md §2.7; the
+		// signature then covers "socket_id:channel" only).
 		if c.userID == "" {
 			c.refuse(name, "InvalidChannelData", "Presence subscriptions need channel_data or a signed-in user", 4009)
 			return presence.Member{}, false
@@ -179,7 +179,8 @@ func (g *Gateway) presenceMember(c *Conn, name string, sd protocol.SubscribeData
 
 // joinPresence adds the member to the registry; inside the registry's
 // joined hook the connection gets its roster and enters the channel, so the
-// roster and the member events that follow it are consistent.
+// roster and the member events that follow it are consistent. The hook runs
+// join under the registry's lock. Lock order: docs/locks.md.
 func (g *Gateway) joinPresence(c *Conn, name string, m presence.Member) bool {
 	err := g.presence.Join(c.app.ID, name, presence.ConnID(c.id.String()), m, c.app.MaxPresenceMembers,
 		func(members []presence.Member) {
@@ -196,7 +197,10 @@ func (g *Gateway) joinPresence(c *Conn, name string, m presence.Member) bool {
 // acknowledgement is queued before the connection enters the index and
 // written after it has, and the bus subscription is requested before the
 // write, so every event published after the client sees
-// subscription_succeeded reaches it, and none arrives before it.
+// subscription_succeeded reaches it, and none arrives before it. It holds no
+// lock of its own while it takes another, but runs under the presence
+// registry's lock when joinPresence's hook calls it. Lock order:
+// docs/locks.md.
 func (g *Gateway) join(c *Conn, name string, kind protocol.ChannelKind, user string, ackData []byte) {
 	ack := protocol.AppendSubscriptionSucceeded(nil, name, string(ackData))
 	c.mu.Lock()
@@ -257,7 +261,8 @@ func (g *Gateway) leave(c *Conn, s subscription) {
 
 // onPresenceChange delivers member_added / member_removed to this node's
 // subscribers of the channel, except the connection that caused the change.
-// It runs under the presence registry's lock.
+// It runs under the presence registry's lock and takes a hub shard and
+// Conn.mu. Lock order: docs/locks.md.
 func (g *Gateway) onPresenceChange(ch presence.Change) {
 	app := g.appsByID[ch.App]
 	if app == nil {
@@ -287,7 +292,7 @@ type PresencePublisher interface {
 // publishPresence publishes a member change on the NATS presence subject,
 // from the channel's owner node only, so consumers see each change once
 // cluster-wide (every node sees every change). Runs under the presence
-// registry's lock; the publish does not wait.
+// registry's lock; the publish does not wait (docs/locks.md).
 func (g *Gateway) publishPresence(app *App, ch presence.Change) {
 	ppp := g.presencePub.Load()
 	if ppp == nil || (g.cfg.IsOwner != nil && !g.cfg.IsOwner(app.ID, ch.Channel)) {
