@@ -191,8 +191,8 @@ func (s *Server) rest(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-// authenticate checks the request signature (spec 6.2) on the path as it
-// arrived on the wire.
+// authenticate checks the request signature (docs/protocol.md §6.2) on the
+// path as it arrived on the wire.
 func (s *Server) authenticate(ctx *fasthttp.RequestCtx, app *app.App) error {
 	uri := ctx.URI()
 	path := uri.PathOriginal()

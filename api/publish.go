@@ -12,7 +12,7 @@ import (
 	"herald/protocol"
 )
 
-// trigger handles POST /apps/{id}/events (spec 6.3).
+// trigger handles POST /apps/{id}/events (docs/protocol.md §6.3).
 func (s *Server) trigger(ctx *fasthttp.RequestCtx, app *app.App) error {
 	body, err := s.Events(app, ctx.PostBody())
 	if err != nil {
@@ -22,7 +22,7 @@ func (s *Server) trigger(ctx *fasthttp.RequestCtx, app *app.App) error {
 	return nil
 }
 
-// batch handles POST /apps/{id}/batch_events (spec 6.4).
+// batch handles POST /apps/{id}/batch_events (docs/protocol.md §6.4).
 func (s *Server) batch(ctx *fasthttp.RequestCtx, app *app.App) error {
 	body, err := s.BatchEvents(app, ctx.PostBody())
 	if err != nil {

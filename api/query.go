@@ -15,9 +15,10 @@ import (
 	"herald/protocol"
 )
 
-// This file holds the REST queries (spec 6.5-6.8): GET channels, GET
-// channel, GET channel users and POST terminate_connections, plus the routing
-// of every path below /apps/{id}/ that api.go's fixed cases do not take.
+// This file holds the REST queries (docs/protocol.md §6.5-§6.8): GET
+// channels, GET channel, GET channel users and POST terminate_connections,
+// plus the routing of every path below /apps/{id}/ that api.go's fixed cases
+// do not take.
 //
 // Each query has a transport-neutral form (QueryChannels, QueryChannel,
 // QueryUsers, TerminateConnections) that returns the JSON answer or an
@@ -25,7 +26,7 @@ import (
 // parameters out of the request.
 
 // InfoCache is the info attribute of GET channel that returns a cache
-// channel's last event (spec 6.6).
+// channel's last event (docs/protocol.md §6.6).
 const InfoCache = "cache"
 
 // MaxUserIDBytes is the longest user id terminate_connections accepts.
@@ -112,28 +113,29 @@ func (s *Server) restRoute(ctx *fasthttp.RequestCtx, sub string) (string, func(*
 	return r.endpoint, h, nil
 }
 
-// channels handles GET /apps/{id}/channels (spec 6.5).
+// channels handles GET /apps/{id}/channels (docs/protocol.md §6.5).
 func (s *Server) channels(ctx *fasthttp.RequestCtx, app *app.App) error {
 	args := ctx.QueryArgs()
 	body, err := s.QueryChannels(app, queryValue(args, "filter_by_prefix"), queryValue(args, "info"))
 	return answer(ctx, body, err)
 }
 
-// channel handles GET /apps/{id}/channels/{channel} (spec 6.6).
+// channel handles GET /apps/{id}/channels/{channel} (docs/protocol.md §6.6).
 func (s *Server) channel(ctx *fasthttp.RequestCtx, app *app.App, channel string) error {
 	body, err := s.QueryChannel(ctx, app, channel, queryValue(ctx.QueryArgs(), "info"))
 	return answer(ctx, body, err)
 }
 
-// users handles GET /apps/{id}/channels/{channel}/users (spec 6.7).
+// users handles GET /apps/{id}/channels/{channel}/users
+// (docs/protocol.md §6.7).
 func (s *Server) users(ctx *fasthttp.RequestCtx, app *app.App, channel string) error {
 	body, err := s.QueryUsers(app, channel)
 	return answer(ctx, body, err)
 }
 
 // terminate handles POST /apps/{id}/users/{user}/terminate_connections
-// (spec 6.8). The body (the SDKs send {}) is covered by the signature and
-// otherwise ignored.
+// (docs/protocol.md §6.8). The body (the SDKs send {}) is covered by the
+// signature and otherwise ignored.
 func (s *Server) terminate(ctx *fasthttp.RequestCtx, app *app.App, userID string) error {
 	body, err := s.TerminateConnections(app, userID)
 	return answer(ctx, body, err)
@@ -340,9 +342,10 @@ func (s *Server) QueryUsers(app *app.App, channel string) ([]byte, error) {
 
 // TerminateConnections answers POST
 // /apps/{id}/users/{user}/terminate_connections for an authenticated app: it
-// asks Channels to close every connection signed in as userID (spec 4.5) and
-// answers {}, also when the user has none. userID must be 1 to
-// MaxUserIDBytes bytes (400 otherwise). Errors are *protocol.HTTPError.
+// asks Channels to close every connection signed in as userID
+// (docs/protocol.md §4.5) and answers {}, also when the user has none. userID
+// must be 1 to MaxUserIDBytes bytes (400 otherwise). Errors are
+// *protocol.HTTPError.
 func (s *Server) TerminateConnections(app *app.App, userID string) ([]byte, error) {
 	if err := checkEnabled(app); err != nil {
 		return nil, err

@@ -16,7 +16,7 @@ import (
 	"herald/protocol"
 )
 
-// Cache channels (protocol spec 2.8).
+// Cache channels (docs/protocol.md §2.8).
 //
 // The last event of every cache channel (the four prefixes for which
 // protocol.Classify reports cache) is kept in a second per-app stream,

@@ -93,7 +93,8 @@ func ParseAPISubject(subj string) (app, endpoint string, ok bool) {
 func InboxPrefix(app string) string { return inboxRoot + "." + app }
 
 // ClientPermissions is what app's client users may do: publish API requests
-// for app; read its events live (herald.<app>.live.>); read its stream
+// for app; read its events live (herald.<app>.live.>) and its presence
+// changes (herald.<app>.presence.>); read its stream
 // HERALD_<app> with stream info, message gets (direct or not), and
 // consumers of their own (ordered or pull); receive replies on
 // InboxPrefix(app). sharedInbox adds subscribe on _INBOX.> for tools that

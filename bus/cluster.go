@@ -23,9 +23,9 @@ import (
 // NATS cluster and run JetStream clustered, so every stream is a Raft group
 // with min(3, nodes) replicas. Without it the node runs standalone, exactly
 // as before clustering existed. A standalone store is not adopted by a
-// cluster (notes/stack.md c.2): switching modes starts with empty streams.
+// cluster (docs/stack.md §7): switching modes starts with empty streams.
 //
-// Rules the server imposes (notes/stack.md c.1, c.2):
+// Rules the server imposes (docs/stack.md §5, §7):
 //   - JetStream clustering needs at least 3 configured nodes; a lone
 //     clustered node never elects a meta leader. Start refuses fewer routes.
 //   - Every node lists every route address, its own included (the server

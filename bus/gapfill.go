@@ -10,7 +10,7 @@ import (
 // Live gap repair.
 //
 // The stream republishes each stored message once, core NATS, and only on
-// its leader (notes/stack.md c.3): a message stored during a leader change
+// its leader (docs/stack.md §8): a message stored during a leader change
 // can miss its live delivery. The next message on the channel exposes the
 // loss: its PrevSerial (Nats-Last-Sequence, the previous serial on the same
 // subject) is above the last serial this node delivered on the channel.

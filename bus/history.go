@@ -18,7 +18,7 @@ import (
 // A channel's stored events are the messages on its stored subject in the
 // app's stream. History reads them with batched direct gets
 // ($JS.API.DIRECT.GET.<stream>, {"seq","next_by_subj","batch","max_bytes"};
-// notes/stack.md c.3): any replica may answer, and no consumer is created,
+// docs/stack.md §8): any replica may answer, and no consumer is created,
 // so a reconnect storm costs reads, not consumer creations. A batch is
 // answered with one message per hit, then a "204 EOB" terminator carrying
 // Nats-Num-Pending; "404" means nothing from that sequence on. Batches are

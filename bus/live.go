@@ -133,7 +133,8 @@ func (b *Bus) sweepLoop() {
 }
 
 // sweep drops up to sweepBatch subscriptions idle since before now-grace and
-// reports whether more may be due.
+// reports whether more may be due. Lock order: docs/locks.md (b.mu, then
+// b.slowMu in retireSlow).
 func (b *Bus) sweep(now time.Duration) (more bool) {
 	cutoff := now - b.cfg.UnsubscribeGrace
 	b.mu.Lock()

@@ -17,9 +17,9 @@ import (
 // one (cfg.ClientListen) the server listens there and requires a user: the
 // node's own, with full permissions, or an app's, fenced to that app
 // (clientport.go). Everyone stays in the global account (accounts built in
-// code hit nats-server#6890, notes/stack.md c.1). DontListen must not be
+// code hit nats-server#6890, docs/stack.md §5). DontListen must not be
 // combined with a cluster block: nats-server then never opens its route
-// listener and Shutdown hangs (see notes/stack.md c.1).
+// listener and Shutdown hangs (see docs/stack.md §5).
 //
 // Clustered (cfg.Cluster.Listen set): the same, plus the cluster block and
 // routes, and always a client listener (applyCluster, cluster.go).

@@ -1,5 +1,5 @@
 // Package client is a Go Pusher-protocol (version 7) client, used by Herald's
-// tests, by `herald probe` and `herald bench`, and by Go backends.
+// tests, by `herald bench`, and by Go backends.
 //
 // It owns three things:
 //

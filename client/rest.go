@@ -38,7 +38,7 @@ type TriggerParams struct {
 }
 
 // triggerBody fixes the JSON field order: name, channels, data, as in the
-// Pusher docs' signing example (spec 9.4).
+// Pusher docs' signing example (docs/protocol.md §9.4).
 type triggerBody struct {
 	Name     string   `json:"name"`
 	Channels []string `json:"channels"`
@@ -56,7 +56,7 @@ type BatchItem struct {
 	Info     string `json:"info,omitempty"`
 }
 
-// Trigger POSTs /apps/{id}/events, signed per the Pusher REST spec, and
+// Trigger POSTs /apps/{id}/events, signed as docs/protocol.md §6.2 says, and
 // returns the HTTP status and body. A non-2xx status is not an error (tests
 // check it); transport errors are.
 func (r *REST) Trigger(ctx context.Context, p TriggerParams) (status int, body []byte, err error) {

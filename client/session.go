@@ -39,8 +39,9 @@ import (
 // Frames without a channel (pusher:ping, pusher:pong, connection-level
 // pusher:error) are handled by the session and not delivered.
 //
-// Reconnecting follows the close-code ranges of the Pusher protocol (spec
-// 1.7), for close frames (and the pusher:error of a failed handshake):
+// Reconnecting follows the close-code ranges of the Pusher protocol
+// (docs/protocol.md §1.7), for close frames (and the pusher:error of a failed
+// handshake):
 //
 //   - 4200-4299: redial at once (after the backoff when the connection lived
 //     less than a second, so a server that keeps refusing is not hammered);
@@ -50,7 +51,9 @@ import (
 //   - 4000: redial the same URL at once over wss://;
 //   - 4001-4099, 4300-4399 as a close code, and 4000 on a wss:// URL: a
 //     refusal; the session ends (Events is closed, Err says why);
-//   - anything else (network errors, close codes below 4000, a missed pong):
+//   - a missed pong: redial at once (after the backoff when the connection
+//     lived less than a second);
+//   - anything else (network errors, close codes below 4000 or above 4399):
 //     redial after the backoff, MinBackoff doubling up to MaxBackoff.
 //
 // Any other pusher:error on an open connection (4000-4099 without a close
@@ -410,9 +413,9 @@ func (s *Session) nextURL() string {
 	return u
 }
 
-// retryDelay applies the close-code ranges of the Pusher protocol (spec 1.7)
-// to why a connection (or dial) ended: it returns how long to wait before
-// the next dial, or stop for a refusal.
+// retryDelay applies the close-code ranges of the Pusher protocol
+// (docs/protocol.md §1.7) to why a connection (or dial) ended: it returns how
+// long to wait before the next dial, or stop for a refusal.
 func (s *Session) retryDelay(err error, url string, lived time.Duration, failures int) (delay time.Duration, stop bool) {
 	backoff := s.backoff(failures)
 	var ce *CloseError

@@ -38,9 +38,10 @@ func SignUser(key, secret, socketID, userData string) string {
 }
 
 // SignQuery returns the query string of a signed Pusher REST request
-// (spec 6.2): params plus auth_key, auth_timestamp (now, Unix seconds),
-// auth_version=1.0, body_md5 (when body is not empty) and auth_signature, the
-// hex HMAC-SHA256 of "<METHOD>\n<path>\n<canonical query>".
+// (docs/protocol.md §6.2): params plus auth_key, auth_timestamp (now, Unix
+// seconds), auth_version=1.0, body_md5 (when body is not empty) and
+// auth_signature, the hex HMAC-SHA256 of "<METHOD>\n<path>\n<canonical
+// query>".
 //
 // A value given in params for auth_key, auth_timestamp, auth_version or
 // body_md5 replaces the computed one and is signed as given; an

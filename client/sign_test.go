@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// Credentials of the spec's test vectors (section 9).
+// Credentials of the test vectors (docs/protocol.md §9).
 const (
 	vecAppID  = "3"
 	vecKey    = "278d425bdf160c739803"
@@ -278,9 +278,9 @@ func TestSignQueryVectors(t *testing.T) {
 	}
 }
 
-// verifyRequest checks a request the way a Pusher server does (spec 6.2),
-// independently of SignQuery: decode the wire query, drop auth_signature,
-// sort, and compare the HMAC.
+// verifyRequest checks a request the way a Pusher server does
+// (docs/protocol.md §6.2), independently of SignQuery: decode the wire query,
+// drop auth_signature, sort, and compare the HMAC.
 func verifyRequest(r *http.Request, body []byte, secret string) bool {
 	raw := r.URL.RawQuery
 	var pairs []string

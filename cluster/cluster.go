@@ -19,10 +19,10 @@ import (
 // and state-sync loop, and reliableWorkers senders of large broadcasts,
 // plus memberlist's own; Shutdown stops them all and waits for ours.
 //
-// Lock order: lifeMu, then memberlist's node lock, then evMu or claimMu.
-// memberlist holds its node lock when it calls events and conflicts
-// (which take evMu and claimMu), so nothing holding evMu or claimMu calls
-// into memberlist.
+// Lock order (docs/locks.md): lifeMu, then memberlist's node lock, then
+// evMu or claimMu. memberlist holds its node lock when it calls events and
+// conflicts (which take evMu and claimMu), so nothing holding evMu or
+// claimMu calls into memberlist.
 type Cluster struct {
 	name string
 	log  *slog.Logger
@@ -155,9 +155,11 @@ func (c *Cluster) Members() []Member {
 // size: up to two probe intervals until a member probes it, one for that
 // probe to fail, then memberlist's suspicion timeout, SuspicionMult ×
 // max(1, log10 N) × ProbeInterval. That is the suspicion timeout plus
-// three probe intervals: 5.6 s lan, 2.1 s local, up to 10 nodes.
+// three probe intervals: 4.2 s lan, 2.1 s local, up to 10 nodes.
 // Measured on loopback with 3 nodes (crash of one, until both others saw
-// Left): lan 4.6-5.4 s, local 1.75-2.06 s. A larger cluster may wait
+// Left): local 1.75-2.06 s; lan 4.6-5.4 s with the earlier 800 ms probes
+// (bound 5.6 s), and 3.5-4.1 s with 600 ms across processes (kill -9 until
+// member_removed, docs/benchmarks.md). A larger cluster may wait
 // longer than this for suspicion confirmations (up to 3× the suspicion
 // timeout when none come).
 func (c *Cluster) FailureDetection() time.Duration {
@@ -207,6 +209,8 @@ func (c *Cluster) Stats() Stats {
 // once instead of after FailureDetection), waits up to timeout for that
 // to be sent, then shuts down. Calling it again, or after Shutdown, does
 // nothing.
+//
+// Lock order: docs/locks.md (lifeMu, then memberlist's lock and evMu).
 func (c *Cluster) Leave(timeout time.Duration) error {
 	c.lifeMu.Lock()
 	defer c.lifeMu.Unlock()
@@ -224,6 +228,8 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 // Shutdown stops the node without telling anyone: to the others this is a
 // crash, detected within FailureDetection. It waits for the node's
 // goroutines to end. Calling it again, or after Leave, does nothing.
+//
+// Lock order: docs/locks.md (lifeMu, then memberlist's lock and evMu).
 func (c *Cluster) Shutdown() error {
 	c.lifeMu.Lock()
 	defer c.lifeMu.Unlock()
@@ -241,7 +247,7 @@ func (c *Cluster) stopLoops() {
 }
 
 // shutdownLocked stops memberlist and waits for our goroutines.
-// c.lifeMu must be held.
+// c.lifeMu must be held. Lock order: docs/locks.md.
 func (c *Cluster) shutdownLocked() error {
 	err := c.ml.Shutdown()
 	c.closeEvents()

@@ -12,7 +12,8 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// DefaultPort is memberlist's port when Bind has none (design.md: 7946).
+// DefaultPort is memberlist's port when Bind has none (docs/design.md,
+// "Names": 7946).
 const DefaultPort = 7946
 
 // Limits checked by Start.
@@ -40,12 +41,13 @@ type timing struct {
 // newMemberlistConfig returns memberlist's config for a preset.
 //
 // "lan" (the default): memberlist's LAN preset with failure detection
-// tuned so a crashed node of a small cluster is declared dead within about
-// 5 s: probe every 800 ms (400 ms timeout), suspicion 4 × max(1, log10 N)
-// probe intervals (3.2 s up to 10 nodes), an unconfirmed suspicion
+// tuned so a crashed node of a small cluster is declared dead within 4.2 s:
+// probe every 600 ms (300 ms timeout), suspicion 4 × max(1, log10 N)
+// probe intervals (2.4 s up to 10 nodes), an unconfirmed suspicion
 // stretched to at most 3 times that, gossip every 200 ms, full-state
 // push/pull every 10 s (memberlist's default is 30 s) so a lost gossip
-// packet is repaired quickly. Measured: 4.6-5.4 s with 3 nodes.
+// packet is repaired quickly. Measured with 3 processes (kill -9 until
+// member_removed on both survivors, docs/benchmarks.md): 3.5-4.1 s.
 //
 // "local": loopback clusters (tests, one-box development): probe every
 // 300 ms (150 ms timeout), suspicion 4 probe intervals (1.2 s), gossip

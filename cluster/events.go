@@ -57,6 +57,8 @@ func (e events) NotifyUpdate(n *memberlist.Node) { e.c.memberChanged(Updated, n)
 
 // memberChanged updates the member cache and queues the event.
 // memberlist's suspicion timers may still fire after Shutdown: ignored.
+// It runs under memberlist's node lock and takes evMu. Lock order:
+// docs/locks.md.
 func (c *Cluster) memberChanged(kind EventKind, n *memberlist.Node) {
 	if c.stopped.Load() {
 		return

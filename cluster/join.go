@@ -27,6 +27,7 @@ type claim struct {
 // the claim is remembered, and once the old address has left the member
 // list the join loop pushes state to the new one, which makes it known at
 // once. memberlist calls this with its node lock held: record and return.
+// NotifyConflict takes claimMu under that lock. Lock order: docs/locks.md.
 type conflicts struct{ c *Cluster }
 
 func (d conflicts) NotifyConflict(existing, other *memberlist.Node) {

@@ -20,8 +20,8 @@ const (
 	cacheQueueLen    = 4096
 	cacheReadTimeout = 2 * time.Second
 	// countEvery is how often subscription_count events go out for large
-	// channels whose count changed (spec 2.9: at most every 5 s above 100
-	// subscribers); smaller channels get one on every change.
+	// channels whose count changed (docs/protocol.md §2.9: at most every 5 s
+	// above 100 subscribers); smaller channels get one on every change.
 	countEvery     = 5 * time.Second
 	countThreshold = 100
 )
@@ -90,6 +90,7 @@ type counts struct {
 // countChanged reports a channel's new subscription count to its
 // subscribers: at once for channels of up to 100 subscribers, from countLoop
 // for larger ones. Presence channels have member events instead.
+// Lock order: docs/locks.md (counts.send, then hub shard, then Conn.mu).
 func (g *Gateway) countChanged(lc *localChannel) {
 	if !lc.app.SubscriptionCount {
 		return
@@ -131,6 +132,7 @@ func (g *Gateway) occupancyChanged(lc *localChannel) {
 
 // countLoop sends pusher_internal:subscription_count to the subscribers of
 // every channel whose count changed since the last tick.
+// Lock order: docs/locks.md (counts.send, then hub shard, then Conn.mu).
 func (g *Gateway) countLoop() {
 	defer g.wg.Done()
 	t := time.NewTicker(countEvery)
@@ -156,7 +158,8 @@ func (g *Gateway) countLoop() {
 }
 
 // sendCount sends pusher_internal:subscription_count to every local
-// subscriber of the channel.
+// subscriber of the channel. Lock order: docs/locks.md (hub shard, then
+// Conn.mu).
 func (g *Gateway) sendCount(lc *localChannel, n int) {
 	msg := protocol.AppendSubscriptionCount(nil, lc.name, n)
 	frame := textFrame(msg)

@@ -253,7 +253,7 @@ func (g *Gateway) Stats() Stats {
 // except an excluded socket. The WebSocket frame is built once and shared.
 // Called by the bus's delivery shard goroutine; it writes nothing itself:
 // Flush does, once per batch, so that a socket receiving several events gets
-// them in one writev.
+// them in one writev. Lock order: docs/locks.md (hub shard, then Conn.mu).
 func (g *Gateway) Deliver(shard int, m *bus.Message) {
 	var excl protocol.SocketID
 	if m.Exclude != "" {

@@ -34,7 +34,8 @@ type hubShard struct {
 }
 
 // hub is the node's local channel index: which connections of this node are
-// subscribed to which channel. Lock order: a hub shard lock before Conn.mu.
+// subscribed to which channel. Lock order (docs/locks.md): a hub shard lock
+// before Conn.mu.
 type hub struct {
 	seed   maphash.Seed
 	shards [hubShards]hubShard
@@ -92,7 +93,7 @@ func (h *hub) remove(c *Conn, lc *localChannel) (last bool) {
 
 // fanout calls fn for every local subscriber of the channel, holding the
 // shard's read lock, and returns how many there were. fn must not call back
-// into the hub.
+// into the hub; it may take Conn.mu. Lock order: docs/locks.md.
 func (h *hub) fanout(app, name string, fn func(*Conn)) int {
 	s := h.shard(app, name)
 	s.mu.RLock()

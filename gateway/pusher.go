@@ -155,8 +155,8 @@ func (g *Gateway) presenceMember(c *Conn, name string, sd protocol.SubscribeData
 		return presence.Member{}, false
 	}
 	if sd.ChannelData == "" {
-		// A signed-in user joins as itself (spec 2.7; the signature then
-		// covers "socket_id:channel" only).
+		// A signed-in user joins as itself (docs/protocol.md §2.7; the
+		// signature then covers "socket_id:channel" only).
 		if c.userID == "" {
 			c.refuse(name, "InvalidChannelData", "Presence subscriptions need channel_data or a signed-in user", 4009)
 			return presence.Member{}, false
@@ -181,7 +181,8 @@ func (g *Gateway) presenceMember(c *Conn, name string, sd protocol.SubscribeData
 
 // joinPresence adds the member to the registry; inside the registry's
 // joined hook the connection gets its roster and enters the channel, so the
-// roster and the member events that follow it are consistent.
+// roster and the member events that follow it are consistent. The hook runs
+// join under the registry's lock. Lock order: docs/locks.md.
 func (g *Gateway) joinPresence(c *Conn, name string, m presence.Member) bool {
 	var lc *localChannel
 	err := g.presence.Join(c.app.ID, name, presence.ConnID(c.id.String()), m, c.app.MaxPresenceMembers,
@@ -205,7 +206,8 @@ func (g *Gateway) joinPresence(c *Conn, name string, m presence.Member) bool {
 // subscription_succeeded reaches it, and none arrives before it. It returns
 // the channel joined, or nil; the caller reports the new local count
 // (occupancyChanged) once no registry lock is held: a presence join runs
-// join under it.
+// join under the registry's lock (joinPresence's hook). It holds no lock of
+// its own while it takes another. Lock order: docs/locks.md.
 func (g *Gateway) join(c *Conn, name string, kind protocol.ChannelKind, user string, ackData []byte) *localChannel {
 	ack := protocol.AppendSubscriptionSucceeded(nil, name, string(ackData))
 	c.mu.Lock()
@@ -270,7 +272,8 @@ func (g *Gateway) leave(c *Conn, s subscription) {
 // subscribers of the channel, except the connection that caused the change,
 // and hands every transition (occupancy ones too) to the lifecycle Decider,
 // which emits those of channels this node owns. It runs under the presence
-// registry's lock.
+// registry's lock and takes a hub shard and Conn.mu; the Decider's consumers
+// must not block. Lock order: docs/locks.md.
 func (g *Gateway) onPresenceChange(ch presence.Change) {
 	g.cfg.Lifecycle.Observe(ch)
 	if ch.Kind != presence.KindMember {

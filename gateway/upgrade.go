@@ -24,8 +24,8 @@ const wsGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 var versionRE = regexp.MustCompile(`^[0-9]+(\.[0-9]+){0,3}([-+][0-9A-Za-z.\-+]*)?$`)
 
 // refusal is a Pusher-level reason to close a connection right after the
-// upgrade (spec 1.7): pusher-js needs the close code, so the WebSocket is
-// accepted first and then closed with it.
+// upgrade (docs/protocol.md §1.1, §1.7): pusher-js needs the close code, so
+// the WebSocket is accepted first and then closed with it.
 type refusal struct {
 	code   int
 	reason string

@@ -58,10 +58,11 @@ func (u *userIndex) conns(app, id string) []*Conn {
 	return out
 }
 
-// signin handles pusher:signin (spec 4): the user_data signature is checked,
-// the connection is bound to the user id, and pusher:signin_success echoes
-// the verified user_data. A failure is a pusher:error 4009; it also closes the
-// connection when the app requires signed-in connections.
+// signin handles pusher:signin (docs/protocol.md §4): the user_data signature
+// is checked, the connection is bound to the user id, and
+// pusher:signin_success echoes the verified user_data. A failure is a
+// pusher:error 4009; it also closes the connection when the app requires
+// signed-in connections.
 func (g *Gateway) signin(c *Conn, msg protocol.Message) {
 	sd, err := protocol.DecodeSignin(msg.Data)
 	if err == nil {
@@ -99,10 +100,10 @@ func (g *Gateway) TerminateUser(app, userID string) int {
 	return len(conns)
 }
 
-// clientEvent relays a client event (spec 5): only on private and presence
-// channels the sender is subscribed to, when the app enables them, within
-// the app's rate and size limits. The event goes through the bus like any
-// other, so every node's subscribers get it, minus the sender.
+// clientEvent relays a client event (docs/protocol.md §5): only on private
+// and presence channels the sender is subscribed to, when the app enables
+// them, within the app's rate and size limits. The event goes through the bus
+// like any other, so every node's subscribers get it, minus the sender.
 func (g *Gateway) clientEvent(c *Conn, msg protocol.Message) {
 	if !c.app.ClientEvents {
 		c.sendError(protocol.CodeClientEventRateLimit, "The app does not have client messaging enabled.", msg.Channel)

@@ -15,9 +15,9 @@ import (
 	"herald/configs"
 )
 
-// End-to-end tests of the REST queries (spec 6.5-6.8) through a real node.
-// TestQueriesWithPresence needs presence channels and pusher:signin in the
-// gateway; the others need only public channels.
+// End-to-end tests of the REST queries (docs/protocol.md §6.5-§6.8) through a
+// real node. TestQueriesWithPresence needs presence channels and
+// pusher:signin in the gateway; the others need only public channels.
 
 // restAnswer is one REST response.
 type restAnswer struct {
@@ -441,8 +441,8 @@ func rawRequest(t *testing.T, method, url, body string) restAnswer {
 	return restAnswer{resp.StatusCode, string(b)}
 }
 
-// TestQueriesSignatureVectors sends the requests of the spec's vectors G, H,
-// I and J (section 9.6) built exactly as there, but for the test app and
+// TestQueriesSignatureVectors sends the requests of vectors G, H, I and J
+// (docs/protocol.md §9.6) built exactly as there, but for the test app and
 // with the current time, in both wire forms of a comma (raw, as the go and
 // node SDKs send it, and %2C, as php does).
 func TestQueriesSignatureVectors(t *testing.T) {
@@ -452,10 +452,10 @@ func TestQueriesSignatureVectors(t *testing.T) {
 	vectors := []struct {
 		name   string
 		method string
-		path   string // with /apps/3 for the spec's app
+		path   string // with /apps/3 for the vectors' app
 		params map[string]string
 		body   string
-		sig    string // the spec's signature at auth_timestamp 1353088179
+		sig    string // the vector's signature at auth_timestamp 1353088179
 		want   string
 	}{
 		{
@@ -492,7 +492,7 @@ func TestQueriesSignatureVectors(t *testing.T) {
 	}
 	for _, v := range vectors {
 		t.Run(v.name, func(t *testing.T) {
-			// The request as built here signs to the spec's value...
+			// The request as built here signs to the vector's value...
 			q := client.SignQuery("278d425bdf160c739803", "7ad3773142a6692b25b8", v.method, v.path,
 				v.params, []byte(v.body), time.Unix(1353088179, 0))
 			if !strings.HasSuffix(q, "&auth_signature="+v.sig) {
@@ -565,7 +565,7 @@ func TestQueriesWithPresence(t *testing.T) {
 	}
 
 	// terminate_connections closes the sockets signed in as u1, and not the
-	// ones that are only presence members as u1 (spec 4.5).
+	// ones that are only presence members as u1 (docs/protocol.md §4.5).
 	signed := dialNode(t, n)
 	userData := `{"id":"u1"}`
 	if err := signed.Send("pusher:signin", "", map[string]string{

@@ -78,6 +78,7 @@ const (
 //
 // All methods may be called concurrently. The Listener and the joined hook
 // run with Gossip's lock held: they must not block or call back into it.
+// Lock order: docs/locks.md (mu, then qmu; mu, then what the Listener takes).
 type Gossip struct {
 	t  Transport
 	tm gossipTiming
@@ -174,7 +175,8 @@ func (g *Gossip) Close() {
 func (g *Gossip) Self() OwnerID { return g.st.Self() }
 
 // Join implements Registry; the joined hook sees every member of this
-// node's cluster-wide view.
+// node's cluster-wide view. joined and the Listener run under g.mu, and the
+// deltas are queued under g.qmu. Lock order: docs/locks.md.
 func (g *Gossip) Join(app, ch string, conn ConnID, m Member, maxMembers int, joined func([]Member)) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -183,7 +185,8 @@ func (g *Gossip) Join(app, ch string, conn ConnID, m Member, maxMembers int, joi
 	return err
 }
 
-// Leave implements Registry.
+// Leave implements Registry. The Listener runs under g.mu, and the deltas are
+// queued under g.qmu. Lock order: docs/locks.md.
 func (g *Gossip) Leave(app, ch string, conn ConnID) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -285,7 +288,8 @@ func (g *Gossip) Stats() GossipStats {
 }
 
 // queueDeltasLocked encodes this node's new changes into the broadcast
-// queue, in seq order (which is why it runs under mu). g.mu must be held.
+// queue, in seq order (which is why it runs under mu). g.mu must be held;
+// it takes g.qmu. Lock order: docs/locks.md.
 func (g *Gossip) queueDeltasLocked() {
 	ds := g.st.TakeDeltas()
 	if len(ds) == 0 || g.closed {
@@ -378,7 +382,9 @@ func (g *Gossip) syncLoop() {
 }
 
 // tick asks owners with a lasting gap for their snapshot, sweeps the
-// state, and announces this node's high-water mark once it is quiet.
+// state, and announces this node's high-water mark once it is quiet. The
+// sweep may call the Listener under g.mu; the mark is queued under g.qmu.
+// Lock order: docs/locks.md.
 func (g *Gossip) tick() {
 	live := make(map[string]bool)
 	for _, m := range g.t.Members() {
@@ -449,7 +455,8 @@ func (g *Gossip) send(node string, msg []byte) {
 
 // onEvent follows membership: a node that left or died loses its slices;
 // a node that joined is asked for its slice (and so learns this node's
-// boot); a newer boot supersedes an older one.
+// boot); a newer boot supersedes an older one. It runs on the cluster's
+// Watch goroutine; the Listener runs under g.mu. Lock order: docs/locks.md.
 func (g *Gossip) onEvent(ev cluster.Event) {
 	now := time.Now()
 	g.mu.Lock()
@@ -470,7 +477,9 @@ func (g *Gossip) onEvent(ev cluster.Event) {
 	}
 }
 
-// gossipHandler is Gossip's cluster.Handler.
+// gossipHandler is Gossip's cluster.Handler. memberlist calls it with no lock
+// of its own held; NotifyMsg and MergeRemoteState may call the Listener under
+// g.mu. Lock order: docs/locks.md.
 type gossipHandler struct{ g *Gossip }
 
 func (h gossipHandler) NotifyMsg(from string, msg []byte) {

@@ -105,7 +105,7 @@ type ConnID string
 
 // Listener receives every Change, in the order the registry's state changed:
 // it is called with the registry's lock held, so it must not block and must
-// not call back into the registry.
+// not call back into the registry. What it may lock: docs/locks.md.
 type Listener func(Change)
 
 // ErrFull is returned by Join when the channel already holds its limit of
@@ -169,7 +169,8 @@ func NewLocal(l Listener) *Local {
 
 // Join implements Registry. A user's first connection in the channel emits
 // an added Change; later connections of the same user emit nothing (the
-// first connection's user_info stays).
+// first connection's user_info stays). joined and the Listener run under
+// r.mu. Lock order: docs/locks.md.
 func (r *Local) Join(app, ch string, conn ConnID, m Member, maxMembers int, joined func([]Member)) error {
 	r.mu.Lock()
 	k := key{app, ch}
@@ -204,7 +205,7 @@ func (r *Local) Join(app, ch string, conn ConnID, m Member, maxMembers int, join
 }
 
 // Leave implements Registry. The user's last connection leaving emits a
-// removed Change.
+// removed Change. The Listener runs under r.mu. Lock order: docs/locks.md.
 func (r *Local) Leave(app, ch string, conn ConnID) {
 	r.mu.Lock()
 	k := key{app, ch}
@@ -297,7 +298,8 @@ func removeString(s []string, v string) []string {
 	return s
 }
 
-// Roster is the data of a presence subscription_succeeded (spec 2.4):
+// Roster is the data of a presence subscription_succeeded (docs/protocol.md
+// §2.4):
 // {"presence":{"ids":[...],"hash":{id:info},"count":N}}.
 func Roster(members []Member) []byte {
 	b := make([]byte, 0, 64+len(members)*48)

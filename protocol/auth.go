@@ -7,9 +7,9 @@ import (
 	"strings"
 )
 
-// Signatures are lowercase hex HMAC-SHA256 with the app secret as key (spec
-// 3.2, 4.2, 6.2, 7.1). Verification compares digests with hmac.Equal, in
-// constant time.
+// Signatures are lowercase hex HMAC-SHA256 with the app secret as key
+// (docs/protocol.md §3.2, §4.2, §6.2, §7). Verification compares digests with
+// hmac.Equal, in constant time.
 
 // Sign returns the lowercase hex HMAC-SHA256 of stringToSign keyed by secret.
 func Sign(secret, stringToSign string) string {
@@ -36,8 +36,8 @@ func macParts(out *[sha256.Size]byte, secret string, parts ...string) {
 }
 
 // ChannelStringToSign returns the string signed for a channel subscription
-// (spec 3.2): "<socketID>:<channel>", or "<socketID>:<channel>:<channelData>"
-// when channelData is not "".
+// (docs/protocol.md §3.2): "<socketID>:<channel>", or
+// "<socketID>:<channel>:<channelData>" when channelData is not "".
 func ChannelStringToSign(socketID, channel, channelData string) string {
 	if channelData == "" {
 		return socketID + ":" + channel
@@ -52,10 +52,10 @@ func ChannelAuth(key, secret, socketID, channel, channelData string) string {
 }
 
 // VerifyChannelAuth checks auth, the "<key>:<hex signature>" string of a
-// pusher:subscribe, for socketID, channel and channelData (spec 3.3). auth is
-// split at its first ':'. The signature is compared in constant time;
-// uppercase hex is accepted (spec 3.3 step 3). Failures are *Error with
-// Code 0 and Pusher's messages:
+// pusher:subscribe, for socketID, channel and channelData
+// (docs/protocol.md §3.3). auth is split at its first ':'. The signature is
+// compared in constant time; uppercase hex is accepted (docs/protocol.md §3.3
+// step 3). Failures are *Error with Code 0 and Pusher's messages:
 //
 //	Invalid key in subscription auth data: '<key part>'
 //	Invalid signature: Expected HMAC SHA256 hex digest of <string_to_sign>, but got <signature part>
@@ -115,8 +115,8 @@ func hexDigestEqual(want *[sha256.Size]byte, sig string, allowUpper bool) bool {
 	return hmac.Equal(got[:], want[:])
 }
 
-// UserStringToSign returns the string signed for a user signin (spec 4.2):
-// "<socketID>::user::<userData>".
+// UserStringToSign returns the string signed for a user signin
+// (docs/protocol.md §4.2): "<socketID>::user::<userData>".
 func UserStringToSign(socketID, userData string) string {
 	return socketID + "::user::" + userData
 }
@@ -128,11 +128,11 @@ func UserAuth(key, secret, socketID, userData string) string {
 }
 
 // VerifyUserAuth checks auth, the "<key>:<hex signature>" string of a
-// pusher:signin, for socketID and userData (spec 4.2), in constant time.
-// Failures are *Error with Code 4009 (CodeUnauthorized), as recommended for
-// signin failures (spec 4.3): "Invalid key in user auth data: '<key part>'"
-// or "Invalid user authentication signature". It does not parse userData
-// (see ParseUserData).
+// pusher:signin, for socketID and userData (docs/protocol.md §4.2), in
+// constant time. Failures are *Error with Code 4009 (CodeUnauthorized), as
+// recommended for signin failures (docs/protocol.md §4.3): "Invalid key in
+// user auth data: '<key part>'" or "Invalid user authentication signature".
+// It does not parse userData (see ParseUserData).
 func VerifyUserAuth(key, secret, socketID, userData, auth string) error {
 	keyPart, sigPart, keyOK := splitAuth(auth, key)
 	if !keyOK {
@@ -147,7 +147,7 @@ func VerifyUserAuth(key, secret, socketID, userData, auth string) error {
 }
 
 // WebhookSignature returns the X-Pusher-Signature value for a webhook body
-// (spec 7.1): lowercase hex HMAC-SHA256 of the exact body bytes.
+// (docs/protocol.md §7): lowercase hex HMAC-SHA256 of the exact body bytes.
 func WebhookSignature(secret string, body []byte) string {
 	var sum [sha256.Size]byte
 	mac := hmac.New(sha256.New, []byte(secret))

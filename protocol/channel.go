@@ -5,7 +5,8 @@ import (
 	"strings"
 )
 
-// ChannelKind is the type of a channel, decided by its name prefix (spec 2.2).
+// ChannelKind is the type of a channel, decided by its name prefix
+// (docs/protocol.md §2.2).
 type ChannelKind uint8
 
 // Channel kinds. The cache feature is orthogonal and reported separately by
@@ -59,7 +60,8 @@ const DefaultMaxChannelNameLength = 200
 // ServerToUserPrefix starts the internal per-user channel names.
 const ServerToUserPrefix = "#server-to-user-"
 
-// prefixKinds lists the typed prefixes in the order the spec checks them.
+// prefixKinds lists the typed prefixes in the order docs/protocol.md §2.2
+// checks them.
 var prefixKinds = [...]struct {
 	prefix string
 	kind   ChannelKind
@@ -75,10 +77,10 @@ var prefixKinds = [...]struct {
 }
 
 // Classify returns the kind of the channel called name and whether it is a
-// cache channel (spec 2.2). Prefixes are matched case-sensitively, dash
-// included, in the spec's order; "#server-to-user-<id>" with a non-empty id
-// is ServerToUser; anything else is Public. Classify does not validate the
-// name (see ValidateChannelName) and does not allocate.
+// cache channel (docs/protocol.md §2.2). Prefixes are matched
+// case-sensitively, dash included, in that order; "#server-to-user-<id>" with
+// a non-empty id is ServerToUser; anything else is Public. Classify does not
+// validate the name (see ValidateChannelName) and does not allocate.
 func Classify(name string) (kind ChannelKind, cache bool) {
 	for _, p := range prefixKinds {
 		if strings.HasPrefix(name, p.prefix) {
@@ -120,13 +122,13 @@ func validNameChars(s string) bool {
 	return true
 }
 
-// ValidateChannelName checks a channel name (spec 2.1): non-empty, at most
-// maxLen bytes (maxLen <= 0 means DefaultMaxChannelNameLength), and made only
-// of [A-Za-z0-9_\-=@,.;], except that "#server-to-user-<id>" is valid when
-// <id> is non-empty and uses the same characters. It returns nil or an *Error
-// with Code 0 and the message "Invalid channel name '<name>'" (or
-// "Channel name too long: '<name>'"), ready to send in a pusher:error frame.
-// It allocates only on failure.
+// ValidateChannelName checks a channel name (docs/protocol.md §2.1):
+// non-empty, at most maxLen bytes (maxLen <= 0 means
+// DefaultMaxChannelNameLength), and made only of [A-Za-z0-9_\-=@,.;], except
+// that "#server-to-user-<id>" is valid when <id> is non-empty and uses the
+// same characters. It returns nil or an *Error with Code 0 and the message
+// "Invalid channel name '<name>'" (or "Channel name too long: '<name>'"),
+// ready to send in a pusher:error frame. It allocates only on failure.
 func ValidateChannelName(name string, maxLen int) error {
 	if maxLen <= 0 {
 		maxLen = DefaultMaxChannelNameLength

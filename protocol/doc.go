@@ -15,6 +15,7 @@
 //   - auth.go:     channel, user and webhook signatures.
 //   - rest.go:     REST request authentication (canonical query, signing, verifying).
 //   - trigger.go:  REST trigger and batch bodies.
+//   - jsonscan.go: the exact-key JSON object scanner the decoders share.
 //
 // Decoders never panic on client input; they return *Error (WebSocket side)
 // or *HTTPError (REST side). Frame builders append to a caller-supplied slice

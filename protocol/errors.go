@@ -20,8 +20,8 @@ type Error struct {
 // is; the code is available as e.Code.
 func (e *Error) Error() string { return e.Message }
 
-// Pusher close and error codes (spec 1.7). The range decides the client's
-// reconnect behaviour:
+// Pusher close and error codes (docs/protocol.md §1.7). The range decides the
+// client's reconnect behaviour:
 //
 //   - 4000-4099: do not reconnect with the same parameters (pusher-js stops).
 //   - 4100-4199: reconnect after a back-off of at least one second.

@@ -5,13 +5,14 @@ import (
 	"unicode/utf8"
 )
 
-// Server -> client frame builders. Each appends one complete JSON object to
-// b and returns the extended slice; none allocates when b has enough spare
+// Server -> client frame builders. Each appends one complete JSON object to b
+// and returns the extended slice; none allocates when b has enough spare
 // capacity. Keys always come in the order event, channel, data, user_id, so
-// output is stable for golden tests. Double encoding (spec 1.3) is applied
-// where the spec requires a JSON string for data.
+// output is stable for golden tests. Double encoding (docs/protocol.md §1.3)
+// is applied where Pusher sends data as a JSON string.
 
-// AppendConnectionEstablished appends the handshake frame (spec 1.4):
+// AppendConnectionEstablished appends the handshake frame
+// (docs/protocol.md §1.4):
 //
 //	{"event":"pusher:connection_established","data":"{\"socket_id\":\"1.2\",\"activity_timeout\":120}"}
 //
@@ -25,7 +26,7 @@ func AppendConnectionEstablished(b []byte, id SocketID, activityTimeoutSeconds i
 	return append(b, `}"}`...)
 }
 
-// AppendError appends a pusher:error frame (spec 1.6):
+// AppendError appends a pusher:error frame (docs/protocol.md §1.6):
 //
 //	{"event":"pusher:error","channel":"c","data":{"code":4001,"message":"..."}}
 //
@@ -58,7 +59,7 @@ func AppendPong(b []byte) []byte {
 	return append(b, `{"event":"pusher:pong","data":"{}"}`...)
 }
 
-// AppendSubscriptionSucceeded appends (spec 2.4)
+// AppendSubscriptionSucceeded appends (docs/protocol.md §2.4)
 //
 //	{"event":"pusher_internal:subscription_succeeded","channel":"c","data":"{}"}
 //
@@ -70,9 +71,9 @@ func AppendSubscriptionSucceeded(b []byte, channel string, data string) []byte {
 
 // AppendEvent appends {"event":E,"channel":C,"data":D} where D is data
 // written as a JSON string, so the client receives the data string verbatim
-// (spec 1.3: REST data is delivered as sent, string-encoded once). When
-// userID is not "", ,"user_id":U is added; when channel is "", the channel
-// key is omitted.
+// (docs/protocol.md §1.3: REST data is delivered as sent, string-encoded
+// once). When userID is not "", ,"user_id":U is added; when channel is "",
+// the channel key is omitted.
 func AppendEvent(b []byte, event, channel, data, userID string) []byte {
 	b = appendEventHead(b, event, channel)
 	b = append(b, `,"data":`...)
@@ -82,8 +83,8 @@ func AppendEvent(b []byte, event, channel, data, userID string) []byte {
 
 // AppendEventRaw is like AppendEvent, but dataJSON is already a JSON value
 // (object, string, ...) and is copied verbatim: client events are relayed
-// with data as received (spec 5.4). dataJSON must be valid JSON (e.g.
-// Message.Data); nil or empty omits the data key.
+// with data as received (docs/protocol.md §5.4). dataJSON must be valid JSON
+// (e.g. Message.Data); nil or empty omits the data key.
 func AppendEventRaw(b []byte, event, channel string, dataJSON []byte, userID string) []byte {
 	b = appendEventHead(b, event, channel)
 	if len(dataJSON) > 0 {
@@ -112,7 +113,7 @@ func appendEventTail(b []byte, userID string) []byte {
 }
 
 // AppendSubscriptionError appends a channel-scoped subscription failure
-// (soketi style, spec 2.6):
+// (soketi style, docs/protocol.md §2.6):
 //
 //	{"event":"pusher:subscription_error","channel":C,"data":{"type":T,"error":E,"status":S}}
 func AppendSubscriptionError(b []byte, channel, typ, errText string, status int) []byte {
@@ -126,7 +127,7 @@ func AppendSubscriptionError(b []byte, channel, typ, errText string, status int)
 	return append(b, "}}"...)
 }
 
-// AppendSigninSuccess appends (spec 4.3)
+// AppendSigninSuccess appends (docs/protocol.md §4.3)
 //
 //	{"event":"pusher:signin_success","data":{"user_data":"<userData>"}}
 func AppendSigninSuccess(b []byte, userData string) []byte {
@@ -136,15 +137,16 @@ func AppendSigninSuccess(b []byte, userData string) []byte {
 }
 
 // AppendCacheMiss appends {"event":"pusher:cache_miss","channel":C} (no data
-// key, spec 2.8).
+// key, docs/protocol.md §2.8).
 func AppendCacheMiss(b []byte, channel string) []byte {
 	return AppendEventRaw(b, EventCacheMiss, channel, nil, "")
 }
 
-// AppendMemberAdded appends pusher_internal:member_added (spec 2.7) with data
-// the JSON string of {"user_id":<userIDJSON>,"user_info":<userInfoJSON>}.
-// userIDJSON and userInfoJSON are raw JSON values (see PresenceMember);
-// empty userInfoJSON omits user_info.
+// AppendMemberAdded appends pusher_internal:member_added
+// (docs/protocol.md §2.7) with data the JSON string of
+// {"user_id":<userIDJSON>,"user_info":<userInfoJSON>}. userIDJSON and
+// userInfoJSON are raw JSON values (see PresenceMember); empty userInfoJSON
+// omits user_info.
 func AppendMemberAdded(b []byte, channel string, userIDJSON, userInfoJSON []byte) []byte {
 	b = appendEventHead(b, EventMemberAdded, channel)
 	b = append(b, `,"data":"{\"user_id\":`...)
@@ -156,8 +158,9 @@ func AppendMemberAdded(b []byte, channel string, userIDJSON, userInfoJSON []byte
 	return append(b, `}"}`...)
 }
 
-// AppendMemberRemoved appends pusher_internal:member_removed (spec 2.7) with
-// data the JSON string of {"user_id":<userIDJSON>}.
+// AppendMemberRemoved appends pusher_internal:member_removed
+// (docs/protocol.md §2.7) with data the JSON string of
+// {"user_id":<userIDJSON>}.
 func AppendMemberRemoved(b []byte, channel string, userIDJSON []byte) []byte {
 	b = appendEventHead(b, EventMemberRemoved, channel)
 	b = append(b, `,"data":"{\"user_id\":`...)
@@ -165,8 +168,9 @@ func AppendMemberRemoved(b []byte, channel string, userIDJSON []byte) []byte {
 	return append(b, `}"}`...)
 }
 
-// AppendSubscriptionCount appends pusher_internal:subscription_count (spec
-// 2.9) with data the JSON string of {"subscription_count":n}.
+// AppendSubscriptionCount appends pusher_internal:subscription_count
+// (docs/protocol.md §2.9) with data the JSON string of
+// {"subscription_count":n}.
 func AppendSubscriptionCount(b []byte, channel string, n int) []byte {
 	b = appendEventHead(b, EventSubscriptionCount, channel)
 	b = append(b, `,"data":"{\"subscription_count\":`...)

@@ -12,7 +12,8 @@ import (
 // Fuzz targets for every parser. Each checks a property besides "no panic".
 // Run one with: go test ./protocol/ -run=^$ -fuzz=FuzzDecodeMessage -fuzztime=5s
 
-// wsFrames are the spec's example client frames, used as seeds.
+// wsFrames are docs/protocol.md's example client frames (vectors A and E of
+// §9.6 among them) and a few malformed ones, used as seeds.
 var wsFrames = []string{
 	`{"event":"pusher:ping","data":{}}`,
 	`{"event":"pusher:pong","data":{}}`,

@@ -187,8 +187,8 @@ func decodeOptString(v []byte) (string, error) {
 
 // unwrapObject returns the object text carried by data: data itself when it
 // is a JSON object, or the content of data when it is a JSON string holding
-// an object (spec 1.2: clients send either form). The result is checked for
-// being an object by the eachField call that consumes it.
+// an object (docs/protocol.md §1.2: clients send either form). The result is
+// checked for being an object by the eachField call that consumes it.
 func unwrapObject(data []byte) ([]byte, error) {
 	if !json.Valid(data) {
 		return nil, errNotJSON

@@ -5,7 +5,7 @@ import (
 	"strconv"
 )
 
-// Message is one decoded client -> server frame (spec 1.2).
+// Message is one decoded client -> server frame (docs/protocol.md §1.2).
 type Message struct {
 	// Event is the non-empty "event" string.
 	Event string
@@ -97,11 +97,13 @@ const (
 	EventSubscriptionCount     = "pusher_internal:subscription_count"
 	EventWatchlistEvents       = "pusher_internal:watchlist_events"
 
-	// ClientEventPrefix starts the names of client events (spec 5.1).
+	// ClientEventPrefix starts the names of client events
+	// (docs/protocol.md §5.1).
 	ClientEventPrefix = "client-"
 )
 
-// SubscribeData is the data of a pusher:subscribe message (spec 2.3).
+// SubscribeData is the data of a pusher:subscribe message
+// (docs/protocol.md §2.3).
 type SubscribeData struct {
 	// Channel is the channel name (non-empty; not yet validated).
 	Channel string
@@ -118,9 +120,9 @@ type SubscribeData struct {
 }
 
 // DecodeSubscribe parses pusher:subscribe's data, given as a JSON object or
-// as a JSON string containing one (spec 1.2). channel must be a non-empty
-// string; auth and channel_data must be strings, null or absent. Errors are
-// *Error with Code 0.
+// as a JSON string containing one (docs/protocol.md §1.2). channel must be a
+// non-empty string; auth and channel_data must be strings, null or absent.
+// Errors are *Error with Code 0.
 func DecodeSubscribe(data json.RawMessage) (SubscribeData, error) {
 	var d SubscribeData
 	var channel, auth, channelData, resume []byte
@@ -180,7 +182,7 @@ func DecodeUnsubscribe(data json.RawMessage) (string, error) {
 	return ch, nil
 }
 
-// SigninData is the data of a pusher:signin message (spec 4.1).
+// SigninData is the data of a pusher:signin message (docs/protocol.md §4.1).
 type SigninData struct {
 	// Auth is "<key>:<signature>".
 	Auth string

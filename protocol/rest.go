@@ -15,7 +15,7 @@ import (
 )
 
 // MaxTimestampSkew is how far auth_timestamp may be from the server's clock,
-// either way (spec 6.2). A skew of exactly 600 s is accepted.
+// either way (docs/protocol.md §6.2). A skew of exactly 600 s is accepted.
 const MaxTimestampSkew = 600 * time.Second
 
 // RESTRequest is what a server received for one REST call.
@@ -163,11 +163,11 @@ func lookup(params []queryParam, key string) (string, bool) {
 	return v, found
 }
 
-// CanonicalQuery builds the canonical query string of rawQuery (spec 6.2
-// steps 1-6): auth_signature dropped; names and values percent-decoded (%XX
-// only; '+' stays literal unless plusAsSpace, the retry case); keys
-// lower-cased; sorted by key; a repeated key's values joined with ',' in
-// order; "k=v" pairs joined by '&' without re-escaping. A malformed
+// CanonicalQuery builds the canonical query string of rawQuery
+// (docs/protocol.md §6.2 steps 1-6): auth_signature dropped; names and values
+// percent-decoded (%XX only; '+' stays literal unless plusAsSpace, the retry
+// case); keys lower-cased; sorted by key; a repeated key's values joined with
+// ',' in order; "k=v" pairs joined by '&' without re-escaping. A malformed
 // %-escape is an error. It is deterministic and never panics.
 func CanonicalQuery(rawQuery string, plusAsSpace bool) (string, error) {
 	params, err := parseQuery(rawQuery, plusAsSpace)
@@ -184,7 +184,7 @@ func RESTStringToSign(method, path, canonicalQuery string) string {
 }
 
 // VerifyREST authenticates r for the app with this key and secret at time
-// now (spec 6.2). Checks, in order, each failing with 401:
+// now (docs/protocol.md §6.2). Checks, in order, each failing with 401:
 //
 //   - auth_key present and equal to key;
 //   - auth_version == "1.0";

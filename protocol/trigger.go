@@ -8,8 +8,8 @@ import (
 	"unicode/utf8"
 )
 
-// Limits bounds REST trigger bodies (spec 6.3, 6.4, 6.9). A zero or
-// negative field means its default (DefaultLimits).
+// Limits bounds REST trigger bodies (docs/protocol.md §6.3, §6.4, §6.9). A
+// zero or negative field means its default (DefaultLimits).
 type Limits struct {
 	// MaxDataBytes is the largest accepted data string, in bytes (10240);
 	// larger data is rejected with 413.
@@ -52,7 +52,8 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// Attributes that a trigger's info parameter may request (spec 6.3).
+// Attributes that a trigger's info parameter may request
+// (docs/protocol.md §6.3).
 const (
 	InfoUserCount         = "user_count"
 	InfoSubscriptionCount = "subscription_count"
@@ -97,13 +98,13 @@ func (f *triggerFields) collect(key, val []byte) error {
 	return nil
 }
 
-// DecodeTrigger parses and validates a POST /apps/{id}/events body (spec
-// 6.3). Errors are *HTTPError: 413 when data is longer than
-// lim.MaxDataBytes, 400 for everything else: invalid JSON or not an object;
-// name missing, empty, longer than lim.MaxEventName characters, or starting
-// with "pusher:" or "pusher_internal:"; data missing or not a string;
-// neither channels nor channel ("channels" wins when both are given); no
-// channels or more than lim.MaxChannels; an invalid channel name; several
+// DecodeTrigger parses and validates a POST /apps/{id}/events body
+// (docs/protocol.md §6.3). Errors are *HTTPError: 413 when data is longer
+// than lim.MaxDataBytes, 400 for everything else: invalid JSON or not an
+// object; name missing, empty, longer than lim.MaxEventName characters, or
+// starting with "pusher:" or "pusher_internal:"; data missing or not a
+// string; neither channels nor channel ("channels" wins when both are given);
+// no channels or more than lim.MaxChannels; an invalid channel name; several
 // channels including a private-encrypted- one; a non-empty socket_id that is
 // not a valid socket id; info not a comma-separated list of user_count and
 // subscription_count.
@@ -123,12 +124,12 @@ func DecodeTrigger(body []byte, lim Limits) (Trigger, error) {
 var errTooMany = errors.New("protocol: too many elements")
 
 // DecodeBatch parses and validates a POST /apps/{id}/batch_events body
-// {"batch":[...]} (spec 6.4). Each item is validated like DecodeTrigger, but
-// must name a single "channel" (an item with "channels" is rejected). The
-// batch must hold 1 to lim.MaxBatch items. Validation is all-or-nothing:
-// the first invalid item's *HTTPError is returned (its message prefixed
-// with "Batch event <index>: "). Each returned Trigger has exactly one
-// channel.
+// {"batch":[...]} (docs/protocol.md §6.4). Each item is validated like
+// DecodeTrigger, but must name a single "channel" (an item with "channels" is
+// rejected). The batch must hold 1 to lim.MaxBatch items. Validation is
+// all-or-nothing: the first invalid item's *HTTPError is returned (its
+// message prefixed with "Batch event <index>: "). Each returned Trigger has
+// exactly one channel.
 func DecodeBatch(body []byte, lim Limits) ([]Trigger, error) {
 	lim = lim.withDefaults()
 	var batch []byte

@@ -4,7 +4,8 @@ import (
 	"encoding/json"
 )
 
-// UserData is the parsed user_data of a verified pusher:signin (spec 4.2).
+// UserData is the parsed user_data of a verified pusher:signin
+// (docs/protocol.md §4.2).
 type UserData struct {
 	// ID is the user id: a non-empty JSON string in user_data.
 	ID string
@@ -69,7 +70,7 @@ func invalidUserData(why string) error {
 }
 
 // PresenceMember is the parsed channel_data of a presence subscription
-// (spec 2.7).
+// (docs/protocol.md §2.7).
 type PresenceMember struct {
 	// UserID is the canonical string form of user_id: the string itself, or
 	// the number's JSON text (so 10 and "10" are the same user).

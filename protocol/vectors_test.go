@@ -9,7 +9,8 @@ import (
 	"time"
 )
 
-// Test vectors from spec section 9. Shared credentials for 9.1-9.4 and 9.6.
+// Test vectors of docs/protocol.md §9, which says where each comes from.
+// Shared credentials for 9.1-9.4 and 9.6.
 const (
 	vKey    = "278d425bdf160c739803"
 	vSecret = "7ad3773142a6692b25b8"
@@ -309,7 +310,7 @@ func TestWebhookVectors(t *testing.T) {
 	}
 }
 
-// Negative vectors listed after spec 9.6.
+// Negative vectors listed at the end of docs/protocol.md §9.6.
 func TestAuthNegativeVectors(t *testing.T) {
 	a := channelVectors[6] // 9.6 A
 	goodAuth := a.key + ":" + a.sig

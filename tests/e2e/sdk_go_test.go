@@ -3,8 +3,8 @@ package e2e
 // The official Go server SDK, github.com/pusher/pusher-http-go/v5, against
 // Herald: every REST call it makes, and its channel-authorization and
 // user-authentication output used by a Go WebSocket client (herald/client)
-// exactly as an app would hand it to pusher-js. Spec: shared/spec/
-// pusher-protocol.md sections 2-4, 6 and 8.
+// exactly as an app would hand it to pusher-js. The rules checked:
+// docs/protocol.md §2-§4, §6 and §8.
 //
 // pusher-http-go's ClientFromURL accepts only numeric app ids, so the
 // clients are built as structs. v5.1.1 has no TerminateUserConnections; that
