@@ -32,7 +32,9 @@ type keyApp struct {
 	a app.App
 }
 
-func (k keyApp) url() string { return "ws://" + k.n.Addr().String() + "/app/" + k.a.Key + "?protocol=7" }
+func (k keyApp) url() string {
+	return "ws://" + k.n.Addr().String() + "/app/" + k.a.Key + "?protocol=7"
+}
 
 func (k keyApp) dial(t *testing.T) *client.Conn {
 	t.Helper()
@@ -324,4 +326,3 @@ func yamlKeys(typ reflect.Type, prefix string) []string {
 	}
 	return out
 }
-
