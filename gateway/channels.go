@@ -123,6 +123,7 @@ func (g *Gateway) countChanged(lc *localChannel) {
 // serialized, so a subscribe and an unsubscribe racing on two pollers
 // cannot leave a stale count behind. It must be called with no hub shard,
 // Conn or registry lock held: the registry's Listener takes them.
+// Lock order: docs/locks.md.
 func (g *Gateway) occupancyChanged(lc *localChannel) {
 	s := g.hub.shard(lc.app.ID, lc.name)
 	s.occ.Lock()

@@ -76,6 +76,7 @@ type Decider struct {
 
 	mu        sync.Mutex // guards consumers' slice header on Subscribe
 	consumers atomic.Pointer[[]Consumer]
+	closed    atomic.Bool
 }
 
 // New returns a Decider that emits the transitions of channels for which
@@ -106,7 +107,7 @@ func (d *Decider) Observe(ch presence.Change) {
 		return
 	}
 	cs := *d.consumers.Load()
-	if len(cs) == 0 || (d.isOwner != nil && !d.isOwner(ch.App, ch.Channel)) {
+	if len(cs) == 0 || d.closed.Load() || (d.isOwner != nil && !d.isOwner(ch.App, ch.Channel)) {
 		return
 	}
 	ev, ok := eventOf(ch)
@@ -116,5 +117,14 @@ func (d *Decider) Observe(ch presence.Change) {
 	ev.Time = d.now()
 	for _, c := range cs {
 		c(ev)
+	}
+}
+
+// Close stops emitting: a node that is leaving the cluster (or, in tests,
+// pretends to crash) decides nothing more, since the channels it owned move
+// to other nodes, which decide from the state they see without it.
+func (d *Decider) Close() {
+	if d != nil {
+		d.closed.Store(true)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"herald/client"
 	"herald/configs"
+	"herald/lifecycle"
 )
 
 // Ports for routes and memberlist come from 20000-22999, outside Linux's
@@ -149,6 +150,10 @@ func TestCluster(t *testing.T) {
 	}
 	clusterCfgs = nil
 	nodes := startClusterNodes(t, 3)
+	lc := &lifecycleLog{}
+	for i, nd := range nodes {
+		nd.Lifecycle().Subscribe(lc.recorder(i))
+	}
 	subs := make([]*client.Conn, 3)
 	for i, nd := range nodes {
 		subs[i] = dialNode(t, nd)
@@ -252,6 +257,42 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("lifecycle events are decided once cluster-wide", func(t *testing.T) {
+		// Occupied through n1, then also n2; n1 leaves (not vacated: n2
+		// still holds it), then n2 leaves: one occupied, one vacated, both
+		// from the owner, whichever node that is.
+		c1, c2 := dialNode(t, nodes[0]), dialNode(t, nodes[1])
+		for _, c := range []*client.Conn{c1, c2} {
+			if err := c.Subscribe(ctxT(t), "lc-moving"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		lc.waitKinds(t, "lc-moving", "channel_occupied", "subscription_count")
+		c1.Close()
+		lc.waitKinds(t, "lc-moving", "channel_occupied", "subscription_count", "subscription_count")
+		c2.Close()
+		lc.waitKinds(t, "lc-moving", "channel_occupied", "subscription_count", "subscription_count", "channel_vacated")
+		owner := nodes[0].Cluster().Owner("app-id", "lc-moving")
+		for _, ev := range lc.of("lc-moving") {
+			if nodes[ev.node].Cluster().LocalName() != owner {
+				t.Fatalf("%s emitted by n%d, owner is %s", ev.Kind, ev.node+1, owner)
+			}
+		}
+		// A presence member joined on n3 is added once and, when it
+		// leaves, removed once. Member and occupancy events of one channel
+		// are not ordered against each other (docs/lifecycle.md).
+		c3 := dialNode(t, nodes[2])
+		joinRoom(t, c3, "presence-lc", "erin")
+		lc.waitKinds(t, "presence-lc", sorted, "channel_occupied", "member_added")
+		c3.Close()
+		lc.waitKinds(t, "presence-lc", sorted, "channel_occupied", "channel_vacated", "member_added", "member_removed")
+		// For the crash below: a channel only n3 holds.
+		if err := dialNode(t, nodes[2]).Subscribe(ctxT(t), "lc-on-n3"); err != nil {
+			t.Fatal(err)
+		}
+		lc.waitKinds(t, "lc-on-n3", "channel_occupied")
+	})
+
 	t.Run("a node that dies without leaving", func(t *testing.T) {
 		// n3 stops abruptly: no memberlist leave, no goodbye to clients.
 		start := time.Now()
@@ -290,6 +331,15 @@ func TestCluster(t *testing.T) {
 		})
 	})
 
+	t.Run("the dead node's channels are vacated once", func(t *testing.T) {
+		defer func() {
+			if t.Failed() {
+				t.Logf("events:\n%s", lc)
+			}
+		}()
+		lc.waitKinds(t, "lc-on-n3", "channel_occupied", "channel_vacated")
+	})
+
 	t.Run("the dead node comes back with no ghost members", func(t *testing.T) {
 		n3, err := Start(clusterCfgs[2], quiet)
 		if err != nil {
@@ -314,3 +364,79 @@ func TestCluster(t *testing.T) {
 }
 
 func ctxBackground() context.Context { return context.Background() }
+
+// lifecycleLog records the lifecycle events of every node of a cluster.
+type lifecycleLog struct {
+	mu     sync.Mutex
+	events []nodeEvent
+}
+
+type nodeEvent struct {
+	lifecycle.Event
+	node int
+}
+
+func (l *lifecycleLog) recorder(node int) lifecycle.Consumer {
+	return func(ev lifecycle.Event) {
+		l.mu.Lock()
+		l.events = append(l.events, nodeEvent{ev, node})
+		l.mu.Unlock()
+	}
+}
+
+func (l *lifecycleLog) of(channel string) []nodeEvent {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []nodeEvent
+	for _, ev := range l.events {
+		if ev.Channel == channel {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// sorted, as waitKinds' first kind, compares the kinds in sorted order.
+const sorted = "(sorted)"
+
+// waitKinds waits until the channel's events, from every node together,
+// are exactly kinds, in order (or sorted, when the first kind is sorted),
+// and stay so for a moment (nothing doubled arrives late).
+func (l *lifecycleLog) waitKinds(t *testing.T, channel string, kinds ...string) {
+	t.Helper()
+	sort := len(kinds) > 0 && kinds[0] == sorted
+	if sort {
+		kinds = kinds[1:]
+	}
+	got := func() string {
+		var ks []string
+		for _, ev := range l.of(channel) {
+			ks = append(ks, string(ev.Kind))
+		}
+		if sort {
+			slices.Sort(ks)
+		}
+		return strings.Join(ks, " ")
+	}
+	want := strings.Join(kinds, " ")
+	waitFor(t, 15*time.Second, func() error {
+		if g := got(); g != want {
+			return fmt.Errorf("%s: events %q, want %q", channel, g, want)
+		}
+		return nil
+	})
+	time.Sleep(300 * time.Millisecond)
+	if g := got(); g != want {
+		t.Fatalf("%s: events %q later, want %q", channel, g, want)
+	}
+}
+
+func (l *lifecycleLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var b strings.Builder
+	for _, ev := range l.events {
+		fmt.Fprintf(&b, "n%d %s %s %d %s\n", ev.node+1, ev.Kind, ev.Channel, ev.Subscriptions, ev.Time.Format("15:04:05.000"))
+	}
+	return b.String()
+}

@@ -6,6 +6,7 @@ package node
 // dropped; their presence leaves cannot reach anyone any more.
 func (n *Node) crashForTest() {
 	n.stopOnce.Do(func() {
+		n.lifecycle.Close() // a crashed node decides nothing more
 		_ = n.cl.Shutdown()
 		n.gossip.Close()
 		n.bus.Server().Shutdown()

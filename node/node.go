@@ -213,6 +213,10 @@ func (n *Node) Addr() net.Addr { return n.ln.Addr() }
 // Gateway returns the node's WebSocket edge.
 func (n *Node) Gateway() *gateway.Gateway { return n.gw }
 
+// Lifecycle returns the node's channel lifecycle events: subscribe to get
+// the transitions of the channels this node owns (lifecycle.Decider).
+func (n *Node) Lifecycle() *lifecycle.Decider { return n.lifecycle }
+
 // Bus returns the node's bus.
 func (n *Node) Bus() *bus.Bus { return n.bus }
 
@@ -250,8 +254,9 @@ func (n *Node) closeParts() {
 		}
 	}
 	if n.gw != nil {
-		n.gw.Close()
+		n.gw.Close() // its sockets' leaves still emit: the node owns its channels until it leaves
 	}
+	n.lifecycle.Close()
 	n.queries.Stop()
 	n.stopCluster()
 	if n.bus != nil {
