@@ -48,20 +48,7 @@ func (g *Gateway) sendCached(c *Conn, name string) {
 	}
 }
 
-// startCacheWorkers starts the cache lookups, when there is a cache.
-func (g *Gateway) startCacheWorkers() {
-	if g.cache == nil {
-		return
-	}
-	g.cacheJobs = make(chan cacheJob, cacheQueueLen)
-	for range cacheWorkers {
-		g.wg.Add(1)
-		go g.cacheWorker()
-	}
-}
-
 func (g *Gateway) cacheWorker() {
-	defer g.wg.Done()
 	for job := range g.cacheJobs {
 		ctx, cancel := context.WithTimeout(context.Background(), cacheReadTimeout)
 		ev, ok, err := g.cache.LastEvent(ctx, job.c.app.ID, job.name)

@@ -202,8 +202,16 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.wg.Add(1)
 	go g.countLoop()
-	g.startCacheWorkers()
-	g.startReplayWorkers()
+	if g.cache != nil { // cache lookups wait on the bus, never on a poller
+		g.cacheJobs = make(chan cacheJob, cacheQueueLen)
+		g.goN(cacheWorkers, g.cacheWorker)
+	}
+	// Resume is on with a Replayer; without one, subscribes with
+	// herald_resume are answered resume_failed "disabled" and go live.
+	if g.replayer != nil {
+		g.replayJobs = make(chan replayJob, replayQueueLen)
+		g.goN(replayWorkers, g.replayWorker)
+	}
 	// Last: a gossiped registry may report remote changes at once, from its
 	// own goroutines, which must see a finished gateway.
 	if cfg.NewPresence != nil {
@@ -212,6 +220,17 @@ func New(cfg Config) (*Gateway, error) {
 		g.presence = presence.NewLocal(g.onPresenceChange)
 	}
 	return g, nil
+}
+
+// goN runs n copies of fn, each counted in g.wg until it returns.
+func (g *Gateway) goN(n int, fn func()) {
+	for range n {
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			fn()
+		}()
+	}
 }
 
 // connCounter is the counter of an app's open connections on this node; it

@@ -125,7 +125,6 @@ func (g *Gateway) startReplay(c *Conn, name string, r *replay) {
 }
 
 func (g *Gateway) replayWorker() {
-	defer g.wg.Done()
 	for job := range g.replayJobs {
 		g.runReplay(job)
 	}
@@ -255,16 +254,3 @@ func resumeFailed(channel string, from uint64, reason string, first uint64) []by
 	return protocol.AppendEvent(nil, "pusher_internal:resume_failed", channel, string(data), "")
 }
 
-// startReplayWorkers turns resume on when there is a Replayer: subscribes
-// with herald_resume are replayed from it. Without one they are answered
-// with resume_failed "disabled" and go live at once.
-func (g *Gateway) startReplayWorkers() {
-	if g.replayer == nil {
-		return
-	}
-	g.replayJobs = make(chan replayJob, replayQueueLen)
-	for range replayWorkers {
-		g.wg.Add(1)
-		go g.replayWorker()
-	}
-}
