@@ -11,12 +11,16 @@
 #   BENCH_PORT   first port to try for the server (default 16001)
 #   BENCH_HOLD   idle hold time (default 30s)
 #   BENCH_OUT    output directory (default out/bench)
+#   BENCH_SERVER the server binary to measure (default bin/herald); the load
+#                generator is always the freshly built bin/herald, so two
+#                builds of the server compare under the same client
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
 OUT=${BENCH_OUT:-out/bench}
 HOLD=${BENCH_HOLD:-30s}
 PORT=${BENCH_PORT:-16001}
+SERVER_BIN=${BENCH_SERVER:-bin/herald}
 CREDS=(--app-id app-id --key app-key --secret app-secret)
 SERVER_PID=
 TMP=$(mktemp -d -t herald-bench.XXXXXX)
@@ -49,7 +53,7 @@ start_server() {
 	mkdir -p "$data"
 	# The dev app, and no NATS client port (its default 4222 allows one server per machine).
 	printf 'bus:\n  client_listen: ""\n' >"$TMP/herald.yaml"
-	bin/herald serve --listen "127.0.0.1:$PORT" --data "$data" --config "$TMP/herald.yaml" >"$TMP/server-$name.log" 2>&1 &
+	"$SERVER_BIN" serve --listen "127.0.0.1:$PORT" --data "$data" --config "$TMP/herald.yaml" >"$TMP/server-$name.log" 2>&1 &
 	SERVER_PID=$!
 	for _ in $(seq 100); do
 		if ! kill -0 "$SERVER_PID" 2>/dev/null; then
