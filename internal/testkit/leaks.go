@@ -71,7 +71,8 @@ type Baseline struct {
 
 // Goroutines returns the goroutines running now, for a later Leaked or
 // Check. Goroutines of os/signal (started once, when a signal is first
-// watched, and never ended) do not count, then or later.
+// watched, and never ended) and those listed in notLeaks do not count, then
+// or later.
 func Goroutines() Baseline {
 	b := Baseline{ids: map[uint64]bool{}}
 	for _, g := range goroutines(false) {
@@ -119,6 +120,20 @@ func (b Baseline) Check(t testing.TB, d time.Duration) {
 	}
 }
 
+// notLeaks are goroutines of Herald's dependencies that are not leaks,
+// found by a function in their stack:
+//
+//   - fasthttp's Date header refresher: started once per process, on the
+//     first response, and never stopped;
+//   - the idle-worker cleaner of a fasthttp server's worker pool: it looks at
+//     its stop channel only between sleeps of MaxIdleWorkerDuration (10 s by
+//     default), so it outlives Server.Shutdown by up to that long. A server
+//     that is never shut down still shows, by its Serve goroutine.
+var notLeaks = [][]byte{
+	[]byte("github.com/valyala/fasthttp.updateServerDate.func"),
+	[]byte("github.com/valyala/fasthttp.(*workerPool).Start.func"),
+}
+
 // goroutine is one goroutine of a stack dump.
 type goroutine struct {
 	id    uint64
@@ -126,7 +141,7 @@ type goroutine struct {
 }
 
 // goroutines parses runtime.Stack of every goroutine, leaving out those of
-// os/signal and, with skipSelf, the caller's own (the one that checks is not
+// os/signal and notLeaks and, with skipSelf, the caller's own (the one that checks is not
 // a leak).
 func goroutines(skipSelf bool) []goroutine {
 	var out []goroutine
@@ -134,7 +149,7 @@ func goroutines(skipSelf bool) []goroutine {
 		if i == 0 && skipSelf { // runtime.Stack lists the caller first
 			continue
 		}
-		if bytes.Contains(block, []byte("os/signal.")) {
+		if bytes.Contains(block, []byte("os/signal.")) || notLeak(block) {
 			continue
 		}
 		head, _, _ := bytes.Cut(block, []byte(" ["))
@@ -145,4 +160,13 @@ func goroutines(skipSelf bool) []goroutine {
 		out = append(out, goroutine{id: id, stack: block})
 	}
 	return out
+}
+
+func notLeak(stack []byte) bool {
+	for _, fn := range notLeaks {
+		if bytes.Contains(stack, fn) {
+			return true
+		}
+	}
+	return false
 }
