@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"herald/internal/testkit"
 )
 
 // Session mechanics against the in-test server (server_test.go): the test
@@ -410,7 +411,7 @@ func TestSessionTLSOnly(t *testing.T) {
 	sc := srv.accept(t)
 	subscribeFrame(t, sc)
 	sc.sendClose(4000, "TLS only")
-	if err := pollFor(5*time.Second, func() error {
+	if err := testkit.Poll(5*time.Second, func() error {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if !strings.HasPrefix(s.urls[0], "wss://") {
@@ -598,7 +599,7 @@ func TestSessionQueueBackpressure(t *testing.T) {
 
 func TestSessionCloseEndsEverything(t *testing.T) {
 	srv := newTestServer(t)
-	base := runtime.NumGoroutine()
+	base := testkit.Goroutines()
 	var sessions []*Session
 	// Connected and subscribed, with a full queue.
 	for range 5 {
@@ -641,7 +642,7 @@ func TestSessionCloseEndsEverything(t *testing.T) {
 			t.Fatalf("Err after Close = %v, want ErrSessionClosed", s.Err())
 		}
 	}
-	if err := waitGoroutines(base, 5*time.Second); err != nil {
+	if err := base.Leaked(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 }
