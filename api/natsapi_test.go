@@ -3,9 +3,9 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,8 +15,12 @@ import (
 
 	"herald/bus"
 	"herald/gateway"
+	"herald/internal/testkit"
 	"herald/protocol"
 )
+
+// TestMain fails the package when goroutines outlive the tests.
+func TestMain(m *testing.M) { testkit.Main(m) }
 
 // natsTestPublisher blocks each PublishBatch until release is closed (when
 // set) and fails with err (when set).
@@ -54,7 +58,7 @@ func (natsTestChannels) SubscriptionCount(*gateway.App, string) int { return 7 }
 // the test ends, and no goroutine may be left behind.
 func natsTestAPI(t *testing.T, pub Publisher, workers, queue int) (*NATSAPI, *nats.Conn) {
 	t.Helper()
-	base := runtime.NumGoroutine()
+	base := testkit.Goroutines()
 	srv, err := server.NewServer(&server.Options{DontListen: true, NoSigs: true, NoLog: true})
 	if err != nil {
 		t.Fatal(err)
@@ -99,14 +103,7 @@ func natsTestAPI(t *testing.T, pub Publisher, workers, queue int) (*NATSAPI, *na
 		nc.Close()
 		srv.Shutdown()
 		srv.WaitForShutdown()
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > base {
-			if time.Now().After(deadline) {
-				t.Errorf("goroutines: %d after stop, %d before start", runtime.NumGoroutine(), base)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		base.Check(t, 5*time.Second)
 	})
 	return a, client
 }
@@ -176,13 +173,12 @@ func TestNATSAPIFireAndForget(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = nc.Flush()
-	deadline := time.Now().Add(5 * time.Second)
-	for a.Stats().Handled < 4 {
-		if time.Now().After(deadline) {
-			t.Fatalf("handled %d of 4", a.Stats().Handled)
+	testkit.WaitFor(t, 5*time.Second, func() error {
+		if h := a.Stats().Handled; h < 4 {
+			return fmt.Errorf("handled %d of 4", h)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	if pub.calls.Load() != 3 {
 		t.Fatalf("published %d, want 3", pub.calls.Load())
 	}
@@ -206,13 +202,12 @@ func TestNATSAPIBusy(t *testing.T) {
 	go ask()
 	<-pub.entered // the worker is busy
 	go ask()
-	deadline := time.Now().Add(5 * time.Second)
-	for a.Stats().Queued != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("queued %d, want 1", a.Stats().Queued)
+	testkit.WaitFor(t, 5*time.Second, func() error {
+		if q := a.Stats().Queued; q != 1 {
+			return fmt.Errorf("queued %d, want 1", q)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	if got := natsTestRequest(t, nc, "herald.app.api.events", ev); got != `{"error":"Server busy","status":503}` {
 		t.Fatalf("full queue answered %s", got)
 	}
@@ -220,12 +215,12 @@ func TestNATSAPIBusy(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = nc.Flush()
-	for a.Stats().Dropped != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("stats %+v, want 1 dropped", a.Stats())
+	testkit.WaitFor(t, 5*time.Second, func() error {
+		if st := a.Stats(); st.Dropped != 1 {
+			return fmt.Errorf("stats %+v, want 1 dropped", st)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	close(pub.release)
 	for range 2 {
 		if got := <-answers; got != "{}" {
