@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -294,12 +293,7 @@ func TestTimeoutStopsRun(t *testing.T) {
 }
 
 func TestRefusesServerDown(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testkit.FreeAddr(t) // nothing listens there
 	cfg := testConfig(server{url: "ws://" + addr}, Connect)
 	cfg.Conns, cfg.Workers = 20, 1
 	res := runBench(t, cfg)

@@ -237,25 +237,13 @@ func TestSessionRoundRobin(t *testing.T) {
 // A dead URL in the list is skipped after its dial fails.
 func TestSessionSkipsDeadURL(t *testing.T) {
 	srv := newTestServer(t)
-	s := newSession(t, fastRetry, "ws://"+deadAddr(t)+"/app/k", srv.appURL(keyOK))
+	s := newSession(t, fastRetry, "ws://"+testkit.FreeAddr(t)+"/app/k", srv.appURL(keyOK))
 	s.Subscribe("c", nil)
 	subscribeFrame(t, srv.accept(t))
 	expectEvents(t, s, "pusher_internal:subscription_succeeded c")
 	if st := s.Stats(); st.DialFailures != 1 || st.Connects != 1 {
 		t.Fatalf("stats %+v, want 1 dial failure then 1 connect", st)
 	}
-}
-
-// deadAddr returns a loopback address nothing listens on.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 func TestSessionServerCodes(t *testing.T) {
@@ -614,7 +602,7 @@ func TestSessionCloseEndsEverything(t *testing.T) {
 	}
 	// Waiting between failed dials.
 	for range 5 {
-		sessions = append(sessions, NewSession([]string{"ws://" + deadAddr(t) + "/app/k"},
+		sessions = append(sessions, NewSession([]string{"ws://" + testkit.FreeAddr(t) + "/app/k"},
 			SessionOptions{MinBackoff: time.Hour, MaxBackoff: time.Hour}))
 	}
 	// Stuck in a dial that never completes its handshake.
