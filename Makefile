@@ -9,8 +9,12 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 JS_DEPS := tests/js/node_modules/.package-lock.json
 CLIENT_JS_DEPS := clients/js/node_modules/.package-lock.json
 
-# Packages with concurrency run again under the race detector.
-RACE_PKGS := ./gateway/ ./bus/ ./client/ ./api/ ./node/
+# Packages with concurrency run again under the race detector: every package
+# whose tests start goroutines but configs (none) and tests/e2e (the Herald
+# processes it tests are built without -race; racing its harness alone would
+# double the suite's longest package).
+RACE_PKGS := ./gateway/ ./bus/ ./client/ ./api/ ./node/ ./presence/ ./cluster/ ./bench/ ./protocol/ \
+             ./examples/nats-publisher/ ./internal/testkit/ ./app/ ./lifecycle/
 
 .PHONY: build run test vet race fuzz bench js-deps chromium clean cluster
 
@@ -43,10 +47,13 @@ $(CLIENT_JS_DEPS): clients/js/package.json clients/js/package-lock.json
 chromium:
 	bash scripts/setup-chromium.sh
 
-## fuzz: run every fuzz target for FUZZTIME each (default 10s)
+## fuzz: run every fuzz target of every package for FUZZTIME each (default 10s)
+# The packages are those with a `func Fuzz` in a test file; `go test -list`
+# names their targets.
 FUZZTIME ?= 10s
+FUZZ_PKGS = $(sort $(foreach f,$(shell grep -rl --include='*_test.go' --exclude-dir=node_modules '^func Fuzz' .),$(dir $(f))))
 fuzz:
-	@for pkg in ./protocol/ ./gateway/ ./configs/ ./bus/ ./client/; do \
+	@for pkg in $(FUZZ_PKGS); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$f"; $(GO) test $$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) || exit 1; \
 	  done; \

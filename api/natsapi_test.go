@@ -3,9 +3,9 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,8 +14,12 @@ import (
 
 	"herald/app"
 	"herald/bus"
+	"herald/internal/testkit"
 	"herald/protocol"
 )
+
+// TestMain fails the package when goroutines outlive the tests.
+func TestMain(m *testing.M) { testkit.Main(m) }
 
 // natsTestPublisher blocks each PublishBatch until release is closed (when
 // set) and fails with err (when set).
@@ -55,7 +59,7 @@ func (natsTestChannels) SubscriptionCount(string, string) int { return 7 }
 // behind.
 func natsTestAPI(t *testing.T, pub Publisher, workers, queue int) (*NATSAPI, *nats.Conn) {
 	t.Helper()
-	base := runtime.NumGoroutine()
+	base := testkit.Goroutines()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b, err := bus.Start(bus.Config{DataDir: t.TempDir(), Apps: []string{"app"}, Logger: quiet})
 	if err != nil {
@@ -84,14 +88,7 @@ func natsTestAPI(t *testing.T, pub Publisher, workers, queue int) (*NATSAPI, *na
 			t.Errorf("stop: %v", err)
 		}
 		b.Close()
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > base {
-			if time.Now().After(deadline) {
-				t.Errorf("goroutines: %d after stop, %d before start", runtime.NumGoroutine(), base)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		base.Check(t, 5*time.Second)
 	})
 	return a, b.Conn()
 }
@@ -161,13 +158,12 @@ func TestNATSAPIFireAndForget(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = nc.Flush()
-	deadline := time.Now().Add(5 * time.Second)
-	for a.Stats().Handled < 4 {
-		if time.Now().After(deadline) {
-			t.Fatalf("handled %d of 4", a.Stats().Handled)
+	testkit.WaitFor(t, 5*time.Second, func() error {
+		if h := a.Stats().Handled; h < 4 {
+			return fmt.Errorf("handled %d of 4", h)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	if pub.calls.Load() != 3 {
 		t.Fatalf("published %d, want 3", pub.calls.Load())
 	}
@@ -191,13 +187,12 @@ func TestNATSAPIBusy(t *testing.T) {
 	go ask()
 	<-pub.entered // the worker is busy
 	go ask()
-	deadline := time.Now().Add(5 * time.Second)
-	for a.Stats().Queued != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("queued %d, want 1", a.Stats().Queued)
+	testkit.WaitFor(t, 5*time.Second, func() error {
+		if q := a.Stats().Queued; q != 1 {
+			return fmt.Errorf("queued %d, want 1", q)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	if got := natsTestRequest(t, nc, "herald.app.api.events", ev); got != `{"error":"Server busy","status":503}` {
 		t.Fatalf("full queue answered %s", got)
 	}
@@ -205,12 +200,12 @@ func TestNATSAPIBusy(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = nc.Flush()
-	for a.Stats().Dropped != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("stats %+v, want 1 dropped", a.Stats())
+	testkit.WaitFor(t, 5*time.Second, func() error {
+		if st := a.Stats(); st.Dropped != 1 {
+			return fmt.Errorf("stats %+v, want 1 dropped", st)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	close(pub.release)
 	for range 2 {
 		if got := <-answers; got != "{}" {

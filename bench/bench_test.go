@@ -3,17 +3,17 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"herald/internal/testkit"
 )
 
 // The server binary for the integration tests, built on first use into
@@ -56,27 +56,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	before := runtime.NumGoroutine()
-	code := m.Run()
-	if code == 0 {
-		code = checkGoroutines(before)
-	}
+	code := testkit.Run(m)
 	os.RemoveAll(binDir)
 	os.Exit(code)
-}
-
-// checkGoroutines fails the run when goroutines outlive the tests.
-func checkGoroutines(before int) int {
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			fmt.Fprintf(os.Stderr, "leaked goroutines: %d > %d\n%s\n", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
-			return 1
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return 0
 }
 
 // server is a herald process started for one test.
@@ -86,18 +68,19 @@ type server struct {
 }
 
 // startServer runs the herald binary on a free loopback port with its own
-// data directory and kills it when the test ends.
+// data directory and no NATS client port (its default, 4222, is one per
+// machine), waits for GET /readyz, and kills it when the test ends.
 func startServer(t *testing.T) server {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	// No NATS client port: its default (4222) is one per machine.
+	return runServer(t, "")
+}
+
+// runServer is startServer with the NATS client port on natsAddr ("": none).
+func runServer(t *testing.T, natsAddr string) server {
+	t.Helper()
+	addr := testkit.FreeAddr(t)
 	conf := filepath.Join(t.TempDir(), "herald.yaml")
-	if err := os.WriteFile(conf, []byte("bus:\n  client_listen: \"\"\n"), 0o644); err != nil {
+	if err := os.WriteFile(conf, fmt.Appendf(nil, "bus:\n  client_listen: %q\n", natsAddr), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(buildHerald(t), "serve", "--listen", addr, "--data", t.TempDir(), "--config", conf)
@@ -120,35 +103,15 @@ func startServer(t *testing.T) server {
 			t.Logf("server log:\n%s", lastLines(string(b), 30))
 		}
 	})
-	waitFor(t, 15*time.Second, func() error {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	})
+	if err := testkit.WaitReady(addr, 15*time.Second, nil); err != nil {
+		t.Fatal(err)
+	}
 	return server{url: "ws://" + addr, pid: pid}
 }
 
 func lastLines(s string, n int) string {
 	lines := strings.Split(s, "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-// waitFor polls f until it returns nil or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready after %v: %v", d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // testConfig is a small run against s.
@@ -330,12 +293,7 @@ func TestTimeoutStopsRun(t *testing.T) {
 }
 
 func TestRefusesServerDown(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testkit.FreeAddr(t) // nothing listens there
 	cfg := testConfig(server{url: "ws://" + addr}, Connect)
 	cfg.Conns, cfg.Workers = 20, 1
 	res := runBench(t, cfg)

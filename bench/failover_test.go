@@ -4,40 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
-)
 
-// freeLowPort returns a port below the ephemeral range (32768-60999) that
-// nothing listens on, TCP or UDP (memberlist uses both), starting at *next.
-func freeLowPort(t *testing.T, next *int) int {
-	t.Helper()
-	for ; *next < 32768; *next++ {
-		p := *next
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			continue
-		}
-		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
-		ln.Close()
-		if err != nil {
-			continue
-		}
-		pc.Close()
-		*next++
-		return p
-	}
-	t.Fatal("no free port below 32768")
-	return 0
-}
+	"herald/internal/testkit"
+)
 
 // startCluster starts three clustered herald nodes at once (JetStream needs
 // a majority before any is ready) and waits for /readyz on all three. A
@@ -45,11 +21,10 @@ func freeLowPort(t *testing.T, next *int) int {
 // other ports.
 func startCluster(t *testing.T) []server {
 	t.Helper()
-	next := 26000 + os.Getpid()%4000
 	var err error
 	for range 2 {
 		var nodes []server
-		if nodes, err = startClusterOnce(t, &next); err == nil {
+		if nodes, err = startClusterOnce(t); err == nil {
 			return nodes
 		}
 		t.Logf("cluster not ready, retrying: %v", err)
@@ -58,15 +33,10 @@ func startCluster(t *testing.T) []server {
 	return nil
 }
 
-func startClusterOnce(t *testing.T, next *int) ([]server, error) {
+func startClusterOnce(t *testing.T) ([]server, error) {
 	bin := buildHerald(t)
-	var client, ml, routes [3]int
-	for i := range 3 {
-		client[i], ml[i], routes[i] = freeLowPort(t, next), freeLowPort(t, next), freeLowPort(t, next)
-	}
-	q := func(ps [3]int) string {
-		return fmt.Sprintf(`"127.0.0.1:%d", "127.0.0.1:%d", "127.0.0.1:%d"`, ps[0], ps[1], ps[2])
-	}
+	l := testkit.NewLayout(t, 3, "node")
+	q := func(addrs []string) string { return `"` + strings.Join(addrs, `", "`) + `"` }
 	dir := t.TempDir()
 	nodes := make([]server, 3)
 	var cmds []*exec.Cmd
@@ -78,24 +48,24 @@ func startClusterOnce(t *testing.T, next *int) ([]server, error) {
 		}
 	}
 	for i := range 3 {
-		name := fmt.Sprintf("node%d", i+1)
-		conf := fmt.Sprintf(`listen: "127.0.0.1:%d"
+		name := l.Names[i]
+		conf := fmt.Sprintf(`listen: %q
 data_dir: %q
 bus:
   client_listen: ""
 cluster:
   name: herald-bench-test
   node_name: %s
-  bind: "127.0.0.1:%d"
+  bind: %q
   seeds: [%s]
   routes: [%s]
-  route_listen: "127.0.0.1:%d"
+  route_listen: %q
   preset: local
 apps:
   - id: app-id
     key: app-key
     secret: app-secret
-`, client[i], filepath.Join(dir, "data-"+name), name, ml[i], q(ml), q(routes), routes[i])
+`, l.Client[i], filepath.Join(dir, "data-"+name), name, l.Gossip[i], q(l.Gossip), q(l.Routes), l.Routes[i])
 		path := filepath.Join(dir, name+".yaml")
 		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 			stop()
@@ -117,35 +87,19 @@ apps:
 			return nil, err
 		}
 		cmds, logs = append(cmds, cmd), append(logs, logPath)
-		nodes[i] = server{url: fmt.Sprintf("ws://127.0.0.1:%d", client[i]), pid: cmd.Process.Pid}
+		nodes[i] = server{url: "ws://" + l.Client[i], pid: cmd.Process.Pid}
 	}
-	ready := make([]bool, 3)
-	var wg sync.WaitGroup
-	for i := range 3 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			u := fmt.Sprintf("http://127.0.0.1:%d/readyz", client[i])
-			deadline := time.Now().Add(30 * time.Second)
-			for time.Now().Before(deadline) {
-				if resp, err := http.Get(u); err == nil {
-					resp.Body.Close()
-					if resp.StatusCode == http.StatusOK {
-						ready[i] = true
-						return
-					}
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
-		}()
-	}
-	wg.Wait()
-	for i, ok := range ready {
-		if !ok {
+	ready := make([]error, 3)
+	_ = testkit.StartAll(3, func(i int) error {
+		ready[i] = testkit.WaitReady(l.Client[i], 30*time.Second, nil)
+		return ready[i]
+	})
+	for i, err := range ready {
+		if err != nil {
 			stop()
 			b, _ := os.ReadFile(logs[i])
 			lines := strings.Split(string(b), "\n")
-			return nil, fmt.Errorf("node%d (%s) not ready after 30 s; its log starts:\n%s", i+1, nodes[i].url,
+			return nil, fmt.Errorf("%s (%s): %v; its log starts:\n%s", l.Names[i], nodes[i].url, err,
 				strings.Join(lines[:min(len(lines), 25)], "\n"))
 		}
 	}

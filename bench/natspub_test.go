@@ -2,65 +2,18 @@ package bench
 
 import (
 	"context"
-	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
+
+	"herald/internal/testkit"
 )
 
-// startServerWithNATS runs the herald binary like startServer, with its NATS
-// client port on a free loopback port too; it returns the server and the
-// port's nats:// URL.
+// startServerWithNATS is startServer with the NATS client port on a free
+// loopback port too; it returns the server and the port's nats:// URL.
 func startServerWithNATS(t *testing.T) (server, string) {
 	t.Helper()
-	free := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return ln.Addr().String()
-	}
-	addr, natsAddr := free(), free()
-	conf := filepath.Join(t.TempDir(), "herald.yaml")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, "bus:\n  client_listen: %q\n", natsAddr), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(buildHerald(t), "serve", "--listen", addr, "--data", t.TempDir(), "--config", conf)
-	log, err := os.Create(filepath.Join(t.TempDir(), "server.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	t.Cleanup(func() {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-		_ = cmd.Wait()
-		log.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(log.Name())
-			t.Logf("server log:\n%s", lastLines(string(b), 30))
-		}
-	})
-	for _, a := range []string{addr, natsAddr} {
-		waitFor(t, 15*time.Second, func() error {
-			c, err := net.DialTimeout("tcp", a, time.Second)
-			if err != nil {
-				return err
-			}
-			return c.Close()
-		})
-	}
-	return server{url: "ws://" + addr, pid: pid}, "nats://" + natsAddr
+	natsAddr := testkit.FreeAddr(t)
+	return runServer(t, natsAddr), "nats://" + natsAddr
 }
 
 func TestFanoutOverNATS(t *testing.T) {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"herald/internal/testkit"
 )
 
 func ctxT(t testing.TB) context.Context {
@@ -132,7 +134,7 @@ func TestSubscribeRefcountAndGrace(t *testing.T) {
 	if st := b.Stats(); st.LiveSubscriptions != 2 || st.IdleSubscriptions != 1 {
 		t.Fatalf("in grace: Stats = %+v", st)
 	}
-	waitFor(t, 5*time.Second, func() error {
+	testkit.WaitFor(t, 5*time.Second, func() error {
 		if st := b.Stats(); st.LiveSubscriptions != 1 || st.IdleSubscriptions != 0 {
 			return fmt.Errorf("Stats = %+v", st)
 		}
@@ -342,7 +344,7 @@ func TestManySubscriptionsNoGoroutines(t *testing.T) {
 }
 
 func TestCloseLeavesNoGoroutines(t *testing.T) {
-	base := runtime.NumGoroutine()
+	base := testkit.Goroutines()
 	cfg := testConfig(t)
 	b, err := startWithSink(cfg, &recSink{})
 	if err != nil {
@@ -359,7 +361,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Close() // idempotent
-	if err := waitGoroutines(base, 10*time.Second); err != nil {
+	if err := base.Leaked(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -380,14 +382,14 @@ func TestSinkBatchesAndSlowConsumer(t *testing.T) {
 		publish(t, b, "app1", "c", "x", "")
 	}
 	flush(t, b)
-	waitFor(t, 5*time.Second, func() error {
+	testkit.WaitFor(t, 5*time.Second, func() error {
 		if st := b.Stats(); st.SlowConsumerDrops != 1000 || st.SlowConsumerEvents == 0 {
 			return fmt.Errorf("Stats = %+v", st)
 		}
 		return nil
 	})
 	close(gate)
-	waitFor(t, 10*time.Second, func() error {
+	testkit.WaitFor(t, 10*time.Second, func() error {
 		if st := b.Stats(); st.Delivered != ShardQueueLen+1 {
 			return fmt.Errorf("Stats = %+v", st)
 		}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"herald/internal/testkit"
 )
 
 // cachedEvent is LastEvent's result in one value.
@@ -146,13 +148,13 @@ func TestCacheExpires(t *testing.T) {
 	b := startBus(t, cfg, &recSink{})
 	s := publish(t, b, "app1", "cache-x", "p", "")
 	wantCached(t, b, "cache-x", "p", s)
-	waitFor(t, 10*time.Second, func() error {
+	testkit.WaitFor(t, 10*time.Second, func() error {
 		if got := lastEvent(t, b, "app1", "cache-x"); got.ok {
 			return fmt.Errorf("still cached: %+v", got)
 		}
 		return nil
 	})
-	waitFor(t, 10*time.Second, func() error {
+	testkit.WaitFor(t, 10*time.Second, func() error {
 		if st := cacheState(t, b); st.Msgs != 0 {
 			return fmt.Errorf("cache stream holds %d messages", st.Msgs)
 		}

@@ -8,10 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +17,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"herald/internal/testkit"
 )
 
 // Cluster tests run real 3-node clusters on loopback: embedded servers in
@@ -31,51 +31,17 @@ const (
 	childEnv          = "HERALD_BUS_CLUSTER_CHILD"
 )
 
-// Route ports come from 17000-19999, outside Linux's ephemeral range
-// (32768-60999) so that no outgoing connection can hold one, each proved
-// free with a listen probe. The start is spread by pid so that concurrent
-// test binaries rarely probe the same ports.
-var (
-	routePortMu   sync.Mutex
-	nextRoutePort = 17000 + os.Getpid()%60*40
-)
-
-func freeRoutePorts(t testing.TB, n int) []int {
-	t.Helper()
-	routePortMu.Lock()
-	defer routePortMu.Unlock()
-	var ports []int
-	for len(ports) < n {
-		if nextRoutePort >= 20000 {
-			nextRoutePort = 17000
-		}
-		p := nextRoutePort
-		nextRoutePort++
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		ports = append(ports, p)
-	}
-	return ports
-}
-
 // clusterConfigs is n node configs forming one cluster: node-1..node-n,
 // each with its own store, route port and the full route list, app "app1".
 func clusterConfigs(t testing.TB, n int) []Config {
-	ports := freeRoutePorts(t, n)
-	routes := make([]string, n)
-	for i, p := range ports {
-		routes[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
-	}
+	l := testkit.NewLayout(t, n, "node-")
 	cfgs := make([]Config, n)
 	for i := range cfgs {
 		cfg := DefaultConfig(t.TempDir())
-		cfg.ServerName = fmt.Sprintf("node-%d", i+1)
+		cfg.ServerName = l.Names[i]
 		cfg.Apps = []string{"app1"}
 		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
-		cfg.Cluster = ClusterConfig{Name: "herald-test", Listen: routes[i], Routes: routes}
+		cfg.Cluster = ClusterConfig{Name: "herald-test", Listen: l.Routes[i], Routes: l.Routes}
 		cfg.ReadyTimeout = 20 * time.Second
 		cfgs[i] = cfg
 	}
@@ -95,22 +61,24 @@ type clusterNode struct {
 func startNodes(t *testing.T, cfgs []Config) []*clusterNode {
 	t.Helper()
 	nodes := make([]*clusterNode, len(cfgs))
-	errs := make([]error, len(cfgs))
-	var wg sync.WaitGroup
 	for i := range cfgs {
 		nodes[i] = &clusterNode{cfg: cfgs[i], sink: &recSink{}}
-		wg.Go(func() { nodes[i].bus, errs[i] = startWithSink(cfgs[i], nodes[i].sink) })
 	}
-	wg.Wait()
+	err := testkit.StartAll(len(nodes), func(i int) error {
+		b, err := startWithSink(cfgs[i], nodes[i].sink)
+		if err != nil {
+			return fmt.Errorf("Start %s: %w", cfgs[i].ServerName, err)
+		}
+		nodes[i].bus = b
+		return nil
+	})
 	t.Cleanup(func() {
 		for _, n := range nodes {
 			n.close(t)
 		}
 	})
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("Start %s: %v", cfgs[i].ServerName, err)
-		}
+	if err != nil {
+		t.Fatal(err)
 	}
 	return nodes
 }
@@ -174,7 +142,7 @@ func streamInfo(b *Bus, name string) (*jetstream.StreamInfo, error) {
 func streamLeader(t testing.TB, b *Bus, stream string) string {
 	t.Helper()
 	var leader string
-	waitFor(t, 15*time.Second, func() error {
+	testkit.WaitFor(t, 15*time.Second, func() error {
 		info, err := streamInfo(b, stream)
 		if err != nil {
 			return err
@@ -193,7 +161,7 @@ func streamLeader(t testing.TB, b *Bus, stream string) string {
 func waitReplicaCurrent(t testing.TB, b *Bus, node string) {
 	t.Helper()
 	for _, stream := range []string{StreamName("app1"), CacheStreamName("app1")} {
-		waitFor(t, 20*time.Second, func() error {
+		testkit.WaitFor(t, 20*time.Second, func() error {
 			info, err := streamInfo(b, stream)
 			if err != nil {
 				return err
@@ -221,7 +189,7 @@ func waitReplicaCurrent(t testing.TB, b *Bus, node string) {
 // (its own and its routes') on subj.
 func waitInterest(t testing.TB, buses []*Bus, subj string, want int) {
 	t.Helper()
-	waitFor(t, 10*time.Second, func() error {
+	testkit.WaitFor(t, 10*time.Second, func() error {
 		for _, b := range buses {
 			acc, err := b.Server().LookupAccount(server.DEFAULT_GLOBAL_ACCOUNT)
 			if err != nil {
@@ -359,7 +327,7 @@ func checkStored(t *testing.T, b *Bus, run pubRun) {
 	subj := StoredSubject("app1", "numbers")
 	for seq := uint64(1); seq <= last; seq++ {
 		var m *jetstream.RawStreamMsg
-		waitFor(t, 5*time.Second, func() error { // a lagging replica may answer 404 for a while
+		testkit.WaitFor(t, 5*time.Second, func() error { // a lagging replica may answer 404 for a while
 			m, err = st.GetMsg(ctx, seq)
 			return err
 		})
@@ -471,7 +439,7 @@ func TestClusterDeliversAndSurvivesLeaderStop(t *testing.T) {
 	t.Parallel()
 	nodes := startNodes(t, clusterConfigs(t, 3))
 	b1, b2, b3 := nodes[0].bus, nodes[1].bus, nodes[2].bus
-	waitFor(t, 10*time.Second, func() error {
+	testkit.WaitFor(t, 10*time.Second, func() error {
 		for _, n := range nodes {
 			ci := n.bus.ClusterInfo()
 			if ci.Peers != 3 || ci.MetaLeader == "" || !ci.Ready() || !ci.Clustered {
@@ -545,7 +513,7 @@ func TestClusterDeliversAndSurvivesLeaderStop(t *testing.T) {
 	nodes[li].restart(t)
 	rb := nodes[li].bus
 	waitReplicaCurrent(t, via[0], nodes[li].cfg.ServerName)
-	waitFor(t, 10*time.Second, func() error {
+	testkit.WaitFor(t, 10*time.Second, func() error {
 		if !rb.Server().JetStreamIsStreamCurrent(server.DEFAULT_GLOBAL_ACCOUNT, StreamName("app1")) {
 			return errors.New("restarted node's stream not current")
 		}
@@ -714,7 +682,7 @@ func (c *childNode) stop(t testing.TB) {
 func stepDownTo(t testing.TB, b *Bus, stream, node string) {
 	t.Helper()
 	req := []byte(`{"placement":{"preferred":"` + node + `"}}`)
-	waitFor(t, 15*time.Second, func() error {
+	testkit.WaitFor(t, 15*time.Second, func() error {
 		if l := streamLeader(t, b, stream); l == node {
 			return nil
 		}
@@ -739,7 +707,7 @@ func TestClusterSurvivesLeaderCrash(t *testing.T) {
 	nodes := startNodes(t, cfgs[:2])
 	child.waitReady(t)
 	b1, b2 := nodes[0].bus, nodes[1].bus
-	waitFor(t, 10*time.Second, func() error {
+	testkit.WaitFor(t, 10*time.Second, func() error {
 		if p := b1.Peers(); p != 3 {
 			return fmt.Errorf("node-1 peers = %d", p)
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"herald/internal/testkit"
 )
 
 // External mode tests run plain nats-servers (the server Go module, as an
@@ -95,7 +96,7 @@ func (r *logRecorder) Handle(_ context.Context, rec slog.Record) error {
 // waitLogged waits until a record starting with prefix was logged.
 func (r *logRecorder) waitLogged(t testing.TB, prefix string) {
 	t.Helper()
-	waitFor(t, 5*time.Second, func() error {
+	testkit.WaitFor(t, 5*time.Second, func() error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		for _, s := range r.recs {
@@ -266,7 +267,7 @@ func TestExternalStartFailures(t *testing.T) {
 // deliver again. Then the server comes back with an empty store, as if its
 // JetStream state were lost: the next publish recreates the streams.
 func TestExternalReconnect(t *testing.T) {
-	port := freeClientPort(t)
+	port := testkit.FreePort(t)
 	store := t.TempDir()
 	srv := startNATSServer(t, func(o *server.Options) { o.Port, o.StoreDir = port, store })
 	logs := &logRecorder{}
@@ -282,7 +283,7 @@ func TestExternalReconnect(t *testing.T) {
 	stop := func(s *server.Server) {
 		s.Shutdown()
 		s.WaitForShutdown()
-		waitFor(t, 5*time.Second, func() error {
+		testkit.WaitFor(t, 5*time.Second, func() error {
 			if b.Connected() {
 				return errors.New("still connected")
 			}
@@ -290,7 +291,7 @@ func TestExternalReconnect(t *testing.T) {
 		})
 	}
 	reconnected := func(n uint64) {
-		waitFor(t, 10*time.Second, func() error {
+		testkit.WaitFor(t, 10*time.Second, func() error {
 			if b.Reconnects() != n || !b.Connected() {
 				return fmt.Errorf("reconnects %d, connected %v", b.Reconnects(), b.Connected())
 			}
@@ -323,7 +324,7 @@ func TestExternalReconnect(t *testing.T) {
 	startNATSServer(t, func(o *server.Options) { o.Port = port }) // an empty store
 	reconnected(2)
 	var s3 uint64
-	waitFor(t, 10*time.Second, func() error {
+	testkit.WaitFor(t, 10*time.Second, func() error {
 		var err error
 		s3, err = b.Publish(ctxT(t), Publication{App: "app1", Channel: "x", Payload: []byte("recreated")})
 		return err
@@ -345,7 +346,7 @@ func TestExternalReconnect(t *testing.T) {
 // the configured 3 replicas, and losing the server the node is connected to
 // costs a reconnect, not the node: publishing and delivery go on.
 func TestExternalReplicas(t *testing.T) {
-	ports := freeRoutePorts(t, 3)
+	ports := testkit.FreePorts(t, 3)
 	routes := make([]string, 3)
 	for i, p := range ports {
 		routes[i] = "nats-route://127.0.0.1:" + strconv.Itoa(p)
@@ -398,7 +399,7 @@ func TestExternalReplicas(t *testing.T) {
 			s.WaitForShutdown()
 		}
 	}
-	waitFor(t, 15*time.Second, func() error {
+	testkit.WaitFor(t, 15*time.Second, func() error {
 		if b.Reconnects() != 1 || !b.Connected() {
 			return fmt.Errorf("reconnects %d, connected %v", b.Reconnects(), b.Connected())
 		}
@@ -415,16 +416,4 @@ func TestExternalReplicas(t *testing.T) {
 	if got := sink.waitCount(t, "c", 2); string(got[1].Payload) != "2" {
 		t.Fatalf("delivered %+v", got)
 	}
-}
-
-// freeClientPort is a loopback port that was free a moment ago, for a server
-// that must come back on the same port.
-func freeClientPort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

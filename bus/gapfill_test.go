@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"herald/internal/testkit"
 )
 
 // setDropLive installs a test hook that sees each live message (with a
@@ -63,7 +65,7 @@ func TestGapRepairLostMessage(t *testing.T) {
 	sink.waitCount(t, "other", 1)
 	// "other" may be on another delivery shard, so it is no barrier for B:
 	// wait for B to reach the hook.
-	waitFor(t, 5*time.Second, func() error {
+	testkit.WaitFor(t, 5*time.Second, func() error {
 		if n := dropped.Load(); n != 1 {
 			return fmt.Errorf("B dropped %d times", n)
 		}
@@ -108,7 +110,7 @@ func TestGapRepairManyLost(t *testing.T) {
 	want := []histEvent{{a, `{"n":"A"}`, ""}}
 	want = append(want, publishMixed(t, b, "ch", "other", 600, func(i int) string { return fmt.Sprintf(`{"lost":%d}`, i) })...)
 	sink.waitCount(t, "other", 600)
-	waitFor(t, 10*time.Second, func() error {
+	testkit.WaitFor(t, 10*time.Second, func() error {
 		if n := dropped.Load(); n != 600 {
 			return fmt.Errorf("%d of 600 dropped", n)
 		}
@@ -170,7 +172,7 @@ func TestGapRepairFlushesEveryMaxDrain(t *testing.T) {
 	if _, err := b.PublishBatch(ctxT(t), ps); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() error {
+	testkit.WaitFor(t, 10*time.Second, func() error {
 		if n := dropped.Load(); int(n) != len(ps) {
 			return fmt.Errorf("%d of %d dropped", n, len(ps))
 		}
@@ -255,7 +257,7 @@ func TestGapRepairFails(t *testing.T) {
 	// The next real message is behind the ghost's serial: a duplicate by
 	// the rule, so the ghost's serial is where the channel stands.
 	publish(t, b, "app1", "ch", `{"n":"B"}`, "")
-	waitFor(t, 5*time.Second, func() error {
+	testkit.WaitFor(t, 5*time.Second, func() error {
 		if st := b.Stats(); st.LiveDuplicates != 1 {
 			return fmt.Errorf("Stats = %+v", st)
 		}
@@ -276,7 +278,7 @@ func TestGapForgetsDroppedSubscription(t *testing.T) {
 	a := publish(t, b, "app1", "ch", `{"n":"A"}`, "")
 	sink.waitCount(t, "ch", 1)
 	b.Unsubscribe("app1", "ch")
-	waitFor(t, 5*time.Second, func() error {
+	testkit.WaitFor(t, 5*time.Second, func() error {
 		if st := b.Stats(); st.LiveSubscriptions != 0 {
 			return fmt.Errorf("Stats = %+v", st)
 		}
@@ -408,7 +410,7 @@ func TestGapStreamRecreated(t *testing.T) {
 func TestClusterLiveGapFree(t *testing.T) {
 	t.Parallel()
 	nodes := startNodes(t, clusterConfigs(t, 3))
-	waitFor(t, 10*time.Second, func() error {
+	testkit.WaitFor(t, 10*time.Second, func() error {
 		for _, n := range nodes {
 			if ci := n.bus.ClusterInfo(); ci.Peers != 3 || !ci.Ready() {
 				return fmt.Errorf("%s: %+v", n.cfg.ServerName, ci)
@@ -435,7 +437,7 @@ func TestClusterLiveGapFree(t *testing.T) {
 	// What is stored, read through a survivor (a lagging replica may
 	// answer short for a moment).
 	var stored []histEvent
-	waitFor(t, 10*time.Second, func() error {
+	testkit.WaitFor(t, 10*time.Second, func() error {
 		stored = stored[:0]
 		res, err := via[0].History(ctxT(t), "app1", "numbers", 0, func(serial uint64, payload []byte, exclude string) error {
 			stored = append(stored, histEvent{serial, string(payload), exclude})

@@ -1,63 +1,17 @@
 package bus
 
 import (
-	"flag"
 	"fmt"
 	"log/slog"
-	"os"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
+
+	"herald/internal/testkit"
 )
 
 // TestMain fails the package when goroutines outlive the tests.
-func TestMain(m *testing.M) {
-	base := runtime.NumGoroutine()
-	code := m.Run()
-	// The fuzzing engine leaves its signal goroutine running.
-	fuzzing := flag.Lookup("test.fuzz") != nil && flag.Lookup("test.fuzz").Value.String() != ""
-	if code == 0 && !fuzzing {
-		if err := waitGoroutines(base, 10*time.Second); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// waitGoroutines polls until at most n goroutines run, or reports them.
-func waitGoroutines(n int, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for {
-		got := runtime.NumGoroutine()
-		if got <= n {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			return fmt.Errorf("%d goroutines, want <= %d:\n%s", got, n, buf)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// waitFor polls f until it returns nil or d passes.
-func waitFor(t testing.TB, d time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %s: %v", d, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+func TestMain(m *testing.M) { testkit.Main(m) }
 
 // testConfig is a single-node config in a fresh temp dir, app "app1".
 func testConfig(t testing.TB) Config {
@@ -134,7 +88,7 @@ func (s *recSink) forChannel(ch string) []Message {
 func (s *recSink) waitCount(t testing.TB, ch string, n int) []Message {
 	t.Helper()
 	var got []Message
-	waitFor(t, 10*time.Second, func() error {
+	testkit.WaitFor(t, 10*time.Second, func() error {
 		got = s.forChannel(ch)
 		if len(got) < n {
 			return fmt.Errorf("%d of %d messages on %q", len(got), n, ch)

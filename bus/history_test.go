@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"herald/internal/testkit"
 )
 
 // histEvent is one call of a History fn, copied.
@@ -205,7 +207,7 @@ func TestHistoryWindowMaxAge(t *testing.T) {
 		t.Fatalf("before expiry: %+v", res)
 	}
 
-	waitFor(t, 10*time.Second, func() error {
+	testkit.WaitFor(t, 10*time.Second, func() error {
 		first, err := b.StreamFirst(ctxT(t), "app1")
 		if err != nil {
 			return err

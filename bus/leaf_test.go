@@ -9,6 +9,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"herald/internal/testkit"
 )
 
 // Leaf mode tests run a hub (a plain nats-server with JetStream in its own
@@ -72,7 +74,7 @@ func hubConn(t testing.TB, hub *server.Server) *nats.Conn {
 
 func waitLeafUp(t testing.TB, b *Bus) {
 	t.Helper()
-	waitFor(t, 10*time.Second, func() error {
+	testkit.WaitFor(t, 10*time.Second, func() error {
 		if n := b.LeafConnections(); n != 1 {
 			return fmt.Errorf("%d leaf connections", n)
 		}
@@ -104,7 +106,7 @@ func TestLeafToHub(t *testing.T) {
 	}
 	// The hub's interest reaches the leaf a moment after the subscription:
 	// publish probes until one arrives.
-	waitFor(t, 10*time.Second, func() error {
+	testkit.WaitFor(t, 10*time.Second, func() error {
 		publish(t, b, "app1", "probe", "p", "")
 		select {
 		case <-live:
@@ -168,7 +170,7 @@ func TestHubToLeaf(t *testing.T) {
 	b.Subscribe("app1", "news")
 	flush(t, b)
 	nc := hubConn(t, hub)
-	waitFor(t, 10*time.Second, func() error { // until the leaf's interest reached the hub
+	testkit.WaitFor(t, 10*time.Second, func() error { // until the leaf's interest reached the hub
 		m := &nats.Msg{Subject: LiveSubject("app1", "news"), Data: []byte("from the hub"), Header: nats.Header{"Nats-Sequence": []string{"7"}}}
 		if err := nc.PublishMsg(m); err != nil {
 			return err
@@ -203,7 +205,7 @@ func TestHubToLeaf(t *testing.T) {
 
 	hub.Shutdown()
 	hub.WaitForShutdown()
-	waitFor(t, 5*time.Second, func() error {
+	testkit.WaitFor(t, 5*time.Second, func() error {
 		if n := b.LeafConnections(); n != 0 {
 			return fmt.Errorf("%d leaf connections after the hub stopped", n)
 		}

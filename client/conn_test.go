@@ -6,13 +6,14 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"herald/internal/testkit"
 )
 
 // dial connects to the test server with key and closes the Conn at cleanup.
@@ -357,7 +358,7 @@ func TestAutoPong(t *testing.T) {
 	if err := c.SendFrame(ws.OpPing, true, []byte("p")); err != nil {
 		t.Fatal(err)
 	}
-	if err := pollFor(5*time.Second, func() error {
+	if err := testkit.Poll(5*time.Second, func() error {
 		if wsPongs.Load() == 0 {
 			return errors.New("no WebSocket pong seen")
 		}
@@ -556,7 +557,7 @@ func TestCloseWithFullQueue(t *testing.T) {
 
 func TestNoGoroutineLeak(t *testing.T) {
 	s := newTestServer(t)
-	base := runtime.NumGoroutine()
+	base := testkit.Goroutines()
 	var (
 		conns []*Conn
 		scs   []*serverConn
@@ -589,7 +590,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 			}
 		}
 	}
-	if err := waitGoroutines(base, 5*time.Second); err != nil {
+	if err := base.Leaked(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 }

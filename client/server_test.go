@@ -9,8 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -18,66 +16,12 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+
+	"herald/internal/testkit"
 )
 
 // TestMain fails the package when goroutines outlive the tests.
-func TestMain(m *testing.M) {
-	base := len(goroutines())
-	code := m.Run()
-	if code == 0 {
-		err := pollFor(5*time.Second, func() error {
-			if g := goroutines(); len(g) > base {
-				return fmt.Errorf("%d goroutines running, want at most %d:\n%s",
-					len(g), base, strings.Join(g, "\n\n"))
-			}
-			return nil
-		})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// goroutines returns the stacks of the running goroutines but the caller's
-// and those the testing machinery starts (signal handling for fuzzing).
-func goroutines() []string {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var out []string
-	for i, g := range strings.Split(string(buf), "\n\n") {
-		if i == 0 || strings.Contains(g, "os/signal.") {
-			continue
-		}
-		out = append(out, g)
-	}
-	return out
-}
-
-// waitGoroutines polls until at most n goroutines run, or fails with a dump.
-func waitGoroutines(n int, d time.Duration) error {
-	return pollFor(d, func() error {
-		if got := runtime.NumGoroutine(); got > n {
-			return fmt.Errorf("%d goroutines running, want at most %d:\n%s",
-				got, n, strings.Join(goroutines(), "\n\n"))
-		}
-		return nil
-	})
-}
-
-// pollFor calls f until it returns nil or d has passed; it returns f's last
-// error.
-func pollFor(d time.Duration, f func() error) error {
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+func TestMain(m *testing.M) { testkit.Main(m) }
 
 // testCtx returns a context that ends after 5s or with the test.
 func testCtx(t *testing.T) context.Context {

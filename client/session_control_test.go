@@ -1,6 +1,8 @@
 package client
 
 import (
+	"herald/internal/testkit"
+
 	"context"
 	"sync"
 	"testing"
@@ -33,7 +35,7 @@ func TestSessionReconnect(t *testing.T) {
 // and may dial another one.
 func TestSessionDialHook(t *testing.T) {
 	srv := newTestServer(t)
-	dead := "ws://" + deadAddr(t) + "/app/k"
+	dead := "ws://" + testkit.FreeAddr(t) + "/app/k"
 	var mu sync.Mutex
 	var asked []string
 	opt := fastRetry

@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"herald/internal/testkit"
 )
 
 // Session mechanics against the in-test server (server_test.go): the test
@@ -272,25 +273,13 @@ func TestSessionRoundRobin(t *testing.T) {
 // A dead URL in the list is skipped after its dial fails.
 func TestSessionSkipsDeadURL(t *testing.T) {
 	srv := newTestServer(t)
-	s := newSession(t, fastRetry, "ws://"+deadAddr(t)+"/app/k", srv.appURL(keyOK))
+	s := newSession(t, fastRetry, "ws://"+testkit.FreeAddr(t)+"/app/k", srv.appURL(keyOK))
 	s.Subscribe("c", nil)
 	subscribeFrame(t, srv.accept(t))
 	expectEvents(t, s, "pusher_internal:subscription_succeeded c")
 	if st := s.Stats(); st.DialFailures != 1 || st.Connects != 1 {
 		t.Fatalf("stats %+v, want 1 dial failure then 1 connect", st)
 	}
-}
-
-// deadAddr returns a loopback address nothing listens on.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 func TestSessionServerCodes(t *testing.T) {
@@ -446,7 +435,7 @@ func TestSessionTLSOnly(t *testing.T) {
 	sc := srv.accept(t)
 	subscribeFrame(t, sc)
 	sc.sendClose(4000, "TLS only")
-	if err := pollFor(5*time.Second, func() error {
+	if err := testkit.Poll(5*time.Second, func() error {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if !strings.HasPrefix(s.urls[0], "wss://") {
@@ -634,7 +623,7 @@ func TestSessionQueueBackpressure(t *testing.T) {
 
 func TestSessionCloseEndsEverything(t *testing.T) {
 	srv := newTestServer(t)
-	base := runtime.NumGoroutine()
+	base := testkit.Goroutines()
 	var sessions []*Session
 	// Connected and subscribed, with a full queue.
 	for range 5 {
@@ -649,7 +638,7 @@ func TestSessionCloseEndsEverything(t *testing.T) {
 	}
 	// Waiting between failed dials.
 	for range 5 {
-		sessions = append(sessions, NewSession([]string{"ws://" + deadAddr(t) + "/app/k"},
+		sessions = append(sessions, NewSession([]string{"ws://" + testkit.FreeAddr(t) + "/app/k"},
 			SessionOptions{MinBackoff: time.Hour, MaxBackoff: time.Hour}))
 	}
 	// Stuck in a dial that never completes its handshake.
@@ -677,7 +666,7 @@ func TestSessionCloseEndsEverything(t *testing.T) {
 			t.Fatalf("Err after Close = %v, want ErrSessionClosed", s.Err())
 		}
 	}
-	if err := waitGoroutines(base, 5*time.Second); err != nil {
+	if err := base.Leaked(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"herald/internal/testkit"
 )
 
 func TestMembersAndMeta(t *testing.T) {
@@ -85,7 +87,7 @@ func TestBroadcastReachesOthers(t *testing.T) {
 		nodes[0].Broadcast(7, fmt.Sprintf("k%d", i), []byte(fmt.Sprintf("msg-%d", i)))
 	}
 	for _, r := range recs[1:] {
-		waitFor(t, 5*time.Second, func() error {
+		testkit.WaitFor(t, 5*time.Second, func() error {
 			seen := map[string]int{}
 			for _, m := range r.messages() {
 				if m.from != "n0" {
@@ -126,7 +128,7 @@ func TestBroadcastSameKeyReplacesQueued(t *testing.T) {
 	}
 	last := fmt.Sprintf("v%d", n-1)
 	for _, r := range recs[1:] {
-		waitFor(t, 5*time.Second, func() error {
+		testkit.WaitFor(t, 5*time.Second, func() error {
 			for _, m := range r.messages() {
 				if m.data == last {
 					return nil
@@ -152,7 +154,7 @@ func TestBroadcastLargeGoesReliable(t *testing.T) {
 	}
 	nodes[1].Broadcast(9, "big", big)
 	for _, i := range []int{0, 2} {
-		waitFor(t, 5*time.Second, func() error {
+		testkit.WaitFor(t, 5*time.Second, func() error {
 			if len(recs[i].messages()) == 0 {
 				return fmt.Errorf("n%d got nothing", i)
 			}
@@ -186,7 +188,7 @@ func TestSendTo(t *testing.T) {
 	if err := nodes[0].SendTo("nobody", 4, []byte("x")); !errors.Is(err, ErrUnknownNode) {
 		t.Fatalf("SendTo(nobody) = %v", err)
 	}
-	waitFor(t, 2*time.Second, func() error {
+	testkit.WaitFor(t, 2*time.Second, func() error {
 		if ms := recs[1].messages(); len(ms) != 1 || ms[0] != (received{from: "n0", data: "hi"}) {
 			return fmt.Errorf("n1 got %v", ms)
 		}
@@ -223,7 +225,7 @@ func TestStateExchangedOnJoin(t *testing.T) {
 			return nil
 		}
 	}
-	waitFor(t, 5*time.Second, want(recs[2], "n0", "n1"))
-	waitFor(t, 5*time.Second, want(recs[0], "n2"))
-	waitFor(t, 5*time.Second, want(recs[1], "n2"))
+	testkit.WaitFor(t, 5*time.Second, want(recs[2], "n0", "n1"))
+	testkit.WaitFor(t, 5*time.Second, want(recs[0], "n2"))
+	testkit.WaitFor(t, 5*time.Second, want(recs[1], "n2"))
 }

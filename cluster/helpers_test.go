@@ -1,69 +1,20 @@
 package cluster
 
 import (
-	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"herald/internal/testkit"
 )
 
 // TestMain fails the package when goroutines outlive the tests.
-func TestMain(m *testing.M) {
-	base := runtime.NumGoroutine()
-	code := m.Run()
-	fuzzing := flag.Lookup("test.fuzz") != nil && flag.Lookup("test.fuzz").Value.String() != ""
-	if code == 0 && !fuzzing { // the fuzz coordinator keeps a goroutine
-		if err := waitGoroutines(base, 10*time.Second); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// waitGoroutines polls until at most base goroutines run.
-func waitGoroutines(base int, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= base {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			return fmt.Errorf("leaked goroutines: %d running, baseline %d\n%s", n, base, buf)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// waitFor polls cond until it returns nil or d passes.
-func waitFor(t testing.TB, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			if os.Getenv("CLUSTER_TEST_STACKS") != "" {
-				buf := make([]byte, 4<<20)
-				os.Stderr.Write(buf[:runtime.Stack(buf, true)])
-			}
-			t.Fatalf("after %v: %v", d, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+func TestMain(m *testing.M) { testkit.Main(m) }
 
 // nextIP hands out distinct loopback addresses, as memberlist's own tests
 // do: with port 0 the TCP and UDP port must match, and distinct IPs keep
@@ -147,7 +98,7 @@ func names(nodes []*Cluster) []string {
 func waitMembers(t testing.TB, d time.Duration, nodes []*Cluster, want ...string) {
 	t.Helper()
 	wantStr := strings.Join(want, ",")
-	waitFor(t, d, func() error {
+	testkit.WaitFor(t, d, func() error {
 		for _, c := range nodes {
 			got := memberNames(c)
 			if got != wantStr {
@@ -233,25 +184,4 @@ func (l *eventLog) has(kind EventKind, node string) bool {
 		}
 	}
 	return false
-}
-
-// freeAddr returns a loopback host:port free for both TCP and UDP now.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	for range 20 {
-		l, err := net.Listen("tcp", loopbackIP()+":0")
-		if err != nil {
-			continue
-		}
-		addr := l.Addr().String()
-		u, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err != nil {
-			continue
-		}
-		u.Close()
-		return addr
-	}
-	t.Fatal("no free loopback address")
-	return ""
 }

@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"herald/internal/testkit"
 )
 
 func TestLeaveIsSeenAtOnce(t *testing.T) {
@@ -17,7 +18,7 @@ func TestLeaveIsSeenAtOnce(t *testing.T) {
 	if err := nodes[2].Leave(2 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, func() error { return allSaw(logs, Left, "n2") })
+	testkit.WaitFor(t, 2*time.Second, func() error { return allSaw(logs, Left, "n2") })
 	took := time.Since(begin)
 	t.Logf("Left seen %v after Leave (FailureDetection %v)", took, nodes[0].FailureDetection())
 	if took >= nodes[0].FailureDetection() {
@@ -50,7 +51,7 @@ func crashAndWait(t *testing.T, nodes []*Cluster, slack time.Duration) time.Dura
 	if err := last.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, fd+slack, func() error { return allSaw(logs, Left, last.LocalName()) })
+	testkit.WaitFor(t, fd+slack, func() error { return allSaw(logs, Left, last.LocalName()) })
 	return time.Since(begin)
 }
 
@@ -90,7 +91,7 @@ func TestRestartedNodeRejoinsWithNewMeta(t *testing.T) {
 			back := start(t, cfg)
 			begin := time.Now()
 			all := []*Cluster{nodes[0], nodes[1], back}
-			waitFor(t, nodes[0].FailureDetection()+5*time.Second, func() error {
+			testkit.WaitFor(t, nodes[0].FailureDetection()+5*time.Second, func() error {
 				for _, c := range all {
 					ms := c.Members()
 					if len(ms) != 3 {
@@ -107,7 +108,7 @@ func TestRestartedNodeRejoinsWithNewMeta(t *testing.T) {
 			if tc.sameAddr {
 				want = Updated // memberlist's refute: the same member with new meta
 			}
-			waitFor(t, time.Second, func() error { return allSaw(logs, want, "n2") })
+			testkit.WaitFor(t, time.Second, func() error { return allSaw(logs, want, "n2") })
 		})
 	}
 }
@@ -123,7 +124,7 @@ func TestWatchOrder(t *testing.T) {
 	if err := second.SetMeta(Meta{Boot: 42, HTTP: "moved:6001"}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, func() error {
+	testkit.WaitFor(t, 5*time.Second, func() error {
 		if !log.has(Updated, "n1") {
 			return errors.New("no Updated for n1")
 		}
@@ -133,7 +134,7 @@ func TestWatchOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "joined n0, joined n1, joined n2, updated n1, left n2"
-	waitFor(t, 5*time.Second, func() error {
+	testkit.WaitFor(t, 5*time.Second, func() error {
 		var got []string
 		for _, e := range log.events() {
 			got = append(got, e.Kind.String()+" "+e.Member.Name)
@@ -151,7 +152,7 @@ func TestWatchOrder(t *testing.T) {
 	waitMembers(t, 5*time.Second, []*Cluster{second}, "n0", "n1")
 	var late eventLog
 	second.Watch(late.add) // a late watcher first gets the current members
-	waitFor(t, 2*time.Second, func() error {
+	testkit.WaitFor(t, 2*time.Second, func() error {
 		if len(late.events()) != 2 || !late.has(Joined, "n0") || !late.has(Joined, "n1") {
 			return fmt.Errorf("late watcher got %v", late.events())
 		}
@@ -160,7 +161,7 @@ func TestWatchOrder(t *testing.T) {
 }
 
 func TestUnreachableSeedJoinsWhenItComesUp(t *testing.T) {
-	seedAddr := freeAddr(t)
+	seedAddr := testkit.FreeAddr(t)
 	a := start(t, nodeConfig(t, "a", seedAddr))
 	if got := memberNames(a); got != "a" {
 		t.Fatalf("members %q before the seed is up", got)
@@ -188,7 +189,7 @@ func TestOtherClusterIsNotJoined(t *testing.T) {
 }
 
 func TestNoGoroutinesLeftBehind(t *testing.T) {
-	base := runtime.NumGoroutine()
+	base := testkit.Goroutines()
 	var nodes []*Cluster
 	for i := range 3 {
 		var seeds []string
@@ -208,7 +209,7 @@ func TestNoGoroutinesLeftBehind(t *testing.T) {
 	nodes[0].Broadcast(1, "", bytes.Repeat([]byte("x"), 5000))
 	nodes[0].Broadcast(1, "", []byte("small"))
 	nodes[0].Watch(func(Event) {})
-	waitFor(t, 5*time.Second, func() error {
+	testkit.WaitFor(t, 5*time.Second, func() error {
 		if len(r.messages()) < 2 {
 			return errors.New("broadcasts not received")
 		}
@@ -225,7 +226,7 @@ func TestNoGoroutinesLeftBehind(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := waitGoroutines(base, 10*time.Second); err != nil {
+	if err := base.Leaked(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"herald/app"
 	"herald/bus"
 	"herald/client"
+	"herald/internal/testkit"
 	"herald/protocol"
 )
 
@@ -58,32 +59,8 @@ func (e *edge) url(key string) string {
 	return "ws://" + e.addr + "/app/" + key + "?protocol=7&client=go&version=1.0.0"
 }
 
-// waitFor polls cond until it returns nil or the deadline passes.
-func waitFor(t testing.TB, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %v: %v", d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// checkGoroutines fails the test if the goroutine count does not come back to
-// base after cleanup.
-func checkGoroutines(t *testing.T, base int) {
-	waitFor(t, 10*time.Second, func() error {
-		if n := runtime.NumGoroutine(); n > base {
-			return fmt.Errorf("%d goroutines, %d before the test", n, base)
-		}
-		return nil
-	})
-}
+// TestMain fails the package when goroutines outlive the tests.
+func TestMain(m *testing.M) { testkit.Main(m) }
 
 func startEdge(t *testing.T, mutate func(*Config)) *edge {
 	t.Helper()
@@ -94,7 +71,7 @@ func startEdge(t *testing.T, mutate func(*Config)) *edge {
 // starts first, so mutate sees (and may change) the gateway's dependencies.
 func startEdgeWith(t *testing.T, mutate func(*Config), mutateBus func(*bus.Config)) *edge {
 	t.Helper()
-	base := runtime.NumGoroutine()
+	base := testkit.Goroutines()
 	off := app.New("off", "off-key", "s")
 	off.Enabled = new(bool)
 	apps := app.NewRegistry([]app.App{app.New("app-id", "app-key", "app-secret"), off})
@@ -144,7 +121,7 @@ func startEdgeWith(t *testing.T, mutate func(*Config), mutateBus func(*bus.Confi
 		_ = srv.Shutdown()
 		g.Close()
 		_ = b.Close()
-		checkGoroutines(t, base)
+		base.Check(t, 10*time.Second)
 	})
 	a, _ := cfg.Apps.ByID("app-id")
 	return &edge{g: g, bus: b, addr: ln.Addr().String(), app: a}
@@ -308,7 +285,7 @@ func TestSubscribeAndDeliver(t *testing.T) {
 	if err := a.Unsubscribe("orders.42"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, func() error {
+	testkit.WaitFor(t, 5*time.Second, func() error {
 		if n := e.g.SubscriptionCount(e.app.ID, "orders.42"); n != 1 {
 			return fmt.Errorf("count %d", n)
 		}
@@ -424,7 +401,7 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 	if _, err := slow.Write(append([]byte(req), sub...)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, func() error {
+	testkit.WaitFor(t, 5*time.Second, func() error {
 		if n := e.g.SubscriptionCount(e.app.ID, "firehose"); n != 2 {
 			return fmt.Errorf("%d subscribers", n)
 		}
@@ -452,7 +429,7 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 10*time.Second, func() error {
+	testkit.WaitFor(t, 10*time.Second, func() error {
 		if n := e.g.SubscriptionCount(e.app.ID, "firehose"); n != 1 {
 			return fmt.Errorf("%d subscribers", n)
 		}
@@ -486,7 +463,7 @@ func TestNoGoroutinePerConnection(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 20*time.Second, func() error {
+	testkit.WaitFor(t, 20*time.Second, func() error {
 		if s := e.g.Stats(); s.Connections != n {
 			return fmt.Errorf("%d connections", s.Connections)
 		}
@@ -501,7 +478,7 @@ func TestNoGoroutinePerConnection(t *testing.T) {
 	})
 	// fasthttp's hijack goroutines and idle workers wind down; what is left
 	// must not scale with the connections.
-	waitFor(t, 15*time.Second, func() error {
+	testkit.WaitFor(t, 15*time.Second, func() error {
 		if g := runtime.NumGoroutine(); g > before+60 {
 			return fmt.Errorf("%d goroutines with %d connections, %d before", g, n, before)
 		}

@@ -4,10 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,43 +12,9 @@ import (
 
 	"herald/client"
 	"herald/configs"
+	"herald/internal/testkit"
 	"herald/lifecycle"
 )
-
-// Ports for routes and memberlist come from 20000-22999, outside Linux's
-// ephemeral range, proved free with a listen probe (TCP and UDP for
-// memberlist), and spread by pid so concurrent test binaries rarely meet.
-var (
-	portMu   sync.Mutex
-	nextPort = 20000 + os.Getpid()%70*40
-)
-
-func fixedPorts(t testing.TB, n int) []int {
-	t.Helper()
-	portMu.Lock()
-	defer portMu.Unlock()
-	var out []int
-	for len(out) < n {
-		if nextPort >= 23000 {
-			nextPort = 20000
-		}
-		p := nextPort
-		nextPort++
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		pc, err := net.ListenPacket("udp", addr)
-		ln.Close()
-		if err != nil {
-			continue
-		}
-		pc.Close()
-		out = append(out, p)
-	}
-	return out
-}
 
 // clusterCfgs holds the configs of the last startClusterNodes, for restarts.
 var clusterCfgs []*configs.Config
@@ -60,39 +23,30 @@ var clusterCfgs []*configs.Config
 // majority before any of them is ready) and stops them at cleanup.
 func startClusterNodes(t *testing.T, n int) []*Node {
 	t.Helper()
-	ports := fixedPorts(t, 2*n)
-	var seeds, routes []string
-	for i := range n {
-		seeds = append(seeds, fmt.Sprintf("127.0.0.1:%d", ports[i]))
-		routes = append(routes, fmt.Sprintf("127.0.0.1:%d", ports[n+i]))
-	}
+	l := testkit.NewLayout(t, n, "n")
 	nodes := make([]*Node, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
+	cfgs := make([]*configs.Config, n)
 	for i := range n {
-		cfg := configs.Loopback(t.TempDir())
-		clusterCfgs = append(clusterCfgs, cfg)
-		cfg.Bus.ClientListen = ""
-		cfg.Cluster = configs.Cluster{
-			Name: "test", NodeName: fmt.Sprintf("n%d", i+1), Preset: configs.PresetLocal,
-			Bind: seeds[i], Seeds: seeds, Routes: routes, RouteListen: routes[i],
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			nodes[i], errs[i] = Start(cfg, quiet)
-		}()
+		cfgs[i] = configs.Loopback(t.TempDir())
+		cfgs[i].Bus.ClientListen = ""
+		cfgs[i].Cluster = l.Cluster(i, "test", configs.PresetLocal)
 	}
-	wg.Wait()
-	for i, err := range errs {
+	clusterCfgs = append(clusterCfgs, cfgs...)
+	err := testkit.StartAll(n, func(i int) error {
+		nd, err := Start(cfgs[i], quiet)
 		if err != nil {
-			for _, nd := range nodes {
-				if nd != nil {
-					_ = nd.Stop(context.Background())
-				}
-			}
-			t.Fatalf("node %d: %v", i+1, err)
+			return fmt.Errorf("node %d: %w", i+1, err)
 		}
+		nodes[i] = nd
+		return nil
+	})
+	if err != nil {
+		for _, nd := range nodes {
+			if nd != nil {
+				_ = nd.Stop(context.Background())
+			}
+		}
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -101,7 +55,7 @@ func startClusterNodes(t *testing.T, n int) []*Node {
 			_ = nd.Stop(ctx)
 		}
 	})
-	waitFor(t, 15*time.Second, func() error {
+	testkit.WaitFor(t, 15*time.Second, func() error {
 		for i, nd := range nodes {
 			if m := len(nd.Cluster().Members()); m != n {
 				return fmt.Errorf("node %d sees %d members", i+1, m)
@@ -229,7 +183,7 @@ func TestCluster(t *testing.T) {
 	c := dialNode(t, nodes[2])
 	t.Run("presence is cluster-wide", func(t *testing.T) {
 		joinRoom(t, a, room, "alice")
-		waitFor(t, 5*time.Second, func() error {
+		testkit.WaitFor(t, 5*time.Second, func() error {
 			if n := nodes[1].Gateway().UserCount("app-id", room); n != 1 {
 				return fmt.Errorf("node 2 sees %d users", n)
 			}
@@ -244,7 +198,7 @@ func TestCluster(t *testing.T) {
 		}
 		joinRoom(t, c, room, "carol")
 		for i, nd := range nodes {
-			waitFor(t, 5*time.Second, func() error {
+			testkit.WaitFor(t, 5*time.Second, func() error {
 				var users struct {
 					Users []struct{ ID string } `json:"users"`
 				}
@@ -310,7 +264,7 @@ func TestCluster(t *testing.T) {
 		}
 		t.Logf("carol removed everywhere %v after the crash", took)
 		// Publishing keeps working and queries do not wait on the dead.
-		waitFor(t, 20*time.Second, func() error {
+		testkit.WaitFor(t, 20*time.Second, func() error {
 			if status, body, _ := rest(nodes[0]).Trigger(ctxT(t), client.TriggerParams{Name: "after", Data: "x", Channels: []string{"orders.42"}}); status != 200 {
 				return fmt.Errorf("trigger: %d %s", status, body)
 			}
@@ -319,7 +273,7 @@ func TestCluster(t *testing.T) {
 		if _, err := subs[1].WaitFor(ctxT(t), "after", "orders.42"); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 10*time.Second, func() error {
+		testkit.WaitFor(t, 10*time.Second, func() error {
 			var ch struct {
 				SubscriptionCount int `json:"subscription_count"`
 			}
@@ -346,7 +300,7 @@ func TestCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = n3.Stop(context.Background()) })
-		waitFor(t, 15*time.Second, func() error {
+		testkit.WaitFor(t, 15*time.Second, func() error {
 			if m := len(nodes[0].Cluster().Members()); m != 3 {
 				return fmt.Errorf("node 1 sees %d members", m)
 			}
@@ -419,7 +373,7 @@ func (l *lifecycleLog) waitKinds(t *testing.T, channel string, kinds ...string) 
 		return strings.Join(ks, " ")
 	}
 	want := strings.Join(kinds, " ")
-	waitFor(t, 15*time.Second, func() error {
+	testkit.WaitFor(t, 15*time.Second, func() error {
 		if g := got(); g != want {
 			return fmt.Errorf("%s: events %q, want %q", channel, g, want)
 		}

@@ -13,6 +13,7 @@ import (
 	"herald/bus"
 	"herald/client"
 	"herald/configs"
+	"herald/internal/testkit"
 )
 
 // Leaf mode end to end: a hub nats-server (child process, JetStream in
@@ -69,7 +70,7 @@ func TestLeafNodeAndHub(t *testing.T) {
 	if n.Bus().Mode() != bus.ModeLeaf || n.Bus().Server() == nil || n.nats == nil {
 		t.Fatalf("mode %q, server %v, nats api %v", n.Bus().Mode(), n.Bus().Server(), n.nats)
 	}
-	waitFor(t, 10*time.Second, func() error {
+	testkit.WaitFor(t, 10*time.Second, func() error {
 		if c := n.Bus().LeafConnections(); c != 1 {
 			return fmt.Errorf("%d leaf connections", c)
 		}
@@ -87,7 +88,7 @@ func TestLeafNodeAndHub(t *testing.T) {
 		var answer *nats.Msg
 		// Until the leaf's queue subscription is known on the hub, a
 		// request finds no responders (and is not handled anywhere).
-		waitFor(t, 10*time.Second, func() error {
+		testkit.WaitFor(t, 10*time.Second, func() error {
 			var err error
 			answer, err = backend.RequestWithContext(ctxT(t), "herald.app-id.api.events", body)
 			if errors.Is(err, nats.ErrNoResponders) {
@@ -124,7 +125,7 @@ func TestLeafNodeAndHub(t *testing.T) {
 		}
 		// The hub's interest reaches the leaf a moment after the
 		// subscription: probe until one arrives.
-		waitFor(t, 10*time.Second, func() error {
+		testkit.WaitFor(t, 10*time.Second, func() error {
 			trigger("probe", "probe")
 			select {
 			case <-live:

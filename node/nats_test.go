@@ -20,6 +20,7 @@ import (
 	"herald/bus"
 	"herald/client"
 	"herald/configs"
+	"herald/internal/testkit"
 )
 
 // natsErrors collects a connection's asynchronous errors (permission
@@ -38,7 +39,7 @@ func (e *natsErrors) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
 // waitFor polls until an error containing want arrived.
 func (e *natsErrors) waitFor(t *testing.T, want string) {
 	t.Helper()
-	waitFor(t, 5*time.Second, func() error {
+	testkit.WaitFor(t, 5*time.Second, func() error {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		for _, err := range e.errs {
@@ -48,22 +49,6 @@ func (e *natsErrors) waitFor(t *testing.T, want string) {
 		}
 		return fmt.Errorf("no async error containing %q; got %v", want, e.errs)
 	})
-}
-
-// waitFor polls cond until it returns nil or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", d, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // natsConn connects to n's client port as user with the app's inbox prefix

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -18,9 +17,13 @@ import (
 	"herald/app"
 	"herald/client"
 	"herald/configs"
+	"herald/internal/testkit"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// TestMain fails the package when goroutines outlive the tests.
+func TestMain(m *testing.M) { testkit.Main(m) }
 
 // startNode runs a node on a free loopback port with its data in a temp dir.
 func startNode(t *testing.T, mutate func(*configs.Config)) *Node {
@@ -32,7 +35,7 @@ func startNode(t *testing.T, mutate func(*configs.Config)) *Node {
 	if startNodeHook != nil { // external_test.go runs these tests again in external mode
 		startNodeHook(t, cfg)
 	}
-	base := runtime.NumGoroutine()
+	base := testkit.Goroutines()
 	n, err := Start(cfg, quiet)
 	if err != nil {
 		t.Fatal(err)
@@ -44,14 +47,7 @@ func startNode(t *testing.T, mutate func(*configs.Config)) *Node {
 			t.Errorf("stop: %v", err)
 		}
 		http.DefaultClient.CloseIdleConnections()
-		deadline := time.Now().Add(10 * time.Second)
-		for runtime.NumGoroutine() > base+2 {
-			if time.Now().After(deadline) {
-				t.Errorf("goroutines: %d after stop, %d before start", runtime.NumGoroutine(), base)
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		base.Check(t, 10*time.Second)
 	})
 	return n
 }

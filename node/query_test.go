@@ -13,6 +13,7 @@ import (
 	"herald/app"
 	"herald/client"
 	"herald/configs"
+	"herald/internal/testkit"
 )
 
 // End-to-end tests of the REST queries (docs/protocol.md §6.5-§6.8) through a
@@ -51,23 +52,6 @@ func dialNode(t *testing.T, n *Node) *client.Conn {
 	return c
 }
 
-// pollUntil calls fn until it returns nil or timeout passes, then fails the
-// test with fn's last error.
-func pollUntil(t *testing.T, timeout time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // checkErrorBody fails unless body is the JSON error shape with status.
 func checkErrorBody(t *testing.T, a restAnswer, status int) {
 	t.Helper()
@@ -96,7 +80,7 @@ func TestChannelQueries(t *testing.T) {
 	if err := c1.Unsubscribe("orders.3"); err != nil {
 		t.Fatal(err)
 	}
-	pollUntil(t, 5*time.Second, func() error {
+	testkit.WaitFor(t, 5*time.Second, func() error {
 		a := restDo(t, r, "GET", "/apps/app-id/channels/orders.3", nil, "")
 		if a.body != `{"occupied":false}` {
 			return fmt.Errorf("orders.3 after unsubscribe: %d %s", a.status, a.body)

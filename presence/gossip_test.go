@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"herald/cluster"
+	"herald/internal/testkit"
 )
 
 // ---- wire format ----
@@ -176,7 +177,7 @@ func startRealCluster(t *testing.T) []*realNode {
 	t.Helper()
 	a := startReal(t, "node-a")
 	nodes := []*realNode{a, startReal(t, "node-b", a.c.Addr()), startReal(t, "node-c", a.c.Addr())}
-	waitFor(t, 10*time.Second, func() error {
+	testkit.WaitFor(t, 10*time.Second, func() error {
 		for _, n := range nodes {
 			if got := len(n.c.Members()); got != 3 {
 				return fmt.Errorf("%s sees %d members", n.name, got)
@@ -194,7 +195,7 @@ func waitRealMembers(t *testing.T, d time.Duration, nodes []*realNode, ch string
 	start := time.Now()
 	want = slices.Clone(want)
 	slices.Sort(want)
-	waitFor(t, d, func() error {
+	testkit.WaitFor(t, d, func() error {
 		for _, n := range nodes {
 			if got := ids(n.g.Members("app", ch)); !slices.Equal(got, want) {
 				return fmt.Errorf("%s shows %v, want %v", n.name, got, want)
@@ -212,7 +213,7 @@ func waitRealMembers(t *testing.T, d time.Duration, nodes []*realNode, ch string
 // changes up to its current seq.
 func waitRealSettled(t *testing.T, nodes []*realNode) {
 	t.Helper()
-	waitFor(t, 5*time.Second, func() error {
+	testkit.WaitFor(t, 5*time.Second, func() error {
 		for _, x := range nodes {
 			x.g.mu.Lock()
 			self, seq := x.g.st.self, x.g.st.seq

@@ -5,11 +5,8 @@ package presence
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -18,53 +15,11 @@ import (
 	"time"
 
 	"herald/cluster"
+	"herald/internal/testkit"
 )
 
 // TestMain fails the package when goroutines outlive the tests.
-func TestMain(m *testing.M) {
-	base := runtime.NumGoroutine()
-	code := m.Run()
-	fuzzing := flag.Lookup("test.fuzz") != nil && flag.Lookup("test.fuzz").Value.String() != ""
-	if code == 0 && !fuzzing {
-		if err := waitGoroutines(base, 10*time.Second); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-func waitGoroutines(n int, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for {
-		got := runtime.NumGoroutine()
-		if got <= n {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			return fmt.Errorf("%d goroutines, want <= %d:\n%s", got, n, buf)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// waitFor polls f until it returns nil or d passes.
-func waitFor(t testing.TB, d time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %s: %v", d, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+func TestMain(m *testing.M) { testkit.Main(m) }
 
 // ---- in-memory transport ----
 
@@ -579,7 +534,7 @@ func (h *harness) waitMembers(app, ch string, want ...string) {
 	h.t.Helper()
 	want = slices.Clone(want)
 	sort.Strings(want)
-	waitFor(h.t, 10*time.Second, func() error {
+	testkit.WaitFor(h.t, 10*time.Second, func() error {
 		for _, n := range h.nodes {
 			got := ids(n.g.Members(app, ch))
 			if !slices.Equal(got, want) {
@@ -627,7 +582,7 @@ func (h *harness) settled() error {
 
 func (h *harness) waitSettled() {
 	h.t.Helper()
-	waitFor(h.t, 10*time.Second, h.settled)
+	testkit.WaitFor(h.t, 10*time.Second, h.settled)
 }
 
 func (h *harness) join(n *testNode, ch string, conn ConnID, uid string) {

@@ -1,6 +1,8 @@
 package presence
 
 import (
+	"herald/internal/testkit"
+
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -269,7 +271,7 @@ func subscribersShown(name string, g *Gossip, rec *recorder, ch string, want int
 // (app, ch), in its view and its Change stream.
 func (h *harness) waitSubscribers(ch string, want int) {
 	h.t.Helper()
-	waitFor(h.t, 10*time.Second, func() error {
+	testkit.WaitFor(h.t, 10*time.Second, func() error {
 		for _, n := range h.nodes {
 			if err := subscribersShown(n.name, n.g, n.rec, ch, want); err != nil {
 				return err
@@ -308,7 +310,7 @@ func TestGossipOccupancyMovesBetweenNodes(t *testing.T) {
 	for _, n := range h.nodes {
 		n.rec.check(t, n.name)
 		wantOccupancy(t, n.name, n.rec, "private-x", 1, 2, 1) // 1 → 3 → 2 → 0
-		waitFor(t, 5*time.Second, func() error {
+		testkit.WaitFor(t, 5*time.Second, func() error {
 			if st := n.g.Stats(); st.Channels != 0 || st.Occupied != 0 || st.PendingCounts != 0 {
 				return fmt.Errorf("node %s keeps %+v after the channel was vacated", n.name, st)
 			}
@@ -371,7 +373,7 @@ func TestGossipGoneNodeVacatesOnce(t *testing.T) {
 // subscribers of (app, ch), in its view and its Change stream.
 func waitRealSubscribers(t *testing.T, d time.Duration, nodes []*realNode, ch string, want int) {
 	t.Helper()
-	waitFor(t, d, func() error {
+	testkit.WaitFor(t, d, func() error {
 		for _, n := range nodes {
 			if err := subscribersShown(n.name, n.g, n.rec, ch, want); err != nil {
 				return err

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"herald/internal/testkit"
 )
 
 // Tests of Gossip over the in-memory transport (memnet_test.go), then of
@@ -302,7 +304,7 @@ func TestGossipConcurrentJoinsLeavesConverge(t *testing.T) {
 	h.waitMembers("app", "presence-1")
 	h.waitSettled()
 	for _, n := range h.nodes {
-		waitFor(t, 5*time.Second, func() error {
+		testkit.WaitFor(t, 5*time.Second, func() error {
 			if st := n.g.Stats(); st.Channels != 0 || st.Entries != 0 {
 				return fmt.Errorf("node %s keeps %+v after everyone left", n.name, st)
 			}
@@ -395,7 +397,7 @@ func TestGossipUserInfoOfLeastOwner(t *testing.T) {
 	}
 	shown := func(want string) {
 		t.Helper()
-		waitFor(t, 5*time.Second, func() error {
+		testkit.WaitFor(t, 5*time.Second, func() error {
 			for _, n := range h.nodes {
 				ms := n.g.Members("app", "presence-x")
 				if len(ms) != 1 || string(ms[0].Info) != `{"from":"`+want+`"}` {

@@ -11,8 +11,12 @@ import (
 
 	"herald/client"
 	"herald/configs"
+	"herald/internal/testkit"
 	"herald/node"
 )
+
+// TestMain fails the package when goroutines outlive the tests.
+func TestMain(m *testing.M) { testkit.Main(m) }
 
 // TestExample runs the example against a real node and checks that a
 // WebSocket subscriber receives the event.

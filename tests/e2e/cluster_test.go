@@ -20,56 +20,10 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
-)
 
-// The cluster test's memberlist and NATS route ports come from 23000-25999:
-// outside Linux's ephemeral range (32768-60999), so no outgoing connection
-// takes one between the probe and Herald's bind, and apart from the
-// in-process cluster tests' 20000-22999 (node/cluster_test.go), which may
-// run at the same time in another test binary. Each port is proved free by
-// a listen probe on TCP and UDP (memberlist uses both), and the start is
-// spread by pid so concurrent test binaries rarely meet.
-const (
-	clusterPortMin = 23000
-	clusterPortMax = 26000 // exclusive
+	"herald/configs"
+	"herald/internal/testkit"
 )
-
-var (
-	clusterPortMu   sync.Mutex
-	clusterNextPort = clusterPortMin + os.Getpid()%75*40
-)
-
-// clusterPorts returns n distinct ports in [clusterPortMin, clusterPortMax)
-// that were free for TCP and UDP on 127.0.0.1 when probed.
-func clusterPorts(t *testing.T, n int) []int {
-	t.Helper()
-	clusterPortMu.Lock()
-	defer clusterPortMu.Unlock()
-	var out []int
-	for tried := 0; len(out) < n; tried++ {
-		if tried > clusterPortMax-clusterPortMin {
-			t.Fatalf("fewer than %d free ports (TCP and UDP) in %d-%d", n, clusterPortMin, clusterPortMax-1)
-		}
-		if clusterNextPort >= clusterPortMax {
-			clusterNextPort = clusterPortMin
-		}
-		p := clusterNextPort
-		clusterNextPort++
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		pc, err := net.ListenPacket("udp", addr)
-		ln.Close()
-		if err != nil {
-			continue
-		}
-		pc.Close()
-		out = append(out, p)
-	}
-	return out
-}
 
 const (
 	// clusterReadyTimeout bounds a node's wait for GET /readyz: JetStream's
@@ -80,10 +34,18 @@ const (
 	clusterNodeTestTimeout = 3 * time.Minute
 )
 
-// clusterNode is one `herald serve` process of the cluster test, which can
-// be killed and started again with the same config and data directory.
+// clusterSpec is what differs between the clusters the tests start.
+type clusterSpec struct {
+	name       string // cluster.name
+	nodePrefix string // the nodes are nodePrefix1..3 (cluster.node_name)
+	preset     string // cluster.preset: configs.PresetLAN or configs.PresetLocal
+	outputTail int    // on failure, log the last outputTail bytes of each node's output (0: all)
+}
+
+// clusterNode is one `herald serve` process of a cluster test, which can be
+// killed and started again with the same config and data directory.
 type clusterNode struct {
-	Name    string // n1, n2, n3 (cluster.node_name)
+	Name    string // spec.nodePrefix1..3 (cluster.node_name)
 	Addr    string // client host:port (WebSocket and REST)
 	config  string // the YAML file
 	dataDir string
@@ -155,38 +117,20 @@ func (n *clusterNode) current() (*exec.Cmd, chan struct{}) {
 	return n.cmd, n.exited
 }
 
-// waitReady polls GET /readyz until it answers 200, the process exits, or
+// waitReady waits until GET /readyz answers 200, the process exits, or
 // timeout passes.
 func (n *clusterNode) waitReady(timeout time.Duration) error {
 	_, exited := n.current()
-	client := &http.Client{Timeout: time.Second}
-	url := "http://" + n.Addr + "/readyz"
-	deadline := time.Now().Add(timeout)
-	last := "no answer"
-	for {
-		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = resp.Status
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-exited:
-			n.mu.Lock()
-			err := n.waitErr
-			n.mu.Unlock()
-			return fmt.Errorf("%s exited before GET /readyz answered 200: %v", n.Name, err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: GET http://%s/readyz not 200 within %v (last: %s)", n.Name, n.Addr, timeout, last)
-		}
-		time.Sleep(50 * time.Millisecond)
+	err := testkit.WaitReady(n.Addr, timeout, exited)
+	if errors.Is(err, testkit.ErrExited) {
+		n.mu.Lock()
+		err = fmt.Errorf("%w: %v", err, n.waitErr)
+		n.mu.Unlock()
 	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", n.Name, err)
+	}
+	return nil
 }
 
 // kill9 sends SIGKILL to the node's process, by its pid only (as `kill -9
@@ -228,29 +172,21 @@ func (n *clusterNode) stop() bool {
 	return stop(cmd, exited)
 }
 
-// writeClusterConfig writes node i's (0-based) YAML config, with the dev app
-// and client events on. Every node lists all seeds and all routes.
-func writeClusterConfig(t *testing.T, dir, name, listen, dataDir, bind, routeListen string, seeds, routes []string) string {
+// writeClusterConfig writes node i's YAML config into dir, with the dev app
+// and client events on, and returns its path.
+func writeClusterConfig(t *testing.T, dir string, l *testkit.Layout, i int, spec clusterSpec, dataDir string) string {
 	t.Helper()
+	name := l.Names[i]
 	cfg := map[string]any{
-		"listen":   listen,
+		"listen":   l.Client[i],
 		"data_dir": dataDir,
 		// Debug: the embedded NATS server then logs JetStream leader
-		// elections, which the test reads to find the stream leader.
+		// elections, which the tests read to find the stream leader.
 		"log": map[string]any{"level": "debug"},
 		// No NATS client port: nothing here uses it, and three nodes would
 		// need three free ports.
-		"bus": map[string]any{"client_listen": ""},
-		"cluster": map[string]any{
-			"name":         "herald-e2e",
-			"node_name":    name,
-			"bind":         bind,
-			"seeds":        seeds,
-			"routes":       routes,
-			"route_listen": routeListen,
-			// What users get: the failure-detection time under test.
-			"preset": "lan",
-		},
+		"bus":     map[string]any{"client_listen": ""},
+		"cluster": l.Cluster(i, spec.name, spec.preset),
 		"apps": []map[string]any{{
 			"id": "app-id", "key": "app-key", "secret": "app-secret",
 			"client_events": true,
@@ -267,54 +203,50 @@ func writeClusterConfig(t *testing.T, dir, name, listen, dataDir, bind, routeLis
 	return path
 }
 
-// startCluster writes three configs, starts the three nodes at once and
-// waits until every one answers GET /readyz with 200. The nodes are stopped
-// when the test ends, and their output is logged if it failed.
-func startCluster(t *testing.T) []*clusterNode {
+// startCluster writes three configs laid out by testkit.NewLayout, starts
+// the three nodes at once and waits until every one answers GET /readyz
+// with 200. The nodes are stopped when the test ends, and their output is
+// logged if it failed.
+func startCluster(t *testing.T, spec clusterSpec) []*clusterNode {
 	t.Helper()
 	bin := heraldBinary(t)
 	dir := t.TempDir()
 	const n = 3
-	ports := clusterPorts(t, 2*n) // memberlist 0..n-1, routes n..2n-1
-	var seeds, routes []string
-	for i := range n {
-		seeds = append(seeds, net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[i])))
-		routes = append(routes, net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[n+i])))
-	}
+	l := testkit.NewLayout(t, n, spec.nodePrefix)
 	nodes := make([]*clusterNode, n)
-	for i := range n {
-		name := fmt.Sprintf("n%d", i+1)
+	for i, name := range l.Names {
 		data := filepath.Join(dir, name, "data")
 		if err := os.MkdirAll(data, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 		nodes[i] = &clusterNode{
 			Name:    name,
-			Addr:    addr,
+			Addr:    l.Client[i],
 			dataDir: filepath.Join(dir, name),
-			config:  writeClusterConfig(t, dir, name, addr, data, seeds[i], routes[i], seeds, routes),
+			config:  writeClusterConfig(t, dir, l, i, spec, data),
 			output:  &lockedBuffer{},
 		}
 	}
-	t.Logf("cluster: memberlist %v, routes %v", seeds, routes)
+	t.Logf("cluster %s: memberlist %v, routes %v", spec.name, l.Gossip, l.Routes)
 
 	// Registered before the starts: it runs before t.TempDir's removal.
 	t.Cleanup(func() {
 		var wg sync.WaitGroup
 		for _, nd := range nodes {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				if !nd.stop() {
 					t.Logf("%s on %s did not exit within %v of SIGTERM; killed", nd.Name, nd.Addr, stopTimeout)
 				}
-			}()
+			})
 		}
 		wg.Wait()
 		if t.Failed() {
 			for _, nd := range nodes {
-				t.Logf("herald %s (%s) output:\n%s", nd.Name, nd.config, nd.output.String())
+				out := nd.output.String()
+				if spec.outputTail > 0 && len(out) > spec.outputTail {
+					out = "...\n" + out[len(out)-spec.outputTail:]
+				}
+				t.Logf("herald %s (%s) output:\n%s", nd.Name, nd.config, out)
 			}
 		}
 	})
@@ -326,17 +258,7 @@ func startCluster(t *testing.T) []*clusterNode {
 		}
 	}
 	begin := time.Now()
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i, nd := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = nd.waitReady(clusterReadyTimeout)
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := testkit.StartAll(n, func(i int) error { return nodes[i].waitReady(clusterReadyTimeout) }); err != nil {
 		t.Fatalf("cluster not ready: %v", err)
 	}
 	t.Logf("cluster: all three nodes ready %v after start (%s, %s, %s)",
@@ -540,7 +462,8 @@ func TestClusterPusherJS(t *testing.T) {
 		t.Fatalf("node not found in PATH (Node.js 20 or later is needed): %v", err)
 	}
 
-	nodes := startCluster(t)
+	// The LAN preset is what users get: its failure-detection time is under test.
+	nodes := startCluster(t, clusterSpec{name: "herald-e2e", nodePrefix: "n", preset: configs.PresetLAN})
 	ctl := &clusterControl{t: t, bin: heraldBinary(t), nodes: map[string]*clusterNode{}, all: nodes}
 	for _, nd := range nodes {
 		ctl.nodes[nd.Name] = nd

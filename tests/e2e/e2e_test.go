@@ -9,10 +9,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -23,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"herald/internal/testkit"
 )
 
 var (
@@ -72,7 +72,7 @@ func run(m *testing.M) int {
 		os.Exit(2)
 	}()
 
-	return m.Run()
+	return testkit.Run(m)
 }
 
 // running holds the processes the tests started and have not reaped yet.
@@ -175,22 +175,6 @@ type Herald struct {
 // Output returns everything the process wrote so far (its logs are on stderr).
 func (h *Herald) Output() string { return h.output.String() }
 
-// freePort asks the kernel for a free loopback port. The port is closed
-// again before Herald binds it; nothing else on a test machine races for it
-// in practice.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := l.Close(); err != nil {
-		t.Fatalf("finding a free port: %v", err)
-	}
-	return port
-}
-
 const (
 	readyTimeout = 15 * time.Second
 	stopTimeout  = 10 * time.Second
@@ -207,7 +191,7 @@ func startHerald(t *testing.T, extraArgs ...string) *Herald {
 	// before its data directory is removed.
 	dataDir := t.TempDir()
 
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	h := &Herald{Host: "127.0.0.1", Port: port, output: &lockedBuffer{}}
 	h.Addr = net.JoinHostPort(h.Host, strconv.Itoa(port))
 
@@ -248,7 +232,7 @@ func startHerald(t *testing.T, extraArgs ...string) *Herald {
 		}
 	})
 
-	if err := waitReady(h, exited); err != nil {
+	if err := testkit.WaitReady(h.Addr, readyTimeout, exited); err != nil {
 		select {
 		case <-exited:
 			// The cleanup above logs the output.
@@ -258,36 +242,6 @@ func startHerald(t *testing.T, extraArgs ...string) *Herald {
 		t.Fatalf("herald on %s: %v", h.Addr, err)
 	}
 	return h
-}
-
-// waitReady polls GET /readyz until it answers 200, the process exits, or
-// readyTimeout passes.
-func waitReady(h *Herald, exited <-chan struct{}) error {
-	client := &http.Client{Timeout: time.Second}
-	url := "http://" + h.Addr + "/readyz"
-	deadline := time.Now().Add(readyTimeout)
-	last := "no answer"
-	for {
-		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = resp.Status
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-exited:
-			return errors.New("process exited")
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("GET /readyz not 200 within %v (last: %s)", readyTimeout, last)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // stop sends SIGTERM, waits up to stopTimeout, then kills the process group.

@@ -38,7 +38,7 @@ type foJSLine struct {
 	Duplicates uint64          `json:"duplicates"`
 }
 
-func foStartJSClients(t *testing.T, nodes []*foNode, channels []string) ([]*foClientLog, func(k int) (uint64, uint64)) {
+func foStartJSClients(t *testing.T, nodes []*clusterNode, channels []string) ([]*foClientLog, func(k int) (uint64, uint64)) {
 	t.Helper()
 	nodeBin, err := exec.LookPath("node")
 	if err != nil {
@@ -46,13 +46,13 @@ func foStartJSClients(t *testing.T, nodes []*foNode, channels []string) ([]*foCl
 	}
 	var addrs, starts []string
 	for _, n := range nodes {
-		addrs = append(addrs, n.addr)
+		addrs = append(addrs, n.Addr)
 	}
 	logs := make([]*foClientLog, foJSClients)
 	for k := range foJSClients {
 		start := k % 3
 		starts = append(starts, strconv.Itoa(start))
-		logs[k] = newFoClientLog(fmt.Sprintf("pusher-js client %d (started on %s)", k, nodes[start].name), start)
+		logs[k] = newFoClientLog(fmt.Sprintf("pusher-js client %d (started on %s)", k, nodes[start].Name), start)
 	}
 	cmd := exec.Command(nodeBin, "tests/js/failover-client.mjs")
 	cmd.Dir = moduleRoot

@@ -10,27 +10,20 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	pusher "github.com/pusher/pusher-http-go/v5"
-	"gopkg.in/yaml.v3"
 
 	"herald/client"
+	"herald/configs"
+	"herald/internal/testkit"
 )
 
-// Memberlist and route ports come from clusterPorts (cluster_test.go), the
-// one allocator for multi-process clusters in this package.
 const (
 	foSessions      = 12 // session i starts on node i%3
 	foChannels      = 8  // every session subscribes to every channel fo-0..7
@@ -40,169 +33,11 @@ const (
 	foAfterRecovery = 1500 * time.Millisecond
 	foPublishCap    = 15 * time.Second
 	foDeliverWait   = 20 * time.Second
-	foReadyTimeout  = 30 * time.Second
 )
 
-// foNode is one herald process of the failover cluster.
-type foNode struct {
-	name   string
-	addr   string // client listen host:port
-	cmd    *exec.Cmd
-	exited chan struct{}
-	output *lockedBuffer
-}
-
-// foStartCluster writes three configs (preset local, the dev app, no NATS
-// client port), starts the three processes at once and waits until all three
-// answer GET /readyz with 200. They are stopped (SIGTERM, then SIGKILL of the
-// group) when the test ends, and their output is logged if it failed.
-func foStartCluster(t *testing.T) []*foNode {
-	t.Helper()
-	bin := heraldBinary(t)
-	ports := clusterPorts(t, 6)
-	var seeds, routes []string
-	for i := range 3 {
-		seeds = append(seeds, fmt.Sprintf("127.0.0.1:%d", ports[i]))
-		routes = append(routes, fmt.Sprintf("127.0.0.1:%d", ports[3+i]))
-	}
-	dir := t.TempDir()
-	nodes := make([]*foNode, 3)
-	for i := range 3 {
-		n := &foNode{
-			name:   fmt.Sprintf("fo%d", i+1),
-			addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))),
-			exited: make(chan struct{}),
-			output: &lockedBuffer{},
-		}
-		dataDir := filepath.Join(dir, n.name)
-		if err := os.MkdirAll(dataDir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		cfg := map[string]any{
-			"listen":   n.addr,
-			"data_dir": dataDir,
-			"bus":      map[string]any{"client_listen": ""},
-			// Debug: nats-server then logs JetStream leader elections, from
-			// which the test picks the stream leader as the node to kill.
-			"log": map[string]any{"level": "debug"},
-			"cluster": map[string]any{
-				"name": "herald-fo", "node_name": n.name,
-				"bind": seeds[i], "seeds": seeds,
-				"routes": routes, "route_listen": routes[i],
-				"preset": "local",
-			},
-			"apps": []map[string]any{{
-				"id": "app-id", "key": "app-key", "secret": "app-secret", "client_events": true,
-			}},
-		}
-		b, err := yaml.Marshal(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		path := filepath.Join(dir, n.name+".yaml")
-		if err := os.WriteFile(path, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		n.cmd = exec.Command(bin, "serve", "--config", path)
-		n.cmd.Dir = dataDir
-		// No NATS client port (the config says so): drop any override.
-		n.cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool {
-			return strings.HasPrefix(kv, "HERALD_BUS_CLIENT_LISTEN=")
-		})
-		n.cmd.Stdout, n.cmd.Stderr = n.output, n.output
-		setProcAttrs(n.cmd)
-		n.cmd.WaitDelay = 5 * time.Second
-		nodes[i] = n
-	}
-	for _, n := range nodes {
-		if err := n.cmd.Start(); err != nil {
-			t.Fatalf("starting %s: %v", n.name, err)
-		}
-		track(n.cmd)
-		go func() { _ = n.cmd.Wait(); close(n.exited) }()
-		t.Cleanup(func() {
-			defer untrack(n.cmd)
-			if !stop(n.cmd, n.exited) {
-				t.Logf("%s did not exit within %v of SIGTERM; killed", n.name, stopTimeout)
-			}
-			if t.Failed() {
-				t.Logf("%s output:\n%s", n.name, foTail(n.output.String(), 40000))
-			}
-		})
-	}
-	errs := make([]error, 3)
-	var wg sync.WaitGroup
-	for i, n := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			h := &Herald{Addr: n.addr}
-			errs[i] = foWaitReady(h, n.exited)
-		}()
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("%s: %v", nodes[i].name, err)
-		}
-	}
-	return nodes
-}
-
-func foWaitReady(h *Herald, exited <-chan struct{}) error {
-	c := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(foReadyTimeout)
-	last := "no answer"
-	for {
-		resp, err := c.Get("http://" + h.Addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = resp.Status
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-exited:
-			return fmt.Errorf("process exited before it was ready")
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("GET /readyz not 200 within %v (last: %s)", foReadyTimeout, last)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-const foStreamLeaderLine = "JetStream cluster new stream leader for '$G > HERALD_app-id'"
-
-// foStreamLeader returns the index of the node that last logged becoming
-// the app stream's leader, or -1 if none did (the wording of nats-server's
-// debug line changed, or the stream has no leader yet).
-func foStreamLeader(nodes []*foNode) int {
-	leader, latest := -1, ""
-	for k, n := range nodes {
-		for _, line := range strings.Split(n.output.String(), "\n") {
-			if !strings.Contains(line, foStreamLeaderLine) {
-				continue
-			}
-			ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
-			if ts > latest { // RFC 3339 times of one clock sort as strings
-				leader, latest = k, ts
-			}
-		}
-	}
-	return leader
-}
-
-func foTail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "...\n" + s[len(s)-n:]
-}
+// foCluster is the failover test's cluster (startCluster, cluster_test.go):
+// preset local, the dev app, no NATS client port.
+var foCluster = clusterSpec{name: "herald-fo", nodePrefix: "fo", preset: configs.PresetLocal, outputTail: 40000}
 
 // foEvent is one event a client delivered, as the checks need it.
 type foEvent struct {
@@ -377,11 +212,11 @@ func (p *foPublisher) run(stop <-chan struct{}, interval time.Duration) {
 	}
 }
 
-func foSessionURLs(nodes []*foNode, start int) []string {
+func foSessionURLs(nodes []*clusterNode, start int) []string {
 	var urls []string
 	for k := range len(nodes) {
 		n := nodes[(start+k)%len(nodes)]
-		urls = append(urls, "ws://"+n.addr+"/app/app-key?protocol=7&client=go-session&version=1")
+		urls = append(urls, "ws://"+n.Addr+"/app/app-key?protocol=7&client=go-session&version=1")
 	}
 	return urls
 }
@@ -401,11 +236,11 @@ func TestFailoverGo(t *testing.T) {
 // foStarter starts the clients on the nodes, subscribed to every channel
 // (or about to be), and returns their logs and a function giving client k's
 // handshakes and duplicates dropped so far.
-type foStarter func(t *testing.T, nodes []*foNode, channels []string) ([]*foClientLog, func(k int) (connects, dups uint64))
+type foStarter func(t *testing.T, nodes []*clusterNode, channels []string) ([]*foClientLog, func(k int) (connects, dups uint64))
 
 // foStartGoSessions starts foSessions client.Session clients, session k
 // with the nodes' URLs in turn from node k%3.
-func foStartGoSessions(t *testing.T, nodes []*foNode, channels []string) ([]*foClientLog, func(k int) (uint64, uint64)) {
+func foStartGoSessions(t *testing.T, nodes []*clusterNode, channels []string) ([]*foClientLog, func(k int) (uint64, uint64)) {
 	logs := make([]*foClientLog, foSessions)
 	sessions := make([]*client.Session, foSessions)
 	var readers sync.WaitGroup
@@ -413,7 +248,7 @@ func foStartGoSessions(t *testing.T, nodes []*foNode, channels []string) ([]*foC
 		start := k % 3
 		s := client.NewSession(foSessionURLs(nodes, start), client.SessionOptions{})
 		sessions[k] = s
-		l := newFoClientLog(fmt.Sprintf("session %d (started on %s)", k, nodes[start].name), start)
+		l := newFoClientLog(fmt.Sprintf("session %d (started on %s)", k, nodes[start].Name), start)
 		logs[k] = l
 		for _, ch := range channels {
 			s.Subscribe(ch, nil)
@@ -463,7 +298,7 @@ func foStartGoSessions(t *testing.T, nodes []*foNode, channels []string) ([]*foC
 // new leader is elected) or a follower (the stream stays writable: events go
 // on being stored while the victim's clients are away and are replayed).
 func foRun(t *testing.T, killLeader bool, start foStarter) {
-	nodes := foStartCluster(t)
+	nodes := startCluster(t, foCluster)
 	channels := make([]string, foChannels)
 	for c := range channels {
 		channels[c] = fmt.Sprintf("fo-%d", c)
@@ -472,8 +307,7 @@ func foRun(t *testing.T, killLeader bool, start foStarter) {
 	logs, stats := start(t, nodes, channels)
 
 	// Every session subscribed on every channel before the first publish.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.WaitFor(t, 10*time.Second, func() error {
 		ok := 0
 		for _, l := range logs {
 			l.mu.Lock()
@@ -482,31 +316,29 @@ func foRun(t *testing.T, killLeader bool, start foStarter) {
 			}
 			l.mu.Unlock()
 		}
-		if ok == len(logs) {
-			break
+		if ok != len(logs) {
+			return fmt.Errorf("only %d of %d sessions subscribed to all %d channels", ok, len(logs), foChannels)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d of %d sessions subscribed to all %d channels within 10s", ok, len(logs), foChannels)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 
 	// The node to kill is the app stream's leader, so that the kill forces
 	// an election while events are published (node 3 if the logs do not
 	// tell). The publishers use the two other nodes.
-	leader := foStreamLeader(nodes)
+	stream, _ := currentLeaders(nodes)
+	leader := slices.IndexFunc(nodes, func(n *clusterNode) bool { return n.Name == stream })
 	vi, how := 2, "stream leader unknown"
 	switch {
 	case leader < 0:
 		if killLeader {
-			t.Logf("the stream leader is not in the logs: killing %s, maybe a follower", nodes[2].name)
+			t.Logf("the stream leader is not in the logs: killing %s, maybe a follower", nodes[2].Name)
 		}
 	case killLeader:
 		vi, how = leader, "the stream leader"
 	case leader == 2:
-		vi, how = 1, "a follower; the leader is "+nodes[leader].name
+		vi, how = 1, "a follower; the leader is "+nodes[leader].Name
 	default:
-		how = "a follower; the leader is " + nodes[leader].name
+		how = "a follower; the leader is " + nodes[leader].Name
 	}
 	victim := nodes[vi]
 	var others []int
@@ -515,11 +347,11 @@ func foRun(t *testing.T, killLeader bool, start foStarter) {
 			others = append(others, k)
 		}
 	}
-	t.Logf("victim: %s (%s); publishing through %s and %s", victim.name, how, nodes[others[0]].name, nodes[others[1]].name)
+	t.Logf("victim: %s (%s); publishing through %s and %s", victim.Name, how, nodes[others[0]].Name, nodes[others[1]].Name)
 
 	pubs := make([]*foPublisher, 2)
 	for p := range pubs {
-		sdk := goSDK(&Herald{Addr: nodes[others[p]].addr})
+		sdk := goSDK(&Herald{Addr: nodes[others[p]].Addr})
 		// Short: a publish stalled by an election fails fast, and the outage is
 		// measured to about a second.
 		sdk.HTTPClient = &http.Client{Timeout: time.Second}
@@ -538,16 +370,11 @@ func foRun(t *testing.T, killLeader bool, start foStarter) {
 	}
 
 	time.Sleep(foBeforeKill)
-	killedAt := time.Now()
-	if err := syscall.Kill(victim.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+	killedAt, _, err := victim.kill9()
+	if err != nil {
 		close(stopPub)
 		pubWG.Wait()
-		t.Fatalf("kill -9 %s: %v", victim.name, err)
-	}
-	select {
-	case <-victim.exited:
-	case <-time.After(5 * time.Second):
-		t.Errorf("%s still running 5 s after SIGKILL", victim.name)
+		t.Fatal(err)
 	}
 	for _, p := range pubs {
 		p.mu.Lock()
@@ -605,20 +432,17 @@ func foRun(t *testing.T, killLeader bool, start foStarter) {
 	}
 
 	// Wait until every session delivered every acknowledged event.
-	deadline = time.Now().Add(foDeliverWait)
-	for {
+	if err := testkit.Poll(foDeliverWait, func() error {
 		missing := 0
 		for _, l := range logs {
 			missing += l.missing(acked)
 		}
-		if missing == 0 {
-			break
+		if missing > 0 {
+			return fmt.Errorf("%d acknowledged deliveries still missing %v after publishing stopped", missing, foDeliverWait)
 		}
-		if time.Now().After(deadline) {
-			t.Errorf("%d acknowledged deliveries still missing %v after publishing stopped", missing, foDeliverWait)
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Error(err)
 	}
 	allIn := time.Since(stoppedAt)
 
@@ -678,9 +502,9 @@ func foRun(t *testing.T, killLeader bool, start foStarter) {
 		t.Logf("  failed publish: %s", f)
 	}
 	if !recovered.IsZero() {
-		t.Logf("kill -9 %s -> publishes acknowledged again on both surviving nodes: %v", victim.name, recovered.Sub(killedAt).Round(time.Millisecond))
+		t.Logf("kill -9 %s -> publishes acknowledged again on both surviving nodes: %v", victim.Name, recovered.Sub(killedAt).Round(time.Millisecond))
 	}
-	t.Logf("kill -9 %s -> every client that was on it delivering again: %v", victim.name, worst.Round(time.Millisecond))
+	t.Logf("kill -9 %s -> every client that was on it delivering again: %v", victim.Name, worst.Round(time.Millisecond))
 	for _, s := range perSession {
 		t.Logf("  %s", s)
 	}

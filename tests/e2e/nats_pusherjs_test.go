@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"herald/internal/testkit"
 )
 
 // npNATSURL matches the NATS client URL in the `herald node started` log line.
@@ -26,16 +29,16 @@ var npNATSURL = regexp.MustCompile(`msg="herald node started".*\bnats=(nats://[^
 // the line is written just after /readyz turns 200.
 func npNATSAddr(t *testing.T, h *Herald) string {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if m := npNATSURL.FindStringSubmatch(h.Output()); m != nil {
-			return m[1]
+	var url string
+	testkit.WaitFor(t, 5*time.Second, func() error {
+		m := npNATSURL.FindStringSubmatch(h.Output())
+		if m == nil {
+			return errors.New("no `herald node started ... nats=nats://...` line in Herald's output")
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no `herald node started ... nats=nats://...` line in Herald's output within 5s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		url = m[1]
+		return nil
+	})
+	return url
 }
 
 // npEvent is one line the subscriber script printed.
