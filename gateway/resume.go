@@ -253,4 +253,3 @@ func resumeFailed(channel string, from uint64, reason string, first uint64) []by
 	data, _ := json.Marshal(m)
 	return protocol.AppendEvent(nil, "pusher_internal:resume_failed", channel, string(data), "")
 }
-
