@@ -10,11 +10,14 @@ JS_DEPS := tests/js/node_modules/.package-lock.json
 CLIENT_JS_DEPS := clients/js/node_modules/.package-lock.json
 
 # Packages with concurrency run again under the race detector: every package
-# whose tests start goroutines but configs (none) and tests/e2e (the Herald
-# processes it tests are built without -race; racing its harness alone would
-# double the suite's longest package).
+# whose tests start goroutines (configs' start none).
 RACE_PKGS := ./gateway/ ./bus/ ./client/ ./api/ ./node/ ./presence/ ./cluster/ ./bench/ ./protocol/ \
              ./examples/nats-publisher/ ./internal/testkit/ ./app/ ./lifecycle/
+
+# tests/e2e too: its Herald processes are built without -race, but the Go
+# client (client.Session) runs in the test binary through real failovers.
+# The whole race run takes about 3 minutes on 2 cores.
+RACE_PKGS += ./tests/e2e/
 
 .PHONY: build run test vet race fuzz bench js-deps chromium clean cluster
 
