@@ -104,6 +104,7 @@ func TestCluster(t *testing.T) {
 	}
 	clusterCfgs = nil
 	nodes := startClusterNodes(t, 3)
+	outer := t // connections that must outlive a subtest
 	lc := &lifecycleLog{}
 	for i, nd := range nodes {
 		nd.Lifecycle().Subscribe(lc.recorder(i))
@@ -240,8 +241,8 @@ func TestCluster(t *testing.T) {
 		lc.waitKinds(t, "presence-lc", sorted, "channel_occupied", "member_added")
 		c3.Close()
 		lc.waitKinds(t, "presence-lc", sorted, "channel_occupied", "channel_vacated", "member_added", "member_removed")
-		// For the crash below: a channel only n3 holds.
-		if err := dialNode(t, nodes[2]).Subscribe(ctxT(t), "lc-on-n3"); err != nil {
+		// For the crash below: a channel only n3 holds, until it dies.
+		if err := dialNode(outer, nodes[2]).Subscribe(ctxT(t), "lc-on-n3"); err != nil {
 			t.Fatal(err)
 		}
 		lc.waitKinds(t, "lc-on-n3", "channel_occupied")
@@ -303,6 +304,14 @@ func TestCluster(t *testing.T) {
 		testkit.WaitFor(t, 15*time.Second, func() error {
 			if m := len(nodes[0].Cluster().Members()); m != 3 {
 				return fmt.Errorf("node 1 sees %d members", m)
+			}
+			return nil
+		})
+		// The restarted node learns the others' members by push/pull with
+		// each of them, not all at once: wait for the roster to converge.
+		testkit.WaitFor(t, 15*time.Second, func() error {
+			if u := n3.Gateway().Users("app-id", room); !slices.Contains(u, "alice") || !slices.Contains(u, "bob") {
+				return fmt.Errorf("restarted node's roster: %v", u)
 			}
 			return nil
 		})
