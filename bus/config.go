@@ -16,6 +16,10 @@ const (
 	DefaultServerName       = "herald"
 	DefaultUnsubscribeGrace = 5 * time.Second
 	DefaultCacheTTL         = 30 * time.Minute // Config.CacheTTL; Pusher keeps cached events at most 30 minutes
+	// DefaultMaxAge and DefaultMaxMsgsPerChannel are the replay window of
+	// DefaultConfig, and of bus.stream in the config file.
+	DefaultMaxAge            = 2 * time.Minute
+	DefaultMaxMsgsPerChannel = 1000
 
 	// ShardQueueLen is the capacity of each shard's channel. A message that
 	// finds its shard full is dropped by nats.go and counted as a
@@ -92,8 +96,8 @@ func DefaultConfig(dataDir string) Config {
 		DataDir:           dataDir,
 		ServerName:        DefaultServerName,
 		StreamEnabled:     true,
-		MaxAge:            2 * time.Minute,
-		MaxMsgsPerChannel: 1000,
+		MaxAge:            DefaultMaxAge,
+		MaxMsgsPerChannel: DefaultMaxMsgsPerChannel,
 	}
 }
 
