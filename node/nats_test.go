@@ -153,22 +153,27 @@ func TestNATSPublishReachesSubscribers(t *testing.T) {
 		t.Fatalf("after the excluded event, got %+v %v; want the fire-and-forget event", ev, err)
 	}
 
-	resp, err := http.Get("http://" + n.Addr().String() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, want := range []string{
-		`herald_nats_api_requests_total{endpoint="events",status="200"} 3`,
-		`herald_nats_api_requests_total{endpoint="batch_events",status="200"} 1`,
-		"herald_nats_api_queued 0",
-		"herald_nats_api_dropped_total 0",
-	} {
-		if !strings.Contains(string(metrics), want) {
-			t.Errorf("/metrics lacks %s", want)
+	// A message is counted after its publish returns, which may be after
+	// the event reached the socket: poll.
+	testkit.WaitFor(t, 5*time.Second, func() error {
+		resp, err := http.Get("http://" + n.Addr().String() + "/metrics")
+		if err != nil {
+			return err
 		}
-	}
+		metrics, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{
+			`herald_nats_api_requests_total{endpoint="events",status="200"} 3`,
+			`herald_nats_api_requests_total{endpoint="batch_events",status="200"} 1`,
+			"herald_nats_api_queued 0",
+			"herald_nats_api_dropped_total 0",
+		} {
+			if !strings.Contains(string(metrics), want) {
+				return fmt.Errorf("/metrics lacks %s", want)
+			}
+		}
+		return nil
+	})
 }
 
 // TestNATSAnswersMatchREST sends the same bodies through REST and NATS and
