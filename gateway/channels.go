@@ -37,7 +37,7 @@ type cacheJob struct {
 // the subscriber gets pusher:cache_miss at once: under overload a missed
 // cache beats a stalled poller.
 func (g *Gateway) sendCached(c *Conn, name string) {
-	if g.cache == nil {
+	if g.cfg.Cache == nil {
 		c.sendJSON(protocol.AppendCacheMiss(nil, name))
 		return
 	}
@@ -51,7 +51,7 @@ func (g *Gateway) sendCached(c *Conn, name string) {
 func (g *Gateway) cacheWorker() {
 	for job := range g.cacheJobs {
 		ctx, cancel := context.WithTimeout(context.Background(), cacheReadTimeout)
-		ev, ok, err := g.cache.LastEvent(ctx, job.c.app.ID, job.name)
+		ev, ok, err := g.cfg.Cache.LastEvent(ctx, job.c.app.ID, job.name)
 		cancel()
 		if err != nil {
 			g.log.Warn("cache read failed", "app", job.c.app.ID, "channel", job.name, "err", err)

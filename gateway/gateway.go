@@ -111,7 +111,6 @@ type sharedFrames struct {
 type Gateway struct {
 	cfg      Config
 	log      *slog.Logger
-	apps     *app.Registry
 	appConns sync.Map // app id -> *atomic.Int64: the app's open connections on this node
 	ids      *protocol.SocketIDs
 	hub      *hub
@@ -119,14 +118,10 @@ type Gateway struct {
 	fds      []atomic.Pointer[Conn]
 	frames   sharedFrames
 	stats    counters
-	bus      Bus
 
 	presence   presence.Registry
 	users      userIndex
-	publisher  Publisher
-	cache      CacheReader
 	cacheJobs  chan cacheJob
-	replayer   Replayer
 	replayJobs chan replayJob
 	counts     counts
 	stop       chan struct{}
@@ -167,18 +162,13 @@ func New(cfg Config) (*Gateway, error) {
 		maxFDs = 1 << 24
 	}
 	g := &Gateway{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		apps:      cfg.Apps,
-		ids:       protocol.NewSocketIDs(cfg.SocketIDNode),
-		hub:       newHub(),
-		fds:       make([]atomic.Pointer[Conn], maxFDs),
-		stop:      make(chan struct{}),
-		bus:       cfg.Bus,
-		dirty:     make([][]*Conn, cfg.Shards),
-		publisher: cfg.Publisher,
-		cache:     cfg.Cache,
-		replayer:  cfg.Replayer,
+		cfg:   cfg,
+		log:   cfg.Logger,
+		ids:   protocol.NewSocketIDs(cfg.SocketIDNode),
+		hub:   newHub(),
+		fds:   make([]atomic.Pointer[Conn], maxFDs),
+		stop:  make(chan struct{}),
+		dirty: make([][]*Conn, cfg.Shards),
 	}
 	g.frames.ping = appendFrame(nil, ws.OpText, protocol.AppendPing(nil))
 	g.frames.pong = appendFrame(nil, ws.OpText, protocol.AppendPong(nil))
@@ -202,13 +192,13 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.wg.Add(1)
 	go g.countLoop()
-	if g.cache != nil { // cache lookups wait on the bus, never on a poller
+	if g.cfg.Cache != nil { // cache lookups wait on the bus, never on a poller
 		g.cacheJobs = make(chan cacheJob, cacheQueueLen)
 		g.goN(cacheWorkers, g.cacheWorker)
 	}
 	// Resume is on with a Replayer; without one, subscribes with
 	// herald_resume are answered resume_failed "disabled" and go live.
-	if g.replayer != nil {
+	if g.cfg.Replayer != nil {
 		g.replayJobs = make(chan replayJob, replayQueueLen)
 		g.goN(replayWorkers, g.replayWorker)
 	}
@@ -242,9 +232,6 @@ func (g *Gateway) connCounter(appID string) *atomic.Int64 {
 	v, _ := g.appConns.LoadOrStore(appID, new(atomic.Int64))
 	return v.(*atomic.Int64)
 }
-
-// AppConnections returns the app's open connections on this node.
-func (g *Gateway) AppConnections(appID string) int64 { return g.connCounter(appID).Load() }
 
 // SubscriptionCount returns how many of this node's connections are
 // subscribed to the channel.

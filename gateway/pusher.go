@@ -218,8 +218,8 @@ func (g *Gateway) join(c *Conn, name string, kind protocol.ChannelKind, user str
 	}
 	lc, _, first := g.hub.add(c, name)
 	c.subs = append(c.subs, subscription{lc: lc, kind: kind, user: user})
-	if first && g.bus != nil {
-		g.bus.Subscribe(c.app.ID, name)
+	if first {
+		g.cfg.Bus.Subscribe(c.app.ID, name)
 	}
 	c.mu.Lock()
 	c.flushLocked()
@@ -258,8 +258,8 @@ func (g *Gateway) leave(c *Conn, s subscription) {
 		c.endResumeLocked(s.lc.name, r)
 	}
 	c.mu.Unlock()
-	if g.hub.remove(c, s.lc) && g.bus != nil {
-		g.bus.Unsubscribe(s.lc.app.ID, s.lc.name)
+	if g.hub.remove(c, s.lc) {
+		g.cfg.Bus.Unsubscribe(s.lc.app.ID, s.lc.name)
 	}
 	if s.kind == protocol.Presence {
 		g.presence.Leave(s.lc.app.ID, s.lc.name, presence.ConnID(c.id.String()))

@@ -113,7 +113,7 @@ func (c *Conn) endResumeLocked(name string, r *replay) {
 // startReplay hands the replay to a worker; without a replayer or room in
 // the queue the hold is lifted at once and the client told why.
 func (g *Gateway) startReplay(c *Conn, name string, r *replay) {
-	if g.replayer == nil {
+	if g.cfg.Replayer == nil {
 		g.finishReplay(c, name, r, "disabled", 0, r.from)
 		return
 	}
@@ -143,7 +143,7 @@ func (g *Gateway) runReplay(job replayJob) {
 	var first bus.HistoryResult
 	total := 0
 	for pass := 0; ; pass++ {
-		res, err := g.replayer.History(ctx, c.app.ID, job.name, after, func(serial uint64, payload []byte, exclude string) error {
+		res, err := g.cfg.Replayer.History(ctx, c.app.ID, job.name, after, func(serial uint64, payload []byte, exclude string) error {
 			if exclude == excl {
 				return nil
 			}

@@ -97,7 +97,7 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx) (*app.App, *refusal) {
 	if !ok || len(key) == 0 || bytes.IndexByte(key, '/') >= 0 {
 		return nil, &refusal{protocol.CodePathNotFound, "Path not found"}
 	}
-	a, ok := g.apps.ByKey(string(key))
+	a, ok := g.cfg.Apps.ByKey(string(key))
 	switch {
 	case !ok:
 		return nil, &refusal{protocol.CodeAppNotFound, "App key " + strconv.Quote(string(key)) + " does not exist"}

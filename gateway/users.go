@@ -131,10 +131,10 @@ func (g *Gateway) clientEvent(c *Conn, msg protocol.Message) {
 		data = []byte("null")
 	}
 	payload := protocol.AppendEventRaw(nil, msg.Event, msg.Channel, data, s.user)
-	if g.publisher == nil {
+	if g.cfg.Publisher == nil {
 		return
 	}
-	if err := g.publisher.PublishAsync(bus.Publication{App: c.app.ID, Channel: msg.Channel, Payload: payload, Exclude: c.id.String()}); err != nil {
+	if err := g.cfg.Publisher.PublishAsync(bus.Publication{App: c.app.ID, Channel: msg.Channel, Payload: payload, Exclude: c.id.String()}); err != nil {
 		c.sendError(0, "Client event could not be delivered: server busy", msg.Channel)
 	}
 }
