@@ -4,21 +4,18 @@ import "herald/presence"
 
 // eventOf is the lifecycle event of a registry transition.
 func eventOf(ch presence.Change) (Event, bool) {
-	ev := Event{App: ch.App, Channel: ch.Channel, Subscriptions: ch.Subscribers}
+	ev := Event{App: ch.App, Channel: ch.Channel}
 	switch ch.Kind {
 	case presence.KindOccupied:
-		ev.Kind = ChannelOccupied
+		ev.Kind, ev.Subscriptions = ChannelOccupied, ch.Subscribers
 	case presence.KindVacated:
-		ev.Kind = ChannelVacated
+		ev.Kind, ev.Subscriptions = ChannelVacated, ch.Subscribers
 	case presence.KindSubscriptionCount:
-		ev.Kind = SubscriptionCount
+		ev.Kind, ev.Subscriptions = SubscriptionCount, ch.Subscribers
 	case presence.KindMember:
-		ev.UserID, ev.Subscriptions = ch.Member.ID, 0
+		ev.Kind, ev.UserID = MemberRemoved, ch.Member.ID
 		if ch.Added {
-			ev.Kind = MemberAdded
-			ev.UserInfo = ch.Member.Info
-		} else {
-			ev.Kind = MemberRemoved
+			ev.Kind, ev.UserInfo = MemberAdded, ch.Member.Info
 		}
 	default:
 		return Event{}, false

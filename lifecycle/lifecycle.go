@@ -72,7 +72,6 @@ type Consumer func(Event)
 // unconditionally.
 type Decider struct {
 	isOwner func(app, channel string) bool
-	now     func() time.Time
 
 	mu        sync.Mutex // guards consumers' slice header on Subscribe
 	consumers atomic.Pointer[[]Consumer]
@@ -82,7 +81,7 @@ type Decider struct {
 // New returns a Decider that emits the transitions of channels for which
 // isOwner reports true; nil isOwner means every channel (a single node).
 func New(isOwner func(app, channel string) bool) *Decider {
-	d := &Decider{isOwner: isOwner, now: time.Now}
+	d := &Decider{isOwner: isOwner}
 	d.consumers.Store(&[]Consumer{})
 	return d
 }
@@ -114,7 +113,7 @@ func (d *Decider) Observe(ch presence.Change) {
 	if !ok {
 		return
 	}
-	ev.Time = d.now()
+	ev.Time = time.Now()
 	for _, c := range cs {
 		c(ev)
 	}

@@ -58,7 +58,7 @@ func (n *Node) presenceFactory() func(presence.Listener) presence.Registry {
 }
 
 // isOwner is the gateway's ownership test: the rendezvous owner among live
-// members in a cluster, every channel on a single node. The gateway calls it
+// members in a cluster, every channel on a single node. The lifecycle Decider calls it
 // under the presence registry's lock; Owner takes no lock (docs/locks.md).
 func (n *Node) isOwner() func(app, channel string) bool {
 	if n.cl == nil {
