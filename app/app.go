@@ -75,6 +75,13 @@ type App struct {
 	ReplayMaxMsgsPerChannel int64    `yaml:"replay_max_msgs_per_channel"` // default 0 = bus.stream.max_msgs_per_channel; 0..10000000
 
 	NATS NATS `yaml:"nats"` // NATS client credentials (bus.client_listen); default user = id, password = secret
+
+	// PreviousSecrets are still accepted for REST signatures, channel and
+	// user auth and NATS while a secret rotates; remove them to end the
+	// overlap. Use Secrets.
+	PreviousSecrets []string `yaml:"previous_secrets"` // default []
+
+	Webhooks []Webhook `yaml:"webhooks"` // default []: where this app's webhooks go (webhook.go)
 }
 
 // NATS is an app's credentials on the NATS client port. Empty fields take
@@ -106,6 +113,9 @@ func New(id, key, secret string) App {
 		MaxPresenceMembers:       DefaultMaxPresenceMembers,
 		MaxPresenceUserInfoBytes: DefaultMaxPresenceUserInfoBytes,
 		ClientEventRate:          DefaultClientEventRate,
+
+		PreviousSecrets: []string{}, // empty, not nil: a file's "[]" decodes to an empty list
+		Webhooks:        []Webhook{},
 	}
 }
 

@@ -87,6 +87,9 @@ func (a *App) Validate() *FieldError {
 		return fieldErr("replay_max_age", fmt.Sprintf("must be from %s to %s, got %s",
 			Duration(minReplayAge), Duration(maxReplayAge), a.ReplayMaxAge))
 	}
+	if err := a.validateWebhooks(); err != nil {
+		return err
+	}
 	return a.validateNATS()
 }
 

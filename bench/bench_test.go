@@ -80,7 +80,7 @@ func runServer(t *testing.T, natsAddr string) server {
 	t.Helper()
 	addr := testkit.FreeAddr(t)
 	conf := filepath.Join(t.TempDir(), "herald.yaml")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, "bus:\n  client_listen: %q\n", natsAddr), 0o644); err != nil {
+	if err := os.WriteFile(conf, fmt.Appendf(nil, "bus:\n  client_listen: %q\nadmin:\n  listen: \"127.0.0.1:0\"\n", natsAddr), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(buildHerald(t), "serve", "--listen", addr, "--data", t.TempDir(), "--config", conf)

@@ -53,6 +53,8 @@ func startClusterOnce(t *testing.T) ([]server, error) {
 data_dir: %q
 bus:
   client_listen: ""
+admin:
+  listen: "127.0.0.1:0"
 cluster:
   name: herald-bench-test
   node_name: %s

@@ -70,6 +70,21 @@ const (
 	DefaultClusterRouteListen = "127.0.0.1:6222"
 	DefaultClusterPreset      = PresetLAN
 
+	// DefaultAdminListen is the admin API's listener (docs/operations.md):
+	// loopback only, so it needs no token.
+	DefaultAdminListen = "127.0.0.1:6060"
+
+	DefaultDrainWindow   = 10 * time.Second
+	DefaultDrainDeadline = 30 * time.Second
+
+	// Webhook delivery (docs/webhooks.md).
+	DefaultWebhookGrace            = 3 * time.Second
+	DefaultWebhookRetryFor         = 24 * time.Hour
+	DefaultWebhookTimeout          = 5 * time.Second
+	DefaultWebhookBatchSize        = 50
+	DefaultWebhookWorkers          = 8
+	DefaultWebhookDeadLetterMaxAge = 7 * 24 * time.Hour
+
 	// MinClusterRoutes is the fewest cluster.routes a clustered node accepts:
 	// JetStream clustering elects its meta leader only with 3 or more
 	// configured nodes.
@@ -122,6 +137,34 @@ type Config struct {
 	Bus     Bus       `yaml:"bus"`
 	HTTP    HTTP      `yaml:"http"`
 	Cluster Cluster   `yaml:"cluster"`
+
+	Admin    Admin    `yaml:"admin"`
+	Shutdown Shutdown `yaml:"shutdown"`
+	Webhooks Webhooks `yaml:"webhooks"`
+}
+
+// Admin configures the admin API (drain, reload, status, webhooks), served
+// on its own listener, apart from the client port.
+type Admin struct {
+	Listen string `yaml:"listen"` // default "127.0.0.1:6060"; "" = off; port 0 = random
+	Token  string `yaml:"token"`  // default "" = none; a bearer token, required when listen is not a loopback address
+}
+
+// Shutdown configures how a node stops (SIGTERM, herald drain).
+type Shutdown struct {
+	DrainWindow Duration `yaml:"drain_window"` // default 10s: sockets are told to reconnect (4200) spread over this window; 0..10m
+	Deadline    Duration `yaml:"deadline"`     // default 30s: the hard stop after the drain began; 1s..1h, at least drain_window
+}
+
+// Webhooks configures webhook delivery for every app (the targets are
+// apps[].webhooks).
+type Webhooks struct {
+	Grace            Duration `yaml:"grace"`               // default 3s: channel_vacated and member_removed wait this long, cancelled by a re-join; 0..1m
+	RetryFor         Duration `yaml:"retry_for"`           // default 24h: how long a failing event is retried before it is dead-lettered; 1s..720h
+	Timeout          Duration `yaml:"timeout"`             // default 5s: per request; 100ms..2m
+	BatchSize        int      `yaml:"batch_size"`          // default 50: most events in one request; 1..1000
+	Workers          int      `yaml:"workers"`             // default 8: concurrent requests per node; 1..1024
+	DeadLetterMaxAge Duration `yaml:"dead_letter_max_age"` // default 168h: how long dead-lettered events are kept for herald webhooks replay; 1m..8760h
 }
 
 // Log configures the process logger.
@@ -138,6 +181,7 @@ type Gateway struct {
 	WriteQueueBytes int      `yaml:"write_queue_bytes"` // default 1048576: per-socket outbound bound before a slow-consumer close; 4096..1073741824
 	Pollers         int      `yaml:"pollers"`           // default 0 = GOMAXPROCS; 0..256
 	RequireProtocol bool     `yaml:"require_protocol"`  // default false: a missing ?protocol= means 7; true closes with 4008
+	AcceptRate      int      `yaml:"accept_rate"`       // default 0 = unlimited: new sockets per second; over it a socket is closed with 4100; 0..1000000
 }
 
 // ActivityTimeoutSeconds is ActivityTimeout as the whole number of seconds
@@ -288,6 +332,16 @@ func Default() *Config {
 			RouteListen: DefaultClusterRouteListen,
 			Preset:      DefaultClusterPreset,
 		},
+		Admin:    Admin{Listen: DefaultAdminListen},
+		Shutdown: Shutdown{DrainWindow: Duration(DefaultDrainWindow), Deadline: Duration(DefaultDrainDeadline)},
+		Webhooks: Webhooks{
+			Grace:            Duration(DefaultWebhookGrace),
+			RetryFor:         Duration(DefaultWebhookRetryFor),
+			Timeout:          Duration(DefaultWebhookTimeout),
+			BatchSize:        DefaultWebhookBatchSize,
+			Workers:          DefaultWebhookWorkers,
+			DeadLetterMaxAge: Duration(DefaultWebhookDeadLetterMaxAge),
+		},
 	}
 }
 
@@ -298,6 +352,7 @@ func Loopback(dataDir string) *Config {
 	c := Default()
 	c.Listen = "127.0.0.1:0"
 	c.Bus.ClientListen = "127.0.0.1:0"
+	c.Admin.Listen = "127.0.0.1:0"
 	c.DataDir = dataDir
 	return c
 }

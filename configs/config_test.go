@@ -208,6 +208,7 @@ func TestLeafTypesSupported(t *testing.T) {
 			switch {
 			case isLeaf(f.Type):
 			case f.Type.Kind() == reflect.Slice && isLeaf(f.Type.Elem()):
+			case f.Type.Kind() == reflect.Map && f.Type.Key().Kind() == reflect.String && isLeaf(f.Type.Elem()):
 			case f.Type.Kind() == reflect.Struct:
 				walk(f.Type, p)
 			case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct:

@@ -104,6 +104,8 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, depth int) 
 		return d.decodeStruct(n, v, path, depth)
 	case t.Kind() == reflect.Slice:
 		return d.decodeSlice(n, v, path, depth)
+	case t.Kind() == reflect.Map && t.Key().Kind() == reflect.String && isLeaf(t.Elem()):
+		return d.decodeMap(n, v, path)
 	}
 	return keyErr(path, fmt.Sprintf("unsupported field type %s", t))
 }
@@ -188,6 +190,32 @@ func (d *decoder) decodeSlice(n *yaml.Node, v reflect.Value, path string, depth 
 		}
 	}
 	v.Set(s)
+	return nil
+}
+
+// decodeMap reads a mapping of names to scalars (apps[].webhooks[].headers).
+// Its keys are data, not config keys: none is unknown.
+func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value, path string) error {
+	if n.Kind != yaml.MappingNode {
+		return keyErr(path, "must be a mapping, got "+kindName(n))
+	}
+	m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		p := joinKey(path, k.Value)
+		if k.Kind != yaml.ScalarNode || val.Kind != yaml.ScalarNode {
+			return keyErr(p, "must map a name to "+typeName(v.Type().Elem()))
+		}
+		if m.MapIndex(reflect.ValueOf(k.Value)).IsValid() {
+			return keyErr(p, fmt.Sprintf("defined twice (line %d)", k.Line))
+		}
+		e := reflect.New(v.Type().Elem()).Elem()
+		if err := setScalar(e, val.Value); err != nil {
+			return keyErr(p, err.Error())
+		}
+		m.SetMapIndex(reflect.ValueOf(k.Value), e)
+	}
+	v.Set(m)
 	return nil
 }
 

@@ -32,6 +32,9 @@ func (c *Config) Validate() error {
 		func() *KeyError { return c.Bus.check("bus") },
 		func() *KeyError { return c.HTTP.check("http") },
 		c.checkCluster,
+		func() *KeyError { return c.Admin.check("admin") },
+		func() *KeyError { return c.Shutdown.check("shutdown") },
+		func() *KeyError { return c.Webhooks.check("webhooks") },
 	}
 	for _, check := range checks {
 		if err := check(); err != nil {
@@ -61,6 +64,59 @@ func (g *Gateway) check(p string) *KeyError {
 		intRange(p+".max_message_bytes", int64(g.MaxMessageBytes), 1024, 16<<20),
 		intRange(p+".write_queue_bytes", int64(g.WriteQueueBytes), 4096, 1<<30),
 		intRange(p+".pollers", int64(g.Pollers), 0, 256),
+		intRange(p+".accept_rate", int64(g.AcceptRate), 0, 1_000_000),
+	)
+}
+
+func (a *Admin) check(p string) *KeyError {
+	if a.Listen == "" {
+		return nil
+	}
+	if err := checkListen(p+".listen", a.Listen); err != nil {
+		return err
+	}
+	if a.Token == "" && !IsLoopbackListen(a.Listen) {
+		return keyErr(p+".token", fmt.Sprintf("is required when %s.listen (%s) is not a loopback address", p, quote(a.Listen)))
+	}
+	return nil
+}
+
+// IsLoopbackListen reports whether a host:port listens on loopback only
+// (127.0.0.0/8, ::1 or "localhost"); "" and "0.0.0.0" as host listen on
+// every interface.
+func IsLoopbackListen(hostPort string) bool {
+	host, _, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (s *Shutdown) check(p string) *KeyError {
+	if err := firstErr(
+		durRange(p+".drain_window", s.DrainWindow, 0, 10*time.Minute),
+		durRange(p+".deadline", s.Deadline, time.Second, time.Hour),
+	); err != nil {
+		return err
+	}
+	if s.Deadline < s.DrainWindow {
+		return keyErr(p+".deadline", fmt.Sprintf("%s must be at least %s.drain_window (%s)", s.Deadline, p, s.DrainWindow))
+	}
+	return nil
+}
+
+func (w *Webhooks) check(p string) *KeyError {
+	return firstErr(
+		durRange(p+".grace", w.Grace, 0, time.Minute),
+		durRange(p+".retry_for", w.RetryFor, time.Second, 720*time.Hour),
+		durRange(p+".timeout", w.Timeout, 100*time.Millisecond, 2*time.Minute),
+		intRange(p+".batch_size", int64(w.BatchSize), 1, 1000),
+		intRange(p+".workers", int64(w.Workers), 1, 1024),
+		durRange(p+".dead_letter_max_age", w.DeadLetterMaxAge, time.Minute, 8760*time.Hour),
 	)
 }
 

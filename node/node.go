@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"herald/admin"
 	"herald/api"
 	"herald/app"
 	"herald/bus"
@@ -31,11 +32,12 @@ type Node struct {
 	cfg *configs.Config
 	log *slog.Logger
 
-	ln   net.Listener
-	gw   *gateway.Gateway
-	bus  *bus.Bus
-	http *api.Server
-	nats *api.NATSAPI // nil without a NATS client port
+	ln    net.Listener
+	gw    *gateway.Gateway
+	bus   *bus.Bus
+	http  *api.Server
+	nats  *api.NATSAPI  // nil without a NATS client port
+	admin *admin.Server // nil when admin.listen is off
 
 	apps      *app.Registry
 	lifecycle *lifecycle.Decider
@@ -64,13 +66,18 @@ func Start(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	n.ln = &patientListener{Listener: ln, log: log}
+	if err := n.startAdmin(); err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
 	if err := n.startParts(); err != nil {
 		n.closeParts()
 		return nil, err
 	}
 	go func() { n.serveErr <- n.http.Serve(n.ln) }()
+	n.serveAdmin()
 	n.http.SetReady(true)
-	log.Info("herald node started", "listen", ln.Addr().String(), "data_dir", cfg.DataDir,
+	log.Info("herald node started", "listen", ln.Addr().String(), "admin", n.AdminURL(), "data_dir", cfg.DataDir,
 		"apps", len(cfg.Apps), "stream", cfg.Bus.Stream.IsEnabled(), "nats", n.bus.ClientURL())
 	return n, nil
 }
@@ -266,6 +273,13 @@ func (n *Node) closeParts() {
 	}
 	if n.ln != nil {
 		_ = n.ln.Close()
+	}
+	if n.admin != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := n.admin.Close(ctx); err != nil {
+			n.log.Warn("admin close", "err", err)
+		}
 	}
 }
 

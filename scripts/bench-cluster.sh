@@ -104,6 +104,8 @@ listen: "127.0.0.1:${CLIENT[$i]}"
 data_dir: "$dir/data-$n"
 bus:
   client_listen: ""
+admin:
+  listen: "127.0.0.1:0"
 cluster:
   name: herald-bench
   node_name: $n

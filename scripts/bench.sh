@@ -52,7 +52,7 @@ start_server() {
 	while ! port_free "$PORT"; do PORT=$((PORT + 1)); done
 	mkdir -p "$data"
 	# The dev app, and no NATS client port (its default 4222 allows one server per machine).
-	printf 'bus:\n  client_listen: ""\n' >"$TMP/herald.yaml"
+	printf 'bus:\n  client_listen: ""\nadmin:\n  listen: "127.0.0.1:0"\n' >"$TMP/herald.yaml"
 	"$SERVER_BIN" serve --listen "127.0.0.1:$PORT" --data "$data" --config "$TMP/herald.yaml" >"$TMP/server-$name.log" 2>&1 &
 	SERVER_PID=$!
 	for _ in $(seq 100); do

@@ -17,7 +17,7 @@ for i in $(seq "$ROUNDS"); do
 		bin=$OLD
 		[[ $which == after ]] && bin=bin/herald
 		d=$(mktemp -d -t herald-abab.XXXXXX)
-		printf 'bus:\n  client_listen: ""\n' >"$d/h.yaml"
+		printf 'bus:\n  client_listen: ""\nadmin:\n  listen: "127.0.0.1:0"\n' >"$d/h.yaml"
 		GOGC=${SERVER_GOGC:-100} "$bin" serve --listen "127.0.0.1:$port" --data "$d/data" --config "$d/h.yaml" >"$d/log" 2>&1 &
 		pid=$!
 		sleep 1.5

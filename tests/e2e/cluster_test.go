@@ -186,6 +186,7 @@ func writeClusterConfig(t *testing.T, dir string, l *testkit.Layout, i int, spec
 		// No NATS client port: nothing here uses it, and three nodes would
 		// need three free ports.
 		"bus":     map[string]any{"client_listen": ""},
+		"admin":   map[string]any{"listen": "127.0.0.1:0"},
 		"cluster": l.Cluster(i, spec.name, spec.preset),
 		"apps": []map[string]any{{
 			"id": "app-id", "key": "app-key", "secret": "app-secret",
