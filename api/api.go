@@ -199,13 +199,22 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, app *app.App) error {
 	if i := bytes.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
+	now := s.cfg.Now()
+	// The clock the signature's auth_timestamp was checked against, in
+	// milliseconds: `herald probe` reports the REST clock skew from it
+	// (the Date header has whole seconds; docs/protocol-extensions.md).
+	ctx.Response.Header.Set(HeaderTime, strconv.FormatInt(now.UnixMilli(), 10))
 	return protocol.VerifyREST(protocol.RESTRequest{
 		Method:   string(ctx.Method()),
 		Path:     string(path),
 		RawQuery: string(uri.QueryString()),
 		Body:     ctx.PostBody(),
-	}, app.Key, app.Secret, s.cfg.Now())
+	}, app.Key, app.Secret, now)
 }
+
+// HeaderTime is the REST answer header with the server's clock, in Unix
+// milliseconds, as the request signature check read it.
+const HeaderTime = "Herald-Time"
 
 // writeError answers with the error's status and JSON body; errors that are
 // not *protocol.HTTPError are internal.

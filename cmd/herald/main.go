@@ -3,6 +3,7 @@
 //
 //	herald [serve] [--config FILE] [--listen HOST:PORT] [--data DIR]
 //	herald check-config [--strict] --config FILE
+//	herald probe --url ws://HOST:PORT --app-id ID --key KEY --secret SECRET [--api URL] [--json]
 //	herald version
 package main
 
@@ -39,6 +40,8 @@ func main() {
 		err = checkConfig(args)
 	case "bench":
 		err = benchCmd(args)
+	case "probe":
+		err = probeCmd(args)
 	case "version":
 		fmt.Println("herald", version)
 	case "help":
@@ -51,6 +54,9 @@ func main() {
 		if errors.Is(err, flag.ErrHelp) {
 			return
 		}
+		if errors.Is(err, errProbeFailed) { // its one-line reason is printed
+			os.Exit(1)
+		}
 		fmt.Fprintln(os.Stderr, "herald:", err)
 		os.Exit(1)
 	}
@@ -61,6 +67,8 @@ func usage(w io.Writer) {
   herald [serve] [--config FILE] [--listen HOST:PORT] [--data DIR]   run a node
   herald check-config [--strict] --config FILE                        validate a config file
   herald bench SCENARIO [flags]                                       run a load scenario (herald bench -h)
+  herald probe --url ws://HOST:PORT --app-id ID --key KEY --secret SECRET [--api URL] [--json] [--every 30s --metrics-listen HOST:PORT]
+                                                                      end-to-end check of a deployment (docs/deploy.md)
   herald version                                                      print the version
 `)
 }
