@@ -84,6 +84,8 @@ type Server struct {
 	ready   atomic.Bool
 	metrics fasthttp.RequestHandler
 	reqs    *prometheus.CounterVec
+	latency *prometheus.HistogramVec
+	authErr atomic.Uint64 // requests refused by the signature check (AuthFailures)
 }
 
 // New builds the server; Serve starts it.
@@ -102,8 +104,13 @@ func New(cfg Config) *Server {
 		Name: "herald_rest_requests_total",
 		Help: "REST API requests by endpoint and HTTP status.",
 	}, []string{"endpoint", "status"})
+	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "herald_rest_request_duration_seconds",
+		Help:    "REST API request latency by endpoint, from routing to the answer (a publish includes the stream's ack).",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"endpoint"})
 	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(s.reqs)
+		cfg.Registry.MustRegister(s.reqs, s.latency)
 		s.metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
 	}
 	s.fs = &fasthttp.Server{
@@ -123,6 +130,9 @@ func New(cfg Config) *Server {
 
 // Serve serves HTTP on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error { return s.fs.Serve(ln) }
+
+// AuthFailures is how many REST requests the signature check refused.
+func (s *Server) AuthFailures() uint64 { return s.authErr.Load() }
 
 // SetReady switches /readyz between 200 and 503.
 func (s *Server) SetReady(ok bool) { s.ready.Store(ok) }
@@ -162,7 +172,11 @@ func (s *Server) rest(ctx *fasthttp.RequestCtx) {
 	rest := ctx.Path()[len("/apps/"):]
 	id, sub, _ := bytes.Cut(rest, []byte("/"))
 	endpoint := "unknown"
-	defer func() { s.reqs.WithLabelValues(endpoint, strconv.Itoa(ctx.Response.StatusCode())).Inc() }()
+	began := time.Now()
+	defer func() {
+		s.reqs.WithLabelValues(endpoint, strconv.Itoa(ctx.Response.StatusCode())).Inc()
+		s.latency.WithLabelValues(endpoint).Observe(time.Since(began).Seconds())
+	}()
 
 	a, ok := s.cfg.Apps.ByID(string(id))
 	if !ok {
@@ -183,6 +197,7 @@ func (s *Server) rest(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	if err := s.authenticate(ctx, a); err != nil {
+		s.authErr.Add(1)
 		writeError(ctx, err)
 		return
 	}

@@ -56,6 +56,10 @@ type Config struct {
 	UnsubscribeGrace time.Duration // keep an unused live subscription this long; 0 = 5s
 	Apps             []string      // app ids whose streams are ensured at Start
 	Logger           *slog.Logger  // nil = slog.Default()
+	// DeliveryLatency, when set, is given one sample per delivery batch:
+	// seconds from the batch's first event being stored to the Sink's
+	// Flush having written it (health.go). Streams on only.
+	DeliveryLatency Observer
 
 	// NATS client port (clientport.go). With ClientListen "" the server
 	// takes no network clients and the fields below are unused.

@@ -181,6 +181,7 @@ func (b *Bus) shardLoop(i int) {
 		case <-b.done:
 			return
 		}
+		stored := b.storedAt(msg)
 		n := b.deliverOne(i, m, msg)
 	drain:
 		for k := 1; k < MaxDrain; k++ {
@@ -193,6 +194,9 @@ func (b *Bus) shardLoop(i int) {
 		}
 		b.delivered.Add(uint64(n))
 		b.sink.Flush(i)
+		if stored != 0 {
+			b.cfg.DeliveryLatency.Observe(float64(time.Now().UnixNano()-stored) / 1e9)
+		}
 	}
 }
 

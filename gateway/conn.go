@@ -60,6 +60,7 @@ type Conn struct {
 	mu        sync.Mutex
 	st        atomic.Uint32      // connState; written under mu, read anywhere
 	blocked   bool               // the kernel refused bytes; the poller flushes on EPOLLOUT
+	reason    closeReason        // why it is closing, set once with the close (metrics.go)
 	dirty     uint64             // bit i set: the connection is on delivery shard i's flush list
 	queue     [][]byte           // frames waiting for the kernel; queue[0] may be partly written
 	queued    int                // bytes in queue
@@ -131,6 +132,7 @@ func (c *Conn) failSlowLocked() {
 	for _, f := range c.queue {
 		c.queued += len(f)
 	}
+	c.reason = reasonSlowConsumer
 	c.beginCloseLocked(protocol.CodeOverCapacity, "Slow consumer: write queue full")
 }
 
@@ -143,6 +145,9 @@ func (c *Conn) beginCloseLocked(code int, reason string) {
 	}
 	c.setState(stateClosing)
 	c.closingAt = time.Now().UnixNano()
+	if c.reason == reasonNone {
+		c.reason = reasonOf(code)
+	}
 	if code >= 4000 {
 		msg := protocol.AppendError(nil, code, reason, "")
 		c.appendLocked(textFrame(msg))

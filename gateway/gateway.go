@@ -118,6 +118,7 @@ type Gateway struct {
 	fds      []atomic.Pointer[Conn]
 	frames   sharedFrames
 	stats    counters
+	metrics  metrics // operator metrics (metrics.go)
 
 	presence   presence.Registry
 	users      userIndex
@@ -281,6 +282,7 @@ func (g *Gateway) Deliver(shard int, m *bus.Message) {
 		c.mu.Unlock()
 	})
 	g.stats.deliveries.Add(uint64(n))
+	g.metrics.app(m.App).deliveries.Add(uint64(n))
 }
 
 // Flush writes what Deliver queued since the last Flush of this shard.
@@ -333,6 +335,7 @@ func (g *Gateway) connClosed(c *Conn) {
 		c.counter.Add(-1)
 	}
 	g.stats.connections.Add(-1)
+	g.metrics.disconnected(c)
 }
 
 // Drain makes new upgrades fail with 4200 (reconnect elsewhere) while the node

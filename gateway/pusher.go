@@ -27,6 +27,7 @@ type subscription struct {
 // goes to a worker.
 func (g *Gateway) handleMessage(c *Conn, payload []byte) {
 	g.stats.messagesIn.Add(1)
+	g.metrics.app(c.app.ID).messagesIn.Add(1)
 	msg, err := protocol.DecodeMessage(payload)
 	if err != nil {
 		c.sendError(0, err.Error(), "")
@@ -106,6 +107,7 @@ func (g *Gateway) subscribe(c *Conn, msg protocol.Message) {
 	switch kind {
 	case protocol.Private, protocol.Encrypted:
 		if err := protocol.VerifyChannelAuth(c.app.Key, c.app.Secret, c.id.String(), name, "", sd.Auth); err != nil {
+			g.metrics.auth[authChannel].Add(1)
 			c.refuse(name, "AuthError", err.Error(), 401)
 			return
 		}
@@ -116,6 +118,7 @@ func (g *Gateway) subscribe(c *Conn, msg protocol.Message) {
 		}
 	case protocol.ServerToUser:
 		if id, _ := protocol.ServerToUserID(name); c.userID == "" || id != c.userID {
+			g.metrics.auth[authChannel].Add(1)
 			c.refuse(name, "AuthError", "Subscribing to "+name+" requires being signed in as that user", 401)
 			return
 		}
@@ -151,6 +154,7 @@ func (g *Gateway) subscribe(c *Conn, msg protocol.Message) {
 // channel_data and checks the member against the app's limits.
 func (g *Gateway) presenceMember(c *Conn, name string, sd protocol.SubscribeData) (presence.Member, bool) {
 	if err := protocol.VerifyChannelAuth(c.app.Key, c.app.Secret, c.id.String(), name, sd.ChannelData, sd.Auth); err != nil {
+		g.metrics.auth[authChannel].Add(1)
 		c.refuse(name, "AuthError", err.Error(), 401)
 		return presence.Member{}, false
 	}
@@ -218,6 +222,7 @@ func (g *Gateway) join(c *Conn, name string, kind protocol.ChannelKind, user str
 	}
 	lc, _, first := g.hub.add(c, name)
 	c.subs = append(c.subs, subscription{lc: lc, kind: kind, user: user})
+	g.metrics.subscribed(name, 1)
 	if first {
 		g.cfg.Bus.Subscribe(c.app.ID, name)
 	}
@@ -261,6 +266,7 @@ func (g *Gateway) leave(c *Conn, s subscription) {
 	if g.hub.remove(c, s.lc) {
 		g.cfg.Bus.Unsubscribe(s.lc.app.ID, s.lc.name)
 	}
+	g.metrics.subscribed(s.lc.name, -1)
 	if s.kind == protocol.Presence {
 		g.presence.Leave(s.lc.app.ID, s.lc.name, presence.ConnID(c.id.String()))
 	}
@@ -279,6 +285,7 @@ func (g *Gateway) onPresenceChange(ch presence.Change) {
 	if ch.Kind != presence.KindMember {
 		return
 	}
+	g.metrics.member(ch.App, ch.Added)
 	var msg []byte
 	if ch.Added {
 		msg = protocol.AppendMemberAdded(nil, ch.Channel, ch.Member.IDJSON, ch.Member.Info)

@@ -178,9 +178,12 @@ func (g *Gateway) runReplay(job replayJob) {
 		// The report goes in the same critical section, so it comes before
 		// any live event that follows the replay.
 		var report []byte
+		g.metrics.replayed.Add(uint64(total))
 		if first.WindowPassed {
+			g.metrics.resumes[resumeWindowPassed].Add(1)
 			report = resumeFailed(job.name, r.from, "window_passed", first.First)
 		} else {
+			g.metrics.resumes[resumeOK].Add(1)
 			data, _ := json.Marshal(map[string]uint64{"from": r.from, "to": after, "replayed": uint64(total)})
 			report = protocol.AppendEvent(nil, "pusher_internal:resume_ok", job.name, string(data), "")
 		}
@@ -225,6 +228,7 @@ func (c *Conn) queueReplayed(frame []byte) error {
 // way, having queued everything up to serial done), queues the held events
 // not sent yet, and reports why.
 func (g *Gateway) finishReplay(c *Conn, name string, r *replay, reason string, first, done uint64) {
+	g.metrics.resumes[resumeOutcome(reason)].Add(1)
 	c.mu.Lock()
 	if c.replays[name] == r {
 		r.floor = done

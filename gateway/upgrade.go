@@ -163,6 +163,7 @@ func (g *Gateway) adopt(nc net.Conn, accept string, a *app.App, ref *refusal) {
 	}
 	g.stats.connections.Add(1)
 	g.stats.connects.Add(1)
+	g.metrics.connected(ref)
 
 	// Queue, register, then write: once the client has its first frame the
 	// connection must already be the poller's, or a poller stopping in
@@ -201,6 +202,7 @@ func (g *Gateway) refuseUnregistered(c *Conn) {
 		c.counter.Add(-1)
 	}
 	g.stats.connections.Add(-1)
+	g.metrics.disconnected(c)
 }
 
 func (g *Gateway) activitySeconds() int {

@@ -76,6 +76,7 @@ func (g *Gateway) signin(c *Conn, msg protocol.Message) {
 		err = &protocol.Error{Code: protocol.CodeUnauthorized, Message: "Connection is already signed in as another user"}
 	}
 	if err != nil {
+		g.metrics.auth[authUser].Add(1)
 		if c.app.UserAuthentication {
 			c.closeWith(protocol.CodeUnauthorized, err.Error())
 			return

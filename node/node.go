@@ -41,6 +41,7 @@ type Node struct {
 
 	apps      *app.Registry
 	lifecycle *lifecycle.Decider
+	latency   prometheus.Histogram // publish-to-socket-write, sampled by the bus (metrics.go)
 
 	cl      *cluster.Cluster // nil on a single node
 	gossip  *presence.Gossip
@@ -90,6 +91,7 @@ func (n *Node) startParts() error {
 		}
 	}
 	n.apps = app.NewRegistry(cfg.Apps)
+	n.latency = newDeliveryLatency()
 	b, err := bus.Start(n.busConfig())
 	if err != nil {
 		return err
@@ -129,7 +131,7 @@ func (n *Node) startParts() error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	registerMetrics(reg, gw, b)
+	n.registerMetrics(reg)
 	var counts api.Counts = gw
 	var publishTimeout time.Duration
 	if n.cl != nil {
@@ -171,6 +173,7 @@ func (n *Node) busConfig() bus.Config {
 		Shards:            min(cfg.Bus.Shards, 64),
 		CacheTTL:          cfg.Bus.CacheTTL.D(),
 		Logger:            n.log.With("part", "bus"),
+		DeliveryLatency:   n.latency,
 
 		ClientListen:      cfg.Bus.ClientListen,
 		ClientSharedInbox: cfg.Bus.ClientSharedInbox,
