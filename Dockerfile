@@ -33,7 +33,8 @@ COPY --from=build /out/etc/herald.yaml /etc/herald/herald.yaml
 COPY --from=build --chown=65532:65532 /out/data /var/lib/herald
 USER 65532:65532
 WORKDIR /var/lib/herald
-VOLUME /var/lib/herald
+# /etc/herald: mount herald.yaml here (a ConfigMap, a bind mount); /var/lib/herald: JetStream data.
+VOLUME ["/etc/herald", "/var/lib/herald"]
 # 6001 WebSocket + REST, 4222 NATS clients (backends), 6222 NATS routes,
 # 7946 memberlist (TCP and UDP).
 EXPOSE 6001 4222 6222 7946 7946/udp
