@@ -192,19 +192,34 @@ func (s *Server) rest(ctx *fasthttp.RequestCtx) {
 }
 
 // authenticate checks the request signature (docs/protocol.md §6.2) on the
-// path as it arrived on the wire.
+// path as it arrived on the wire, against each of the app's secrets: the
+// current one, then apps[].previous_secrets while a secret rotates
+// (docs/operations.md). Each is compared in constant time; the error is the
+// current secret's.
 func (s *Server) authenticate(ctx *fasthttp.RequestCtx, app *app.App) error {
 	uri := ctx.URI()
 	path := uri.PathOriginal()
 	if i := bytes.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
-	return protocol.VerifyREST(protocol.RESTRequest{
+	req := protocol.RESTRequest{
 		Method:   string(ctx.Method()),
 		Path:     string(path),
 		RawQuery: string(uri.QueryString()),
 		Body:     ctx.PostBody(),
-	}, app.Key, app.Secret, s.cfg.Now())
+	}
+	now := s.cfg.Now()
+	var first error
+	for _, secret := range app.Secrets() {
+		err := protocol.VerifyREST(req, app.Key, secret, now)
+		if err == nil {
+			return nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // writeError answers with the error's status and JSON body; errors that are
