@@ -127,6 +127,9 @@ func (s *Server) Serve(ln net.Listener) error { return s.fs.Serve(ln) }
 // SetReady switches /readyz between 200 and 503.
 func (s *Server) SetReady(ok bool) { s.ready.Store(ok) }
 
+// Ready reports what /readyz answers: true for 200.
+func (s *Server) Ready() bool { return s.ready.Load() }
+
 // Shutdown stops accepting and waits for open HTTP requests to finish.
 // Hijacked WebSocket connections are the gateway's to close.
 func (s *Server) Shutdown(ctx context.Context) error { return s.fs.ShutdownWithContext(ctx) }

@@ -56,6 +56,9 @@ func (g *Gateway) CloseApp(appID string, code int, reason string) int {
 	return n
 }
 
+// Draining reports whether new upgrades are refused with 4200 (Drain).
+func (g *Gateway) Draining() bool { return g.draining.Load() }
+
 // AppConnections is how many connections of app are open on this node.
 func (g *Gateway) AppConnections(appID string) int64 {
 	if v, ok := g.appConns.Load(appID); ok {
