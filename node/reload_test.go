@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -433,6 +434,7 @@ func TestReloadWithoutSource(t *testing.T) {
 // checkClusterStatus is TestCluster's GET /status: every node lists the
 // three members and the app stream's leader and replicas.
 func checkClusterStatus(t *testing.T, nodes []*Node) {
+	defer http.DefaultClient.CloseIdleConnections() // the admin client's keep-alives (http.DefaultTransport)
 	for i, nd := range nodes {
 		var st Status
 		if err := (&admin.Client{URL: nd.AdminURL()}).Get(ctxT(t), "/status", &st); err != nil {
