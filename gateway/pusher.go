@@ -66,7 +66,7 @@ func (c *Conn) sendJSON(msg []byte) {
 // connection-level pusher:error (code null), or soketi's channel-scoped
 // pusher:subscription_error that Laravel Echo's channel.error() receives.
 func (c *Conn) refuse(channel, typ, message string, status int) {
-	if c.app.SoketiErrors() {
+	if c.poller.g.appOf(c).SoketiErrors() {
 		c.sendJSON(protocol.AppendSubscriptionError(nil, channel, typ, message, status))
 		return
 	}
