@@ -137,6 +137,9 @@ func (s *Server) AuthFailures() uint64 { return s.authErr.Load() }
 // SetReady switches /readyz between 200 and 503.
 func (s *Server) SetReady(ok bool) { s.ready.Store(ok) }
 
+// Ready reports what /readyz answers: true for 200.
+func (s *Server) Ready() bool { return s.ready.Load() }
+
 // Shutdown stops accepting and waits for open HTTP requests to finish.
 // Hijacked WebSocket connections are the gateway's to close.
 func (s *Server) Shutdown(ctx context.Context) error { return s.fs.ShutdownWithContext(ctx) }
@@ -207,7 +210,10 @@ func (s *Server) rest(ctx *fasthttp.RequestCtx) {
 }
 
 // authenticate checks the request signature (docs/protocol.md §6.2) on the
-// path as it arrived on the wire.
+// path as it arrived on the wire, against each of the app's secrets: the
+// current one, then apps[].previous_secrets while a secret rotates
+// (docs/operations.md). Each is compared in constant time; the error is the
+// current secret's.
 func (s *Server) authenticate(ctx *fasthttp.RequestCtx, app *app.App) error {
 	uri := ctx.URI()
 	path := uri.PathOriginal()
@@ -219,12 +225,23 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, app *app.App) error {
 	// milliseconds: `herald probe` reports the REST clock skew from it
 	// (the Date header has whole seconds; docs/protocol-extensions.md).
 	ctx.Response.Header.Set(HeaderTime, strconv.FormatInt(now.UnixMilli(), 10))
-	return protocol.VerifyREST(protocol.RESTRequest{
+	req := protocol.RESTRequest{
 		Method:   string(ctx.Method()),
 		Path:     string(path),
 		RawQuery: string(uri.QueryString()),
 		Body:     ctx.PostBody(),
-	}, app.Key, app.Secret, now)
+	}
+	var first error
+	for _, secret := range app.Secrets() {
+		err := protocol.VerifyREST(req, app.Key, secret, now)
+		if err == nil {
+			return nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // HeaderTime is the REST answer header with the server's clock, in Unix

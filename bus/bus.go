@@ -120,6 +120,7 @@ type Bus struct {
 	pubRetries atomic.Uint64
 	reconnects atomic.Uint64 // external mode (external.go)
 
+	auth   *clientAuth  // the embedded server's logins (clientauth.go); nil without auth
 	hist   historyState // history reads and live gap repair (history.go, gapfill.go)
 	starts subStarts    // when each live subscription was made (catchup.go)
 }
@@ -253,6 +254,8 @@ func (b *Bus) startEmbedded() (*nats.Conn, error) {
 	if cfg.needsAuth() {
 		cfg.internalPassword = newInternalPassword()
 		b.cfg.internalPassword = cfg.internalPassword
+		b.auth = newClientAuth(cfg)
+		cfg.auth = b.auth
 	}
 	srv, err := startServer(cfg)
 	if err != nil {

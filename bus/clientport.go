@@ -54,15 +54,22 @@ type ClientUser struct {
 	App      string // app id the credentials are fenced to
 	User     string // "" = no user/password login
 	Password string
-	Nkey     string // public user nkey ("U..."); "" = none
+	// PreviousPasswords are accepted too while a secret rotates
+	// (apps[].previous_secrets, when nats.password is not set).
+	PreviousPasswords []string
+	Nkey              string // public user nkey ("U..."); "" = none
 }
 
 // ClientUsersOf is the NATS credentials of apps: user/password (default:
-// app id and secret) and, when set, an nkey.
+// app id and secret, and the previous secrets while listed) and, when set,
+// an nkey.
 func ClientUsersOf(apps []*app.App) []ClientUser {
 	out := make([]ClientUser, len(apps))
 	for i, a := range apps {
 		out[i] = ClientUser{App: a.ID, User: a.NATSUser(), Password: a.NATSPassword(), Nkey: a.NATS.Nkey}
+		if a.NATS.Password == "" {
+			out[i].PreviousPasswords = a.PreviousSecrets
+		}
 	}
 	return out
 }
@@ -177,7 +184,7 @@ func checkClientPort(cfg Config) error {
 	return ln.Close()
 }
 
-// applyClientPort sets the client listener, users and permissions on opts
+// applyClientPort sets the client listener and its authentication on opts
 // when cfg has a client port; otherwise it leaves opts in-process only.
 // cfg must have passed checkClientPort.
 func applyClientPort(opts *server.Options, cfg Config) {
@@ -187,18 +194,21 @@ func applyClientPort(opts *server.Options, cfg Config) {
 	}
 	opts.DontListen = false
 	opts.Host, opts.Port, _ = clientListen(cfg.ClientListen)
-	// The node's own connection: full permissions (streams, JetStream API,
-	// live subjects, API replies).
-	opts.Users = []*server.User{{Username: internalUser, Password: cfg.internalPassword}}
-	for _, u := range cfg.ClientUsers {
-		perms := ClientPermissions(u.App, cfg.ClientSharedInbox)
-		if u.User != "" {
-			opts.Users = append(opts.Users, &server.User{Username: u.User, Password: u.Password, Permissions: perms})
-		}
-		if u.Nkey != "" {
-			opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: u.Nkey, Permissions: perms})
-		}
+	applyAuth(opts, cfg)
+}
+
+// applyAuth makes the server require a login, decided by clientAuth
+// (clientauth.go): the node's own connection with full permissions
+// (streams, JetStream API, live subjects, API replies), and each app's
+// users fenced to the app.
+func applyAuth(opts *server.Options, cfg Config) {
+	auth := cfg.auth
+	if auth == nil {
+		auth = newClientAuth(cfg)
 	}
+	opts.CustomClientAuthentication = auth
+	opts.AlwaysEnableNonce = true // for nkey logins
+	opts.Users, opts.Nkeys = nil, nil
 }
 
 // newInternalPassword returns 32 random hex characters.

@@ -75,11 +75,23 @@ func TestClientListenOptions(t *testing.T) {
 	if o.DontListen || o.Host != "127.0.0.1" || o.Port != server.RANDOM_PORT {
 		t.Fatalf("client port: DontListen %v host %q port %d", o.DontListen, o.Host, o.Port)
 	}
-	if len(o.Users) != 2 || o.Users[0].Username != internalUser || o.Users[0].Permissions != nil || o.Users[1].Username != "u" {
-		t.Fatalf("users %+v", o.Users)
+	auth, ok := o.CustomClientAuthentication.(*clientAuth)
+	if !ok || o.Users != nil || o.Nkeys != nil || !o.AlwaysEnableNonce {
+		t.Fatalf("auth %T, users %+v, nkeys %+v", o.CustomClientAuthentication, o.Users, o.Nkeys)
 	}
-	if len(o.Nkeys) != 1 || o.Nkeys[0].Nkey != "UNKEY" || o.Nkeys[0].Permissions == nil {
-		t.Fatalf("nkeys %+v", o.Nkeys)
+	if perms, ok := auth.authorize(internalUser, "secret", "", nil); !ok || perms != nil {
+		t.Fatalf("internal user: %v %v", perms, ok)
+	}
+	if perms, ok := auth.authorize("u", "p", "", nil); !ok || perms == nil {
+		t.Fatalf("app user: %v %v", perms, ok)
+	}
+	if perms, ok := auth.authorize("", "", "UNKEY", nil); !ok || perms == nil {
+		t.Fatalf("app nkey: %v %v", perms, ok)
+	}
+	for _, bad := range [][3]string{{internalUser, "p", ""}, {"u", "secret", ""}, {"u", "", ""}, {"", "", "UOTHER"}, {"", "p", ""}} {
+		if _, ok := auth.authorize(bad[0], bad[1], bad[2], nil); ok {
+			t.Errorf("accepted %q", bad)
+		}
 	}
 }
 

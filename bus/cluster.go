@@ -159,8 +159,7 @@ func applyCluster(opts *server.Options, cfg Config) {
 		// the node's own user may use it.
 		opts.DontListen = false
 		opts.Host, opts.Port = "127.0.0.1", server.RANDOM_PORT
-		opts.Users = []*server.User{{Username: internalUser, Password: cfg.internalPassword}}
-		opts.Nkeys = nil
+		applyAuth(opts, cfg) // no client port: clientAuth has no app users
 	}
 }
 

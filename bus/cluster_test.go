@@ -417,8 +417,12 @@ func TestClusterServerOptions(t *testing.T) {
 	if opts.DontListen || opts.Host != "127.0.0.1" || opts.Port != server.RANDOM_PORT {
 		t.Fatalf("client listener: DontListen=%v Host=%q Port=%d", opts.DontListen, opts.Host, opts.Port)
 	}
-	if len(opts.Users) != 1 || opts.Users[0].Username != internalUser || opts.Users[0].Permissions != nil {
-		t.Fatalf("Users = %+v, want only the internal user", opts.Users)
+	auth, ok := opts.CustomClientAuthentication.(*clientAuth)
+	if !ok {
+		t.Fatalf("authentication %T", opts.CustomClientAuthentication)
+	}
+	if _, ok := auth.authorize(internalUser, "pw", "", nil); !ok || len(auth.index().byUser)+len(auth.index().byNkey) != 0 {
+		t.Fatalf("logins: the internal user %v, app users %d, want only the internal user", ok, len(auth.index().byUser))
 	}
 	if c := opts.Cluster; c.Name != "c" || c.Host != "10.0.0.1" || c.Port != 6222 || c.Advertise != "public:16222" {
 		t.Fatalf("Cluster = %+v", c)

@@ -38,12 +38,12 @@ type Health struct {
 	Connected bool // the node's NATS connection is up
 	Embedded  bool // the node runs the NATS server (false in external mode: the fields below are empty)
 	Routes    int  // NATS route connections of the embedded server
-	Streams   []StreamHealth
+	Streams   []StreamStats
 }
 
-// StreamHealth is one stream as this node's server sees it (the streams it
+// StreamStats is one stream as this node's server sees it (the streams it
 // holds a replica of).
-type StreamHealth struct {
+type StreamStats struct {
 	Name            string
 	Leader          string // the stream leader's server name; "" while none is elected
 	Replicas        int    // configured replicas
@@ -67,7 +67,7 @@ func (b *Bus) Health() Health {
 	}
 	for _, acc := range jsz.AccountDetails {
 		for _, sd := range acc.Streams {
-			st := StreamHealth{Name: sd.Name, Messages: sd.State.Msgs, Replicas: 1, CurrentReplicas: 1}
+			st := StreamStats{Name: sd.Name, Messages: sd.State.Msgs, Replicas: 1, CurrentReplicas: 1}
 			if sd.Config != nil && sd.Config.Replicas > 0 {
 				st.Replicas = sd.Config.Replicas
 			}

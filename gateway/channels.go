@@ -79,7 +79,7 @@ type counts struct {
 // for larger ones. Presence channels have member events instead.
 // Lock order: docs/locks.md (counts.send, then hub shard, then Conn.mu).
 func (g *Gateway) countChanged(lc *localChannel) {
-	if !lc.app.SubscriptionCount {
+	if a, ok := g.cfg.Apps.ByID(lc.app.ID); !ok || !a.SubscriptionCount { // as the registry has it now (apps.go)
 		return
 	}
 	if kind, _ := protocol.Classify(lc.name); kind == protocol.Presence {

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 
+	"herald/app"
 	"herald/presence"
 	"herald/protocol"
 )
@@ -66,7 +67,7 @@ func (c *Conn) sendJSON(msg []byte) {
 // connection-level pusher:error (code null), or soketi's channel-scoped
 // pusher:subscription_error that Laravel Echo's channel.error() receives.
 func (c *Conn) refuse(channel, typ, message string, status int) {
-	if c.app.SoketiErrors() {
+	if c.poller.g.appOf(c).SoketiErrors() {
 		c.sendJSON(protocol.AppendSubscriptionError(nil, channel, typ, message, status))
 		return
 	}
@@ -90,7 +91,8 @@ func (g *Gateway) subscribe(c *Conn, msg protocol.Message) {
 		return
 	}
 	name := sd.Channel
-	if err := protocol.ValidateChannelName(name, c.app.MaxChannelNameLength); err != nil {
+	a := g.appOf(c)
+	if err := protocol.ValidateChannelName(name, a.MaxChannelNameLength); err != nil {
 		c.refuse(name, "InvalidChannel", err.Error(), 4009)
 		return
 	}
@@ -106,14 +108,14 @@ func (g *Gateway) subscribe(c *Conn, msg protocol.Message) {
 	var member presence.Member
 	switch kind {
 	case protocol.Private, protocol.Encrypted:
-		if err := protocol.VerifyChannelAuth(c.app.Key, c.app.Secret, c.id.String(), name, "", sd.Auth); err != nil {
+		if err := verifyChannelAuth(a, c.id.String(), name, "", sd.Auth); err != nil {
 			g.metrics.auth[authChannel].Add(1)
 			c.refuse(name, "AuthError", err.Error(), 401)
 			return
 		}
 	case protocol.Presence:
 		var ok bool
-		if member, ok = g.presenceMember(c, name, sd); !ok {
+		if member, ok = g.presenceMember(c, a, name, sd); !ok {
 			return
 		}
 	case protocol.ServerToUser:
@@ -129,7 +131,7 @@ func (g *Gateway) subscribe(c *Conn, msg protocol.Message) {
 		r = c.beginResume(name, sd.Resume)
 	}
 	if kind == protocol.Presence {
-		if !g.joinPresence(c, name, member) {
+		if !g.joinPresence(c, name, member, a.MaxPresenceMembers) {
 			if r != nil {
 				c.mu.Lock()
 				c.endResumeLocked(name, r)
@@ -152,8 +154,8 @@ func (g *Gateway) subscribe(c *Conn, msg protocol.Message) {
 
 // presenceMember verifies a presence subscription's signature over its exact
 // channel_data and checks the member against the app's limits.
-func (g *Gateway) presenceMember(c *Conn, name string, sd protocol.SubscribeData) (presence.Member, bool) {
-	if err := protocol.VerifyChannelAuth(c.app.Key, c.app.Secret, c.id.String(), name, sd.ChannelData, sd.Auth); err != nil {
+func (g *Gateway) presenceMember(c *Conn, a *app.App, name string, sd protocol.SubscribeData) (presence.Member, bool) {
+	if err := verifyChannelAuth(a, c.id.String(), name, sd.ChannelData, sd.Auth); err != nil {
 		g.metrics.auth[authChannel].Add(1)
 		c.refuse(name, "AuthError", err.Error(), 401)
 		return presence.Member{}, false
@@ -176,7 +178,7 @@ func (g *Gateway) presenceMember(c *Conn, name string, sd protocol.SubscribeData
 	case len(pm.UserID) > maxPresenceUserIDBytes:
 		c.refuse(name, "LimitReached", "Presence user_id is longer than 128 characters", 4009)
 		return presence.Member{}, false
-	case len(pm.UserInfo) > c.app.MaxPresenceUserInfoBytes:
+	case len(pm.UserInfo) > a.MaxPresenceUserInfoBytes:
 		c.refuse(name, "LimitReached", "Presence user_info is larger than the app's limit", 4301)
 		return presence.Member{}, false
 	}
@@ -187,9 +189,9 @@ func (g *Gateway) presenceMember(c *Conn, name string, sd protocol.SubscribeData
 // joined hook the connection gets its roster and enters the channel, so the
 // roster and the member events that follow it are consistent. The hook runs
 // join under the registry's lock. Lock order: docs/locks.md.
-func (g *Gateway) joinPresence(c *Conn, name string, m presence.Member) bool {
+func (g *Gateway) joinPresence(c *Conn, name string, m presence.Member, maxMembers int) bool {
 	var lc *localChannel
-	err := g.presence.Join(c.app.ID, name, presence.ConnID(c.id.String()), m, c.app.MaxPresenceMembers,
+	err := g.presence.Join(c.app.ID, name, presence.ConnID(c.id.String()), m, maxMembers,
 		func(members []presence.Member) {
 			lc = g.join(c, name, protocol.Presence, m.ID, presence.Roster(members))
 		})
@@ -197,7 +199,7 @@ func (g *Gateway) joinPresence(c *Conn, name string, m presence.Member) bool {
 		g.occupancyChanged(lc)
 	}
 	if err != nil {
-		c.refuse(name, "LimitReached", "Presence channel is full: at most "+strconv.Itoa(c.app.MaxPresenceMembers)+" members", 4100)
+		c.refuse(name, "LimitReached", "Presence channel is full: at most "+strconv.Itoa(maxMembers)+" members", 4100)
 		return false
 	}
 	return true

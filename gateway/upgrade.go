@@ -179,6 +179,15 @@ func (g *Gateway) adopt(nc net.Conn, accept string, a *app.App, ref *refusal) {
 		}
 		return
 	}
+	if ref == nil {
+		// A reload may have disabled or removed the app since admit looked
+		// it up. CloseApp scans the registered sockets after the registry
+		// swap and this check follows the registration, so one of the two
+		// sees the change (apps.go).
+		if code, reason, ok := g.usable(a.ID); !ok {
+			ref = &refusal{code, reason}
+		}
+	}
 	c.mu.Lock()
 	if ref != nil {
 		c.beginCloseLocked(ref.code, ref.reason)

@@ -66,7 +66,7 @@ func (u *userIndex) conns(app, id string) []*Conn {
 func (g *Gateway) signin(c *Conn, msg protocol.Message) {
 	sd, err := protocol.DecodeSignin(msg.Data)
 	if err == nil {
-		err = protocol.VerifyUserAuth(c.app.Key, c.app.Secret, c.id.String(), sd.UserData, sd.Auth)
+		err = verifyUserAuth(g.appOf(c), c.id.String(), sd.UserData, sd.Auth)
 	}
 	var ud protocol.UserData
 	if err == nil {
@@ -106,7 +106,8 @@ func (g *Gateway) TerminateUser(app, userID string) int {
 // them, within the app's rate and size limits. The event goes through the bus
 // like any other, so every node's subscribers get it, minus the sender.
 func (g *Gateway) clientEvent(c *Conn, msg protocol.Message) {
-	if !c.app.ClientEvents {
+	a := g.appOf(c)
+	if !a.ClientEvents {
 		c.sendError(protocol.CodeClientEventRateLimit, "The app does not have client messaging enabled.", msg.Channel)
 		return
 	}
@@ -119,12 +120,12 @@ func (g *Gateway) clientEvent(c *Conn, msg protocol.Message) {
 		c.sendError(0, "Client events are only allowed on private and presence channels", msg.Channel)
 		return
 	}
-	if !c.allowClientEvent(c.poller.now) {
+	if !c.allowClientEvent(c.poller.now, a.ClientEventRate) {
 		c.sendError(protocol.CodeClientEventRateLimit, "Client event rejected due to rate limit", msg.Channel)
 		return
 	}
-	if len(msg.Data) > c.app.MaxEventDataBytes {
-		c.sendError(0, "Client event data is larger than "+strconv.Itoa(c.app.MaxEventDataBytes)+" bytes", msg.Channel)
+	if len(msg.Data) > a.MaxEventDataBytes {
+		c.sendError(0, "Client event data is larger than "+strconv.Itoa(a.MaxEventDataBytes)+" bytes", msg.Channel)
 		return
 	}
 	data := msg.Data
@@ -141,12 +142,12 @@ func (g *Gateway) clientEvent(c *Conn, msg protocol.Message) {
 }
 
 // allowClientEvent counts a client event against the connection's rate: at
-// most ClientEventRate per one-second window. Poller only.
-func (c *Conn) allowClientEvent(now int64) bool {
+// most rate (the app's ClientEventRate) per one-second window. Poller only.
+func (c *Conn) allowClientEvent(now int64, rate int) bool {
 	if now-c.ceWindow >= int64(time.Second) {
 		c.ceWindow, c.ceCount = now, 0
 	}
-	if int(c.ceCount) >= c.app.ClientEventRate {
+	if int(c.ceCount) >= rate {
 		return false
 	}
 	c.ceCount++

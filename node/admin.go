@@ -35,7 +35,8 @@ func (n *Node) serveAdmin() {
 
 // adminRoutes registers the admin endpoints of the node's parts.
 func (n *Node) adminRoutes(s *admin.Server) {
-	_ = s
+	s.Handle("GET /status", n.statusHandler) // status.go
+	s.Handle("POST /reload", n.reloadHandler)
 }
 
 // AdminURL is the admin API's base URL (http://host:port), or "" when

@@ -110,6 +110,19 @@ var keyCases = []keyCase{
 			t.Fatalf("wrong secret: %d %v", s, err)
 		}
 	}},
+	// The rotation with reloads is node/reload_test.go's.
+	{"previous_secrets", func(a *app.App) { a.PreviousSecrets = []string{"retired"} }, func(t *testing.T, k keyApp) {
+		r := k.rest()
+		r.Secret = "retired"
+		if s, _, err := r.Trigger(ctxT(t), client.TriggerParams{Name: "e", Data: "d", Channels: []string{"a"}}); err != nil || s != 200 {
+			t.Fatalf("REST with a previous secret: %d %v", s, err)
+		}
+		c := k.dial(t)
+		if _, err := c.SubscribeAuth(ctxT(t), "private-p", client.SignChannel(k.a.Key, "retired", c.SocketID(), "private-p", ""), ""); err != nil {
+			t.Fatalf("channel auth with a previous secret: %v", err)
+		}
+		natsPublishAs("", "retired")(t, k)
+	}},
 	{"enabled", func(a *app.App) { a.Enabled = new(bool) }, func(t *testing.T, k keyApp) {
 		if code := k.closeCode(t); code != 4003 {
 			t.Fatalf("disabled app: close %d, want 4003", code)

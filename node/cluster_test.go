@@ -248,6 +248,8 @@ func TestCluster(t *testing.T) {
 		lc.waitKinds(t, "lc-on-n3", "channel_occupied")
 	})
 
+	t.Run("status lists every member", func(t *testing.T) { checkClusterStatus(t, nodes) }) // reload_test.go
+
 	t.Run("a node that dies without leaving", func(t *testing.T) {
 		// n3 stops abruptly: no memberlist leave, no goodbye to clients.
 		start := time.Now()

@@ -15,5 +15,8 @@ func (n *Node) crashForTest() {
 		n.gw.Close()
 		_ = n.bus.Close()
 		_ = n.ln.Close()
+		if n.admin != nil { // a crashed process's listeners are gone too
+			_ = n.admin.Close(ctxBackground())
+		}
 	})
 }

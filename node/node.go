@@ -50,15 +50,25 @@ type Node struct {
 	serveErr chan error
 	stopOnce sync.Once
 	stopErr  error
+
+	ops ops // config source, reload and status (reload.go, status.go)
 }
 
 // Start brings a node up: data dir, client listener, gateway, bus, then the
 // HTTP server. It fails fast with one error that says what could not start.
+// A node started this way reloads only through Reload (no config source).
 func Start(cfg *configs.Config, log *slog.Logger) (*Node, error) {
+	return StartWith(cfg, log, Source{})
+}
+
+// StartWith is Start with the config's source, which POST /reload, SIGHUP
+// and herald status use (reload.go).
+func StartWith(cfg *configs.Config, log *slog.Logger, src Source) (*Node, error) {
 	if log == nil {
 		log = slog.Default()
 	}
 	n := &Node{cfg: cfg, log: log, serveErr: make(chan error, 1)}
+	n.ops.init(cfg, src)
 	if err := checkDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}

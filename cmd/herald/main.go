@@ -4,6 +4,8 @@
 //	herald [serve] [--config FILE] [--listen HOST:PORT] [--data DIR]
 //	herald check-config [--strict] --config FILE
 //	herald probe --url ws://HOST:PORT --app-id ID --key KEY --secret SECRET [--api URL] [--json]
+//	herald status [--admin URL] [--token T] [--json]
+//	herald reload [--admin URL] [--token T]
 //	herald version
 package main
 
@@ -42,6 +44,10 @@ func main() {
 		err = benchCmd(args)
 	case "probe":
 		err = probeCmd(args)
+	case "status":
+		err = statusCmd(args) // ops.go
+	case "reload":
+		err = reloadCmd(args)
 	case "version":
 		fmt.Println("herald", version)
 	case "help":
@@ -69,6 +75,8 @@ func usage(w io.Writer) {
   herald bench SCENARIO [flags]                                       run a load scenario (herald bench -h)
   herald probe --url ws://HOST:PORT --app-id ID --key KEY --secret SECRET [--api URL] [--json] [--every 30s --metrics-listen HOST:PORT]
                                                                       end-to-end check of a deployment (docs/deploy.md)
+  herald status [--admin URL] [--token T] [--json]                    a running node's state (admin API)
+  herald reload [--admin URL] [--token T]                             make a running node re-read its config (or SIGHUP)
   herald version                                                      print the version
 `)
 }
@@ -98,29 +106,20 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg, warnings, err := configs.Load(f.config, configs.LoadOptions{Env: os.Environ()})
+	load := configSource(f, fs, os.Environ()) // ops.go: read again on reload
+	cfg, warnings, err := load()
 	if err != nil {
 		return err
 	}
-	fs.Visit(func(fl *flag.Flag) {
-		switch fl.Name {
-		case "listen":
-			cfg.Listen = f.listen
-		case "data":
-			cfg.DataDir = f.data
-		}
-	})
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	log := newLogger(cfg.Log)
+	log, level := newLogger(cfg.Log)
 	for _, w := range warnings {
 		log.Warn("config: " + w.String())
 	}
-	n, err := node.Start(cfg, log)
+	n, err := node.StartWith(cfg, log, node.Source{Path: f.config, Load: load, Level: level, Version: version})
 	if err != nil {
 		return err
 	}
+	defer reloadOnHUP(n, log)()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	select {
@@ -134,14 +133,18 @@ func serve(args []string) error {
 	return n.Stop(ctx)
 }
 
-func newLogger(c configs.Log) *slog.Logger {
+// newLogger is the process logger; its level is a LevelVar so that a
+// reload can change it.
+func newLogger(c configs.Log) (*slog.Logger, *slog.LevelVar) {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level))
-	opts := &slog.HandlerOptions{Level: level}
+	lv := new(slog.LevelVar)
+	lv.Set(level)
+	opts := &slog.HandlerOptions{Level: lv}
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), lv
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return slog.New(slog.NewTextHandler(os.Stderr, opts)), lv
 }
 
 func checkConfig(args []string) error {

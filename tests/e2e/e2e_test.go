@@ -170,6 +170,7 @@ type Herald struct {
 	Addr string // host:port, for ws://Addr/app/app-key and http://Addr/apps/app-id/...
 
 	output *lockedBuffer
+	proc   *os.Process // for signals other than the SIGTERM at cleanup (ops_test.go)
 }
 
 // Output returns everything the process wrote so far (its logs are on stderr).
@@ -213,6 +214,7 @@ func startHerald(t *testing.T, extraArgs ...string) *Herald {
 		t.Fatalf("starting %s %s: %v", bin, strings.Join(args, " "), err)
 	}
 	track(cmd)
+	h.proc = cmd.Process
 	exited := make(chan struct{})
 	var waitErr error
 	go func() {
