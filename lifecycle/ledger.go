@@ -181,10 +181,21 @@ func (l *Ledger) Observe(ev Event) {
 		return
 	}
 	a, ok := l.cfg.Apps.ByID(ev.App)
-	if !ok || !wantsOf(a, ev.Channel).any() {
+	if !ok {
 		return
 	}
-	l.queue(chanKey{ev.App, ev.Channel})
+	w := wantsOf(a, ev.Channel)
+	switch ev.Kind {
+	case SubscriptionCount:
+		ok = w.count // a busy channel's counts cost nothing unless wanted
+	case MemberAdded, MemberRemoved:
+		ok = w.members()
+	default:
+		ok = w.any()
+	}
+	if ok {
+		l.queue(chanKey{ev.App, ev.Channel})
+	}
 }
 
 // Takeover says that membership changed (a node joined, left or died):

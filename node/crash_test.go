@@ -7,6 +7,7 @@ package node
 func (n *Node) crashForTest() {
 	n.stopOnce.Do(func() {
 		n.lifecycle.Close() // a crashed node decides nothing more
+		n.ledger.Close()
 		_ = n.cl.Shutdown()
 		n.gossip.Close()
 		n.bus.Server().Shutdown()
@@ -15,5 +16,8 @@ func (n *Node) crashForTest() {
 		n.gw.Close()
 		_ = n.bus.Close()
 		_ = n.ln.Close()
+		if n.admin != nil { // nobody calls Stop after a crash: its listener would outlive the test
+			_ = n.admin.Close(ctxBackground())
+		}
 	})
 }
