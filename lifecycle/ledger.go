@@ -79,7 +79,7 @@ type State interface {
 
 // Ledger defaults.
 const (
-	DefaultLedgerWorkers = 4
+	DefaultLedgerWorkers = 16 // reconciles wait on replicated KV writes, not on CPU
 	DefaultLedgerSweep   = 30 * time.Second
 	defaultOpTimeout     = 10 * time.Second
 	maxRaces             = 16               // lost compare-and-sets in one reconcile before it backs off
