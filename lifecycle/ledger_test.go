@@ -271,3 +271,42 @@ func TestLedgerAppsWithoutWebhooksPayNothing(t *testing.T) {
 		t.Fatalf("%d records, stats %+v", n, l.Stats())
 	}
 }
+
+// BenchmarkLedgerOccupied: channels becoming occupied on one node, each
+// decided (one KV read, two compare-and-set writes) and its two events
+// (channel_occupied, subscription_count) stored in the test outbox.
+func BenchmarkLedgerOccupied(b *testing.B) {
+	cfg := bus.DefaultConfig(b.TempDir())
+	cfg.Apps = []string{"a"}
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	bs, err := bus.Start(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bs.Close()
+	ctx := context.Background()
+	recs, err := bs.WebhookState(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	apps := app.NewRegistry([]app.App{{ID: "a", Key: "k", Secret: "s", Webhooks: []app.Webhook{{
+		URL: "http://127.0.0.1:1/", EventTypes: []string{"channel_occupied", "subscription_count"},
+	}}}})
+	dec := lifecycle.New(nil)
+	reg := presence.NewLocal(dec.Observe)
+	ob := outboxtest.New(bs.JetStream(), testStream, 1)
+	l, err := lifecycle.NewLedger(lifecycle.LedgerConfig{Records: recs, State: reg, Outbox: ob, Apps: apps, Logger: cfg.Logger})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	dec.Subscribe(l.Observe)
+	b.ResetTimer()
+	for i := range b.N {
+		reg.SetSubscribers("a", fmt.Sprintf("bench-%d", i), 1)
+	}
+	for l.Stats().Events < uint64(2*b.N) {
+		time.Sleep(time.Millisecond)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+}
