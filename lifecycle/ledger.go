@@ -274,9 +274,15 @@ func (l *Ledger) scan() {
 	if !wanted {
 		return
 	}
+	wanting := map[string]bool{} // the registry's lock is held while it asks: once per app
 	wantApp := func(id string) bool {
-		a, ok := l.cfg.Apps.ByID(id)
-		return ok && appWantsAny(a)
+		w, seen := wanting[id]
+		if !seen {
+			a, ok := l.cfg.Apps.ByID(id)
+			w = ok && appWantsAny(a)
+			wanting[id] = w
+		}
+		return w
 	}
 	consider := func(appID, channel string) {
 		k := chanKey{appID, channel}
