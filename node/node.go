@@ -42,12 +42,13 @@ type Node struct {
 
 	apps      *app.Registry
 	lifecycle *lifecycle.Decider
-	outbox    webhook.Outbox    // where webhook events are written; nil: no webhooks
-	ledger    *lifecycle.Ledger // nil without an outbox (ledger.go)
 
 	cl      *cluster.Cluster // nil on a single node
 	gossip  *presence.Gossip
 	queries *bus.ChannelQueries // cluster-wide channel counts; nil on a single node
+
+	outbox webhook.Outbox    // where webhook events are written; nil: no webhooks
+	ledger *lifecycle.Ledger // nil without an outbox (ledger.go)
 
 	serveErr chan error
 	stopOnce sync.Once
