@@ -17,12 +17,22 @@ import (
 //
 // <app> is an app id (^[A-Za-z0-9_-]{1,64}$), used as is. <tok> is the channel
 // name encoded into one NATS subject token by EncodeChannel.
+//
+// The webhook state bucket (ledgerstate.go), a JetStream KV bucket named
+// WebhookStateBucket, keys each channel as <app>.<key>, where <key> is the
+// channel name encoded by EncodeKeyToken: KV keys allow fewer bytes than
+// subject tokens do.
 const (
 	subjectRoot  = "herald."
 	storedInfix  = ".msg."
 	liveInfix    = ".live."
 	streamPrefix = "HERALD_"
 	maxAppLen    = 64
+
+	// WebhookStateBucket is the JetStream KV bucket holding, per channel,
+	// what its owner emitted as occupancy and presence webhook events
+	// (ledgerstate.go, lifecycle/ledger.go).
+	WebhookStateBucket = "HERALD_WEBHOOK_STATE"
 
 	// SysChannelsSubject carries cluster-wide channel queries: every node
 	// answers from its own connections (query.go). Not reachable by app
@@ -212,4 +222,87 @@ func unhex(c byte) int {
 		return int(c-'A') + 10
 	}
 	return -1
+}
+
+// keyTokenEscape starts an escape in a KV key token.
+const keyTokenEscape = '='
+
+// keepInKey reports whether byte c stands for itself in a KV key token:
+// A-Z a-z 0-9 _ -. KV keys also allow '/', '=' and '.', but '.' separates
+// the app from the channel and '=' is the escape.
+func keepInKey(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-'
+}
+
+// EncodeKeyToken encodes a channel name into one JetStream KV key token,
+// reversibly: every byte but A-Z a-z 0-9 _ - becomes =XX (uppercase hex),
+// so "presence-room@1.a" is "presence-room=401=2Ea". A name with nothing to
+// escape is returned as is, without allocating. The empty name encodes to
+// the empty string, which is not a valid token.
+func EncodeKeyToken(name string) string {
+	n := 0
+	for i := 0; i < len(name); i++ {
+		if !keepInKey(name[i]) {
+			n++
+		}
+	}
+	if n == 0 {
+		return name
+	}
+	var sb strings.Builder
+	sb.Grow(len(name) + 2*n)
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if keepInKey(c) {
+			sb.WriteByte(c)
+			continue
+		}
+		sb.WriteByte(keyTokenEscape)
+		sb.WriteByte(upperHex[c>>4])
+		sb.WriteByte(upperHex[c&0x0F])
+	}
+	return sb.String()
+}
+
+// DecodeKeyToken reverses EncodeKeyToken. Like DecodeChannel it accepts
+// only canonical tokens: a raw byte that needs escaping, a malformed or
+// lowercase escape, or an escape of a byte that needs none is an error
+// wrapping ErrInvalidToken.
+func DecodeKeyToken(tok string) (string, error) {
+	if tok == "" {
+		return "", fmt.Errorf("%w: empty", ErrInvalidToken)
+	}
+	if strings.IndexByte(tok, keyTokenEscape) < 0 {
+		for i := 0; i < len(tok); i++ {
+			if !keepInKey(tok[i]) {
+				return "", fmt.Errorf("%w: raw byte 0x%02X at %d", ErrInvalidToken, tok[i], i)
+			}
+		}
+		return tok, nil
+	}
+	buf := make([]byte, 0, len(tok))
+	for i := 0; i < len(tok); i++ {
+		c := tok[i]
+		if c != keyTokenEscape {
+			if !keepInKey(c) {
+				return "", fmt.Errorf("%w: raw byte 0x%02X at %d", ErrInvalidToken, c, i)
+			}
+			buf = append(buf, c)
+			continue
+		}
+		if i+2 >= len(tok) {
+			return "", fmt.Errorf("%w: short escape at %d", ErrInvalidToken, i)
+		}
+		hi, lo := unhex(tok[i+1]), unhex(tok[i+2])
+		if hi < 0 || lo < 0 {
+			return "", fmt.Errorf("%w: bad escape at %d", ErrInvalidToken, i)
+		}
+		d := byte(hi<<4 | lo)
+		if keepInKey(d) {
+			return "", fmt.Errorf("%w: needless escape at %d", ErrInvalidToken, i)
+		}
+		buf = append(buf, d)
+		i += 2
+	}
+	return string(buf), nil
 }

@@ -14,6 +14,13 @@
 // and a new owner after a crash or a membership change continues from the
 // converged state without repeating what the old owner emitted.
 // docs/lifecycle.md states the invariant and names the tests that guard it.
+//
+// The Decider's events are best-effort around membership changes (two
+// believed owners, or none). Webhooks need each event exactly once, so the
+// package also owns the webhook ledger (ledger.go, record.go): the owner
+// reconciles a replicated record of what was emitted with the cluster-wide
+// state and writes the difference into the webhook outbox
+// (docs/webhooks.md, "Who decides occupancy and presence events").
 package lifecycle
 
 import (

@@ -23,6 +23,13 @@ var clusterCfgs []*configs.Config
 // majority before any of them is ready) and stops them at cleanup.
 func startClusterNodes(t *testing.T, n int) []*Node {
 	t.Helper()
+	return startClusterNodesWith(t, n, nil)
+}
+
+// startClusterNodesWith is startClusterNodes with mutate (if not nil)
+// applied to every node's config.
+func startClusterNodesWith(t *testing.T, n int, mutate func(*configs.Config)) []*Node {
+	t.Helper()
 	l := testkit.NewLayout(t, n, "n")
 	nodes := make([]*Node, n)
 	cfgs := make([]*configs.Config, n)
@@ -30,6 +37,9 @@ func startClusterNodes(t *testing.T, n int) []*Node {
 		cfgs[i] = configs.Loopback(t.TempDir())
 		cfgs[i].Bus.ClientListen = ""
 		cfgs[i].Cluster = l.Cluster(i, "test", configs.PresetLocal)
+		if mutate != nil {
+			mutate(cfgs[i])
+		}
 	}
 	clusterCfgs = append(clusterCfgs, cfgs...)
 	err := testkit.StartAll(n, func(i int) error {

@@ -7,6 +7,7 @@ package node
 func (n *Node) crashForTest() {
 	n.stopOnce.Do(func() {
 		n.lifecycle.Close() // a crashed node decides nothing more
+		n.ledger.Close()
 		_ = n.cl.Shutdown()
 		n.gossip.Close()
 		n.bus.Server().Shutdown()

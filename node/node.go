@@ -25,6 +25,7 @@ import (
 	"herald/gateway"
 	"herald/lifecycle"
 	"herald/presence"
+	"herald/webhook"
 )
 
 // Node is one running Herald node.
@@ -46,6 +47,9 @@ type Node struct {
 	cl      *cluster.Cluster // nil on a single node
 	gossip  *presence.Gossip
 	queries *bus.ChannelQueries // cluster-wide channel counts; nil on a single node
+
+	outbox webhook.Outbox    // where webhook events are written; nil: no webhooks
+	ledger *lifecycle.Ledger // nil without an outbox (ledger.go)
 
 	serveErr chan error
 	stopOnce sync.Once
@@ -136,6 +140,9 @@ func (n *Node) startParts() error {
 	}
 	n.gw = gw
 	if err := b.StartDelivery(gw); err != nil {
+		return err
+	}
+	if err := n.startLedger(); err != nil {
 		return err
 	}
 
@@ -277,6 +284,7 @@ func (n *Node) closeParts() {
 		n.gw.Close() // its sockets' leaves still emit: the node owns its channels until it leaves
 	}
 	n.lifecycle.Close()
+	n.ledger.Close() // what it decided and did not clear stays pending in the records, for the next owner
 	n.queries.Stop()
 	n.stopCluster()
 	if n.bus != nil {
