@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -42,7 +44,8 @@ import (
 //   - A failed batch is retried with NakWithDelay and the lane pulls nothing
 //     until the delay has passed: the retried events come back first. If
 //     events after them arrive first anyway (the server's timer late by a
-//     few milliseconds), the lane puts those back and waits (holdGuard).
+//     few milliseconds, or a retried batch coming back in pieces), the lane
+//     puts those back and waits (lane.inTurn).
 
 const (
 	priorityGroup = "webhooks"
@@ -54,6 +57,8 @@ const (
 	// holdGuard is how long after a retry's delay a lane still refuses newer
 	// events before the retried ones.
 	holdGuard = 2 * time.Second
+	// outOfTurnDelay puts back an event pulled before a held one.
+	outOfTurnDelay = 50 * time.Millisecond
 	// maxResponseBytes of an answer are read (so the connection is reused).
 	maxResponseBytes = 64 << 10
 )
@@ -85,10 +90,11 @@ type lane struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	// holdSeq is the lowest stream sequence of a batch waiting for its retry,
-	// until holdUntil; 0 when none.
-	holdSeq   uint64
-	holdUntil time.Time
+	// held are the stream sequences of this lane's events waiting for their
+	// retry, each with how long to keep waiting for it (its delay plus
+	// holdGuard). Nothing after one of them is sent before it. At most
+	// BatchSize entries (MaxAckPending); lane goroutine only.
+	held map[uint64]time.Time
 }
 
 func (l *lane) stop() {
@@ -251,14 +257,15 @@ func (l *lane) run(ctx context.Context) {
 		if len(batch) == 0 {
 			continue
 		}
-		if l.outOfTurn(batch) {
-			for _, m := range batch {
-				_ = m.NakWithDelay(50 * time.Millisecond)
-			}
-			sleep(ctx, 60*time.Millisecond)
+		send, later := l.inTurn(batch)
+		for _, m := range later {
+			_ = m.NakWithDelay(outOfTurnDelay)
+		}
+		if len(send) == 0 {
+			sleep(ctx, outOfTurnDelay+10*time.Millisecond)
 			continue
 		}
-		l.deliver(ctx, batch)
+		l.deliver(ctx, send)
 	}
 }
 
@@ -286,23 +293,42 @@ func (l *lane) pull(ctx context.Context) ([]jetstream.Msg, error) {
 	return batch, nil
 }
 
-// outOfTurn reports whether batch holds only events after a batch waiting
-// for its retry (see the top of this file).
-func (l *lane) outOfTurn(batch []jetstream.Msg) bool {
-	if l.holdSeq == 0 {
-		return false
+// inTurn splits a pulled batch into the events that may be sent now, in
+// stream order, and those that must wait: every event after a held one that
+// has not come back yet (see the top of this file). A retried batch comes
+// back from the server in pieces when its delays expire a little apart.
+func (l *lane) inTurn(batch []jetstream.Msg) (send, later []jetstream.Msg) {
+	seq := func(m jetstream.Msg) uint64 {
+		if md, err := m.Metadata(); err == nil {
+			return md.Sequence.Stream
+		}
+		return 0
 	}
-	if time.Now().After(l.holdUntil.Add(holdGuard)) {
-		l.holdSeq = 0
-		return false
+	sort.SliceStable(batch, func(i, j int) bool { return seq(batch[i]) < seq(batch[j]) })
+	if len(l.held) == 0 {
+		return batch, nil
 	}
+	now := time.Now()
+	in := make(map[uint64]bool, len(batch))
 	for _, m := range batch {
-		if md, err := m.Metadata(); err == nil && md.Sequence.Stream <= l.holdSeq {
-			l.holdSeq = 0
-			return false
+		in[seq(m)] = true
+	}
+	first := uint64(math.MaxUint64) // the first held event not in batch
+	for sq, until := range l.held {
+		if now.After(until) { // taken over elsewhere, or acked after all
+			delete(l.held, sq)
+			continue
+		}
+		if !in[sq] && sq < first {
+			first = sq
 		}
 	}
-	return true
+	for i, m := range batch {
+		if seq(m) > first {
+			return batch[:i], batch[i:]
+		}
+	}
+	return batch, nil
 }
 
 // recreate makes sure of a deleted consumer again, if its target is still
@@ -352,7 +378,7 @@ func (l *lane) deliver(ctx context.Context, batch []jetstream.Msg) {
 		}
 		s.m.sent.WithLabelValues(l.app).Add(float64(len(batch)))
 		st.sent(len(batch), now)
-		l.holdSeq = 0
+		l.release(batch)
 		return
 	}
 	st.failed(err, now)
@@ -385,22 +411,34 @@ func (l *lane) retryOrDeadLetter(ctx context.Context, t *target, batch []jetstre
 		}
 		_ = m.Ack()
 		s.m.dead.WithLabelValues(l.app).Inc()
+		delete(l.held, md.Sequence.Stream)
 	}
 	if len(retry) == 0 {
 		return
 	}
 	delay := s.backoff(attempts)
-	var low uint64
+	until := time.Now().Add(delay + holdGuard)
+	if l.held == nil {
+		l.held = make(map[uint64]time.Time)
+	}
 	for _, m := range retry {
 		_ = m.NakWithDelay(delay)
-		if md, err := m.Metadata(); err == nil && (low == 0 || md.Sequence.Stream < low) {
-			low = md.Sequence.Stream
+		if md, err := m.Metadata(); err == nil {
+			l.held[md.Sequence.Stream] = until
 		}
 	}
 	s.m.retried.WithLabelValues(l.app).Add(float64(len(retry)))
 	s.log.Debug("webhook: request failed; retrying", "app", l.app, "url", t.url, "events", len(retry), "in", delay, "err", cause)
-	l.holdSeq, l.holdUntil = low, time.Now().Add(delay)
 	sleep(ctx, delay+10*time.Millisecond)
+}
+
+// release forgets the held events of a settled batch.
+func (l *lane) release(batch []jetstream.Msg) {
+	for _, m := range batch {
+		if md, err := m.Metadata(); err == nil {
+			delete(l.held, md.Sequence.Stream)
+		}
+	}
 }
 
 // backoff is the delay before attempt+1: MinBackoff doubled per attempt up

@@ -287,3 +287,10 @@ func counter(t testing.TB, reg *prometheus.Registry, name string) float64 {
 }
 
 var errNotYet = errors.New("not yet")
+
+func mustJSON(t testing.TB, data []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(data, v); err != nil {
+		t.Fatalf("%s: %v", data, err)
+	}
+}
