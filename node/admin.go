@@ -35,7 +35,9 @@ func (n *Node) serveAdmin() {
 
 // adminRoutes registers the admin endpoints of the node's parts.
 func (n *Node) adminRoutes(s *admin.Server) {
-	_ = s
+	if n.webhooks != nil {
+		n.webhooks.Routes(s) // GET /webhooks/status, POST /webhooks/replay
+	}
 }
 
 // AdminURL is the admin API's base URL (http://host:port), or "" when

@@ -25,6 +25,7 @@ import (
 	"herald/gateway"
 	"herald/lifecycle"
 	"herald/presence"
+	"herald/webhook"
 )
 
 // Node is one running Herald node.
@@ -41,6 +42,8 @@ type Node struct {
 
 	apps      *app.Registry
 	lifecycle *lifecycle.Decider
+	webhooks  *webhook.Sender // nil with streams off
+	outbox    webhook.Outbox  // n.webhooks, for the transition ledger; nil with streams off
 
 	cl      *cluster.Cluster // nil on a single node
 	gossip  *presence.Gossip
@@ -95,6 +98,10 @@ func (n *Node) startParts() error {
 		return err
 	}
 	n.bus = b
+	reg := prometheus.NewRegistry()
+	if err := n.startWebhooks(reg); err != nil { // node/webhooks.go
+		return err
+	}
 
 	n.lifecycle = lifecycle.New(n.isOwner())
 	n.lifecycle.Subscribe(b.PublishMemberEvent) // NATS presence subjects (docs/nats.md)
@@ -114,6 +121,7 @@ func (n *Node) startParts() error {
 		Cache:           b,
 		NewPresence:     n.presenceFactory(),
 		Lifecycle:       n.lifecycle,
+		Webhooks:        n.webhookSink(),
 	}
 	if b.StreamEnabled() {
 		gcfg.Replayer = b
@@ -127,7 +135,6 @@ func (n *Node) startParts() error {
 		return err
 	}
 
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerMetrics(reg, gw, b)
 	var counts api.Counts = gw
@@ -264,6 +271,9 @@ func (n *Node) closeParts() {
 		n.gw.Close() // its sockets' leaves still emit: the node owns its channels until it leaves
 	}
 	n.lifecycle.Close()
+	if n.webhooks != nil { // after what writes to it, before the bus
+		n.webhooks.Close()
+	}
 	n.queries.Stop()
 	n.stopCluster()
 	if n.bus != nil {

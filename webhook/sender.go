@@ -193,6 +193,7 @@ func (s *Sender) Close() {
 	s.cancel()
 	s.wg.Wait()
 	s.lanes.stopAll()
+	s.cfg.HTTP.CloseIdleConnections() // no keep-alive reader outlives the sender
 }
 
 // Enqueue stores events of appID for every webhook of the app that wants
