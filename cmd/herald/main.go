@@ -3,6 +3,7 @@
 //
 //	herald [serve] [--config FILE] [--listen HOST:PORT] [--data DIR]
 //	herald check-config [--strict] --config FILE
+//	herald webhooks status [--json] | replay --app ID --since DURATION
 //	herald version
 package main
 
@@ -39,6 +40,8 @@ func main() {
 		err = checkConfig(args)
 	case "bench":
 		err = benchCmd(args)
+	case "webhooks":
+		err = webhooksCmd(args)
 	case "version":
 		fmt.Println("herald", version)
 	case "help":
@@ -61,6 +64,8 @@ func usage(w io.Writer) {
   herald [serve] [--config FILE] [--listen HOST:PORT] [--data DIR]   run a node
   herald check-config [--strict] --config FILE                        validate a config file
   herald bench SCENARIO [flags]                                       run a load scenario (herald bench -h)
+  herald webhooks status [--json] [--admin URL] [--token T]           webhook backlog, receivers, dead letters
+  herald webhooks replay --app ID --since DURATION [--admin URL]      send dead-lettered webhooks again
   herald version                                                      print the version
 `)
 }
