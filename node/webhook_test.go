@@ -105,3 +105,50 @@ func TestWebhooksFromSockets(t *testing.T) {
 		return nil
 	})
 }
+
+// keyHook receives the webhooks of the apps[].webhooks key case.
+var keyHook struct {
+	once sync.Once
+	srv  *httptest.Server
+	mu   sync.Mutex
+	keys map[string]bool // X-Pusher-Key + " " + channel of every cache_miss
+}
+
+func keyHookURL() string {
+	keyHook.once.Do(func() {
+		keyHook.keys = map[string]bool{}
+		keyHook.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			var b struct{ Events []webhook.Event }
+			_ = json.Unmarshal(body, &b)
+			keyHook.mu.Lock()
+			for _, ev := range b.Events {
+				keyHook.keys[r.Header.Get("X-Pusher-Key")+" "+ev.Channel] = true
+			}
+			keyHook.mu.Unlock()
+		}))
+	})
+	return keyHook.srv.URL
+}
+
+// The apps[].webhooks case of TestAppKeysAreEnforced: the app's webhook
+// gets a cache_miss of its own channel, signed with its own key.
+func init() {
+	keyCases = append(keyCases, keyCase{"webhooks", func(a *app.App) {
+		a.Webhooks = []app.Webhook{{URL: keyHookURL(), EventTypes: []string{app.WebhookCacheMiss}}}
+	}, func(t *testing.T, k keyApp) {
+		t.Cleanup(keyHook.srv.Close)
+		c := k.dial(t)
+		if err := c.Subscribe(ctxT(t), "cache-key-hook"); err != nil {
+			t.Fatal(err)
+		}
+		testkit.WaitFor(t, 10*time.Second, func() error {
+			keyHook.mu.Lock()
+			defer keyHook.mu.Unlock()
+			if !keyHook.keys[k.a.Key+" cache-key-hook"] {
+				return fmt.Errorf("no cache_miss webhook for %s yet: %v", k.a.Key, keyHook.keys)
+			}
+			return nil
+		})
+	}})
+}
