@@ -13,7 +13,13 @@ func (n *Node) crashForTest() {
 		_ = n.http.Shutdown(ctxBackground())
 		n.queries.Stop()
 		n.gw.Close()
+		if n.webhooks != nil { // its lanes die with the node; their batches are redelivered elsewhere
+			n.webhooks.Close()
+		}
 		_ = n.bus.Close()
 		_ = n.ln.Close()
+		if n.admin != nil {
+			_ = n.admin.Close(ctxBackground())
+		}
 	})
 }
