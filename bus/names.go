@@ -3,6 +3,7 @@ package bus
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -14,6 +15,8 @@ import (
 //	herald.<app>.presence.<tok> member events for NATS consumers (presence.go)
 //	herald.<app>.api.<endpoint> the NATS publishing API (clientport.go, apiserve.go)
 //	herald.sys.channels      cluster-wide channel queries between nodes (query.go)
+//	herald.sys.webhooks.out.<app>.<target>.<part>  the webhook outbox, HERALD-WEBHOOKS (webhooks.go)
+//	herald.sys.webhooks.dead.<app>.<target>        dead-lettered webhook events, HERALD-WEBHOOKS-DEAD (webhooks.go)
 //
 // <app> is an app id (^[A-Za-z0-9_-]{1,64}$), used as is. <tok> is the channel
 // name encoded into one NATS subject token by EncodeChannel.
@@ -38,6 +41,13 @@ const (
 	// answers from its own connections (query.go). Not reachable by app
 	// users (clientport.go grants them herald.<app>.* only).
 	SysChannelsSubject = "herald.sys.channels"
+
+	// WebhookOutboxStream and WebhookDeadStream are the webhook streams
+	// (webhooks.go). The "-" keeps them apart from every HERALD_<app>.
+	WebhookOutboxStream = "HERALD-WEBHOOKS"
+	WebhookDeadStream   = "HERALD-WEBHOOKS-DEAD"
+	webhookOutboxRoot   = "herald.sys.webhooks.out."
+	webhookDeadRoot     = "herald.sys.webhooks.dead."
 )
 
 // Sentinel errors.
@@ -64,6 +74,52 @@ func ValidApp(app string) bool {
 		}
 	}
 	return true
+}
+
+// WebhookOutboxSubject is where an event for one webhook target of app is
+// stored: herald.sys.webhooks.out.<app>.<target>.<part>. target is a
+// subject-safe id of the webhook (webhook.TargetID) and part the partition
+// of the event's channel.
+func WebhookOutboxSubject(app, target string, part int) string {
+	return webhookOutboxRoot + app + "." + target + "." + strconv.Itoa(part)
+}
+
+// WebhookOutboxFilter matches every outbox subject of one target of app
+// (part < 0) or of one of its partitions.
+func WebhookOutboxFilter(app, target string, part int) string {
+	if part < 0 {
+		return webhookOutboxRoot + app + "." + target + ".*"
+	}
+	return WebhookOutboxSubject(app, target, part)
+}
+
+// WebhookDeadSubject is where a dead-lettered event of one target of app is
+// kept: herald.sys.webhooks.dead.<app>.<target>.
+func WebhookDeadSubject(app, target string) string { return webhookDeadRoot + app + "." + target }
+
+// WebhookDeadFilter matches the dead letters of app, or of every app when
+// app is "".
+func WebhookDeadFilter(app string) string {
+	if app == "" {
+		return webhookDeadRoot + ">"
+	}
+	return webhookDeadRoot + app + ".*"
+}
+
+// ParseWebhookSubject splits an outbox or dead-letter subject into app and
+// target.
+func ParseWebhookSubject(subj string) (app, target string, ok bool) {
+	rest, found := strings.CutPrefix(subj, webhookOutboxRoot)
+	if !found {
+		if rest, found = strings.CutPrefix(subj, webhookDeadRoot); !found {
+			return "", "", false
+		}
+	}
+	parts := strings.Split(rest, ".")
+	if len(parts) < 2 || parts[0] == "" || parts[1] == "" {
+		return "", "", false
+	}
+	return parts[0], parts[1], true
 }
 
 // StreamName is the name of app's stream: HERALD_<app>.

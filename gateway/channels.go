@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"herald/app"
 	"herald/bus"
 	"herald/protocol"
 )
@@ -38,13 +39,22 @@ type cacheJob struct {
 // cache beats a stalled poller.
 func (g *Gateway) sendCached(c *Conn, name string) {
 	if g.cfg.Cache == nil {
-		c.sendJSON(protocol.AppendCacheMiss(nil, name))
+		g.cacheMiss(c, name)
 		return
 	}
 	select {
 	case g.cacheJobs <- cacheJob{c, name}:
 	default:
-		c.sendJSON(protocol.AppendCacheMiss(nil, name))
+		g.cacheMiss(c, name)
+	}
+}
+
+// cacheMiss sends pusher:cache_miss and, if the app wants it, the
+// cache_miss webhook (de-duplicated by the sink).
+func (g *Gateway) cacheMiss(c *Conn, name string) {
+	c.sendJSON(protocol.AppendCacheMiss(nil, name))
+	if g.cfg.Webhooks != nil && c.app.WantsWebhook(app.WebhookCacheMiss, name) {
+		g.cfg.Webhooks.CacheMiss(c.app, name)
 	}
 }
 
@@ -59,7 +69,7 @@ func (g *Gateway) cacheWorker() {
 		if ok {
 			_ = job.c.send(eventFrame(ev.Payload, ev.Serial))
 		} else {
-			job.c.sendJSON(protocol.AppendCacheMiss(nil, job.name))
+			g.cacheMiss(job.c, job.name)
 		}
 	}
 }

@@ -81,6 +81,21 @@ type Config struct {
 	// Lifecycle receives every transition the presence registry reports,
 	// to emit the channel lifecycle events this node owns; nil: none.
 	Lifecycle *lifecycle.Decider
+	// Webhooks takes the client_event and cache_miss webhooks of this
+	// node's sockets (webhook.Sender); nil: none.
+	Webhooks WebhookSink
+}
+
+// WebhookSink takes the webhooks the edge produces. It is called only for
+// apps with a webhook that wants the event (app.App.WantsWebhook), from a
+// poller or a cache worker: both methods must return at once.
+type WebhookSink interface {
+	// ClientEvent: a client event was accepted on channel. data is its
+	// "data" as the client sent it (raw JSON, nil when absent); userID is
+	// the sender's presence user id on presence channels, else "".
+	ClientEvent(a *app.App, channel, event string, data []byte, socketID, userID string)
+	// CacheMiss: a subscriber of cache channel got pusher:cache_miss.
+	CacheMiss(a *app.App, channel string)
 }
 
 // Stats are the gateway's counters.

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"herald/app"
 	"herald/bus"
 	"herald/protocol"
 )
@@ -138,6 +139,14 @@ func (g *Gateway) clientEvent(c *Conn, msg protocol.Message) {
 	}
 	if err := g.cfg.Publisher.PublishAsync(bus.Publication{App: c.app.ID, Channel: msg.Channel, Payload: payload, Exclude: c.id.String()}); err != nil {
 		c.sendError(0, "Client event could not be delivered: server busy", msg.Channel)
+		return
+	}
+	if g.cfg.Webhooks != nil && c.app.WantsWebhook(app.WebhookClientEvent, msg.Channel) {
+		user := ""
+		if s.kind == protocol.Presence {
+			user = s.user
+		}
+		g.cfg.Webhooks.ClientEvent(c.app, msg.Channel, msg.Event, msg.Data, c.id.String(), user)
 	}
 }
 

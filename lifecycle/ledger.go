@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"herald/app"
+	"herald/hook"
 	"herald/presence"
-	"herald/webhook"
 )
 
 // The webhook ledger: who decides occupancy and presence webhook events,
@@ -91,7 +91,7 @@ const (
 type LedgerConfig struct {
 	Records Records
 	State   State
-	Outbox  webhook.Outbox
+	Outbox  hook.Outbox
 	Apps    *app.Registry // read on every decision: a reload applies at once
 	// IsOwner reports whether this node decides the channel; nil: every
 	// channel (a single node). It must not block.

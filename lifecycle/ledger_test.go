@@ -13,11 +13,11 @@ import (
 
 	"herald/app"
 	"herald/bus"
+	"herald/hook"
 	"herald/internal/outboxtest"
 	"herald/internal/testkit"
 	"herald/lifecycle"
 	"herald/presence"
-	"herald/webhook"
 )
 
 // These tests run the ledger on a real embedded JetStream: its records in
@@ -66,7 +66,7 @@ func quietLog(t *testing.T) *slog.Logger {
 
 func (r *rig) outbox() *outboxtest.Outbox { return outboxtest.New(r.bus.JetStream(), testStream, 1) }
 
-func (r *rig) ledger(ob webhook.Outbox, grace time.Duration) *lifecycle.Ledger {
+func (r *rig) ledger(ob hook.Outbox, grace time.Duration) *lifecycle.Ledger {
 	r.t.Helper()
 	l, err := lifecycle.NewLedger(lifecycle.LedgerConfig{
 		Records: r.records, State: r.reg, Outbox: ob, Apps: r.apps, Grace: grace, Logger: quietLog(r.t),
@@ -171,7 +171,7 @@ func TestLedgerCrashBeforeTheEnqueue(t *testing.T) {
 	r := newRig(t)
 	dying := r.outbox()
 	var tried atomic.Int32
-	dying.Before = func(string, []webhook.Event) error { tried.Add(1); return outboxtest.ErrInjected }
+	dying.Before = func(string, []hook.Event) error { tried.Add(1); return outboxtest.ErrInjected }
 	l1 := r.ledger(dying, 0)
 	r.dec.Subscribe(l1.Observe)
 	r.reg.SetSubscribers("a", "orders", 1)
@@ -203,7 +203,7 @@ func TestLedgerCrashAfterTheEnqueue(t *testing.T) {
 	ob := r.outbox()
 	var calls atomic.Int32
 	var ids [2]atomic.Value
-	ob.After = func(_ string, evs []webhook.Event) error {
+	ob.After = func(_ string, evs []hook.Event) error {
 		n := calls.Add(1)
 		if n <= 2 {
 			ids[n-1].Store(evs[0].ID + " " + evs[1].ID)

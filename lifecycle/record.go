@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"herald/app"
+	"herald/hook"
 	"herald/protocol"
-	"herald/webhook"
 )
 
 // This file is the ledger's pure part: the record of one channel, what a
@@ -77,10 +77,10 @@ func eventID(app, channel string, rev uint64, kind Kind, user string) string {
 
 // webhookEvents are the outbox's events for the pending events of the
 // record at revision rev.
-func webhookEvents(app, channel string, rev uint64, ps []pending) []webhook.Event {
-	evs := make([]webhook.Event, len(ps))
+func webhookEvents(app, channel string, rev uint64, ps []pending) []hook.Event {
+	evs := make([]hook.Event, len(ps))
 	for i, p := range ps {
-		evs[i] = webhook.Event{
+		evs[i] = hook.Event{
 			ID:      eventID(app, channel, rev, p.Kind, p.User),
 			Name:    string(p.Kind),
 			Channel: channel,

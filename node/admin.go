@@ -37,6 +37,9 @@ func (n *Node) serveAdmin() {
 func (n *Node) adminRoutes(s *admin.Server) {
 	s.Handle("GET /status", n.statusHandler) // status.go
 	s.Handle("POST /reload", n.reloadHandler)
+	if n.webhooks != nil {
+		n.webhooks.Routes(s) // GET /webhooks/status, POST /webhooks/replay
+	}
 }
 
 // AdminURL is the admin API's base URL (http://host:port), or "" when

@@ -14,6 +14,9 @@ func (n *Node) crashForTest() {
 		_ = n.http.Shutdown(ctxBackground())
 		n.queries.Stop()
 		n.gw.Close()
+		if n.webhooks != nil { // its lanes die with the node; their batches are redelivered elsewhere
+			n.webhooks.Close()
+		}
 		_ = n.bus.Close()
 		_ = n.ln.Close()
 		if n.admin != nil { // a crashed process's listeners are gone too

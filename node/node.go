@@ -43,6 +43,7 @@ type Node struct {
 	apps      *app.Registry
 	lifecycle *lifecycle.Decider
 	latency   prometheus.Histogram // publish-to-socket-write, sampled by the bus (metrics.go)
+	webhooks  *webhook.Sender      // nil with streams off
 
 	cl      *cluster.Cluster // nil on a single node
 	gossip  *presence.Gossip
@@ -111,6 +112,10 @@ func (n *Node) startParts() error {
 		return err
 	}
 	n.bus = b
+	reg := prometheus.NewRegistry()
+	if err := n.startWebhooks(reg); err != nil { // node/webhooks.go
+		return err
+	}
 
 	n.lifecycle = lifecycle.New(n.isOwner())
 	n.lifecycle.Subscribe(b.PublishMemberEvent) // NATS presence subjects (docs/nats.md)
@@ -130,6 +135,7 @@ func (n *Node) startParts() error {
 		Cache:           b,
 		NewPresence:     n.presenceFactory(),
 		Lifecycle:       n.lifecycle,
+		Webhooks:        n.webhookSink(),
 	}
 	if b.StreamEnabled() {
 		gcfg.Replayer = b
@@ -146,7 +152,6 @@ func (n *Node) startParts() error {
 		return err
 	}
 
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.registerMetrics(reg)
 	var counts api.Counts = gw
@@ -285,6 +290,9 @@ func (n *Node) closeParts() {
 	}
 	n.lifecycle.Close()
 	n.ledger.Close() // what it decided and did not clear stays pending in the records, for the next owner
+	if n.webhooks != nil { // after what writes to it, before the bus
+		n.webhooks.Close()
+	}
 	n.queries.Stop()
 	n.stopCluster()
 	if n.bus != nil {

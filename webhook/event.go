@@ -6,53 +6,15 @@
 //
 // Who writes events: the owner node of a channel writes its occupancy and
 // presence transitions (lifecycle.Ledger, decided from the cluster-wide
-// state); the node a socket is on writes client_event and cache_miss.
+// state); the node a socket is on writes client_event and cache_miss. The
+// event type and the Outbox seam live in package hook.
 package webhook
 
-import (
-	"context"
-	"encoding/json"
-)
+import "herald/hook"
 
-// Event is one event object of a webhook request, with Pusher's field
-// names (docs/protocol.md §7): user ids and client-event data are strings.
-type Event struct {
-	// ID is unique per event and the same on every retry, so that a receiver
-	// deduplicates; the outbox also deduplicates writes by it.
-	ID      string `json:"id"`
-	Name    string `json:"name"` // one of app.WebhookEventTypes
-	Channel string `json:"channel"`
+// Event is one event object of a webhook request (hook.Event).
+type Event = hook.Event
 
-	UserID string `json:"user_id,omitempty"` // member_added, member_removed; client_event on presence channels
-
-	// client_event only: the event's name, its data as the client sent it
-	// (a string; always present on client_event, even when empty) and the
-	// sender's socket id.
-	Event    string `json:"event,omitempty"`
-	Data     string `json:"data,omitempty"`
-	SocketID string `json:"socket_id,omitempty"`
-
-	SubscriptionCount *int `json:"subscription_count,omitempty"` // subscription_count only
-}
-
-// MarshalJSON writes data on every client_event, even an empty one.
-func (e Event) MarshalJSON() ([]byte, error) {
-	type plain Event
-	if e.Name != "client_event" || e.Data != "" {
-		return json.Marshal(plain(e))
-	}
-	return json.Marshal(struct {
-		plain
-		Data string `json:"data"`
-	}{plain: plain(e)})
-}
-
-// Outbox is where webhook events are written, once each. Enqueue stores
-// the events of one app, in order, for every webhook of that app that wants
-// them (app.Webhook.Wants), and returns once they are stored (a JetStream
-// acknowledgement): from then on they are delivered or dead-lettered, never
-// lost. A second Enqueue of an event with the same ID (a new owner node
-// re-deciding the same transition) is dropped by the outbox.
-type Outbox interface {
-	Enqueue(ctx context.Context, app string, events []Event) error
-}
+// Outbox is where webhook events are written once each (hook.Outbox); the
+// Sender implements it.
+type Outbox = hook.Outbox

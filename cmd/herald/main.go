@@ -6,6 +6,7 @@
 //	herald probe --url ws://HOST:PORT --app-id ID --key KEY --secret SECRET [--api URL] [--json]
 //	herald status [--admin URL] [--token T] [--json]
 //	herald reload [--admin URL] [--token T]
+//	herald webhooks status [--json] | replay --app ID --since DURATION
 //	herald version
 package main
 
@@ -48,6 +49,8 @@ func main() {
 		err = statusCmd(args) // ops.go
 	case "reload":
 		err = reloadCmd(args)
+	case "webhooks":
+		err = webhooksCmd(args)
 	case "version":
 		fmt.Println("herald", version)
 	case "help":
@@ -77,6 +80,8 @@ func usage(w io.Writer) {
                                                                       end-to-end check of a deployment (docs/deploy.md)
   herald status [--admin URL] [--token T] [--json]                    a running node's state (admin API)
   herald reload [--admin URL] [--token T]                             make a running node re-read its config (or SIGHUP)
+  herald webhooks status [--json] [--admin URL] [--token T]           webhook backlog, receivers, dead letters
+  herald webhooks replay --app ID --since DURATION [--admin URL]      send dead-lettered webhooks again
   herald version                                                      print the version
 `)
 }

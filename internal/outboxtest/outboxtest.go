@@ -1,4 +1,4 @@
-// Package outboxtest is a webhook.Outbox for tests, over a real JetStream
+// Package outboxtest is a hook.Outbox for tests, over a real JetStream
 // stream: every event is one message whose Nats-Msg-Id is the event's id,
 // so JetStream itself drops a second Enqueue of an event (within the
 // stream's duplicate window, two minutes), as the real outbox does, and a
@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"herald/webhook"
+	"herald/hook"
 )
 
 // subjectPrefix is where the test outbox stores events: <prefix><app>.
@@ -34,7 +34,7 @@ type Outbox struct {
 	// write). After runs once the events are stored; its error fails the
 	// Enqueue anyway (a node dying after the write, before it heard the
 	// acknowledgement).
-	Before, After func(app string, events []webhook.Event) error
+	Before, After func(app string, events []hook.Event) error
 
 	mu      sync.Mutex
 	ensured bool
@@ -68,9 +68,9 @@ func (o *Outbox) ensure(ctx context.Context) error {
 	return nil
 }
 
-// Enqueue implements webhook.Outbox: one acknowledged publish per event,
+// Enqueue implements hook.Outbox: one acknowledged publish per event,
 // in order, each with Nats-Msg-Id set to the event's id.
-func (o *Outbox) Enqueue(ctx context.Context, app string, events []webhook.Event) error {
+func (o *Outbox) Enqueue(ctx context.Context, app string, events []hook.Event) error {
 	if o.Before != nil {
 		if err := o.Before(app, events); err != nil {
 			return err
@@ -100,7 +100,7 @@ func (o *Outbox) Enqueue(ctx context.Context, app string, events []webhook.Event
 // Stored is one event as the stream holds it.
 type Stored struct {
 	App string
-	webhook.Event
+	hook.Event
 }
 
 // Events reads every event stored on stream name, in order (none if the

@@ -1,4 +1,4 @@
-package webhook
+package hook
 
 import (
 	"encoding/json"
