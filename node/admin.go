@@ -35,7 +35,7 @@ func (n *Node) serveAdmin() {
 
 // adminRoutes registers the admin endpoints of the node's parts.
 func (n *Node) adminRoutes(s *admin.Server) {
-	_ = s
+	n.drainRoutes(s) // POST /drain, GET /drain (drain.go)
 }
 
 // AdminURL is the admin API's base URL (http://host:port), or "" when

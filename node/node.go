@@ -4,7 +4,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -46,9 +45,12 @@ type Node struct {
 	gossip  *presence.Gossip
 	queries *bus.ChannelQueries // cluster-wide channel counts; nil on a single node
 
-	serveErr chan error
-	stopOnce sync.Once
-	stopErr  error
+	serveErr  chan error
+	stopOnce  sync.Once
+	stopErr   error
+	done      chan struct{} // closed when stopped (drain.go)
+	drainOnce sync.Once     // StartDrain
+	drain     drainState
 }
 
 // Start brings a node up: data dir, client listener, gateway, bus, then the
@@ -57,7 +59,7 @@ func Start(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	n := &Node{cfg: cfg, log: log, serveErr: make(chan error, 1)}
+	n := &Node{cfg: cfg, log: log, serveErr: make(chan error, 1), done: make(chan struct{})}
 	if err := checkDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
@@ -105,6 +107,7 @@ func (n *Node) startParts() error {
 		MaxMessageBytes: cfg.Gateway.MaxMessageBytes,
 		WriteQueueBytes: cfg.Gateway.WriteQueueBytes,
 		Pollers:         cfg.Gateway.Pollers,
+		AcceptRate:      cfg.Gateway.AcceptRate,
 		RequireProtocol: cfg.Gateway.RequireProtocol,
 		UserAuthTimeout: userAuthTimeout,
 		Logger:          n.log.With("part", "gateway"),
@@ -234,26 +237,6 @@ func (n *Node) NATSURL() string { return n.bus.ClientURL() }
 // Err receives the HTTP server's error if it stops serving on its own.
 func (n *Node) Err() <-chan error { return n.serveErr }
 
-// Stop drains and stops the node: readiness off, no new upgrades, the HTTP
-// server stops, every socket is closed with 4200, then the bus stops.
-func (n *Node) Stop(ctx context.Context) error {
-	n.stopOnce.Do(func() {
-		n.http.SetReady(false)
-		n.gw.Drain()
-		if err := n.http.Shutdown(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			n.stopErr = fmt.Errorf("node: stop http: %w", err)
-		}
-		if n.nats != nil {
-			if err := n.nats.Stop(ctx); err != nil && n.stopErr == nil {
-				n.stopErr = fmt.Errorf("node: stop nats api: %w", err)
-			}
-		}
-		n.closeParts()
-		n.log.Info("herald node stopped")
-	})
-	return n.stopErr
-}
-
 func (n *Node) closeParts() {
 	if n.nats != nil { // before the bus: it publishes through the bus's connection
 		if err := n.nats.Stop(context.Background()); err != nil {
@@ -286,6 +269,3 @@ func (n *Node) closeParts() {
 // userAuthTimeout is how long connections of apps with user_authentication
 // have to sign in; a variable so that tests need not wait 30 s.
 var userAuthTimeout = app.UserAuthenticationTimeout
-
-// StopTimeout is how long Stop may take when a signal asks for it.
-const StopTimeout = 10 * time.Second

@@ -3,11 +3,11 @@
 //
 //	herald [serve] [--config FILE] [--listen HOST:PORT] [--data DIR]
 //	herald check-config [--strict] --config FILE
+//	herald drain [--admin URL] [--token T] [--wait]
 //	herald version
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -39,6 +39,8 @@ func main() {
 		err = checkConfig(args)
 	case "bench":
 		err = benchCmd(args)
+	case "drain":
+		err = drainCmd(args)
 	case "version":
 		fmt.Println("herald", version)
 	case "help":
@@ -61,6 +63,7 @@ func usage(w io.Writer) {
   herald [serve] [--config FILE] [--listen HOST:PORT] [--data DIR]   run a node
   herald check-config [--strict] --config FILE                        validate a config file
   herald bench SCENARIO [flags]                                       run a load scenario (herald bench -h)
+  herald drain [--admin URL] [--token T] [--wait]                     drain a node: sockets move elsewhere, then it exits
   herald version                                                      print the version
 `)
 }
@@ -113,17 +116,19 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	sig := make(chan os.Signal, 1)
+	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	window := cfg.Shutdown.DrainWindow.D()
 	select {
 	case s := <-sig:
-		log.Info("stopping", "signal", s.String())
+		log.Info("draining", "signal", s.String(), "window", window, "deadline", n.StopTimeout())
+	case <-n.Done(): // POST /drain on the admin API (herald drain)
+		return nil
 	case err := <-n.Err():
 		log.Error("http server stopped", "err", err)
+		window = 0
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), node.StopTimeout)
-	defer cancel()
-	return n.Stop(ctx)
+	return drainAndExit(n, window, sig, log)
 }
 
 func newLogger(c configs.Log) *slog.Logger {
