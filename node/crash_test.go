@@ -6,6 +6,7 @@ package node
 // dropped; their presence leaves cannot reach anyone any more.
 func (n *Node) crashForTest() {
 	n.stopOnce.Do(func() {
+		defer close(n.done) // Stop, called again at cleanup, returns at once
 		n.lifecycle.Close() // a crashed node decides nothing more
 		_ = n.cl.Shutdown()
 		n.gossip.Close()
@@ -15,5 +16,8 @@ func (n *Node) crashForTest() {
 		n.gw.Close()
 		_ = n.bus.Close()
 		_ = n.ln.Close()
+		if n.admin != nil {
+			_ = n.admin.Close(ctxBackground())
+		}
 	})
 }
