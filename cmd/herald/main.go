@@ -125,6 +125,10 @@ func serve(args []string) error {
 	case <-n.Done(): // POST /drain on the admin API (herald drain)
 		return nil
 	case err := <-n.Err():
+		if err == nil { // shut down by a drain (POST /drain): let it finish
+			<-n.Done()
+			return nil
+		}
 		log.Error("http server stopped", "err", err)
 		window = 0
 	}
