@@ -78,9 +78,15 @@ func startServer(t *testing.T) server {
 // runServer is startServer with the NATS client port on natsAddr ("": none).
 func runServer(t *testing.T, natsAddr string) server {
 	t.Helper()
+	return runServerYAML(t, natsAddr, "")
+}
+
+// runServerYAML is runServer with more top-level config (YAML) appended.
+func runServerYAML(t *testing.T, natsAddr, extra string) server {
+	t.Helper()
 	addr := testkit.FreeAddr(t)
 	conf := filepath.Join(t.TempDir(), "herald.yaml")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, "bus:\n  client_listen: %q\nadmin:\n  listen: \"127.0.0.1:0\"\n", natsAddr), 0o644); err != nil {
+	if err := os.WriteFile(conf, fmt.Appendf(nil, "bus:\n  client_listen: %q\nadmin:\n  listen: \"127.0.0.1:0\"\n%s", natsAddr, extra), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(buildHerald(t), "serve", "--listen", addr, "--data", t.TempDir(), "--config", conf)
@@ -259,6 +265,31 @@ func TestStorm(t *testing.T) {
 	}
 	if sr.TimeToAllBackMs <= 0 || sr.BackMs.Max != sr.TimeToAllBackMs {
 		t.Fatalf("storm times %+v", sr)
+	}
+}
+
+// A storm against admission control (gateway.accept_rate): the sockets over
+// the budget are refused with 4100 and come back after their back-off, all
+// of them; the bystander's pings are measured before and during.
+func TestStormAdmission(t *testing.T) {
+	s := runServerYAML(t, "", "gateway:\n  accept_rate: 100\n")
+	cfg := testConfig(s, Storm)
+	cfg.Rate = 80 // the connect phase stays within the budget
+	res := runBench(t, cfg)
+	sr := res.StormResults
+	if res.Established != 200 || sr == nil || sr.StormConns != 200 || sr.Reconnected != 200 || sr.ReconnectFailed != 0 {
+		t.Fatalf("established %d, storm %+v", res.Established, sr)
+	}
+	if sr.Refused4100 == 0 || sr.Refused4100 != sr.ReconnectFailures[refused4100] {
+		t.Fatalf("200 redials at once against accept_rate 100: %d refused with 4100 (failures %v)", sr.Refused4100, sr.ReconnectFailures)
+	}
+	// The refused ones waited their second: all back takes at least that.
+	if sr.TimeToAllBackMs < 1000 {
+		t.Fatalf("all back in %.0f ms though %d were refused with 4100", sr.TimeToAllBackMs, sr.Refused4100)
+	}
+	by := sr.Bystander
+	if by == nil || by.Dropped || by.PingsB == 0 || by.PingsD == 0 {
+		t.Fatalf("bystander %+v", by)
 	}
 }
 

@@ -16,7 +16,11 @@
 //     natspub.go): deliveries/s, exact loss and duplicates, publish →
 //     receive percentiles.
 //   - storm: drop every socket at once (RST) and redial them all: time until
-//     all are back (established and resubscribed), failures.
+//     all are back (established and resubscribed), failures, the attempts
+//     refused with 4100 by admission control (gateway.accept_rate; redialed
+//     after 1-1.5 s, as pusher-js does, without using up Config.Retries),
+//     and a bystander socket's pusher:ping round trips before and during
+//     the storm (bystander.go).
 //   - presence: a few subscribers on one presence channel (one per URL);
 //     members join and leave on the first URL one at a time: time until
 //     member_added / member_removed reaches the subscribers on the other

@@ -29,11 +29,12 @@ type conn struct {
 	wasReady bool
 	queued   bool
 	attempts uint8
-	channel  int32 // -1: no subscription
-	src      int32 // index into target.sources, -1 for none
-	tgt      int32 // index into worker.targets
-	start    int64 // unix ns when the current attempt began
-	deadline int64 // unix ns: attempt timeout, or redial time in stIdle
+	refusals uint16 // storm: attempts refused with 4100 (over capacity)
+	channel  int32  // -1: no subscription
+	src      int32  // index into target.sources, -1 for none
+	tgt      int32  // index into worker.targets
+	start    int64  // unix ns when the current attempt began
+	deadline int64  // unix ns: attempt timeout, or redial time in stIdle
 	rbuf     []byte
 	wbuf     []byte
 	frag     []byte
@@ -355,11 +356,24 @@ func (p *poller) consume(c *conn, data []byte, now int64) {
 	}
 }
 
-// sendFrame writes one masked client frame.
-func (p *poller) sendFrame(c *conn, op byte, payload []byte, now int64) {
+// refused4100 is the failure reason of an attempt refused with 4100, and
+// maxRefusals how many of those one socket takes before it gives up.
+const (
+	refused4100 = "pusher_error_4100"
+	maxRefusals = 1000
+)
+
+// rand steps the poller's xorshift state (also the frames' mask).
+func (p *poller) rand() uint64 {
 	p.mask ^= p.mask << 13
 	p.mask ^= p.mask >> 7
 	p.mask ^= p.mask << 17
+	return p.mask
+}
+
+// sendFrame writes one masked client frame.
+func (p *poller) sendFrame(c *conn, op byte, payload []byte, now int64) {
+	p.rand()
 	p.fbuf = appendClientFrame(p.fbuf[:0], op, payload, uint32(p.mask))
 	p.write(c, p.fbuf, now)
 }
@@ -417,6 +431,16 @@ func (p *poller) fail(c *conn, reason string, now int64) {
 	p.failures[reason]++
 	p.closeConn(c)
 	p.inflight--
+	if p.storming && reason == refused4100 && c.refusals < maxRefusals {
+		// Over capacity (admission control): back off about a second, as
+		// pusher-js and client.Session do, jittered so the refused do not
+		// come back in one wave; not counted against the retries.
+		c.refusals++
+		c.attempts--
+		c.state = stIdle
+		c.deadline = now + int64(time.Second) + int64(p.rand()%uint64(500*time.Millisecond))
+		return
+	}
 	if p.storming && int(c.attempts) <= p.retries {
 		c.state = stIdle
 		c.deadline = now + int64(c.attempts)*int64(200*time.Millisecond)

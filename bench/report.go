@@ -123,6 +123,11 @@ type StormResults struct {
 	ReconnectFailures map[string]int64 `json:"reconnect_failures"`
 	TimeToAllBackMs   float64          `json:"time_to_all_back_ms"`
 	BackMs            Percentiles      `json:"back_ms"`
+	// Refused4100 counts the attempts the server refused with 4100 (over
+	// capacity: gateway.accept_rate), each redialed after about a second
+	// as pusher-js does, without using up Retries.
+	Refused4100 int64             `json:"refused_4100"`
+	Bystander   *BystanderResults `json:"bystander,omitempty"`
 }
 
 // CPUStats is the client's CPU: all workers plus the parent (which
@@ -268,6 +273,7 @@ func (r *run) report() *Report {
 		res.StormResults = &StormResults{
 			StormConns: agg.StormTarget, Reconnected: agg.StormBack, ReconnectFailed: agg.StormFailed,
 			ReconnectFailures: agg.StormFails, TimeToAllBackMs: round3(float64(storm.Max()) / 1e6),
+			Refused4100: agg.StormFails[refused4100], Bystander: r.bystander,
 			BackMs: storm.percentilesMs(),
 		}
 		rep.latency = storm
@@ -436,6 +442,14 @@ func (rep *Report) WriteTable(w io.Writer) {
 		row("storm", "%d dropped, %d back, %d gave up%s", sr.StormConns, sr.Reconnected, sr.ReconnectFailed, fmtCounts(sr.ReconnectFailures))
 		row("time until all back", "%.1f ms", sr.TimeToAllBackMs)
 		row("back after", "%s", pct(sr.BackMs))
+		row("refused with 4100", "%d attempts (over gateway.accept_rate; redialed after ~1 s)", sr.Refused4100)
+		if by := sr.Bystander; by != nil {
+			dropped := ""
+			if by.Dropped {
+				dropped = " (dropped: " + by.Error + ")"
+			}
+			row("bystander ping → pong", "before %s; during %s%s", pct(by.Before), pct(by.During), dropped)
+		}
 	}
 	if pr := res.PresenceResults; pr != nil {
 		row("presence channel", "%s: %d subscribers (per URL %v), %d remote", pr.Channel, pr.Subscribers, pr.PerURL, pr.Remote)

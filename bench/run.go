@@ -48,6 +48,7 @@ type run struct {
 	connStart, connEnd   time.Time
 	phaseStart, phaseEnd time.Time
 	stormAt              time.Time
+	bystander            *BystanderResults // storm scenario
 
 	srv                    *ServerStats
 	cpuStart, cpuPhase0    float64          // server CPU seconds at run start and phase start (all server processes)
@@ -168,6 +169,11 @@ func (r *run) execute(ctx context.Context) error {
 		}
 		drain = c.Drain
 	case Storm:
+		by, err := startBystander(ctx, c)
+		if err != nil {
+			return fmt.Errorf("bench: storm bystander: %w", err)
+		}
+		defer func() { r.bystander = by.finish() }()
 		r.stormAt = time.Now()
 		for _, w := range r.workers {
 			_ = w.enc.Encode(command{Cmd: "storm", At: r.stormAt.UnixNano()})

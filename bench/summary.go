@@ -129,6 +129,13 @@ func summaryResult(rep *Report) string {
 	if sr := res.StormResults; sr != nil {
 		parts = append(parts, fmt.Sprintf("%s dropped at once, %s back, %d gave up; **all back in %s ms** (p50 %.0f / p99 %.0f ms)%s",
 			group(sr.StormConns), group(sr.Reconnected), sr.ReconnectFailed, group(int64(sr.TimeToAllBackMs)), sr.BackMs.P50, sr.BackMs.P99, fmtCounts(sr.ReconnectFailures)))
+		if sr.Refused4100 > 0 {
+			parts = append(parts, fmt.Sprintf("%s attempts refused with 4100", group(sr.Refused4100)))
+		}
+		if by := sr.Bystander; by != nil {
+			parts = append(parts, fmt.Sprintf("bystander ping p50/p99/max %.2f/%.2f/%.2f ms before, %.2f/%.2f/%.2f ms during",
+				by.Before.P50, by.Before.P99, by.Before.Max, by.During.P50, by.During.P99, by.During.Max))
+		}
 	}
 	return strings.Join(parts, "<br>")
 }

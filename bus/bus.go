@@ -306,6 +306,10 @@ func (b *Bus) shutdownServer() {
 	if b.srv == nil {
 		return
 	}
+	if b.cfg.Cluster.Enabled() { // leaderships handed over first (drain.go)
+		shutdownLameDuck(b.srv)
+		return
+	}
 	b.srv.Shutdown()
 	b.srv.WaitForShutdown()
 }

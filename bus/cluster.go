@@ -154,6 +154,7 @@ func applyCluster(opts *server.Options, cfg Config) {
 		urls[i] = "nats-route://" + r
 	}
 	opts.Routes = server.RoutesFromStr(strings.Join(urls, ","))
+	opts.LameDuckDuration, opts.LameDuckGracePeriod = lameDuckDuration, lameDuckGrace // drain.go
 	if cfg.ClientListen == "" {
 		// A client listener is required (see the top of this file); only
 		// the node's own user may use it.

@@ -19,6 +19,10 @@ type Meta struct {
 	HTTP string `json:"h,omitempty"`
 	// Route is the node's NATS cluster route address (host:port).
 	Route string `json:"r,omitempty"`
+	// Draining is set by a node that is shutting down (Cluster.Drain): it
+	// stays a member, so its presence and counts still count, but owns no
+	// channel, so its sockets' removals are decided by the others.
+	Draining bool `json:"d,omitempty"`
 }
 
 // Member is one live node.
@@ -91,7 +95,8 @@ type Config struct {
 //	func (c *Cluster) LocalName() string
 //	func (c *Cluster) Addr() string                 // advertised memberlist host:port (the picked port when Bind has port 0)
 //	func (c *Cluster) Members() []Member            // live members, this node included, sorted by name
-//	func (c *Cluster) Owner(app, channel string) string // rendezvous hash of (app, channel) over live members
+//	func (c *Cluster) Owner(app, channel string) string // rendezvous hash of (app, channel) over live members that are not draining
+//	func (c *Cluster) Drain() error                  // publish Meta.Draining: this node stops owning channels, stays a member
 //	func OwnerOf(names []string, app, channel string) string // the same hash over a given name list
 //	func (c *Cluster) Watch(fn func(Event))          // a Joined per current member, then membership events, in order, never concurrently
 //	func (c *Cluster) Register(kind byte, h Handler) // right after Start; kinds 1..255; triggers a state exchange with live members

@@ -21,6 +21,11 @@ type view struct {
 	names   []string          // names[i] = members[i].Name
 	nodes   []memberlist.Node // nodes[i] is members[i]'s address for sends
 	hashes  []uint64          // hashes[i] = nameHash(members[i].Name)
+
+	// The members that own channels: those not draining (all of them
+	// when every member is draining, so Owner always has an answer).
+	owners      []string
+	ownerHashes []uint64
 }
 
 // find returns the index of the member named name, or -1.
@@ -110,6 +115,15 @@ func buildView(byName map[string]entry) *view {
 		v.members = append(v.members, e.member)
 		v.nodes = append(v.nodes, e.node)
 		v.hashes = append(v.hashes, nameHash(name))
+	}
+	for i, m := range v.members {
+		if !m.Meta.Draining {
+			v.owners = append(v.owners, v.names[i])
+			v.ownerHashes = append(v.ownerHashes, v.hashes[i])
+		}
+	}
+	if len(v.owners) == 0 {
+		v.owners, v.ownerHashes = v.names, v.hashes
 	}
 	return v
 }

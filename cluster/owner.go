@@ -79,15 +79,16 @@ func OwnerOf(names []string, app, channel string) string {
 }
 
 // Owner returns the name of the live member that owns (app, channel):
-// the rendezvous-hash winner over the members Members returns. Every node
-// with the same membership gets the same answer. It reads a cached
+// the rendezvous-hash winner over the members Members returns, less those
+// draining (Meta.Draining; all of them if every one is). Every node with
+// the same membership gets the same answer. It reads a cached
 // snapshot (no lock, no allocation) and may be called from any goroutine.
 // After Leave or Shutdown it answers from the last membership it knew.
 func (c *Cluster) Owner(app, channel string) string {
 	v := c.view.Load()
-	i := rendezvous(v.names, v.hashes, keyHash(app, channel))
+	i := rendezvous(v.owners, v.ownerHashes, keyHash(app, channel))
 	if i < 0 {
 		return c.name
 	}
-	return v.names[i]
+	return v.owners[i]
 }

@@ -59,6 +59,7 @@ type Config struct {
 	RequireProtocol bool          // a missing ?protocol= closes with 4008 instead of meaning 7
 	SocketIDNode    uint64        // the first part of socket ids; 0 picks one at random
 	UserAuthTimeout time.Duration // apps with user_authentication: sign in within this or 4009; 0: app.UserAuthenticationTimeout (30 s)
+	AcceptRate      int           // new sockets a second (gateway.accept_rate); past it they are closed with 4100; 0: no limit (admission.go)
 	Logger          *slog.Logger
 
 	// Bus is required: the live interest behind the local channel index.
@@ -106,6 +107,9 @@ type Stats struct {
 	Deliveries    uint64
 	Writes        uint64
 	SlowConsumers uint64
+	// AdmissionCloses are sockets closed with 4100 at the upgrade because
+	// they came over gateway.accept_rate.
+	AdmissionCloses uint64
 }
 
 type counters struct {
@@ -115,6 +119,7 @@ type counters struct {
 	deliveries    atomic.Uint64
 	writes        atomic.Uint64
 	slowConsumers atomic.Uint64
+	admission     atomic.Uint64
 }
 
 // sharedFrames are frames every connection may be sent; built once.
@@ -149,6 +154,7 @@ type Gateway struct {
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 	draining  atomic.Bool
+	accept    *tokenBucket // nil: no admission limit
 }
 
 // New starts a gateway's pollers and workers. Hand it to the bus as its
@@ -178,13 +184,14 @@ func New(cfg Config) (*Gateway, error) {
 		maxFDs = 1 << 24
 	}
 	g := &Gateway{
-		cfg:   cfg,
-		log:   cfg.Logger,
-		ids:   protocol.NewSocketIDs(cfg.SocketIDNode),
-		hub:   newHub(),
-		fds:   make([]atomic.Pointer[Conn], maxFDs),
-		stop:  make(chan struct{}),
-		dirty: make([][]*Conn, cfg.Shards),
+		cfg:    cfg,
+		log:    cfg.Logger,
+		ids:    protocol.NewSocketIDs(cfg.SocketIDNode),
+		hub:    newHub(),
+		fds:    make([]atomic.Pointer[Conn], maxFDs),
+		stop:   make(chan struct{}),
+		dirty:  make([][]*Conn, cfg.Shards),
+		accept: newTokenBucket(cfg.AcceptRate),
 	}
 	g.frames.ping = appendFrame(nil, ws.OpText, protocol.AppendPing(nil))
 	g.frames.pong = appendFrame(nil, ws.OpText, protocol.AppendPong(nil))
@@ -262,12 +269,13 @@ func (g *Gateway) Channels(app string, fn func(name string, subscriptions int)) 
 // Stats returns the gateway's counters.
 func (g *Gateway) Stats() Stats {
 	return Stats{
-		Connections:   g.stats.connections.Load(),
-		Connects:      g.stats.connects.Load(),
-		MessagesIn:    g.stats.messagesIn.Load(),
-		Deliveries:    g.stats.deliveries.Load(),
-		Writes:        g.stats.writes.Load(),
-		SlowConsumers: g.stats.slowConsumers.Load(),
+		Connections:     g.stats.connections.Load(),
+		Connects:        g.stats.connects.Load(),
+		MessagesIn:      g.stats.messagesIn.Load(),
+		Deliveries:      g.stats.deliveries.Load(),
+		Writes:          g.stats.writes.Load(),
+		SlowConsumers:   g.stats.slowConsumers.Load(),
+		AdmissionCloses: g.stats.admission.Load(),
 	}
 }
 

@@ -46,9 +46,31 @@ func (g *Gateway) ServeUpgrade(ctx *fasthttp.RequestCtx) {
 		ctx.SetBody((&protocol.HTTPError{Status: status, Message: msg}).Body())
 		return
 	}
-	a, ref := g.admit(ctx)
+	var a *app.App
+	var ref *refusal
+	if g.overBudget() {
+		ref = &overCapacity
+	} else {
+		a, ref = g.admit(ctx)
+	}
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(nc net.Conn) { g.adopt(nc, accept, a, ref) })
+}
+
+// overCapacity is the refusal of a socket over gateway.accept_rate: 4100,
+// which pusher-js and client.Session answer by reconnecting after a back-off.
+var overCapacity = refusal{protocol.CodeOverCapacity, "Over capacity: too many new connections; reconnect later"}
+
+// overBudget takes a token from the admission bucket (admission.go) and
+// reports whether there was none. It runs before anything else is looked
+// at, so a refused socket costs its handshake and nothing more. A draining
+// node refuses with 4200 (admit) instead, whatever the budget.
+func (g *Gateway) overBudget() bool {
+	if g.accept == nil || g.draining.Load() || g.accept.allow(time.Now().UnixNano()) {
+		return false
+	}
+	g.stats.admission.Add(1)
+	return true
 }
 
 // checkHandshake validates the RFC 6455 opening handshake and returns the

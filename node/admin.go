@@ -40,6 +40,7 @@ func (n *Node) adminRoutes(s *admin.Server) {
 	if n.webhooks != nil {
 		n.webhooks.Routes(s) // GET /webhooks/status, POST /webhooks/replay
 	}
+	n.drainRoutes(s) // POST /drain, GET /drain (drain.go)
 }
 
 // AdminURL is the admin API's base URL (http://host:port), or "" when

@@ -6,6 +6,7 @@ package node
 // dropped; their presence leaves cannot reach anyone any more.
 func (n *Node) crashForTest() {
 	n.stopOnce.Do(func() {
+		defer close(n.done) // Stop, called again at cleanup, returns at once
 		n.lifecycle.Close() // a crashed node decides nothing more
 		n.ledger.Close()
 		_ = n.cl.Shutdown()

@@ -4,7 +4,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -52,9 +51,12 @@ type Node struct {
 	outbox webhook.Outbox    // where webhook events are written; nil: no webhooks
 	ledger *lifecycle.Ledger // nil without an outbox (ledger.go)
 
-	serveErr chan error
-	stopOnce sync.Once
-	stopErr  error
+	serveErr  chan error
+	stopOnce  sync.Once
+	stopErr   error
+	done      chan struct{} // closed when stopped (drain.go)
+	drainOnce sync.Once     // StartDrain
+	drain     drainState
 
 	ops ops // config source, reload and status (reload.go, status.go)
 }
@@ -72,7 +74,7 @@ func StartWith(cfg *configs.Config, log *slog.Logger, src Source) (*Node, error)
 	if log == nil {
 		log = slog.Default()
 	}
-	n := &Node{cfg: cfg, log: log, serveErr: make(chan error, 1)}
+	n := &Node{cfg: cfg, log: log, serveErr: make(chan error, 1), done: make(chan struct{})}
 	n.ops.init(cfg, src)
 	if err := checkDataDir(cfg.DataDir); err != nil {
 		return nil, err
@@ -126,6 +128,7 @@ func (n *Node) startParts() error {
 		MaxMessageBytes: cfg.Gateway.MaxMessageBytes,
 		WriteQueueBytes: cfg.Gateway.WriteQueueBytes,
 		Pollers:         cfg.Gateway.Pollers,
+		AcceptRate:      cfg.Gateway.AcceptRate,
 		RequireProtocol: cfg.Gateway.RequireProtocol,
 		UserAuthTimeout: userAuthTimeout,
 		Logger:          n.log.With("part", "gateway"),
@@ -259,26 +262,6 @@ func (n *Node) NATSURL() string { return n.bus.ClientURL() }
 // Err receives the HTTP server's error if it stops serving on its own.
 func (n *Node) Err() <-chan error { return n.serveErr }
 
-// Stop drains and stops the node: readiness off, no new upgrades, the HTTP
-// server stops, every socket is closed with 4200, then the bus stops.
-func (n *Node) Stop(ctx context.Context) error {
-	n.stopOnce.Do(func() {
-		n.http.SetReady(false)
-		n.gw.Drain()
-		if err := n.http.Shutdown(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			n.stopErr = fmt.Errorf("node: stop http: %w", err)
-		}
-		if n.nats != nil {
-			if err := n.nats.Stop(ctx); err != nil && n.stopErr == nil {
-				n.stopErr = fmt.Errorf("node: stop nats api: %w", err)
-			}
-		}
-		n.closeParts()
-		n.log.Info("herald node stopped")
-	})
-	return n.stopErr
-}
-
 func (n *Node) closeParts() {
 	if n.nats != nil { // before the bus: it publishes through the bus's connection
 		if err := n.nats.Stop(context.Background()); err != nil {
@@ -289,7 +272,7 @@ func (n *Node) closeParts() {
 		n.gw.Close() // its sockets' leaves still emit: the node owns its channels until it leaves
 	}
 	n.lifecycle.Close()
-	n.ledger.Close() // what it decided and did not clear stays pending in the records, for the next owner
+	n.ledger.Close()       // what it decided and did not clear stays pending in the records, for the next owner
 	if n.webhooks != nil { // after what writes to it, before the bus
 		n.webhooks.Close()
 	}
@@ -315,6 +298,3 @@ func (n *Node) closeParts() {
 // userAuthTimeout is how long connections of apps with user_authentication
 // have to sign in; a variable so that tests need not wait 30 s.
 var userAuthTimeout = app.UserAuthenticationTimeout
-
-// StopTimeout is how long Stop may take when a signal asks for it.
-const StopTimeout = 10 * time.Second

@@ -7,11 +7,11 @@
 //	herald status [--admin URL] [--token T] [--json]
 //	herald reload [--admin URL] [--token T]
 //	herald webhooks status [--json] | replay --app ID --since DURATION
+//	herald drain [--admin URL] [--token T] [--wait]
 //	herald version
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -51,6 +51,8 @@ func main() {
 		err = reloadCmd(args)
 	case "webhooks":
 		err = webhooksCmd(args)
+	case "drain":
+		err = drainCmd(args)
 	case "version":
 		fmt.Println("herald", version)
 	case "help":
@@ -82,6 +84,7 @@ func usage(w io.Writer) {
   herald reload [--admin URL] [--token T]                             make a running node re-read its config (or SIGHUP)
   herald webhooks status [--json] [--admin URL] [--token T]           webhook backlog, receivers, dead letters
   herald webhooks replay --app ID --since DURATION [--admin URL]      send dead-lettered webhooks again
+  herald drain [--admin URL] [--token T] [--wait]                     drain a node: sockets move elsewhere, then it exits
   herald version                                                      print the version
 `)
 }
@@ -125,17 +128,23 @@ func serve(args []string) error {
 		return err
 	}
 	defer reloadOnHUP(n, log)()
-	sig := make(chan os.Signal, 1)
+	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	window := cfg.Shutdown.DrainWindow.D()
 	select {
 	case s := <-sig:
-		log.Info("stopping", "signal", s.String())
+		log.Info("draining", "signal", s.String(), "window", window, "deadline", n.StopTimeout())
+	case <-n.Done(): // POST /drain on the admin API (herald drain)
+		return nil
 	case err := <-n.Err():
+		if err == nil { // shut down by a drain (POST /drain): let it finish
+			<-n.Done()
+			return nil
+		}
 		log.Error("http server stopped", "err", err)
+		window = 0
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), node.StopTimeout)
-	defer cancel()
-	return n.Stop(ctx)
+	return drainAndExit(n, window, sig, log)
 }
 
 // newLogger is the process logger; its level is a LevelVar so that a

@@ -36,10 +36,11 @@ const (
 
 // clusterSpec is what differs between the clusters the tests start.
 type clusterSpec struct {
-	name       string // cluster.name
-	nodePrefix string // the nodes are nodePrefix1..3 (cluster.node_name)
-	preset     string // cluster.preset: configs.PresetLAN or configs.PresetLocal
-	outputTail int    // on failure, log the last outputTail bytes of each node's output (0: all)
+	name       string         // cluster.name
+	nodePrefix string         // the nodes are nodePrefix1..3 (cluster.node_name)
+	preset     string         // cluster.preset: configs.PresetLAN or configs.PresetLocal
+	outputTail int            // on failure, log the last outputTail bytes of each node's output (0: all)
+	extra      map[string]any // more top-level config keys (shutdown: ...), merged into each node's
 }
 
 // clusterNode is one `herald serve` process of a cluster test, which can be
@@ -185,13 +186,19 @@ func writeClusterConfig(t *testing.T, dir string, l *testkit.Layout, i int, spec
 		"log": map[string]any{"level": "debug"},
 		// No NATS client port: nothing here uses it, and three nodes would
 		// need three free ports.
-		"bus":     map[string]any{"client_listen": ""},
-		"admin":   map[string]any{"listen": "127.0.0.1:0"},
-		"cluster": l.Cluster(i, spec.name, spec.preset),
+		"bus":   map[string]any{"client_listen": ""},
+		"admin": map[string]any{"listen": "127.0.0.1:0"},
+		// No drain window unless the spec sets one: the SIGTERM at the
+		// end of a test closes at once.
+		"shutdown": map[string]any{"drain_window": "0s"},
+		"cluster":  l.Cluster(i, spec.name, spec.preset),
 		"apps": []map[string]any{{
 			"id": "app-id", "key": "app-key", "secret": "app-secret",
 			"client_events": true,
 		}},
+	}
+	for k, v := range spec.extra {
+		cfg[k] = v
 	}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {

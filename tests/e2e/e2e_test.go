@@ -201,7 +201,10 @@ func startHerald(t *testing.T, extraArgs ...string) *Herald {
 	cmd.Dir = dataDir
 	// Several nodes run at once across test packages: the NATS client port
 	// (127.0.0.1:4222 by default) goes to a random free port instead.
-	cmd.Env = append(os.Environ(), "HERALD_BUS_CLIENT_LISTEN=127.0.0.1:0", "HERALD_ADMIN_LISTEN=127.0.0.1:0")
+	// No drain window: SIGTERM at the end of a test closes at once
+	// (drain_test.go sets its own).
+	cmd.Env = append(os.Environ(), "HERALD_BUS_CLIENT_LISTEN=127.0.0.1:0", "HERALD_ADMIN_LISTEN=127.0.0.1:0",
+		"HERALD_SHUTDOWN_DRAIN_WINDOW=0s")
 	cmd.Stdout = h.output
 	cmd.Stderr = h.output
 	// Own process group (and, on Linux, SIGKILL if the test binary dies), so

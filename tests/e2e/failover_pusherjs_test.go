@@ -36,6 +36,7 @@ type foJSLine struct {
 	Node       int             `json:"node"`
 	Connects   uint64          `json:"connects"`
 	Duplicates uint64          `json:"duplicates"`
+	Code       *int            `json:"code"`
 }
 
 func foStartJSClients(t *testing.T, nodes []*clusterNode, channels []string) ([]*foClientLog, func(k int) (uint64, uint64)) {
@@ -122,6 +123,18 @@ func foStartJSClients(t *testing.T, nodes []*clusterNode, channels []string) ([]
 				mu.Lock()
 				connects[ln.C]++
 				mu.Unlock()
+				l.mu.Lock()
+				if !l.told4200.IsZero() {
+					l.moves = append(l.moves, now.Sub(l.told4200))
+					l.told4200 = time.Time{}
+				}
+				l.mu.Unlock()
+			case "error":
+				if ln.Code != nil && *ln.Code == 4200 {
+					l.mu.Lock()
+					l.told4200 = now
+					l.mu.Unlock()
+				}
 			case "stats":
 				mu.Lock()
 				dups[ln.C] = ln.Duplicates

@@ -60,6 +60,10 @@ type foClientLog struct {
 	subsOK   map[string]bool
 	errs     []string // malformed events
 	maxSerCh map[string]uint64
+	// pusher-js clients (failover_pusherjs_test.go): when the last 4200
+	// pusher:error was read, and each 4200-to-connected time.
+	told4200 time.Time
+	moves    []time.Duration
 }
 
 func newFoClientLog(name string, startOn int) *foClientLog {

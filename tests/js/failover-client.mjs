@@ -28,6 +28,8 @@
 //   {"k":"ok","c":N,"ch":C,"data":D}              herald:resume_ok
 //   {"k":"failed","c":N,"ch":C,"data":D}          herald:resume_failed
 //   {"k":"connected","c":N,"node":I}              a handshake completed
+//   {"k":"error","c":N,"code":K}                  a connection-level pusher:error
+//                                                 (4200: the node drains; 4100: over capacity)
 //   {"k":"stats","c":N,"connects":K,"duplicates":D}  when stdin ends
 // It exits when stdin ends (the Go test closes it) or on SIGTERM.
 
@@ -86,6 +88,11 @@ const clients = starts.map((start, c) => {
       // callback would re-enter it.
       setTimeout(failover, 0);
     }
+  });
+
+  pusher.connection.bind('error', (err) => {
+    const code = err && err.error && err.error.data ? err.error.data.code : null;
+    out({ k: 'error', c, code: code ?? null });
   });
 
   for (const ch of channels) {
