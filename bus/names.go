@@ -188,16 +188,33 @@ func needsEscape(c byte) bool {
 
 const upperHex = "0123456789ABCDEF"
 
-// EncodeChannel encodes a channel name into one NATS subject token,
-// reversibly: '%' -> %25, '.' -> %2E, '*' -> %2A, '>' -> %3E, and every
-// space, control character or byte >= 0x7F -> %XX (uppercase hex). All other
-// bytes, including every legal Pusher channel character except '.', are kept.
-// A name with nothing to escape is returned as is, without allocating.
-// The empty name encodes to the empty string, which is not a valid token.
-func EncodeChannel(name string) string {
+// alphabet is a reversible one-token encoding: bytes outside keep become
+// esc followed by two uppercase hex digits. Subject tokens and KV key
+// tokens differ only in their alphabet (subjectToken, keyToken).
+type alphabet struct {
+	esc  byte
+	keep [256]bool // esc itself is never kept
+}
+
+func newAlphabet(esc byte, keep func(byte) bool) *alphabet {
+	a := &alphabet{esc: esc}
+	for c := range 256 {
+		a.keep[c] = byte(c) != esc && keep(byte(c))
+	}
+	return a
+}
+
+var (
+	subjectToken = newAlphabet('%', func(c byte) bool { return !needsEscape(c) })
+	keyToken     = newAlphabet(keyTokenEscape, keepInKey)
+)
+
+// encode escapes name; a name with nothing to escape is returned as is,
+// without allocating.
+func (a *alphabet) encode(name string) string {
 	n := 0
 	for i := 0; i < len(name); i++ {
-		if needsEscape(name[i]) {
+		if !a.keep[name[i]] {
 			n++
 		}
 	}
@@ -208,47 +225,41 @@ func EncodeChannel(name string) string {
 	sb.Grow(len(name) + 2*n)
 	for i := 0; i < len(name); i++ {
 		c := name[i]
-		if needsEscape(c) {
-			sb.WriteByte('%')
-			sb.WriteByte(upperHex[c>>4])
-			sb.WriteByte(upperHex[c&0x0F])
-		} else {
+		if a.keep[c] {
 			sb.WriteByte(c)
+			continue
 		}
+		sb.WriteByte(a.esc)
+		sb.WriteByte(upperHex[c>>4])
+		sb.WriteByte(upperHex[c&0x0F])
 	}
 	return sb.String()
 }
 
-// DecodeChannel reverses EncodeChannel. It accepts only canonical tokens
-// (those EncodeChannel produces): a raw byte that needs escaping, a malformed
-// or lowercase escape, or an escape of a byte that needs none is an error
-// wrapping ErrInvalidToken, so that one channel has exactly one subject.
-// A token without escapes is returned as is, without allocating.
-func DecodeChannel(tok string) (string, error) {
+// decode reverses encode, accepting only canonical tokens: a raw byte that
+// needs escaping, a malformed or lowercase escape, or an escape of a byte
+// that needs none is an error wrapping ErrInvalidToken, so that one name has
+// exactly one token. A token without escapes is returned as is.
+func (a *alphabet) decode(tok string) (string, error) {
 	if tok == "" {
 		return "", fmt.Errorf("%w: empty", ErrInvalidToken)
 	}
 	esc := 0
 	for i := 0; i < len(tok); i++ {
-		c := tok[i]
-		if c == '%' {
+		switch c := tok[i]; {
+		case c == a.esc:
 			esc++
-			continue
-		}
-		if needsEscape(c) {
+		case !a.keep[c]:
 			return "", fmt.Errorf("%w: raw byte 0x%02X at %d", ErrInvalidToken, c, i)
 		}
 	}
 	if esc == 0 {
 		return tok, nil
 	}
-	if len(tok) < 3*esc {
-		return "", fmt.Errorf("%w: short escape", ErrInvalidToken)
-	}
-	buf := make([]byte, 0, len(tok)-2*esc)
+	buf := make([]byte, 0, len(tok))
 	for i := 0; i < len(tok); i++ {
 		c := tok[i]
-		if c != '%' {
+		if c != a.esc {
 			buf = append(buf, c)
 			continue
 		}
@@ -260,7 +271,7 @@ func DecodeChannel(tok string) (string, error) {
 			return "", fmt.Errorf("%w: bad escape at %d", ErrInvalidToken, i)
 		}
 		d := byte(hi<<4 | lo)
-		if !needsEscape(d) {
+		if a.keep[d] {
 			return "", fmt.Errorf("%w: needless escape at %d", ErrInvalidToken, i)
 		}
 		buf = append(buf, d)
@@ -268,6 +279,21 @@ func DecodeChannel(tok string) (string, error) {
 	}
 	return string(buf), nil
 }
+
+// EncodeChannel encodes a channel name into one NATS subject token,
+// reversibly: '%' -> %25, '.' -> %2E, '*' -> %2A, '>' -> %3E, and every
+// space, control character or byte >= 0x7F -> %XX (uppercase hex). All other
+// bytes, including every legal Pusher channel character except '.', are kept.
+// A name with nothing to escape is returned as is, without allocating.
+// The empty name encodes to the empty string, which is not a valid token.
+func EncodeChannel(name string) string { return subjectToken.encode(name) }
+
+// DecodeChannel reverses EncodeChannel. It accepts only canonical tokens
+// (those EncodeChannel produces): a raw byte that needs escaping, a malformed
+// or lowercase escape, or an escape of a byte that needs none is an error
+// wrapping ErrInvalidToken, so that one channel has exactly one subject.
+// A token without escapes is returned as is, without allocating.
+func DecodeChannel(tok string) (string, error) { return subjectToken.decode(tok) }
 
 // unhex decodes one uppercase hex digit, or returns -1.
 func unhex(c byte) int {
@@ -295,70 +321,8 @@ func keepInKey(c byte) bool {
 // so "presence-room@1.a" is "presence-room=401=2Ea". A name with nothing to
 // escape is returned as is, without allocating. The empty name encodes to
 // the empty string, which is not a valid token.
-func EncodeKeyToken(name string) string {
-	n := 0
-	for i := 0; i < len(name); i++ {
-		if !keepInKey(name[i]) {
-			n++
-		}
-	}
-	if n == 0 {
-		return name
-	}
-	var sb strings.Builder
-	sb.Grow(len(name) + 2*n)
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if keepInKey(c) {
-			sb.WriteByte(c)
-			continue
-		}
-		sb.WriteByte(keyTokenEscape)
-		sb.WriteByte(upperHex[c>>4])
-		sb.WriteByte(upperHex[c&0x0F])
-	}
-	return sb.String()
-}
+func EncodeKeyToken(name string) string { return keyToken.encode(name) }
 
 // DecodeKeyToken reverses EncodeKeyToken. Like DecodeChannel it accepts
-// only canonical tokens: a raw byte that needs escaping, a malformed or
-// lowercase escape, or an escape of a byte that needs none is an error
-// wrapping ErrInvalidToken.
-func DecodeKeyToken(tok string) (string, error) {
-	if tok == "" {
-		return "", fmt.Errorf("%w: empty", ErrInvalidToken)
-	}
-	if strings.IndexByte(tok, keyTokenEscape) < 0 {
-		for i := 0; i < len(tok); i++ {
-			if !keepInKey(tok[i]) {
-				return "", fmt.Errorf("%w: raw byte 0x%02X at %d", ErrInvalidToken, tok[i], i)
-			}
-		}
-		return tok, nil
-	}
-	buf := make([]byte, 0, len(tok))
-	for i := 0; i < len(tok); i++ {
-		c := tok[i]
-		if c != keyTokenEscape {
-			if !keepInKey(c) {
-				return "", fmt.Errorf("%w: raw byte 0x%02X at %d", ErrInvalidToken, c, i)
-			}
-			buf = append(buf, c)
-			continue
-		}
-		if i+2 >= len(tok) {
-			return "", fmt.Errorf("%w: short escape at %d", ErrInvalidToken, i)
-		}
-		hi, lo := unhex(tok[i+1]), unhex(tok[i+2])
-		if hi < 0 || lo < 0 {
-			return "", fmt.Errorf("%w: bad escape at %d", ErrInvalidToken, i)
-		}
-		d := byte(hi<<4 | lo)
-		if keepInKey(d) {
-			return "", fmt.Errorf("%w: needless escape at %d", ErrInvalidToken, i)
-		}
-		buf = append(buf, d)
-		i += 2
-	}
-	return string(buf), nil
-}
+// only canonical tokens.
+func DecodeKeyToken(tok string) (string, error) { return keyToken.decode(tok) }
