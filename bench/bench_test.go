@@ -86,6 +86,11 @@ func runServerYAML(t *testing.T, natsAddr, extra string) server {
 	t.Helper()
 	addr := testkit.FreeAddr(t)
 	conf := filepath.Join(t.TempDir(), "herald.yaml")
+	// A SIGTERM closes every socket at once (drain_window 0), as the tests
+	// that stop the server while sockets are held expect.
+	if !strings.Contains(extra, "shutdown:") {
+		extra += "shutdown:\n  drain_window: 0s\n"
+	}
 	if err := os.WriteFile(conf, fmt.Appendf(nil, "bus:\n  client_listen: %q\nadmin:\n  listen: \"127.0.0.1:0\"\n%s", natsAddr, extra), 0o644); err != nil {
 		t.Fatal(err)
 	}
