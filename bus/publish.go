@@ -62,7 +62,7 @@ func (b *Bus) EnsureApp(ctx context.Context, app string) error {
 		return ErrClosed
 	}
 	for _, cfg := range [...]jetstream.StreamConfig{b.streamConfig(app), b.cacheStreamConfig(app)} {
-		if err := b.ensureStream(ctx, cfg); err != nil {
+		if _, err := b.ensureStream(ctx, cfg); err != nil {
 			return err
 		}
 	}
@@ -74,8 +74,10 @@ func (b *Bus) EnsureApp(ctx context.Context, app string) error {
 
 // ensureStream creates or updates one stream, retrying as EnsureApp says; in
 // cluster mode with a deadline on ctx, until that deadline (a leader
-// election can outlast a few attempts).
-func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) error {
+// election can outlast a few attempts). It returns the stream's handle from
+// the create itself: in a cluster, a lookup right after it can still miss
+// the new stream.
+func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	attempts := ensureAttempts
 	if _, ok := ctx.Deadline(); ok && b.replicated() {
 		attempts = math.MaxInt
@@ -83,10 +85,10 @@ func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) erro
 	var err error
 	for attempt := 1; attempt <= attempts; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, ensureAttemptWait)
-		_, err = b.js.CreateOrUpdateStream(actx, cfg)
+		st, cerr := b.js.CreateOrUpdateStream(actx, cfg)
 		cancel()
-		if err == nil {
-			return nil
+		if err = cerr; err == nil {
+			return st, nil
 		}
 		if ctx.Err() != nil || !retryable(err) || attempt == attempts {
 			break
@@ -97,7 +99,7 @@ func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) erro
 		case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("bus: create stream %q: %w", cfg.Name, err)
+	return nil, fmt.Errorf("bus: create stream %q: %w", cfg.Name, err)
 }
 
 // retryable reports whether a JetStream API error may go away by itself:

@@ -78,10 +78,13 @@ func (b *Bus) EnsureWebhookStreams(ctx context.Context, cfg WebhookStreamsConfig
 		Discard:   jetstream.DiscardOld,
 		MaxAge:    cfg.DeadLetterMaxAge,
 	}
-	for _, sc := range []jetstream.StreamConfig{outbox, dead} {
-		if err := b.ensureStream(ctx, sc); err != nil {
-			return nil, err
-		}
+	outboxStream, err := b.ensureStream(ctx, outbox)
+	if err != nil {
+		return nil, err
+	}
+	deadStream, err := b.ensureStream(ctx, dead)
+	if err != nil {
+		return nil, err
 	}
 	opts := []jetstream.JetStreamOpt{
 		jetstream.WithPublishAsyncMaxPending(asyncMaxPending),
@@ -91,7 +94,6 @@ func (b *Bus) EnsureWebhookStreams(ctx context.Context, cfg WebhookStreamsConfig
 		opts = append(opts, jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) { asyncErr(err) }))
 	}
 	var js jetstream.JetStream
-	var err error
 	if b.cfg.Mode == ModeExternal && b.cfg.JetStreamDomain != "" {
 		js, err = jetstream.NewWithDomain(b.nc, b.cfg.JetStreamDomain, opts...)
 	} else {
@@ -100,12 +102,5 @@ func (b *Bus) EnsureWebhookStreams(ctx context.Context, cfg WebhookStreamsConfig
 	if err != nil {
 		return nil, fmt.Errorf("bus: webhook jetstream: %w", err)
 	}
-	ws := &WebhookStreams{JS: js, Replicas: b.replicas()}
-	if ws.Outbox, err = js.Stream(ctx, WebhookOutboxStream); err != nil {
-		return nil, fmt.Errorf("bus: stream %q: %w", WebhookOutboxStream, err)
-	}
-	if ws.Dead, err = js.Stream(ctx, WebhookDeadStream); err != nil {
-		return nil, fmt.Errorf("bus: stream %q: %w", WebhookDeadStream, err)
-	}
-	return ws, nil
+	return &WebhookStreams{JS: js, Outbox: outboxStream, Dead: deadStream, Replicas: b.replicas()}, nil
 }
