@@ -289,7 +289,7 @@ func (n *Node) closeParts() {
 		n.gw.Close() // its sockets' leaves still emit: the node owns its channels until it leaves
 	}
 	n.lifecycle.Close()
-	n.ledger.Close() // what it decided and did not clear stays pending in the records, for the next owner
+	n.ledger.Close()       // what it decided and did not clear stays pending in the records, for the next owner
 	if n.webhooks != nil { // after what writes to it, before the bus
 		n.webhooks.Close()
 	}
