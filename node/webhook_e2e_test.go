@@ -2,13 +2,17 @@ package node
 
 import (
 	"fmt"
+	"hash/fnv"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"herald/app"
+	"herald/bus"
 	"herald/client"
+	"herald/hook"
 	"herald/configs"
 	"herald/internal/testkit"
 	"herald/internal/webhooktest"
@@ -221,4 +225,85 @@ func TestWebhooksEndToEnd(t *testing.T) {
 		t.Errorf("receiver: %s", p)
 	}
 	t.Logf("%d events in %d requests", len(rcv.Events()), rcv.Requests())
+}
+
+// TestWebhookPinsOfADeadNode: the node holding a delivery lane's pin
+// crashes; an event stored afterwards in that lane's partition reaches the
+// receiver within seconds (a survivor releases the pin once the node is
+// declared dead), not after the pin's TTL of about two minutes.
+func TestWebhookPinsOfADeadNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	rcv := webhooktest.NewReceiver(configs.DevAppKey, configs.DevAppSecret)
+	t.Cleanup(rcv.Close)
+	nodes := startClusterNodesWith(t, 3, func(c *configs.Config) {
+		c.Apps[0].Webhooks = []app.Webhook{{URL: rcv.URL(), EventTypes: []string{app.WebhookChannelOccupied}}}
+	})
+	const parts = 4 // webhook.DefaultPartitions
+	part := func(ch string) int {
+		h := fnv.New32a()
+		h.Write([]byte(ch))
+		return int(h.Sum32() % parts)
+	}
+	chanOf := func(prefix string, p int) string {
+		for i := 0; ; i++ {
+			if ch := fmt.Sprintf("%s-%d", prefix, i); part(ch) == p {
+				return ch
+			}
+		}
+	}
+	enqueue := func(n *Node, ch string) {
+		t.Helper()
+		if err := n.outbox.Enqueue(ctxT(t), "app-id", []hook.Event{{ID: "id-" + ch, Name: app.WebhookChannelOccupied, Channel: ch}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An event in every partition: each consumer pins a lane.
+	for p := range parts {
+		enqueue(nodes[0], chanOf("warm", p))
+	}
+	testkit.WaitFor(t, 15*time.Second, func() error {
+		if got := len(rcv.Events()); got != parts {
+			return fmt.Errorf("%d warm-up events received", got)
+		}
+		return nil
+	})
+
+	// Find a partition whose pin one node's lanes hold: that node dies.
+	stream, err := nodes[0].bus.JetStream().Stream(ctxT(t), bus.WebhookOutboxStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim, pinned := -1, -1
+	for cons := range stream.ListConsumers(ctxT(t)).Info() {
+		for _, g := range cons.PriorityGroups {
+			for i, n := range nodes {
+				if g.PinnedClientID != "" && slices.Contains(n.webhooks.Pins(), g.PinnedClientID) && victim < 0 {
+					p, _ := strconv.Atoi(cons.Config.FilterSubject[strings.LastIndexByte(cons.Config.FilterSubject, '.')+1:])
+					victim, pinned = i, p
+				}
+			}
+		}
+	}
+	if victim < 0 {
+		t.Fatal("no consumer is pinned to a lane any node claims")
+	}
+	survivor := nodes[(victim+1)%3]
+	t.Logf("partition %d is pinned to n%d's lane; n%d crashes", pinned, victim+1, victim+1)
+	nodes[victim].crashForTest()
+	crashed := time.Now()
+
+	ch := chanOf("after", pinned)
+	enqueue(survivor, ch)
+	testkit.WaitFor(t, 20*time.Second, func() error {
+		if len(rcv.Of(ch)) != 1 {
+			return fmt.Errorf("%s (partition %d) not received yet", ch, pinned)
+		}
+		return nil
+	})
+	t.Logf("an event of the dead node's partition received %v after the crash", rcv.Of(ch)[0].At.Sub(crashed).Round(time.Millisecond))
+	for _, p := range rcv.Problems() {
+		t.Errorf("receiver: %s", p)
+	}
 }
