@@ -40,6 +40,9 @@ type clusterSpec struct {
 	nodePrefix string // the nodes are nodePrefix1..3 (cluster.node_name)
 	preset     string // cluster.preset: configs.PresetLAN or configs.PresetLocal
 	outputTail int    // on failure, log the last outputTail bytes of each node's output (0: all)
+	// configure, when set, changes node i's config before it is written
+	// (apps is a []map[string]any with the one app).
+	configure func(i int, cfg map[string]any)
 }
 
 // clusterNode is one `herald serve` process of a cluster test, which can be
@@ -192,6 +195,9 @@ func writeClusterConfig(t *testing.T, dir string, l *testkit.Layout, i int, spec
 			"id": "app-id", "key": "app-key", "secret": "app-secret",
 			"client_events": true,
 		}},
+	}
+	if spec.configure != nil {
+		spec.configure(i, cfg)
 	}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {
