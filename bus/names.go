@@ -17,6 +17,7 @@ import (
 //	herald.sys.channels      cluster-wide channel queries between nodes (query.go)
 //	herald.sys.webhooks.out.<app>.<target>.<part>  the webhook outbox, HERALD-WEBHOOKS (webhooks.go)
 //	herald.sys.webhooks.dead.<app>.<target>        dead-lettered webhook events, HERALD-WEBHOOKS-DEAD (webhooks.go)
+//	herald.sys.webhooks.pins  which delivery lanes each node's webhook sender holds pinned (webhook/pins.go)
 //
 // <app> is an app id (^[A-Za-z0-9_-]{1,64}$), used as is. <tok> is the channel
 // name encoded into one NATS subject token by EncodeChannel.
@@ -46,8 +47,11 @@ const (
 	// (webhooks.go). The "-" keeps them apart from every HERALD_<app>.
 	WebhookOutboxStream = "HERALD-WEBHOOKS"
 	WebhookDeadStream   = "HERALD-WEBHOOKS-DEAD"
-	webhookOutboxRoot   = "herald.sys.webhooks.out."
-	webhookDeadRoot     = "herald.sys.webhooks.dead."
+	// WebhookPinsSubject: every node's webhook sender answers here with
+	// the pins its delivery lanes hold (webhook/pins.go).
+	WebhookPinsSubject = "herald.sys.webhooks.pins"
+	webhookOutboxRoot  = "herald.sys.webhooks.out."
+	webhookDeadRoot    = "herald.sys.webhooks.dead."
 )
 
 // Sentinel errors.

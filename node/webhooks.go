@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"herald/cluster"
 	"herald/gateway"
 	"herald/webhook"
 )
@@ -29,6 +30,10 @@ func (n *Node) startWebhooks(reg prometheus.Registerer) error {
 		return nil
 	}
 	w := n.cfg.Webhooks
+	var members func() int
+	if cl := n.cl; cl != nil {
+		members = func() int { return len(cl.Members()) }
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), webhookStartTimeout)
 	defer cancel()
 	s, err := webhook.Start(ctx, webhook.Config{
@@ -39,6 +44,7 @@ func (n *Node) startWebhooks(reg prometheus.Registerer) error {
 		BatchSize:        w.BatchSize,
 		Workers:          w.Workers,
 		DeadLetterMaxAge: w.DeadLetterMaxAge.D(),
+		Members:          members,
 		Registerer:       reg,
 		Logger:           n.log.With("part", "webhook"),
 	})
@@ -46,6 +52,13 @@ func (n *Node) startWebhooks(reg prometheus.Registerer) error {
 		return err
 	}
 	n.webhooks, n.outbox = s, s
+	if n.cl != nil { // a node gone may hold delivery lanes' pins (webhook/pins.go)
+		n.cl.Watch(func(ev cluster.Event) {
+			if ev.Kind == cluster.Left {
+				s.PeerGone()
+			}
+		})
+	}
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -49,6 +50,7 @@ import (
 
 const (
 	priorityGroup = "webhooks"
+	pinIDHeader   = "Nats-Pin-Id" // on every message the server hands a pinned lane
 	longPoll      = 30 * time.Second
 	// lingerWait is how long a lane waits for more events after the first
 	// one, to fill a batch; a longer wait batches more at low rates and adds
@@ -95,6 +97,9 @@ type lane struct {
 	// holdGuard). Nothing after one of them is sent before it. At most
 	// BatchSize entries (MaxAckPending); lane goroutine only.
 	held map[uint64]time.Time
+	// pin is the id of the pin this lane was last handed events under
+	// (the Nats-Pin-Id header): what it claims when a node is gone (pins.go).
+	pin atomic.Value
 }
 
 func (l *lane) stop() {
@@ -280,6 +285,11 @@ func (l *lane) pull(ctx context.Context) ([]jetstream.Msg, error) {
 			return nil, nil
 		}
 		return nil, err
+	}
+	if h := first.Headers(); h != nil {
+		if p := h.Get(pinIDHeader); p != "" {
+			l.pin.Store(p)
+		}
 	}
 	batch := []jetstream.Msg{first}
 	if n := l.s.cfg.BatchSize - 1; n > 0 {

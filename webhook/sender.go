@@ -62,6 +62,11 @@ type Config struct {
 	// CacheMissWindow: at most one cache_miss per channel per window.
 	CacheMissWindow time.Duration
 
+	// Members is how many nodes are live members of the cluster, this one
+	// included; nil on a single node. With it, PeerGone releases the pins
+	// of a node that is gone (pins.go).
+	Members func() int
+
 	Registerer prometheus.Registerer // nil: metrics are not registered
 	Logger     *slog.Logger
 	// HTTP sends the requests; nil: a client with Timeout per request.
@@ -129,6 +134,12 @@ type Sender struct {
 	lanes laneSet         // deliver.go
 	stats targetStatsSet  // admin.go
 	miss  cacheMissFilter // cache_miss de-duplication
+
+	// Pins of lost nodes (pins.go).
+	pinSub *nats.Subscription
+	lost   chan struct{}
+	lostMu sync.Mutex
+	lostAt time.Time
 }
 
 type queued struct {
@@ -154,6 +165,7 @@ func Start(ctx context.Context, cfg Config) (*Sender, error) {
 		queue:   make(chan queued, queueLen),
 		slots:   make(chan struct{}, cfg.Workers),
 		miss:    cacheMissFilter{window: cfg.CacheMissWindow, seen: make(map[string]time.Time)},
+		lost:    make(chan struct{}, 1),
 	}
 	streams, err := cfg.Bus.EnsureWebhookStreams(ctx, bus.WebhookStreamsConfig{
 		RetryFor:         cfg.RetryFor,
@@ -172,6 +184,11 @@ func Start(ctx context.Context, cfg Config) (*Sender, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.lanes.lanes = make(map[string]*lane)
 	if err := s.sync(ctx); err != nil {
+		s.cancel()
+		s.lanes.stopAll()
+		return nil, err
+	}
+	if err := s.startPins(); err != nil {
 		s.cancel()
 		s.lanes.stopAll()
 		return nil, err

@@ -41,6 +41,9 @@ type clusterSpec struct {
 	preset     string         // cluster.preset: configs.PresetLAN or configs.PresetLocal
 	outputTail int            // on failure, log the last outputTail bytes of each node's output (0: all)
 	extra      map[string]any // more top-level config keys (shutdown: ...), merged into each node's
+	// configure, when set, changes node i's config before it is written
+	// (after extra; apps is a []map[string]any with the one app).
+	configure func(i int, cfg map[string]any)
 }
 
 // clusterNode is one `herald serve` process of a cluster test, which can be
@@ -199,6 +202,9 @@ func writeClusterConfig(t *testing.T, dir string, l *testkit.Layout, i int, spec
 	}
 	for k, v := range spec.extra {
 		cfg[k] = v
+	}
+	if spec.configure != nil {
+		spec.configure(i, cfg)
 	}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {
