@@ -14,7 +14,12 @@ import (
 //	herald.<app>.presence.<tok> member events for NATS consumers (presence.go)
 //	herald.<app>.api.<endpoint> the NATS publishing API (clientport.go, apiserve.go)
 //	herald.sys.channels      cluster-wide channel queries between nodes (query.go)
+//	herald.<app>.debug.<node> the debug events node produces for app (debug.go, docs/console.md)
+//	herald.sys.debug.watch   console and tap interest, renewed while they stream (debug.go)
+//	herald.sys.debug.stats   per-node figures for the console (debug.go)
+//	herald.sys.debug.socket  the console's socket inspector (debug.go)
 //
+// <node> is a node name encoded like a channel token.
 // <app> is an app id (^[A-Za-z0-9_-]{1,64}$), used as is. <tok> is the channel
 // name encoded into one NATS subject token by EncodeChannel.
 const (
@@ -28,6 +33,13 @@ const (
 	// answers from its own connections (query.go). Not reachable by app
 	// users (clientport.go grants them herald.<app>.* only).
 	SysChannelsSubject = "herald.sys.channels"
+
+	// The debug console's node-to-node subjects (debug.go). Not reachable
+	// by app users either.
+	SysDebugWatchSubject  = "herald.sys.debug.watch"
+	SysDebugStatsSubject  = "herald.sys.debug.stats"
+	SysDebugSocketSubject = "herald.sys.debug.socket"
+	debugInfix            = ".debug."
 )
 
 // Sentinel errors.
@@ -82,6 +94,15 @@ func PresenceSubject(app, channel string) string {
 }
 
 func presenceWildcard(app string) string { return subjectRoot + app + ".presence.>" }
+
+// DebugSubject is where node publishes app's debug events:
+// herald.<app>.debug.<node>, the node name encoded as a channel token.
+func DebugSubject(app, node string) string {
+	return subjectRoot + app + debugInfix + EncodeChannel(node)
+}
+
+// debugWildcard is every node's debug events of app: herald.<app>.debug.*.
+func debugWildcard(app string) string { return subjectRoot + app + debugInfix + "*" }
 
 // parseLiveSubject splits herald.<app>.live.<tok> into app and tok.
 // It does not allocate: both are substrings of subj.
