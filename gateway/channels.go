@@ -151,7 +151,7 @@ func (g *Gateway) countLoop() {
 func (g *Gateway) sendCount(lc *localChannel, n int) {
 	msg := protocol.AppendSubscriptionCount(nil, lc.name, n)
 	frame := textFrame(msg)
-	g.hub.fanout(lc.app.ID, lc.name, func(c *Conn) { _ = c.send(frame) })
+	g.hub.fanout(lc.app.ID, lc.name, 0, func(c *Conn) { _ = c.send(frame) })
 }
 
 // UserCount returns the number of distinct users in a presence channel.

@@ -29,6 +29,7 @@ import (
 
 	"herald/app"
 	"herald/bus"
+	"herald/debugtap"
 	"herald/lifecycle"
 	"herald/presence"
 	"herald/protocol"
@@ -81,6 +82,9 @@ type Config struct {
 	// Lifecycle receives every transition the presence registry reports,
 	// to emit the channel lifecycle events this node owns; nil: none.
 	Lifecycle *lifecycle.Decider
+	// Tap gets the debug events of connections, subscriptions, client
+	// events and resumes (docs/console.md); nil: none.
+	Tap *debugtap.Tap
 }
 
 // Stats are the gateway's counters.
@@ -269,7 +273,7 @@ func (g *Gateway) Deliver(shard int, m *bus.Message) {
 	frame := eventFrame(m.Payload, m.Serial)
 	bit := uint64(1) << uint(shard)
 	list := &g.dirty[shard]
-	n := g.hub.fanout(m.App, m.Channel, func(c *Conn) {
+	n := g.hub.fanout(m.App, m.Channel, m.Serial, func(c *Conn) {
 		if c.id == excl {
 			return
 		}
@@ -336,6 +340,7 @@ func (g *Gateway) connClosed(c *Conn) {
 	}
 	g.stats.connections.Add(-1)
 	g.metrics.disconnected(c)
+	g.tapLost(c)
 }
 
 // Drain makes new upgrades fail with 4200 (reconnect elsewhere) while the node

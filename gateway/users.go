@@ -137,7 +137,9 @@ func (g *Gateway) clientEvent(c *Conn, msg protocol.Message) {
 	}
 	if err := g.cfg.Publisher.PublishAsync(bus.Publication{App: c.app.ID, Channel: msg.Channel, Payload: payload, Exclude: c.id.String()}); err != nil {
 		c.sendError(0, "Client event could not be delivered: server busy", msg.Channel)
+		return
 	}
+	g.cfg.Tap.ClientEvent(c.app.ID, msg.Channel, msg.Event, c.id, data)
 }
 
 // allowClientEvent counts a client event against the connection's rate: at

@@ -35,7 +35,7 @@ func (n *Node) serveAdmin() {
 
 // adminRoutes registers the admin endpoints of the node's parts.
 func (n *Node) adminRoutes(s *admin.Server) {
-	_ = s
+	n.console.Routes(s) // GET /console and /console/api/* (docs/console.md)
 }
 
 // AdminURL is the admin API's base URL (http://host:port), or "" when

@@ -22,6 +22,8 @@ import (
 	"herald/bus"
 	"herald/cluster"
 	"herald/configs"
+	"herald/console"
+	"herald/debugtap"
 	"herald/gateway"
 	"herald/lifecycle"
 	"herald/presence"
@@ -38,6 +40,9 @@ type Node struct {
 	http  *api.Server
 	nats  *api.NATSAPI  // nil without a NATS client port
 	admin *admin.Server // nil when admin.listen is off
+
+	tap     *debugtap.Tap    // debug events (console.go)
+	console *console.Console // the debug console's endpoints and answers
 
 	apps      *app.Registry
 	lifecycle *lifecycle.Decider
@@ -97,9 +102,11 @@ func (n *Node) startParts() error {
 		return err
 	}
 	n.bus = b
+	n.startTap()
 
 	n.lifecycle = lifecycle.New(n.isOwner())
 	n.lifecycle.Subscribe(b.PublishMemberEvent) // NATS presence subjects (docs/nats.md)
+	n.lifecycle.Subscribe(n.tap.Lifecycle)      // debug console (docs/console.md)
 	gcfg := gateway.Config{
 		Apps:            n.apps,
 		ActivityTimeout: cfg.Gateway.ActivityTimeout.D(),
@@ -116,6 +123,7 @@ func (n *Node) startParts() error {
 		Cache:           b,
 		NewPresence:     n.presenceFactory(),
 		Lifecycle:       n.lifecycle,
+		Tap:             n.tap,
 	}
 	if b.StreamEnabled() {
 		gcfg.Replayer = b
@@ -154,7 +162,11 @@ func (n *Node) startParts() error {
 		Logger:         n.log.With("part", "api"),
 		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,
 		ReadBufferSize: cfg.HTTP.ReadBufferBytes,
+		Tap:            n.tap,
 	})
+	if err := n.startConsole(); err != nil {
+		return err
+	}
 	return n.startNATSAPI(reg)
 }
 
@@ -258,6 +270,8 @@ func (n *Node) Stop(ctx context.Context) error {
 }
 
 func (n *Node) closeParts() {
+	// The console's streams end before the admin listener waits for them.
+	n.stopConsole()
 	if n.nats != nil { // before the bus: it publishes through the bus's connection
 		if err := n.nats.Stop(context.Background()); err != nil {
 			n.log.Warn("nats api stop", "err", err)

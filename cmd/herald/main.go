@@ -4,6 +4,7 @@
 //	herald [serve] [--config FILE] [--listen HOST:PORT] [--data DIR]
 //	herald check-config [--strict] --config FILE
 //	herald probe --url ws://HOST:PORT --app-id ID --key KEY --secret SECRET [--api URL] [--json]
+//	herald tap --admin URL --app ID [--channel PREFIX] [--json]
 //	herald version
 package main
 
@@ -42,6 +43,8 @@ func main() {
 		err = benchCmd(args)
 	case "probe":
 		err = probeCmd(args)
+	case "tap":
+		err = tapCmd(args)
 	case "version":
 		fmt.Println("herald", version)
 	case "help":
@@ -69,6 +72,7 @@ func usage(w io.Writer) {
   herald bench SCENARIO [flags]                                       run a load scenario (herald bench -h)
   herald probe --url ws://HOST:PORT --app-id ID --key KEY --secret SECRET [--api URL] [--json] [--every 30s --metrics-listen HOST:PORT]
                                                                       end-to-end check of a deployment (docs/deploy.md)
+  herald tap --admin URL --app ID [--channel PREFIX] [--json]         print a node's live debug events (docs/console.md)
   herald version                                                      print the version
 `)
 }
