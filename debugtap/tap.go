@@ -170,11 +170,8 @@ func (t *Tap) Apply(w Watch) Status {
 		}
 	}
 	t.rebuildLocked(now)
-	n := len(t.watchers)
 	t.mu.Unlock()
-	st := t.Status()
-	st.Watchers = n
-	return st
+	return t.Status()
 }
 
 // ApplyJSON decodes a Watch and applies it; the answer is this node's
@@ -194,7 +191,11 @@ func (t *Tap) Status() Status {
 	if every < 1 {
 		every = 1
 	}
+	t.mu.Lock()
+	n := len(t.watchers)
+	t.mu.Unlock()
 	return Status{
+		Watchers:    n,
 		Node:        t.cfg.Node,
 		SampleEvery: every,
 		Dropped:     t.dropped.Load(),
