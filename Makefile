@@ -18,6 +18,7 @@ RACE_PKGS := ./gateway/ ./bus/ ./client/ ./api/ ./node/ ./presence/ ./cluster/ .
 # client (client.Session) runs in the test binary through real failovers.
 # The whole race run takes about 3 minutes on 2 cores.
 RACE_PKGS += ./tests/e2e/
+RACE_PKGS += ./debugtap/ ./console/ ./admin/
 
 .PHONY: build run test vet race fuzz bench js-deps chromium clean cluster
 

@@ -35,6 +35,7 @@ type Server struct {
 	token string
 	log   *slog.Logger
 	mux   *http.ServeMux
+	open  *http.ServeMux // routes with a login of their own (HandleUnauthenticated)
 	ln    net.Listener
 	srv   *http.Server
 	done  chan struct{}
@@ -51,7 +52,7 @@ func Listen(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{token: cfg.Token, log: log, mux: http.NewServeMux(), ln: ln, done: make(chan struct{})}
+	s := &Server{token: cfg.Token, log: log, mux: http.NewServeMux(), open: http.NewServeMux(), ln: ln, done: make(chan struct{})}
 	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, "no admin endpoint %s %s", r.Method, r.URL.Path)
@@ -62,6 +63,13 @@ func Listen(cfg Config) (*Server, error) {
 // Handle registers h for pattern (net/http ServeMux syntax:
 // "POST /drain", "GET /webhooks/status"). Register before Serve.
 func (s *Server) Handle(pattern string, h http.HandlerFunc) { s.mux.HandleFunc(pattern, h) }
+
+// HandleUnauthenticated registers h for pattern without the bearer-token
+// check: for endpoints that authenticate on their own, such as the debug
+// console's page and login (console/auth.go). Register before Serve.
+func (s *Server) HandleUnauthenticated(pattern string, h http.HandlerFunc) {
+	s.open.HandleFunc(pattern, h)
+}
 
 // Serve answers requests until Close.
 func (s *Server) Serve() {
@@ -96,6 +104,10 @@ func (s *Server) Close(ctx context.Context) error {
 
 // ServeHTTP checks the token, then routes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h, pattern := s.open.Handler(r); pattern != "" {
+		h.ServeHTTP(w, r)
+		return
+	}
 	if s.token != "" {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) != 1 {

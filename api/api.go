@@ -25,6 +25,7 @@ import (
 
 	"herald/app"
 	"herald/bus"
+	"herald/debugtap"
 	"herald/protocol"
 )
 
@@ -74,6 +75,7 @@ type Config struct {
 	MaxBodyBytes   int
 	ReadBufferSize int
 	PublishTimeout time.Duration // how long a REST call waits for the stream's ack; 0: 5s
+	Tap            *debugtap.Tap // debug events of publishes (docs/console.md); nil: none
 	Now            func() time.Time
 }
 

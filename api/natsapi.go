@@ -14,6 +14,7 @@ import (
 
 	"herald/app"
 	"herald/bus"
+	"herald/debugtap"
 	"herald/protocol"
 )
 
@@ -208,9 +209,9 @@ func (a *NATSAPI) answer(m *bus.APIRequest) (body []byte, status int, endpoint s
 	var err error
 	switch endpoint {
 	case bus.APIEvents:
-		body, err = a.cfg.Server.Events(app, m.Data)
+		body, err = a.cfg.Server.Events(app, m.Data, debugtap.KindNATSPublish)
 	case bus.APIBatchEvents:
-		body, err = a.cfg.Server.BatchEvents(app, m.Data)
+		body, err = a.cfg.Server.BatchEvents(app, m.Data, debugtap.KindNATSPublish)
 	default:
 		return notFound("Unknown endpoint " + m.Subject), 404, "unknown"
 	}

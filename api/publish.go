@@ -9,12 +9,13 @@ import (
 
 	"herald/app"
 	"herald/bus"
+	"herald/debugtap"
 	"herald/protocol"
 )
 
 // trigger handles POST /apps/{id}/events (docs/protocol.md §6.3).
 func (s *Server) trigger(ctx *fasthttp.RequestCtx, app *app.App) error {
-	body, err := s.Events(app, ctx.PostBody())
+	body, err := s.Events(app, ctx.PostBody(), debugtap.KindRESTPublish)
 	if err != nil {
 		return err
 	}
@@ -24,7 +25,7 @@ func (s *Server) trigger(ctx *fasthttp.RequestCtx, app *app.App) error {
 
 // batch handles POST /apps/{id}/batch_events (docs/protocol.md §6.4).
 func (s *Server) batch(ctx *fasthttp.RequestCtx, app *app.App) error {
-	body, err := s.BatchEvents(app, ctx.PostBody())
+	body, err := s.BatchEvents(app, ctx.PostBody(), debugtap.KindRESTPublish)
 	if err != nil {
 		return err
 	}
@@ -35,8 +36,10 @@ func (s *Server) batch(ctx *fasthttp.RequestCtx, app *app.App) error {
 // Events validates and publishes an events body (the body of POST
 // /apps/{id}/events) for an authenticated app, and returns the JSON answer:
 // {} or the info attributes asked for. Errors are *protocol.HTTPError. Every
-// transport (REST, the NATS API) goes through here, so they answer alike.
-func (s *Server) Events(app *app.App, body []byte) ([]byte, error) {
+// transport (REST, the NATS API, the console) goes through here, so they
+// answer alike; via names it in the debug events (debugtap.KindRESTPublish,
+// KindNATSPublish, KindConsolePublish).
+func (s *Server) Events(app *app.App, body []byte, via debugtap.Kind) ([]byte, error) {
 	if !app.IsEnabled() {
 		return nil, &protocol.HTTPError{Status: fasthttp.StatusForbidden, Message: "App is disabled"}
 	}
@@ -44,7 +47,7 @@ func (s *Server) Events(app *app.App, body []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.publish(app, []protocol.Trigger{t}); err != nil {
+	if err := s.publish(app, []protocol.Trigger{t}, via); err != nil {
 		return nil, err
 	}
 	if len(t.Info) == 0 {
@@ -60,7 +63,7 @@ func (s *Server) Events(app *app.App, body []byte) ([]byte, error) {
 // BatchEvents is Events for a batch_events body: validated all or nothing,
 // published in order, answered with one info entry per item when any item
 // asked for info.
-func (s *Server) BatchEvents(app *app.App, body []byte) ([]byte, error) {
+func (s *Server) BatchEvents(app *app.App, body []byte, via debugtap.Kind) ([]byte, error) {
 	if !app.IsEnabled() {
 		return nil, &protocol.HTTPError{Status: fasthttp.StatusForbidden, Message: "App is disabled"}
 	}
@@ -68,7 +71,7 @@ func (s *Server) BatchEvents(app *app.App, body []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.publish(app, ts); err != nil {
+	if err := s.publish(app, ts, via); err != nil {
 		return nil, err
 	}
 	anyInfo := false
@@ -87,7 +90,7 @@ func (s *Server) BatchEvents(app *app.App, body []byte) ([]byte, error) {
 
 // publish stores one event per channel of every trigger, in order, and waits
 // until the stream has acknowledged them all.
-func (s *Server) publish(app *app.App, ts []protocol.Trigger) error {
+func (s *Server) publish(app *app.App, ts []protocol.Trigger, via debugtap.Kind) error {
 	var ps []bus.Publication
 	for _, t := range ts {
 		for _, ch := range t.Channels {
@@ -105,7 +108,20 @@ func (s *Server) publish(app *app.App, ts []protocol.Trigger) error {
 		s.cfg.Logger.Warn("publish failed", "app", app.ID, "events", len(ps), "err", err)
 		return &protocol.HTTPError{Status: fasthttp.StatusServiceUnavailable, Message: fmt.Sprintf("Could not store the event: %v", err)}
 	}
+	s.tapPublished(app, ts, via)
 	return nil
+}
+
+// tapPublished reports stored events to the debug tap (docs/console.md).
+func (s *Server) tapPublished(app *app.App, ts []protocol.Trigger, via debugtap.Kind) {
+	if !s.cfg.Tap.Watched(app.ID) {
+		return
+	}
+	for _, t := range ts {
+		for _, ch := range t.Channels {
+			s.cfg.Tap.Published(via, app.ID, ch, t.Name, t.Data, t.SocketID)
+		}
+	}
 }
 
 // info returns the attributes a trigger asked for on one channel:

@@ -18,7 +18,12 @@ import (
 //	herald.sys.webhooks.out.<app>.<target>.<part>  the webhook outbox, HERALD-WEBHOOKS (webhooks.go)
 //	herald.sys.webhooks.dead.<app>.<target>        dead-lettered webhook events, HERALD-WEBHOOKS-DEAD (webhooks.go)
 //	herald.sys.webhooks.pins  which delivery lanes each node's webhook sender holds pinned (webhook/pins.go)
+//	herald.<app>.debug.<node> the debug events node produces for app (debug.go, docs/console.md)
+//	herald.sys.debug.watch   console and tap interest, renewed while they stream (debug.go)
+//	herald.sys.debug.stats   per-node figures for the console (debug.go)
+//	herald.sys.debug.socket  the console's socket inspector (debug.go)
 //
+// <node> is a node name encoded like a channel token.
 // <app> is an app id (^[A-Za-z0-9_-]{1,64}$), used as is. <tok> is the channel
 // name encoded into one NATS subject token by EncodeChannel.
 //
@@ -52,6 +57,12 @@ const (
 	WebhookPinsSubject = "herald.sys.webhooks.pins"
 	webhookOutboxRoot  = "herald.sys.webhooks.out."
 	webhookDeadRoot    = "herald.sys.webhooks.dead."
+	// The debug console's node-to-node subjects (debug.go). Not reachable
+	// by app users either.
+	SysDebugWatchSubject  = "herald.sys.debug.watch"
+	SysDebugStatsSubject  = "herald.sys.debug.stats"
+	SysDebugSocketSubject = "herald.sys.debug.socket"
+	debugInfix            = ".debug."
 )
 
 // Sentinel errors.
@@ -152,6 +163,15 @@ func PresenceSubject(app, channel string) string {
 }
 
 func presenceWildcard(app string) string { return subjectRoot + app + ".presence.>" }
+
+// DebugSubject is where node publishes app's debug events:
+// herald.<app>.debug.<node>, the node name encoded as a channel token.
+func DebugSubject(app, node string) string {
+	return subjectRoot + app + debugInfix + EncodeChannel(node)
+}
+
+// debugWildcard is every node's debug events of app: herald.<app>.debug.*.
+func debugWildcard(app string) string { return subjectRoot + app + debugInfix + "*" }
 
 // parseLiveSubject splits herald.<app>.live.<tok> into app and tok.
 // It does not allocate: both are substrings of subj.

@@ -53,8 +53,11 @@ func (g *Gateway) sendCached(c *Conn, name string) {
 // cache_miss webhook (de-duplicated by the sink).
 func (g *Gateway) cacheMiss(c *Conn, name string) {
 	c.sendJSON(protocol.AppendCacheMiss(nil, name))
-	if g.cfg.Webhooks != nil && c.app.WantsWebhook(app.WebhookCacheMiss, name) {
-		g.cfg.Webhooks.CacheMiss(c.app, name)
+	if g.cfg.Webhooks == nil {
+		return
+	}
+	if a := g.appOf(c); a.WantsWebhook(app.WebhookCacheMiss, name) {
+		g.cfg.Webhooks.CacheMiss(a, name)
 	}
 }
 
@@ -161,7 +164,7 @@ func (g *Gateway) countLoop() {
 func (g *Gateway) sendCount(lc *localChannel, n int) {
 	msg := protocol.AppendSubscriptionCount(nil, lc.name, n)
 	frame := textFrame(msg)
-	g.hub.fanout(lc.app.ID, lc.name, func(c *Conn) { _ = c.send(frame) })
+	g.hub.fanout(lc.app.ID, lc.name, 0, func(c *Conn) { _ = c.send(frame) })
 }
 
 // UserCount returns the number of distinct users in a presence channel.

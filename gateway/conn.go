@@ -148,6 +148,7 @@ func (c *Conn) beginCloseLocked(code int, reason string) {
 	if c.reason == reasonNone {
 		c.reason = reasonOf(code)
 	}
+	c.poller.g.tapClosed(c, code, reason)
 	if code >= 4000 {
 		msg := protocol.AppendError(nil, code, reason, "")
 		c.appendLocked(textFrame(msg))

@@ -29,6 +29,7 @@ import (
 
 	"herald/app"
 	"herald/bus"
+	"herald/debugtap"
 	"herald/lifecycle"
 	"herald/presence"
 	"herald/protocol"
@@ -85,6 +86,9 @@ type Config struct {
 	// Webhooks takes the client_event and cache_miss webhooks of this
 	// node's sockets (webhook.Sender); nil: none.
 	Webhooks WebhookSink
+	// Tap gets the debug events of connections, subscriptions, client
+	// events and resumes (docs/console.md); nil: none.
+	Tap *debugtap.Tap
 }
 
 // WebhookSink takes the webhooks the edge produces. It is called only for
@@ -292,7 +296,7 @@ func (g *Gateway) Deliver(shard int, m *bus.Message) {
 	frame := eventFrame(m.Payload, m.Serial)
 	bit := uint64(1) << uint(shard)
 	list := &g.dirty[shard]
-	n := g.hub.fanout(m.App, m.Channel, func(c *Conn) {
+	n := g.hub.fanout(m.App, m.Channel, m.Serial, func(c *Conn) {
 		if c.id == excl {
 			return
 		}
@@ -359,6 +363,7 @@ func (g *Gateway) connClosed(c *Conn) {
 	}
 	g.stats.connections.Add(-1)
 	g.metrics.disconnected(c)
+	g.tapLost(c)
 }
 
 // Drain makes new upgrades fail with 4200 (reconnect elsewhere) while the node

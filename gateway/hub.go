@@ -3,6 +3,7 @@ package gateway
 import (
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 
 	"herald/app"
 )
@@ -16,6 +17,7 @@ type localChannel struct {
 	app  *app.App // the app when the channel got its first local subscriber
 	name string
 	subs map[*Conn]struct{}
+	last atomic.Uint64 // serial of the last event delivered here (the socket inspector, inspect.go)
 }
 
 type chanKey struct {
@@ -92,15 +94,19 @@ func (h *hub) remove(c *Conn, lc *localChannel) (last bool) {
 }
 
 // fanout calls fn for every local subscriber of the channel, holding the
-// shard's read lock, and returns how many there were. fn must not call back
-// into the hub; it may take Conn.mu. Lock order: docs/locks.md.
-func (h *hub) fanout(app, name string, fn func(*Conn)) int {
+// shard's read lock, and returns how many there were; a serial above 0 is
+// recorded as the channel's last. fn must not call back into the hub; it
+// may take Conn.mu. Lock order: docs/locks.md.
+func (h *hub) fanout(app, name string, serial uint64, fn func(*Conn)) int {
 	s := h.shard(app, name)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	lc := s.chans[chanKey{app, name}]
 	if lc == nil {
 		return 0
+	}
+	if serial > 0 {
+		lc.last.Store(serial)
 	}
 	for c := range lc.subs {
 		fn(c)

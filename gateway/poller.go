@@ -42,7 +42,8 @@ type poller struct {
 	lastSweep int64
 
 	mu       sync.Mutex
-	incoming []*Conn // registered but not yet in conns
+	incoming []*Conn  // registered but not yet in conns
+	tasks    []func() // run on the poller's goroutine at its next wake-up (inspect.go)
 	stopping bool
 
 	done chan struct{}
@@ -158,8 +159,8 @@ func (p *poller) run() {
 // the poller is stopping.
 func (p *poller) absorb() bool {
 	p.mu.Lock()
-	in, stopping := p.incoming, p.stopping
-	p.incoming = nil
+	in, stopping, tasks := p.incoming, p.stopping, p.tasks
+	p.incoming, p.tasks = nil, nil
 	p.mu.Unlock()
 	for _, c := range in {
 		// A connection that is already closing (its app was refused, or
@@ -167,6 +168,9 @@ func (p *poller) absorb() bool {
 		c.pidx = int32(len(p.conns))
 		c.lastIn, c.born = p.now, p.now
 		p.conns = append(p.conns, c)
+	}
+	for _, f := range tasks {
+		f()
 	}
 	return stopping
 }

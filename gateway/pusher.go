@@ -67,6 +67,7 @@ func (c *Conn) sendJSON(msg []byte) {
 // connection-level pusher:error (code null), or soketi's channel-scoped
 // pusher:subscription_error that Laravel Echo's channel.error() receives.
 func (c *Conn) refuse(channel, typ, message string, status int) {
+	c.poller.g.cfg.Tap.Refused(c.app.ID, channel, c.id, typ, message, status)
 	if c.poller.g.appOf(c).SoketiErrors() {
 		c.sendJSON(protocol.AppendSubscriptionError(nil, channel, typ, message, status))
 		return
@@ -144,6 +145,7 @@ func (g *Gateway) subscribe(c *Conn, msg protocol.Message) {
 			g.occupancyChanged(lc)
 		}
 	}
+	g.cfg.Tap.Subscribed(c.app.ID, name, c.id, member.ID)
 	switch {
 	case r != nil:
 		g.startReplay(c, name, r) // the replay replaces the cached event
@@ -249,6 +251,7 @@ func (g *Gateway) unsubscribe(c *Conn, msg protocol.Message) {
 			c.subs[last] = subscription{}
 			c.subs = c.subs[:last]
 			g.leave(c, s)
+			g.cfg.Tap.Unsubscribed(c.app.ID, name, c.id)
 			return
 		}
 	}
@@ -296,7 +299,7 @@ func (g *Gateway) onPresenceChange(ch presence.Change) {
 	}
 	frame := textFrame(msg)
 	origin, _ := protocol.ParseSocketID(string(ch.Origin))
-	g.hub.fanout(ch.App, ch.Channel, func(c *Conn) {
+	g.hub.fanout(ch.App, ch.Channel, 0, func(c *Conn) {
 		if c.id != origin {
 			_ = c.send(frame)
 		}

@@ -179,6 +179,7 @@ func (g *Gateway) runReplay(job replayJob) {
 		// any live event that follows the replay.
 		var report []byte
 		g.metrics.replayed.Add(uint64(total))
+		g.tapResume(c, job.name, r.from, first.WindowPassed, total)
 		if first.WindowPassed {
 			g.metrics.resumes[resumeWindowPassed].Add(1)
 			report = resumeFailed(job.name, r.from, "window_passed", first.First)
@@ -229,6 +230,7 @@ func (c *Conn) queueReplayed(frame []byte) error {
 // not sent yet, and reports why.
 func (g *Gateway) finishReplay(c *Conn, name string, r *replay, reason string, first, done uint64) {
 	g.metrics.resumes[resumeOutcome(reason)].Add(1)
+	g.cfg.Tap.Resume(c.app.ID, name, c.id, reason, r.from, 0)
 	c.mu.Lock()
 	if c.replays[name] == r {
 		r.floor = done

@@ -217,6 +217,9 @@ func (g *Gateway) adopt(nc net.Conn, accept string, a *app.App, ref *refusal) {
 		c.flushLocked()
 	}
 	c.mu.Unlock()
+	if ref == nil {
+		g.cfg.Tap.Connected(a.ID, c.id)
+	}
 }
 
 // refuseUnregistered closes a connection no poller took (the gateway is

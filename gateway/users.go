@@ -141,13 +141,14 @@ func (g *Gateway) clientEvent(c *Conn, msg protocol.Message) {
 		c.sendError(0, "Client event could not be delivered: server busy", msg.Channel)
 		return
 	}
-	if g.cfg.Webhooks != nil && c.app.WantsWebhook(app.WebhookClientEvent, msg.Channel) {
+	if g.cfg.Webhooks != nil && a.WantsWebhook(app.WebhookClientEvent, msg.Channel) {
 		user := ""
 		if s.kind == protocol.Presence {
 			user = s.user
 		}
-		g.cfg.Webhooks.ClientEvent(c.app, msg.Channel, msg.Event, msg.Data, c.id.String(), user)
+		g.cfg.Webhooks.ClientEvent(a, msg.Channel, msg.Event, msg.Data, c.id.String(), user)
 	}
+	g.cfg.Tap.ClientEvent(c.app.ID, msg.Channel, msg.Event, c.id, data)
 }
 
 // allowClientEvent counts a client event against the connection's rate: at

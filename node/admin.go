@@ -41,6 +41,7 @@ func (n *Node) adminRoutes(s *admin.Server) {
 		n.webhooks.Routes(s) // GET /webhooks/status, POST /webhooks/replay
 	}
 	n.drainRoutes(s) // POST /drain, GET /drain (drain.go)
+	n.console.Routes(s) // GET /console and /console/api/* (docs/console.md)
 }
 
 // AdminURL is the admin API's base URL (http://host:port), or "" when

@@ -21,6 +21,8 @@ import (
 	"herald/bus"
 	"herald/cluster"
 	"herald/configs"
+	"herald/console"
+	"herald/debugtap"
 	"herald/gateway"
 	"herald/lifecycle"
 	"herald/presence"
@@ -38,6 +40,9 @@ type Node struct {
 	http  *api.Server
 	nats  *api.NATSAPI  // nil without a NATS client port
 	admin *admin.Server // nil when admin.listen is off
+
+	tap     *debugtap.Tap    // debug events (console.go)
+	console *console.Console // the debug console's endpoints and answers
 
 	apps      *app.Registry
 	lifecycle *lifecycle.Decider
@@ -118,9 +123,11 @@ func (n *Node) startParts() error {
 	if err := n.startWebhooks(reg); err != nil { // node/webhooks.go
 		return err
 	}
+	n.startTap()
 
 	n.lifecycle = lifecycle.New(n.isOwner())
 	n.lifecycle.Subscribe(b.PublishMemberEvent) // NATS presence subjects (docs/nats.md)
+	n.lifecycle.Subscribe(n.tap.Lifecycle)      // debug console (docs/console.md)
 	gcfg := gateway.Config{
 		Apps:            n.apps,
 		ActivityTimeout: cfg.Gateway.ActivityTimeout.D(),
@@ -139,6 +146,7 @@ func (n *Node) startParts() error {
 		NewPresence:     n.presenceFactory(),
 		Lifecycle:       n.lifecycle,
 		Webhooks:        n.webhookSink(),
+		Tap:             n.tap,
 	}
 	if b.StreamEnabled() {
 		gcfg.Replayer = b
@@ -179,7 +187,11 @@ func (n *Node) startParts() error {
 		Logger:         n.log.With("part", "api"),
 		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,
 		ReadBufferSize: cfg.HTTP.ReadBufferBytes,
+		Tap:            n.tap,
 	})
+	if err := n.startConsole(); err != nil {
+		return err
+	}
 	return n.startNATSAPI(reg)
 }
 
@@ -263,6 +275,8 @@ func (n *Node) NATSURL() string { return n.bus.ClientURL() }
 func (n *Node) Err() <-chan error { return n.serveErr }
 
 func (n *Node) closeParts() {
+	// The console's streams end before the admin listener waits for them.
+	n.stopConsole()
 	if n.nats != nil { // before the bus: it publishes through the bus's connection
 		if err := n.nats.Stop(context.Background()); err != nil {
 			n.log.Warn("nats api stop", "err", err)

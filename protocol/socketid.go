@@ -92,6 +92,9 @@ func NewSocketIDs(node uint64) *SocketIDs {
 	return g
 }
 
+// Node is the first part of every id of this generator.
+func (g *SocketIDs) Node() uint64 { return g.node }
+
 // Next returns a new id. It never returns the same id twice for one
 // generator (Seq would have to wrap past 2^64) and does not allocate.
 func (g *SocketIDs) Next() SocketID {

@@ -8,6 +8,7 @@
 //	herald reload [--admin URL] [--token T]
 //	herald webhooks status [--json] | replay --app ID --since DURATION
 //	herald drain [--admin URL] [--token T] [--wait]
+//	herald tap --admin URL --app ID [--channel PREFIX] [--json]
 //	herald version
 package main
 
@@ -53,6 +54,8 @@ func main() {
 		err = webhooksCmd(args)
 	case "drain":
 		err = drainCmd(args)
+	case "tap":
+		err = tapCmd(args)
 	case "version":
 		fmt.Println("herald", version)
 	case "help":
@@ -85,6 +88,7 @@ func usage(w io.Writer) {
   herald webhooks status [--json] [--admin URL] [--token T]           webhook backlog, receivers, dead letters
   herald webhooks replay --app ID --since DURATION [--admin URL]      send dead-lettered webhooks again
   herald drain [--admin URL] [--token T] [--wait]                     drain a node: sockets move elsewhere, then it exits
+  herald tap --admin URL --app ID [--channel PREFIX] [--json]         print a node's live debug events (docs/console.md)
   herald version                                                      print the version
 `)
 }
