@@ -40,7 +40,7 @@ func (n *Node) adminRoutes(s *admin.Server) {
 	if n.webhooks != nil {
 		n.webhooks.Routes(s) // GET /webhooks/status, POST /webhooks/replay
 	}
-	n.drainRoutes(s) // POST /drain, GET /drain (drain.go)
+	n.drainRoutes(s)    // POST /drain, GET /drain (drain.go)
 	n.console.Routes(s) // GET /console and /console/api/* (docs/console.md)
 }
 

@@ -120,10 +120,10 @@ func (n *Node) startParts() error {
 	}
 	n.bus = b
 	reg := prometheus.NewRegistry()
+	n.startTap()                                 // before the webhook sender, which reports its deliveries to it
 	if err := n.startWebhooks(reg); err != nil { // node/webhooks.go
 		return err
 	}
-	n.startTap()
 
 	n.lifecycle = lifecycle.New(n.isOwner())
 	n.lifecycle.Subscribe(b.PublishMemberEvent) // NATS presence subjects (docs/nats.md)

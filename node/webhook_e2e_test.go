@@ -12,8 +12,8 @@ import (
 	"herald/app"
 	"herald/bus"
 	"herald/client"
-	"herald/hook"
 	"herald/configs"
+	"herald/hook"
 	"herald/internal/testkit"
 	"herald/internal/webhooktest"
 )

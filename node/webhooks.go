@@ -45,6 +45,7 @@ func (n *Node) startWebhooks(reg prometheus.Registerer) error {
 		Workers:          w.Workers,
 		DeadLetterMaxAge: w.DeadLetterMaxAge.D(),
 		Members:          members,
+		Tap:              n.tap,
 		Registerer:       reg,
 		Logger:           n.log.With("part", "webhook"),
 	})

@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"herald/bus"
+	"herald/debugtap"
 )
 
 // Delivery.
@@ -372,10 +374,13 @@ func (l *lane) deliver(ctx context.Context, batch []jetstream.Msg) {
 	case <-ctx.Done():
 		return // the batch is redelivered after AckWait
 	}
-	err := s.post(ctx, t, a.Key, a.Secret, body)
+	status, err := s.post(ctx, t, a.Key, a.Secret, body)
 	<-s.slots
 	if ctx.Err() != nil {
 		return
+	}
+	if s.cfg.Tap.Watched(l.app) {
+		s.cfg.Tap.Webhook(tapDelivery(l.app, t.url, batch, body, status, err))
 	}
 	now := time.Now()
 	st := s.stats.of(t)
@@ -526,13 +531,13 @@ type errStatus struct{ code int }
 func (e errStatus) Error() string { return "receiver answered " + strconv.Itoa(e.code) }
 
 // post sends one request as Pusher does and reports whether the receiver
-// accepted it (2xx).
-func (s *Sender) post(ctx context.Context, t *target, key, secret string, body []byte) error {
+// accepted it (2xx), with the status it answered (0: none).
+func (s *Sender) post(ctx context.Context, t *target, key, secret string, body []byte) (int, error) {
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, http.MethodPost, t.url, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("webhook: request %s: %w", t.url, err)
+		return 0, fmt.Errorf("webhook: request %s: %w", t.url, err)
 	}
 	for k, v := range t.headers {
 		req.Header.Set(k, v)
@@ -542,14 +547,30 @@ func (s *Sender) post(ctx context.Context, t *target, key, secret string, body [
 	req.Header.Set("X-Pusher-Signature", Sign(secret, body))
 	resp, err := s.cfg.HTTP.Do(req)
 	if err != nil {
-		return fmt.Errorf("webhook: POST %s: %w", t.url, err)
+		return 0, fmt.Errorf("webhook: POST %s: %w", t.url, err)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseBytes))
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("webhook: POST %s: %w", t.url, errStatus{resp.StatusCode})
+		return resp.StatusCode, fmt.Errorf("webhook: POST %s: %w", t.url, errStatus{resp.StatusCode})
 	}
-	return nil
+	return resp.StatusCode, nil
+}
+
+// tapDelivery describes one attempt for the debug console
+// (debugtap.Tap.Webhook); built only while the app is watched.
+func tapDelivery(app, url string, batch []jetstream.Msg, body []byte, status int, err error) debugtap.Delivery {
+	d := debugtap.Delivery{App: app, URL: url, Body: body, Status: status, Err: err, Attempt: 1}
+	for _, m := range batch {
+		var ev struct{ Name, Channel string }
+		if json.Unmarshal(m.Data(), &ev) == nil {
+			d.Events, d.Channels = append(d.Events, ev.Name), append(d.Channels, ev.Channel)
+		}
+		if md, err := m.Metadata(); err == nil && int(md.NumDelivered) > d.Attempt {
+			d.Attempt = int(md.NumDelivered)
+		}
+	}
+	return d
 }
 
 // sleep waits d or until ctx ends.

@@ -18,6 +18,7 @@ import (
 
 	"herald/app"
 	"herald/bus"
+	"herald/debugtap"
 )
 
 // Defaults of Config's zero fields. The first five are the webhooks: keys'
@@ -66,6 +67,10 @@ type Config struct {
 	// included; nil on a single node. With it, PeerGone releases the pins
 	// of a node that is gone (pins.go).
 	Members func() int
+
+	// Tap gets every delivery attempt while the debug console watches the
+	// app (docs/console.md); nil: none.
+	Tap *debugtap.Tap
 
 	Registerer prometheus.Registerer // nil: metrics are not registered
 	Logger     *slog.Logger
