@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"runtime"
 	"strconv"
 	"sync"
@@ -60,6 +61,11 @@ type Config struct {
 	SocketIDNode    uint64        // the first part of socket ids; 0 picks one at random
 	UserAuthTimeout time.Duration // apps with user_authentication: sign in within this or 4009; 0: app.UserAuthenticationTimeout (30 s)
 	Logger          *slog.Logger
+
+	// Per source address (limits.go, docs/limits.md); 0 is off.
+	MaxConnectionsPerIP int            // open sockets per address; over it 4100
+	AcceptRatePerIP     int            // new sockets per second per address (a burst of as many); over it 4100
+	TrustedProxies      []netip.Prefix // peers whose X-Forwarded-For names the client
 
 	// Bus is required: the live interest behind the local channel index.
 	// The bus delivers into the gateway through Deliver and Flush, on
@@ -119,6 +125,7 @@ type Gateway struct {
 	frames   sharedFrames
 	stats    counters
 	metrics  metrics // operator metrics (metrics.go)
+	ips      ipLimits
 
 	presence   presence.Registry
 	users      userIndex
@@ -171,6 +178,8 @@ func New(cfg Config) (*Gateway, error) {
 		stop:  make(chan struct{}),
 		dirty: make([][]*Conn, cfg.Shards),
 	}
+	g.ips = ipLimits{maxOpen: int32(min(cfg.MaxConnectionsPerIP, 1<<30)), rate: float64(cfg.AcceptRatePerIP),
+		burst: float64(max(cfg.AcceptRatePerIP, 1)), m: make(map[ipKey]*ipEntry)}
 	g.frames.ping = appendFrame(nil, ws.OpText, protocol.AppendPing(nil))
 	g.frames.pong = appendFrame(nil, ws.OpText, protocol.AppendPong(nil))
 	for range cfg.Pollers {
@@ -324,10 +333,8 @@ func eventFrame(payload []byte, serial uint64) []byte {
 // connClosed forgets a released connection's subscriptions and counts.
 // Called by its poller.
 func (g *Gateway) connClosed(c *Conn) {
-	for _, s := range c.subs {
-		g.leave(c, s)
-	}
-	c.subs = nil
+	g.leaveAll(c)
+	g.releaseAddr(c)
 	if c.userID != "" {
 		g.users.remove(c)
 	}
@@ -336,6 +343,15 @@ func (g *Gateway) connClosed(c *Conn) {
 	}
 	g.stats.connections.Add(-1)
 	g.metrics.disconnected(c)
+}
+
+// leaveAll ends every subscription of a connection that is closing or
+// closed. Poller only.
+func (g *Gateway) leaveAll(c *Conn) {
+	for _, s := range c.subs {
+		g.leave(c, s)
+	}
+	c.subs = nil
 }
 
 // Drain makes new upgrades fail with 4200 (reconnect elsewhere) while the node
