@@ -131,6 +131,7 @@ func (g *Gateway) countLoop() {
 			return
 		case <-t.C:
 		}
+		g.trimAfterFlood()
 		g.counts.mu.Lock()
 		dirty := g.counts.dirty
 		g.counts.dirty = nil

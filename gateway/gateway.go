@@ -126,6 +126,7 @@ type Gateway struct {
 	stats    counters
 	metrics  metrics // operator metrics (metrics.go)
 	ips      ipLimits
+	connPeak atomic.Int64 // about the most open sockets since the last trim (limits.go)
 
 	presence   presence.Registry
 	users      userIndex

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -294,3 +295,21 @@ func growSendBuffer(fd, need int) bool {
 
 // limitCounters are the refusal counters (gateway/metrics.go holds them).
 type limitCounters [numLimits]atomic.Uint64
+
+// trimAfterFlood returns the memory of a flood of sockets that has gone:
+// what their handshakes used (fasthttp's per-connection contexts and
+// buffers) sits in sync.Pools that only two GC cycles empty, and an idle
+// heap starts no GC, so without this the node would hold a flood's peak
+// for minutes (Go forces a GC every two minutes, and scavenges slowly).
+// Once the open sockets have fallen to half their peak, and by at least
+// trimMinDrop, one forced collection returns it. Called every countEvery.
+func (g *Gateway) trimAfterFlood() {
+	n, peak := g.stats.connections.Load(), g.connPeak.Load()
+	if peak-n >= trimMinDrop && n < peak/2 {
+		g.connPeak.Store(n)
+		debug.FreeOSMemory()
+	}
+}
+
+// trimMinDrop is the fall in open sockets that makes a flood worth trimming.
+const trimMinDrop = 1000

@@ -165,7 +165,9 @@ func (g *Gateway) adopt(nc net.Conn, accept string, a *app.App, ref *refusal, ip
 	if len(early) > 0 {
 		c.rbuf, c.seeded = early, true
 	}
-	g.stats.connections.Add(1)
+	if n := g.stats.connections.Add(1); n > g.connPeak.Load() {
+		g.connPeak.Store(n) // approximate under races; trimAfterFlood needs no more
+	}
 	g.stats.connects.Add(1)
 	g.metrics.connected(ref)
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -126,6 +127,10 @@ func (n *Node) startParts() error {
 		Cache:           b,
 		NewPresence:     n.presenceFactory(),
 		Lifecycle:       n.lifecycle,
+
+		MaxConnectionsPerIP: cfg.Gateway.MaxConnectionsPerIP,
+		AcceptRatePerIP:     cfg.Gateway.AcceptRatePerIP,
+		TrustedProxies:      trustedProxies(cfg.Gateway.TrustedProxies),
 	}
 	if b.StreamEnabled() {
 		gcfg.Replayer = b
@@ -164,6 +169,8 @@ func (n *Node) startParts() error {
 		Logger:         n.log.With("part", "api"),
 		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,
 		ReadBufferSize: cfg.HTTP.ReadBufferBytes,
+
+		HandshakeTimeout: cfg.Gateway.HandshakeTimeout.D(),
 	})
 	return n.startNATSAPI(reg)
 }
@@ -211,6 +218,17 @@ func (n *Node) startNATSAPI(reg *prometheus.Registry) error {
 	}
 	n.nats = a
 	return nil
+}
+
+// trustedProxies parses gateway.trusted_proxies (validated at load).
+func trustedProxies(list []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range list {
+		if p, err := configs.ParsePrefix(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // checkDataDir creates the data dir and proves it writable.
