@@ -56,13 +56,6 @@ func (g *Gateway) LimitRefusals() map[string]uint64 {
 	return out
 }
 
-// CodeSubscribeRateLimit is the pusher:error code for subscribe and
-// unsubscribe messages over apps[].subscribe_rate. Pusher defines no code
-// for this; 4300-4399 is the protocol's "any other error" range, sent only
-// inside pusher:error (docs/protocol.md §1.7), next to 4301 for client
-// events.
-const CodeSubscribeRateLimit = 4303
-
 // ipKey is a source address as the per-IP limits count it: IPv4 and
 // IPv4-mapped IPv6 are one address; an IPv6 client is counted by its /64,
 // which is what one host (or one home network) gets.
@@ -250,7 +243,7 @@ func (g *Gateway) allowSubscribe(c *Conn, rate int, channel string) bool {
 	g.metrics.limits[limitSubscribeRate].Add(1)
 	if !c.subWarn {
 		c.subWarn = true
-		c.sendError(CodeSubscribeRateLimit, "Subscription rejected due to rate limit: at most "+strconv.Itoa(rate)+
+		c.sendError(protocol.CodeSubscribeRateLimit, "Subscription rejected due to rate limit: at most "+strconv.Itoa(rate)+
 			" subscribe and unsubscribe messages per second (first refused: "+channel+")", "")
 	}
 	return false

@@ -393,3 +393,20 @@ func TestSlowConsumerEndsOnFrameBoundary(t *testing.T) {
 		t.Fatalf("write_queue refusals %d", n)
 	}
 }
+
+// The per-connection cost of the per-IP limits: one acquire and one
+// release, over 10,000 addresses (docs/benchmarks.md, "Limits on and off").
+func BenchmarkIPLimits(b *testing.B) {
+	l := ipLimits{maxOpen: 1 << 20, rate: 1e6, burst: 1e6, m: map[ipKey]*ipEntry{}}
+	addrs := make([]ipKey, 10000)
+	for i := range addrs {
+		addrs[i] = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+	}
+	now := time.Now().UnixNano()
+	b.ResetTimer()
+	for i := range b.N {
+		a := addrs[i%len(addrs)]
+		l.acquire(a, now+int64(i))
+		l.release(a)
+	}
+}
