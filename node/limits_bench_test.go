@@ -149,4 +149,3 @@ func benchFanOut(b *testing.B, n *Node) {
 	}
 	b.ReportMetric(float64(b.N*subs)/b.Elapsed().Seconds(), "deliveries/s")
 }
-
