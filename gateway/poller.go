@@ -180,12 +180,14 @@ func (p *poller) absorb() bool {
 // Any goroutine may call it, with c.mu held (p.mu is taken after it).
 func (p *poller) leaving(c *Conn) {
 	p.mu.Lock()
-	first := len(p.left) == 0
-	p.left = append(p.left, c)
-	p.mu.Unlock()
-	if first {
-		p.wake()
+	defer p.mu.Unlock()
+	if p.stopping {
+		return // shutdown releases every connection, and may have closed wakefd
 	}
+	if len(p.left) == 0 {
+		p.wake() // under p.mu: shutdown, which closes wakefd, follows a stopping seen under it
+	}
+	p.left = append(p.left, c)
 }
 
 // unsubscribeLeft ends the subscriptions of the connections queued by
