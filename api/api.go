@@ -77,6 +77,9 @@ type Config struct {
 	PublishTimeout time.Duration // how long a REST call waits for the stream's ack; 0: 5s
 	Tap            *debugtap.Tap // debug events of publishes (docs/console.md); nil: none
 	Now            func() time.Time
+	// HandshakeTimeout bounds the wait for a new connection's request
+	// header (gateway.handshake_timeout); 0: RESTReadTimeout (limits.go).
+	HandshakeTimeout time.Duration
 }
 
 // Server is the client port's HTTP server.
@@ -88,6 +91,7 @@ type Server struct {
 	reqs    *prometheus.CounterVec
 	latency *prometheus.HistogramVec
 	authErr atomic.Uint64 // requests refused by the signature check (AuthFailures)
+	limits  limits        // HTTP-level limits and their refusals (limits.go)
 }
 
 // New builds the server; Serve starts it.
@@ -100,6 +104,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = RESTReadTimeout
 	}
 	s := &Server{cfg: cfg}
 	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -121,7 +128,9 @@ func New(cfg Config) *Server {
 		KeepHijackedConns:            true,
 		ReadBufferSize:               cfg.ReadBufferSize,
 		MaxRequestBodySize:           cfg.MaxBodyBytes,
-		ReadTimeout:                  30 * time.Second,
+		ReadTimeout:                  cfg.HandshakeTimeout, // a header's deadline; HeaderReceived gives a REST body more (limits.go)
+		HeaderReceived:               s.headerReceived,
+		ErrorHandler:                 s.requestError,
 		IdleTimeout:                  120 * time.Second,
 		DisablePreParseMultipartForm: true,
 		NoDefaultServerHeader:        false,
@@ -206,6 +215,13 @@ func (s *Server) rest(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, err)
 		return
 	}
+	done, ok := s.limits.begin(a)
+	if !ok {
+		writeError(ctx, &protocol.HTTPError{Status: fasthttp.StatusTooManyRequests, Message: "Too many concurrent requests for this app: at most " +
+			strconv.Itoa(a.MaxConcurrentRESTRequests) + " (apps[].max_concurrent_rest_requests)"})
+		return
+	}
+	defer done()
 	if err := handler(ctx, a); err != nil {
 		writeError(ctx, err)
 	}

@@ -28,6 +28,12 @@ const (
 	DefaultMaxPresenceUserInfoBytes = 1024 // bytes of a member's user_info JSON
 	DefaultClientEventRate          = 10   // client events per second per connection (Pusher's limit)
 
+	// Limits on what one client or one backend may ask of a node
+	// (docs/limits.md).
+	DefaultMaxChannelsPerConnection  = 1000 // channels one socket may hold
+	DefaultSubscribeRate             = 50   // subscribe and unsubscribe messages per second per socket
+	DefaultMaxConcurrentRESTRequests = 64   // REST requests of one app in progress on one node
+
 	// UserAuthenticationTimeout is how long a connection of an app with
 	// user_authentication may stay unsigned-in before it is closed with 4009.
 	UserAuthenticationTimeout = 30 * time.Second
@@ -71,6 +77,10 @@ type App struct {
 	ClientEventRate          int    `yaml:"client_event_rate"`            // default 10 client events per second per connection; 1..10000
 	UserAuthentication       bool   `yaml:"user_authentication"`          // default false; true: connections must pusher:signin within 30 s or are closed with 4009
 
+	MaxChannelsPerConnection  int `yaml:"max_channels_per_connection"`  // default 1000 channels one socket may hold; 1..100000
+	SubscribeRate             int `yaml:"subscribe_rate"`               // default 50 subscribe and unsubscribe messages per second per socket; 1..100000
+	MaxConcurrentRESTRequests int `yaml:"max_concurrent_rest_requests"` // default 64 REST requests in progress per node; 1..100000
+
 	ReplayMaxAge            Duration `yaml:"replay_max_age"`              // default 0 = bus.stream.max_age: how long this app's events stay replayable; 0 or 1s..720h
 	ReplayMaxMsgsPerChannel int64    `yaml:"replay_max_msgs_per_channel"` // default 0 = bus.stream.max_msgs_per_channel; 0..10000000
 
@@ -113,6 +123,10 @@ func New(id, key, secret string) App {
 		MaxPresenceMembers:       DefaultMaxPresenceMembers,
 		MaxPresenceUserInfoBytes: DefaultMaxPresenceUserInfoBytes,
 		ClientEventRate:          DefaultClientEventRate,
+
+		MaxChannelsPerConnection:  DefaultMaxChannelsPerConnection,
+		SubscribeRate:             DefaultSubscribeRate,
+		MaxConcurrentRESTRequests: DefaultMaxConcurrentRESTRequests,
 
 		PreviousSecrets: []string{}, // empty, not nil: a file's "[]" decodes to an empty list
 		Webhooks:        []Webhook{},

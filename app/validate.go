@@ -77,6 +77,9 @@ func (a *App) Validate() *FieldError {
 		{"max_presence_members", int64(a.MaxPresenceMembers), 1, 100000},
 		{"max_presence_user_info_bytes", int64(a.MaxPresenceUserInfoBytes), 1, 65536},
 		{"client_event_rate", int64(a.ClientEventRate), 1, 10000},
+		{"max_channels_per_connection", int64(a.MaxChannelsPerConnection), 1, 100000},
+		{"subscribe_rate", int64(a.SubscribeRate), 1, 100000},
+		{"max_concurrent_rest_requests", int64(a.MaxConcurrentRESTRequests), 1, 100000},
 		{"replay_max_msgs_per_channel", a.ReplayMaxMsgsPerChannel, 0, 10_000_000},
 	} {
 		if err := inRange(r.key, r.v, r.lo, r.hi); err != nil {

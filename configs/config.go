@@ -45,6 +45,9 @@ const (
 	DefaultPongTimeout     = 30 * time.Second
 	DefaultMaxMessageBytes = 32768
 	DefaultWriteQueueBytes = 1 << 20
+	// DefaultHandshakeTimeout bounds how long a new TCP connection may take
+	// to send its request header (slowloris, sockets that never speak).
+	DefaultHandshakeTimeout = 5 * time.Second
 
 	DefaultStreamMaxAge            = 2 * time.Minute
 	DefaultCacheTTL                = 30 * time.Minute
@@ -182,6 +185,14 @@ type Gateway struct {
 	Pollers         int      `yaml:"pollers"`           // default 0 = GOMAXPROCS; 0..256
 	RequireProtocol bool     `yaml:"require_protocol"`  // default false: a missing ?protocol= means 7; true closes with 4008
 	AcceptRate      int      `yaml:"accept_rate"`       // default 0 = unlimited: new sockets per second; over it a socket is closed with 4100; 0..1000000
+
+	// Per source address (docs/limits.md). The address is the TCP peer's,
+	// or the last X-Forwarded-For entry not in TrustedProxies when the peer
+	// is one of them.
+	HandshakeTimeout    Duration `yaml:"handshake_timeout"`      // default 5s: a TCP connection must send a complete request header within it, or it is closed; 100ms..5m
+	MaxConnectionsPerIP int      `yaml:"max_connections_per_ip"` // default 0 = off: open WebSockets per source address; over it a socket is closed with 4100; 0..10000000
+	AcceptRatePerIP     int      `yaml:"accept_rate_per_ip"`     // default 0 = off: new WebSockets per second per source address; over it a socket is closed with 4100; 0..1000000
+	TrustedProxies      []string `yaml:"trusted_proxies"`        // default []: CIDRs or addresses of load balancers whose X-Forwarded-For is believed
 }
 
 // ActivityTimeoutSeconds is ActivityTimeout as the whole number of seconds
@@ -304,6 +315,9 @@ func Default() *Config {
 			PongTimeout:     Duration(DefaultPongTimeout),
 			MaxMessageBytes: DefaultMaxMessageBytes,
 			WriteQueueBytes: DefaultWriteQueueBytes,
+
+			HandshakeTimeout: Duration(DefaultHandshakeTimeout),
+			TrustedProxies:   []string{},
 		},
 		Bus: Bus{
 			CacheTTL:     Duration(DefaultCacheTTL),

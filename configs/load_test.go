@@ -106,6 +106,9 @@ http:
 		WriteQueueBytes: 4096,
 		Pollers:         4,
 		RequireProtocol: true,
+
+		HandshakeTimeout: Duration(DefaultHandshakeTimeout),
+		TrustedProxies:   []string{},
 	}
 	want.Bus.Shards = 8
 	want.Bus.Stream = Stream{

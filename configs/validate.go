@@ -3,6 +3,7 @@ package configs
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
@@ -65,7 +66,39 @@ func (g *Gateway) check(p string) *KeyError {
 		intRange(p+".write_queue_bytes", int64(g.WriteQueueBytes), 4096, 1<<30),
 		intRange(p+".pollers", int64(g.Pollers), 0, 256),
 		intRange(p+".accept_rate", int64(g.AcceptRate), 0, 1_000_000),
+		durRange(p+".handshake_timeout", g.HandshakeTimeout, 100*time.Millisecond, 5*time.Minute),
+		intRange(p+".max_connections_per_ip", int64(g.MaxConnectionsPerIP), 0, 10_000_000),
+		intRange(p+".accept_rate_per_ip", int64(g.AcceptRatePerIP), 0, 1_000_000),
+		checkPrefixes(p+".trusted_proxies", g.TrustedProxies),
 	)
+}
+
+// checkPrefixes checks a list of CIDRs or single addresses.
+func checkPrefixes(k string, list []string) *KeyError {
+	for i, s := range list {
+		if _, err := ParsePrefix(s); err != nil {
+			return keyErr(fmt.Sprintf("%s[%d]", k, i), fmt.Sprintf("%s is not a CIDR (10.0.0.0/8) or an address", quote(s)))
+		}
+	}
+	return nil
+}
+
+// ParsePrefix reads a CIDR ("10.0.0.0/8", "fd00::/8") or a single address,
+// which stands for itself alone.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("configs: %w", err)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("configs: %w", err)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 func (a *Admin) check(p string) *KeyError {

@@ -144,6 +144,7 @@ func (g *Gateway) countLoop() {
 			return
 		case <-t.C:
 		}
+		g.trimAfterFlood()
 		g.counts.mu.Lock()
 		dirty := g.counts.dirty
 		g.counts.dirty = nil

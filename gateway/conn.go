@@ -56,6 +56,11 @@ type Conn struct {
 	born     int64           // unix nanos of registration
 	ceWindow int64           // start of the current client-event rate window
 	ceCount  int32           // client events in that window
+	ceWarned bool            // that window's 4301 was sent (one per window)
+	subWin   int64           // start of the current subscribe-rate window
+	subCount int32           // subscribe and unsubscribe messages in that window
+	subWarn  bool            // that window's 4303 was sent
+	ip       ipKey           // the source address counted in the per-IP limits; zero when not counted
 
 	mu        sync.Mutex
 	st        atomic.Uint32      // connState; written under mu, read anywhere
@@ -100,8 +105,15 @@ func (c *Conn) send(frame []byte) error {
 // false is returned. c.mu must be held and the connection open.
 func (c *Conn) enqueueLocked(frame []byte) bool {
 	g := c.poller.g
+	if c.queued+len(frame) > g.cfg.WriteQueueBytes && !c.blocked {
+		// A delivery batch queues before it writes (Gateway.Flush); one
+		// larger than the bound must not fail a reader that keeps up, so
+		// the kernel is offered what waits before the socket is judged.
+		c.flushLocked()
+	}
 	if c.queued+len(frame) > g.cfg.WriteQueueBytes {
 		g.stats.slowConsumers.Add(1)
+		g.metrics.limits[limitSlowConsumer].Add(1)
 		c.failSlowLocked()
 		return false
 	}
@@ -133,6 +145,13 @@ func (c *Conn) failSlowLocked() {
 		c.queued += len(f)
 	}
 	c.reason = reasonSlowConsumer
+	// The kernel's send buffer is full and may end inside a frame whose
+	// rest is queue[0]. Room for that rest, the pusher:error and the close
+	// frame lets the stream end on a frame boundary with the 4100, which a
+	// client that reads late then still receives (growSendBuffer).
+	if c.blocked && growSendBuffer(c.fd, c.queued+slowTailBytes) {
+		c.blocked = false
+	}
 	c.beginCloseLocked(protocol.CodeOverCapacity, "Slow consumer: write queue full")
 }
 
@@ -145,6 +164,7 @@ func (c *Conn) beginCloseLocked(code int, reason string) {
 	}
 	c.setState(stateClosing)
 	c.closingAt = time.Now().UnixNano()
+	c.poller.leaving(c)
 	if c.reason == reasonNone {
 		c.reason = reasonOf(code)
 	}
@@ -174,6 +194,7 @@ func (c *Conn) abortLocked() {
 	if c.state() == stateOpen {
 		c.setState(stateClosing)
 		c.closingAt = time.Now().UnixNano()
+		c.poller.leaving(c)
 	}
 	c.dropQueueLocked()
 	_ = unix.Shutdown(c.fd, unix.SHUT_RDWR)

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"runtime"
 	"strconv"
 	"sync"
@@ -62,6 +63,11 @@ type Config struct {
 	UserAuthTimeout time.Duration // apps with user_authentication: sign in within this or 4009; 0: app.UserAuthenticationTimeout (30 s)
 	AcceptRate      int           // new sockets a second (gateway.accept_rate); past it they are closed with 4100; 0: no limit (admission.go)
 	Logger          *slog.Logger
+
+	// Per source address (limits.go, docs/limits.md); 0 is off.
+	MaxConnectionsPerIP int            // open sockets per address; over it 4100
+	AcceptRatePerIP     int            // new sockets per second per address (a burst of as many); over it 4100
+	TrustedProxies      []netip.Prefix // peers whose X-Forwarded-For names the client
 
 	// Bus is required: the live interest behind the local channel index.
 	// The bus delivers into the gateway through Deliver and Flush, on
@@ -143,6 +149,8 @@ type Gateway struct {
 	frames   sharedFrames
 	stats    counters
 	metrics  metrics // operator metrics (metrics.go)
+	ips      ipLimits
+	connPeak atomic.Int64 // about the most open sockets since the last trim (limits.go)
 
 	presence   presence.Registry
 	users      userIndex
@@ -197,6 +205,8 @@ func New(cfg Config) (*Gateway, error) {
 		dirty:  make([][]*Conn, cfg.Shards),
 		accept: newTokenBucket(cfg.AcceptRate),
 	}
+	g.ips = ipLimits{maxOpen: int32(min(cfg.MaxConnectionsPerIP, 1<<30)), rate: float64(cfg.AcceptRatePerIP),
+		burst: float64(max(cfg.AcceptRatePerIP, 1)), m: make(map[ipKey]*ipEntry)}
 	g.frames.ping = appendFrame(nil, ws.OpText, protocol.AppendPing(nil))
 	g.frames.pong = appendFrame(nil, ws.OpText, protocol.AppendPong(nil))
 	for range cfg.Pollers {
@@ -351,10 +361,8 @@ func eventFrame(payload []byte, serial uint64) []byte {
 // connClosed forgets a released connection's subscriptions and counts.
 // Called by its poller.
 func (g *Gateway) connClosed(c *Conn) {
-	for _, s := range c.subs {
-		g.leave(c, s)
-	}
-	c.subs = nil
+	g.leaveAll(c)
+	g.releaseAddr(c)
 	if c.userID != "" {
 		g.users.remove(c)
 	}
@@ -364,6 +372,15 @@ func (g *Gateway) connClosed(c *Conn) {
 	g.stats.connections.Add(-1)
 	g.metrics.disconnected(c)
 	g.tapLost(c)
+}
+
+// leaveAll ends every subscription of a connection that is closing or
+// closed. Poller only.
+func (g *Gateway) leaveAll(c *Conn) {
+	for _, s := range c.subs {
+		g.leave(c, s)
+	}
+	c.subs = nil
 }
 
 // Drain makes new upgrades fail with 4200 (reconnect elsewhere) while the node

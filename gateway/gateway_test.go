@@ -431,7 +431,7 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 	}
 	testkit.WaitFor(t, 10*time.Second, func() error {
 		if n := e.g.SubscriptionCount(e.app.ID, "firehose"); n != 1 {
-			return fmt.Errorf("%d subscribers", n)
+			return fmt.Errorf("%d subscribers (%+v)", n, e.g.Stats())
 		}
 		return nil
 	})

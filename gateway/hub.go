@@ -18,6 +18,7 @@ type localChannel struct {
 	name string
 	subs map[*Conn]struct{}
 	last atomic.Uint64 // serial of the last event delivered here (the socket inspector, inspect.go)
+	peak int           // most subscribers since subs was last rebuilt (remove)
 }
 
 type chanKey struct {
@@ -28,6 +29,7 @@ type chanKey struct {
 type hubShard struct {
 	mu    sync.RWMutex
 	chans map[chanKey]*localChannel
+	peak  int // most channels since chans was last rebuilt (remove)
 	// occ orders the shard's reports of local counts to the presence
 	// registry (occupancyChanged), so the last one reported is the current
 	// count. Taken without mu, before the registry's lock.
@@ -71,10 +73,12 @@ func (h *hub) add(c *Conn, name string) (lc *localChannel, dup, first bool) {
 	if lc == nil {
 		lc = &localChannel{app: c.app, name: name, subs: make(map[*Conn]struct{}, 1)}
 		s.chans[k] = lc
+		s.peak = max(s.peak, len(s.chans))
 		first = true
 	}
 	if _, dup = lc.subs[c]; !dup {
 		lc.subs[c] = struct{}{}
+		lc.peak = max(lc.peak, len(lc.subs))
 	}
 	return lc, dup, first
 }
@@ -87,10 +91,27 @@ func (h *hub) remove(c *Conn, lc *localChannel) (last bool) {
 	defer s.mu.Unlock()
 	delete(lc.subs, c)
 	if len(lc.subs) > 0 {
+		lc.subs, lc.peak = shrunk(lc.subs, lc.peak)
 		return false
 	}
 	delete(s.chans, chanKey{lc.app.ID, lc.name})
+	s.chans, s.peak = shrunk(s.chans, s.peak)
 	return true
+}
+
+// shrunk returns m rebuilt at its size when it has fallen to a quarter of
+// its peak: a Go map keeps the buckets of its largest size, so a channel
+// that once had 100,000 subscribers would hold their memory after they
+// left. Rebuilding costs one copy per four-fold fall.
+func shrunk[K comparable, V any](m map[K]V, peak int) (map[K]V, int) {
+	if peak < 256 || len(m) >= peak/4 {
+		return m, peak
+	}
+	n := make(map[K]V, len(m))
+	for k, v := range m {
+		n[k] = v
+	}
+	return n, len(n)
 }
 
 // fanout calls fn for every local subscriber of the channel, holding the

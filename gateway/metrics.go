@@ -146,7 +146,8 @@ type metrics struct {
 	auth        [numAuth]atomic.Uint64
 	resumes     [numResume]atomic.Uint64
 	replayed    atomic.Uint64
-	apps        sync.Map // app id -> *appMetrics
+	limits      limitCounters // refusals by limit (limits.go)
+	apps        sync.Map      // app id -> *appMetrics
 }
 
 // appMetrics are one app's counters on this node; they outlive reloads.

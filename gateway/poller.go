@@ -44,6 +44,7 @@ type poller struct {
 	mu       sync.Mutex
 	incoming []*Conn  // registered but not yet in conns
 	tasks    []func() // run on the poller's goroutine at its next wake-up (inspect.go)
+	left     []*Conn  // began closing since the last loop: their subscriptions end at once (leaving)
 	stopping bool
 
 	done chan struct{}
@@ -136,6 +137,7 @@ func (p *poller) run() {
 			p.shutdown()
 			return
 		}
+		p.unsubscribeLeft()
 		for i := 0; i < n; i++ {
 			ev := &p.events[i]
 			if int(ev.Fd) == p.wakefd {
@@ -173,6 +175,38 @@ func (p *poller) absorb() bool {
 		f()
 	}
 	return stopping
+}
+
+// leaving queues a connection that began closing, so that the poller
+// drops its subscriptions at once rather than at its release, which waits
+// for the peer's close (up to closeTimeout): a closing socket gets no more
+// events, so it must not be counted in subscription_count or occupancy.
+// Any goroutine may call it, with c.mu held (p.mu is taken after it).
+func (p *poller) leaving(c *Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopping {
+		return // shutdown releases every connection, and may have closed wakefd
+	}
+	if len(p.left) == 0 {
+		p.wake() // under p.mu: shutdown, which closes wakefd, follows a stopping seen under it
+	}
+	p.left = append(p.left, c)
+}
+
+// unsubscribeLeft ends the subscriptions of the connections queued by
+// leaving (c.subs is the poller's).
+func (p *poller) unsubscribeLeft() {
+	p.mu.Lock()
+	left := p.left
+	p.left = nil
+	p.mu.Unlock()
+	for _, c := range left {
+		if c.state() != stateClosed {
+			p.g.leaveAll(c)
+		}
+	}
+	clear(left)
 }
 
 func (p *poller) handle(c *Conn, events uint32) {
@@ -357,6 +391,10 @@ func (p *poller) release(c *Conn) {
 		p.conns[i].pidx = int32(i)
 		p.conns[last] = nil
 		p.conns = p.conns[:last]
+		if cap(p.conns) > 1024 && len(p.conns) < cap(p.conns)/4 {
+			// Return a flood's worth of slots (RSS after floods).
+			p.conns = append(make([]*Conn, 0, 2*len(p.conns)), p.conns...)
+		}
 	}
 	c.rbuf, c.frag = nil, nil
 	p.g.connClosed(c)

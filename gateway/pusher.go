@@ -9,10 +9,6 @@ import (
 	"herald/protocol"
 )
 
-// maxSubscriptionsPerConn bounds the channels one connection may hold, so a
-// client cannot grow the node's index without limit.
-const maxSubscriptionsPerConn = 1000
-
 // maxPresenceUserIDBytes is Pusher's documented limit on presence user ids.
 const maxPresenceUserIDBytes = 128
 
@@ -93,6 +89,9 @@ func (g *Gateway) subscribe(c *Conn, msg protocol.Message) {
 	}
 	name := sd.Channel
 	a := g.appOf(c)
+	if !g.allowSubscribe(c, a.SubscribeRate, name) {
+		return
+	}
 	if err := protocol.ValidateChannelName(name, a.MaxChannelNameLength); err != nil {
 		c.refuse(name, "InvalidChannel", err.Error(), 4009)
 		return
@@ -101,8 +100,10 @@ func (g *Gateway) subscribe(c *Conn, msg protocol.Message) {
 		c.refuse(name, "AlreadySubscribed", "Existing subscription to channel "+name, 4009)
 		return
 	}
-	if len(c.subs) >= maxSubscriptionsPerConn {
-		c.refuse(name, "LimitReached", "Too many subscriptions on this connection", 4100)
+	if len(c.subs) >= a.MaxChannelsPerConnection {
+		g.metrics.limits[limitChannels].Add(1)
+		c.refuse(name, "LimitReached", "Too many subscriptions on this connection: at most "+
+			strconv.Itoa(a.MaxChannelsPerConnection)+" channels", 4100)
 		return
 	}
 	kind, cache := protocol.Classify(name)
@@ -241,6 +242,9 @@ func (g *Gateway) unsubscribe(c *Conn, msg protocol.Message) {
 	name, err := protocol.DecodeUnsubscribe(msg.Data)
 	if err != nil {
 		c.sendError(0, err.Error(), "")
+		return
+	}
+	if !g.allowSubscribe(c, g.appOf(c).SubscribeRate, name) {
 		return
 	}
 	for i := range c.subs {

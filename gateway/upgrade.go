@@ -53,8 +53,9 @@ func (g *Gateway) ServeUpgrade(ctx *fasthttp.RequestCtx) {
 	} else {
 		a, ref = g.admit(ctx)
 	}
+	ip := g.sourceAddr(ctx)
 	ctx.HijackSetNoResponse(true)
-	ctx.Hijack(func(nc net.Conn) { g.adopt(nc, accept, a, ref) })
+	ctx.Hijack(func(nc net.Conn) { g.adopt(nc, accept, a, ref, ip) })
 }
 
 // overCapacity is the refusal of a socket over gateway.accept_rate: 4100,
@@ -148,7 +149,7 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx) (*app.App, *refusal) {
 // descriptor and closes the net.Conn (whose runtime state a poller does not
 // need), writes the 101 response together with the first Pusher frame, and
 // registers the descriptor. It returns at once; no goroutine stays behind.
-func (g *Gateway) adopt(nc net.Conn, accept string, a *app.App, ref *refusal) {
+func (g *Gateway) adopt(nc net.Conn, accept string, a *app.App, ref *refusal, ip ipKey) {
 	early := drainBuffered(nc)
 	fd, err := detachFD(nc)
 	if err != nil {
@@ -160,6 +161,9 @@ func (g *Gateway) adopt(nc net.Conn, accept string, a *app.App, ref *refusal) {
 		return
 	}
 	c := &Conn{fd: fd, app: a, poller: g.pollers[fd%len(g.pollers)]}
+	if ref == nil {
+		ref = g.admitAddr(c, ip) // per source address (limits.go)
+	}
 	if ref == nil {
 		counter := g.connCounter(a.ID)
 		if n := counter.Add(1); a.MaxConnections > 0 && n > int64(a.MaxConnections) {
@@ -183,7 +187,9 @@ func (g *Gateway) adopt(nc net.Conn, accept string, a *app.App, ref *refusal) {
 	if len(early) > 0 {
 		c.rbuf, c.seeded = early, true
 	}
-	g.stats.connections.Add(1)
+	if n := g.stats.connections.Add(1); n > g.connPeak.Load() {
+		g.connPeak.Store(n) // approximate under races; trimAfterFlood needs no more
+	}
 	g.stats.connects.Add(1)
 	g.metrics.connected(ref)
 
@@ -232,6 +238,7 @@ func (g *Gateway) refuseUnregistered(c *Conn) {
 	c.dropQueueLocked()
 	c.mu.Unlock()
 	_ = unix.Close(c.fd)
+	g.releaseAddr(c)
 	if c.counter != nil {
 		c.counter.Add(-1)
 	}

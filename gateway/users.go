@@ -122,10 +122,22 @@ func (g *Gateway) clientEvent(c *Conn, msg protocol.Message) {
 		return
 	}
 	if !c.allowClientEvent(c.poller.now, a.ClientEventRate) {
-		c.sendError(protocol.CodeClientEventRateLimit, "Client event rejected due to rate limit", msg.Channel)
+		// One answer per window, not one per dropped event: a flood must
+		// not be mirrored back at the same rate.
+		g.metrics.limits[limitClientEventRate].Add(1)
+		if !c.ceWarned {
+			c.ceWarned = true
+			c.sendError(protocol.CodeClientEventRateLimit, "Client event rejected due to rate limit", msg.Channel)
+		}
+		return
+	}
+	if len(msg.Event) > a.MaxEventNameLength {
+		g.metrics.limits[limitClientEventName].Add(1)
+		c.sendError(protocol.CodeClientEventRateLimit, "Client event name is longer than "+strconv.Itoa(a.MaxEventNameLength)+" characters", msg.Channel)
 		return
 	}
 	if len(msg.Data) > a.MaxEventDataBytes {
+		g.metrics.limits[limitClientEventData].Add(1)
 		c.sendError(0, "Client event data is larger than "+strconv.Itoa(a.MaxEventDataBytes)+" bytes", msg.Channel)
 		return
 	}
@@ -155,7 +167,7 @@ func (g *Gateway) clientEvent(c *Conn, msg protocol.Message) {
 // most rate (the app's ClientEventRate) per one-second window. Poller only.
 func (c *Conn) allowClientEvent(now int64, rate int) bool {
 	if now-c.ceWindow >= int64(time.Second) {
-		c.ceWindow, c.ceCount = now, 0
+		c.ceWindow, c.ceCount, c.ceWarned = now, 0, false
 	}
 	if int(c.ceCount) >= rate {
 		return false

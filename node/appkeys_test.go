@@ -225,6 +225,58 @@ var keyCases = []keyCase{
 			t.Fatalf("connection that never signs in: close %d, want 4009", code)
 		}
 	}},
+	{"max_channels_per_connection", func(a *app.App) { a.MaxChannelsPerConnection = 2 }, func(t *testing.T, k keyApp) {
+		c := k.dial(t)
+		for _, ch := range []string{"m1", "m2"} {
+			if err := c.Subscribe(ctxT(t), ch); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.Subscribe(ctxT(t), "m3"); err == nil || !strings.Contains(err.Error(), "at most 2 channels") {
+			t.Fatalf("third channel: %v", err)
+		}
+	}},
+	{"subscribe_rate", func(a *app.App) { a.SubscribeRate = 2 }, func(t *testing.T, k keyApp) {
+		c := k.dial(t)
+		for i := range 5 {
+			if err := c.SendRaw(fmt.Appendf(nil, `{"event":"pusher:subscribe","data":{"channel":"s%d"}}`, i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ev, err := c.WaitFor(ctxT(t), client.EventError, "")
+		if err != nil || !strings.Contains(ev.Data, "4303") {
+			t.Fatalf("no 4303 after 5 subscribes at rate 2: %+v %v", ev, err)
+		}
+	}},
+	{"max_concurrent_rest_requests", func(a *app.App) { a.MaxConcurrentRESTRequests = 1 }, func(t *testing.T, k keyApp) {
+		// 32 publishes at once against a limit of one: some overlap and
+		// are answered 429, the rest 200.
+		for round := 0; ; round++ {
+			statuses := make(chan int, 32)
+			for range 32 {
+				go func() {
+					s, _, _ := k.rest().Trigger(ctxT(t), client.TriggerParams{Name: "e", Data: "d", Channels: []string{"a"}})
+					statuses <- s
+				}()
+			}
+			refused := 0
+			for range 32 {
+				switch s := <-statuses; s {
+				case 429:
+					refused++
+				case 200:
+				default:
+					t.Fatalf("status %d", s)
+				}
+			}
+			if refused > 0 {
+				return
+			}
+			if round == 20 {
+				t.Fatal("no 429 from 20 rounds of 32 concurrent publishes at a limit of one")
+			}
+		}
+	}},
 	{"replay_max_age", func(a *app.App) { a.ReplayMaxAge = app.Duration(7 * time.Second) }, func(t *testing.T, k keyApp) {
 		if c := streamConfig(t, k); c.MaxAge != 7*time.Second {
 			t.Fatalf("stream max age %v, want 7s", c.MaxAge)

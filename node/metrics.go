@@ -75,11 +75,12 @@ var (
 	dStreamMessages = desc("herald_jetstream_stream_messages", "Messages stored in the stream (the replay window).", "stream")
 	dConsPending    = desc("herald_jetstream_consumer_pending", "Messages of the stream not yet delivered to its consumers, summed.", "stream")
 	dAckPending     = desc("herald_jetstream_consumer_ack_pending", "Messages delivered to the stream's consumers and not yet acknowledged, summed.", "stream")
+	dLimits         = desc("herald_limit_refusals_total", "Requests, messages and sockets refused by a limit (docs/limits.md), by limit.", "limit")
 )
 
 var allDescs = []*prometheus.Desc{dAppConnections, dConnects, dDisconnects, dSubscriptions, dSubscribes, dMessagesIn,
 	dDeliveries, dAuthFailures, dResumes, dReplayed, dMembers, dNATSConnected, dNATSRoutes, dMetaLeader, dPeers,
-	dStreamLeader, dStreamReplicas, dStreamCurrent, dStreamMessages, dConsPending, dAckPending}
+	dStreamLeader, dStreamReplicas, dStreamCurrent, dStreamMessages, dConsPending, dAckPending, dLimits}
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range allDescs {
@@ -123,6 +124,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit(dResumes, prometheus.CounterValue, float64(v), o)
 	}
 	emit(dReplayed, prometheus.CounterValue, float64(m.Replayed))
+	for k, v := range n.limitRefusals() {
+		emit(dLimits, prometheus.CounterValue, float64(v), k)
+	}
 
 	h := n.bus.Health()
 	emit(dNATSConnected, prometheus.GaugeValue, b2f(h.Connected))
@@ -138,6 +142,18 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit(dConsPending, prometheus.GaugeValue, float64(s.ConsumerPending), s.Name)
 		emit(dAckPending, prometheus.GaugeValue, float64(s.AckPending), s.Name)
 	}
+}
+
+// limitRefusals merges the edge's and the HTTP server's refusal counters;
+// their label values do not overlap.
+func (n *Node) limitRefusals() map[string]uint64 {
+	out := n.gw.LimitRefusals()
+	if n.http != nil {
+		for k, v := range n.http.LimitRefusals() {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 func b2f(b bool) float64 {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -147,6 +148,10 @@ func (n *Node) startParts() error {
 		Lifecycle:       n.lifecycle,
 		Webhooks:        n.webhookSink(),
 		Tap:             n.tap,
+
+		MaxConnectionsPerIP: cfg.Gateway.MaxConnectionsPerIP,
+		AcceptRatePerIP:     cfg.Gateway.AcceptRatePerIP,
+		TrustedProxies:      trustedProxies(cfg.Gateway.TrustedProxies),
 	}
 	if b.StreamEnabled() {
 		gcfg.Replayer = b
@@ -188,6 +193,8 @@ func (n *Node) startParts() error {
 		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,
 		ReadBufferSize: cfg.HTTP.ReadBufferBytes,
 		Tap:            n.tap,
+
+		HandshakeTimeout: cfg.Gateway.HandshakeTimeout.D(),
 	})
 	if err := n.startConsole(); err != nil {
 		return err
@@ -238,6 +245,17 @@ func (n *Node) startNATSAPI(reg *prometheus.Registry) error {
 	}
 	n.nats = a
 	return nil
+}
+
+// trustedProxies parses gateway.trusted_proxies (validated at load).
+func trustedProxies(list []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range list {
+		if p, err := configs.ParsePrefix(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // checkDataDir creates the data dir and proves it writable.

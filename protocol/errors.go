@@ -44,6 +44,7 @@ const (
 	CodePongTimeout          = 4201 // keep-alive failure
 	CodeClientEventRateLimit = 4301 // pusher:error only, never a close code
 	CodeWatchlistLimit       = 4302 // pusher:error only, never a close code
+	CodeSubscribeRateLimit   = 4303 // Herald's: subscribe/unsubscribe over apps[].subscribe_rate; pusher:error only
 )
 
 // CloseAction is what a Pusher client does after a close with a given code.

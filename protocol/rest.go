@@ -189,8 +189,8 @@ func RESTStringToSign(method, path, canonicalQuery string) string {
 //   - auth_key present and equal to key;
 //   - auth_version == "1.0";
 //   - auth_timestamp an integer within MaxTimestampSkew of now (600 s is ok, 601 s is not);
-//   - when the body is non-empty, body_md5 present and equal to the
-//     lowercase hex MD5 of the body;
+//   - when the body is non-empty, body_md5 present; when present (an empty
+//     body too), equal to the lowercase hex MD5 of the body;
 //   - auth_signature equal (constant time, lowercase hex only) to the
 //     signature of RESTStringToSign(upper(method), path, CanonicalQuery(...)).
 //
@@ -254,11 +254,10 @@ func checkRESTParams(params []queryParam, body []byte, key string, now time.Time
 	if herr := checkTimestamp(ts, now); herr != nil {
 		return herr
 	}
-	if len(body) == 0 {
-		return nil
-	}
 	sum := md5.Sum(body)
 	switch m, ok := lookup(params, "body_md5"); {
+	case !ok && len(body) == 0:
+		return nil
 	case !ok:
 		return httpErr(401, "Missing body_md5")
 	case m != hex.EncodeToString(sum[:]):

@@ -217,6 +217,13 @@ func TestVerifyRESTRules(t *testing.T) {
 			message: "Invalid body_md5",
 		},
 		{
+			name:    "body_md5 wrong on an empty body",
+			req:     RESTRequest{Method: "POST", Path: v.path, RawQuery: good},
+			now:     now,
+			status:  401,
+			message: "Invalid body_md5",
+		},
+		{
 			name:    "body_md5 upper-case hex rejected",
 			req:     RESTRequest{Method: "POST", Path: v.path, RawQuery: strings.ToUpper(v.query[len(vAuth):]) + "&" + vAuth + "&auth_signature=" + v.sig, Body: []byte(v.body)},
 			now:     now,
