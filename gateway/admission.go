@@ -45,3 +45,8 @@ func (b *tokenBucket) allow(now int64) bool {
 	b.tokens--
 	return true
 }
+
+// SetAcceptRate changes gateway.accept_rate while the gateway runs (a
+// config reload): a new, full bucket of rate tokens a second; 0 lifts the
+// limit.
+func (g *Gateway) SetAcceptRate(rate int) { g.accept.Store(newTokenBucket(rate)) }

@@ -166,7 +166,7 @@ type Gateway struct {
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 	draining  atomic.Bool
-	accept    *tokenBucket // nil: no admission limit
+	accept    atomic.Pointer[tokenBucket] // nil: no admission limit; swapped by SetAcceptRate
 }
 
 // New starts a gateway's pollers and workers. Hand it to the bus as its
@@ -196,15 +196,15 @@ func New(cfg Config) (*Gateway, error) {
 		maxFDs = 1 << 24
 	}
 	g := &Gateway{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		ids:    protocol.NewSocketIDs(cfg.SocketIDNode),
-		hub:    newHub(),
-		fds:    make([]atomic.Pointer[Conn], maxFDs),
-		stop:   make(chan struct{}),
-		dirty:  make([][]*Conn, cfg.Shards),
-		accept: newTokenBucket(cfg.AcceptRate),
+		cfg:   cfg,
+		log:   cfg.Logger,
+		ids:   protocol.NewSocketIDs(cfg.SocketIDNode),
+		hub:   newHub(),
+		fds:   make([]atomic.Pointer[Conn], maxFDs),
+		stop:  make(chan struct{}),
+		dirty: make([][]*Conn, cfg.Shards),
 	}
+	g.SetAcceptRate(cfg.AcceptRate)
 	g.ips = ipLimits{maxOpen: int32(min(cfg.MaxConnectionsPerIP, 1<<30)), rate: float64(cfg.AcceptRatePerIP),
 		burst: float64(max(cfg.AcceptRatePerIP, 1)), m: make(map[ipKey]*ipEntry)}
 	g.frames.ping = appendFrame(nil, ws.OpText, protocol.AppendPing(nil))

@@ -67,7 +67,8 @@ var overCapacity = refusal{protocol.CodeOverCapacity, "Over capacity: too many n
 // at, so a refused socket costs its handshake and nothing more. A draining
 // node refuses with 4200 (admit) instead, whatever the budget.
 func (g *Gateway) overBudget() bool {
-	if g.accept == nil || g.draining.Load() || g.accept.allow(time.Now().UnixNano()) {
+	b := g.accept.Load()
+	if b == nil || g.draining.Load() || b.allow(time.Now().UnixNano()) {
 		return false
 	}
 	g.stats.admission.Add(1)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -168,4 +169,46 @@ func TestAdmissionControl(t *testing.T) {
 		c.CloseNow()
 		return nil
 	})
+}
+
+// TestReloadAcceptRate: gateway.accept_rate applies at a reload, without a
+// restart, and is lifted again by the next one.
+func TestReloadAcceptRate(t *testing.T) {
+	n := startNode(t, nil)
+	url := "ws://" + n.Addr().String() + "/app/app-key?protocol=7"
+	refusedOf := func(dials int) int {
+		refused := 0
+		for i := range dials {
+			c, err := client.Dial(ctxT(t), url, client.Options{QueueSize: 16})
+			var ce *client.CloseError
+			switch {
+			case err == nil:
+				c.CloseNow()
+			case errors.As(err, &ce) && ce.Code == 4100:
+				refused++
+			default:
+				t.Fatalf("dial %d: %v", i, err)
+			}
+		}
+		return refused
+	}
+	if r := refusedOf(12); r != 0 {
+		t.Fatalf("no accept_rate: %d refused", r)
+	}
+	limited := *n.cfg
+	limited.Gateway.AcceptRate = 3
+	ch, err := n.Reload(&limited)
+	if err != nil || ch.AcceptRate == nil || *ch.AcceptRate != 3 || slices.Contains(ch.NeedsRestart, "gateway.accept_rate") {
+		t.Fatalf("reload to accept_rate 3: %+v %v", ch, err)
+	}
+	if r := refusedOf(12); r < 5 {
+		t.Fatalf("accept_rate 3 after reload: only %d of 12 quick dials refused", r)
+	}
+	ch, err = n.Reload(n.cfg) // back to 0: unlimited
+	if err != nil || ch.AcceptRate == nil || *ch.AcceptRate != 0 {
+		t.Fatalf("reload back to unlimited: %+v %v", ch, err)
+	}
+	if r := refusedOf(12); r != 0 {
+		t.Fatalf("accept_rate lifted by reload: %d refused", r)
+	}
 }

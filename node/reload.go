@@ -57,6 +57,9 @@ type Changes struct {
 	AppsDisabled []string `json:"apps_disabled"`
 	AppsEnabled  []string `json:"apps_enabled"`
 	LogLevel     string   `json:"log_level,omitempty"` // the new level, when it changed
+	// AcceptRate is the new gateway.accept_rate when it changed (applied
+	// at once); nil when it did not.
+	AcceptRate *int `json:"accept_rate,omitempty"`
 	// NeedsRestart lists the keys that differ from the running config but
 	// are read only at start; they were not applied.
 	NeedsRestart []string `json:"needs_restart"`
@@ -71,7 +74,7 @@ type Changes struct {
 // None reports whether the reload changed nothing at all.
 func (c *Changes) None() bool {
 	return len(c.AppsAdded)+len(c.AppsRemoved)+len(c.AppsChanged)+len(c.AppsDisabled)+len(c.AppsEnabled)+
-		len(c.NeedsRestart) == 0 && c.LogLevel == ""
+		len(c.NeedsRestart) == 0 && c.LogLevel == "" && c.AcceptRate == nil
 }
 
 // ErrNoSource: the node was started without a way to read its config again
@@ -85,6 +88,8 @@ type ops struct {
 	started time.Time
 	reload  sync.Mutex // one reload at a time
 
+	acceptRate int // gateway.accept_rate in force; under reload
+
 	mu        sync.Mutex // guards the fields below
 	level     string     // log.level in force
 	loadedAt  time.Time  // start, or the last reload that applied
@@ -96,6 +101,7 @@ type ops struct {
 func (o *ops) init(cfg *configs.Config, src Source) {
 	now := time.Now()
 	o.src, o.started, o.level, o.loadedAt = src, now, cfg.Log.Level, now
+	o.acceptRate = cfg.Gateway.AcceptRate
 }
 
 func (o *ops) applied(level string) {
@@ -168,10 +174,14 @@ func (n *Node) Reload(cfg *configs.Config) (Changes, error) {
 	level := n.ops.level
 	n.ops.mu.Unlock()
 	for _, k := range configs.Diff(n.cfg, cfg) {
-		if k == "apps" || (k == "log.level" && n.ops.src.Level != nil) {
+		if k == "apps" || k == "gateway.accept_rate" || (k == "log.level" && n.ops.src.Level != nil) {
 			continue
 		}
 		ch.NeedsRestart = append(ch.NeedsRestart, k)
+	}
+	if r := cfg.Gateway.AcceptRate; r != n.ops.acceptRate {
+		n.gw.SetAcceptRate(r)
+		n.ops.acceptRate, ch.AcceptRate = r, &r
 	}
 	if cfg.Log.Level != level && n.ops.src.Level != nil {
 		var l slog.Level
