@@ -161,28 +161,35 @@ func streamLeader(t testing.TB, b *Bus, stream string) string {
 func waitReplicaCurrent(t testing.TB, b *Bus, node string) {
 	t.Helper()
 	for _, stream := range []string{StreamName("app1"), CacheStreamName("app1")} {
-		testkit.WaitFor(t, 20*time.Second, func() error {
-			info, err := streamInfo(b, stream)
-			if err != nil {
-				return err
-			}
-			if info.Cluster == nil {
-				return fmt.Errorf("%s: no cluster info", stream)
-			}
-			if info.Cluster.Leader == node {
+		waitStreamReplicaCurrent(t, b, stream, node)
+	}
+}
+
+// waitStreamReplicaCurrent waits until stream reports node as a current,
+// online replica with no lag (or as its leader), as b sees it.
+func waitStreamReplicaCurrent(t testing.TB, b *Bus, stream, node string) {
+	t.Helper()
+	testkit.WaitFor(t, 20*time.Second, func() error {
+		info, err := streamInfo(b, stream)
+		if err != nil {
+			return err
+		}
+		if info.Cluster == nil {
+			return fmt.Errorf("%s: no cluster info", stream)
+		}
+		if info.Cluster.Leader == node {
+			return nil
+		}
+		for _, r := range info.Cluster.Replicas {
+			if r.Name == node {
+				if !r.Current || r.Offline || r.Lag != 0 {
+					return fmt.Errorf("%s: replica %s current=%v offline=%v lag=%d", stream, node, r.Current, r.Offline, r.Lag)
+				}
 				return nil
 			}
-			for _, r := range info.Cluster.Replicas {
-				if r.Name == node {
-					if !r.Current || r.Offline || r.Lag != 0 {
-						return fmt.Errorf("%s: replica %s current=%v offline=%v lag=%d", stream, node, r.Current, r.Offline, r.Lag)
-					}
-					return nil
-				}
-			}
-			return fmt.Errorf("%s: %s not among replicas (leader %q)", stream, node, info.Cluster.Leader)
-		})
-	}
+		}
+		return fmt.Errorf("%s: %s not among replicas (leader %q)", stream, node, info.Cluster.Leader)
+	})
 }
 
 // waitInterest waits until every running node sees want subscriptions

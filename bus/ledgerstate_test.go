@@ -3,10 +3,12 @@ package bus
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
+	"herald/internal/testkit"
 	"herald/lifecycle"
 )
 
@@ -105,5 +107,131 @@ func TestWebhookState(t *testing.T) {
 	}
 	if _, _, err := s.Get(ctx, "bad app", ch); !errors.Is(err, ErrInvalidApp) {
 		t.Fatalf("bad app: %v", err)
+	}
+}
+
+// TestWebhookStateListsPages: more records than one direct get answers,
+// some deleted: Channels lists each live one once.
+func TestWebhookStateListsPages(t *testing.T) {
+	b := startBus(t, testConfig(t), &recSink{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := b.WebhookState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 2*webhookStatePage + 10
+	want := writeRecords(t, ctx, s, n)
+	got := listRecords(t, ctx, s)
+	if !slices.Equal(got, want) {
+		t.Fatalf("Channels listed %d records, want %d: %q", len(got), len(want), got)
+	}
+}
+
+// writeRecords writes n records of app1 (ch-0 ... ch-<n-1>), deletes every
+// tenth and rewrites every seventh, and returns the live ones, sorted.
+func writeRecords(t *testing.T, ctx context.Context, s *WebhookState, n int) []string {
+	t.Helper()
+	var want []string
+	for i := range n {
+		ch := fmt.Sprintf("ch-%d", i)
+		rev, err := s.Put(ctx, "app1", ch, []byte(`{"occupied":true}`), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case i%10 == 0:
+			err = s.Delete(ctx, "app1", ch, rev)
+		case i%7 == 0:
+			_, err = s.Put(ctx, "app1", ch, []byte(`{"occupied":true,"members":["u"]}`), rev)
+			want = append(want, "app1/"+ch)
+		default:
+			want = append(want, "app1/"+ch)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	slices.Sort(want)
+	return want
+}
+
+// listRecords is Channels' answer as app/channel, sorted; it fails the
+// test on a channel listed twice.
+func listRecords(t *testing.T, ctx context.Context, s *WebhookState) []string {
+	t.Helper()
+	var got []string
+	if err := s.Channels(ctx, func(app, channel string) { got = append(got, app+"/"+channel) }); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	if c := slices.Compact(slices.Clone(got)); len(c) != len(got) {
+		t.Fatalf("a channel listed twice: %q", got)
+	}
+	return got
+}
+
+// TestWebhookStateThroughALeaderCrash: the server leading the bucket's
+// stream is killed with SIGKILL (no shutdown, no leadership handoff), as a
+// channel owner's takeover meets it (lifecycle/ledger.go): the records are
+// listed at once, while the bucket elects a leader and even with no
+// JetStream leader at all (one server of three left: no quorum), and a
+// write through a survivor waits for the new leader instead of failing.
+func TestWebhookStateThroughALeaderCrash(t *testing.T) {
+	t.Parallel()
+	cfgs := clusterConfigs(t, 3)
+	child := startChild(t, cfgs[2])
+	nodes := startNodes(t, cfgs[:2])
+	child.waitReady(t)
+	b1 := nodes[0].bus
+	testkit.WaitFor(t, 10*time.Second, func() error {
+		if p := b1.Peers(); p != 3 {
+			return fmt.Errorf("node-1 peers = %d", p)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := b1.WebhookState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := writeRecords(t, ctx, s, 40)
+	bucket := "KV_" + WebhookStateBucket
+	waitStreamReplicaCurrent(t, b1, bucket, "node-3")
+	stepDownTo(t, b1, bucket, "node-3")
+
+	child.kill()
+	killed := time.Now()
+	// Followers answer direct gets once they are current, checked every
+	// 2 s after a leader change (the step-down above): until then a list
+	// may find no responder, and the ledger's scan tries again.
+	testkit.WaitFor(t, 3*time.Second, func() error {
+		lctx, lcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer lcancel()
+		var got []string
+		if err := s.Channels(lctx, func(app, channel string) { got = append(got, app+"/"+channel) }); err != nil {
+			return err
+		}
+		if slices.Sort(got); !slices.Equal(got, want) {
+			t.Fatalf("listed during the election: %q, want %q", got, want)
+		}
+		return nil
+	})
+	t.Logf("records listed %v after the leader's kill", time.Since(killed).Round(time.Millisecond))
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	if _, err := s.Put(wctx, "app1", "after-crash", []byte(`{"occupied":true}`), 0); err != nil {
+		t.Fatalf("write during the election: %v", err)
+	}
+	wcancel()
+	t.Logf("a write through node-1 stored %v after the leader's kill (the election)", time.Since(killed).Round(time.Millisecond))
+	want = append(want, "app1/after-crash")
+	slices.Sort(want)
+
+	nodes[1].close(t)
+	lctx, lcancel := context.WithTimeout(ctx, 2*webhookStatePageWait)
+	defer lcancel()
+	if got := listRecords(t, lctx, s); !slices.Equal(got, want) {
+		t.Fatalf("listed with no leader: %q, want %q", got, want)
 	}
 }

@@ -84,6 +84,14 @@ const (
 	defaultOpTimeout     = 10 * time.Second
 	maxRaces             = 16               // lost compare-and-sets in one reconcile before it backs off
 	maxBackoff           = 30 * time.Second // between failed reconciles of one channel
+	// A scan whose listing of the records failed is tried again after
+	// scanRetryMin, doubled per failure up to scanRetryMax, not at the
+	// next sweep: a takeover's scan is how a new owner finds the channels
+	// only the records know of (their last subscriber left within the
+	// grace before the owner died), and it meets the JetStream elections
+	// of the dead node's groups.
+	scanRetryMin = 500 * time.Millisecond
+	scanRetryMax = 5 * time.Second
 )
 
 // LedgerConfig configures a Ledger. Records, State, Outbox and Apps are
@@ -248,31 +256,47 @@ func (l *Ledger) queue(k chanKey) {
 	l.workers[h.Sum32()%uint32(len(l.workers))].add(k)
 }
 
-// scanLoop rescans on start, on Takeover and every Sweep.
+// scanLoop rescans on start, on Takeover and every Sweep, and soon again
+// after a scan that could not list the records.
 func (l *Ledger) scanLoop() {
 	t := time.NewTicker(l.cfg.Sweep)
 	defer t.Stop()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	failed := 0
 	for {
 		select {
 		case <-l.stop:
 			return
 		case <-l.rescan:
 		case <-t.C:
+		case <-retry.C:
 		}
-		l.scan()
+		err := l.scan()
+		if err == nil || l.ctx.Err() != nil {
+			failed = 0
+			retry.Stop()
+			continue
+		}
+		failed++
+		wait := min(scanRetryMin<<min(failed-1, 8), scanRetryMax)
+		l.log.Warn("webhook ledger: listing the records failed; scanning again", "in", wait, "err", err)
+		retry.Reset(wait)
 	}
 }
 
 // scan queues every channel this node owns that has a record or state,
-// of apps whose webhooks want a kind the ledger decides. With no such app
-// it touches neither the records nor the registry.
-func (l *Ledger) scan() {
+// of apps whose webhooks want a kind the ledger decides, and returns the
+// records' listing error. With no such app it touches neither the records
+// nor the registry.
+func (l *Ledger) scan() error {
 	wanted := false
 	for _, a := range l.cfg.Apps.Table().All() {
 		wanted = wanted || appWantsAny(a)
 	}
 	if !wanted {
-		return
+		return nil
 	}
 	wanting := map[string]bool{} // the registry's lock is held while it asks: once per app
 	wantApp := func(id string) bool {
@@ -292,12 +316,11 @@ func (l *Ledger) scan() {
 	}
 	ctx, cancel := context.WithTimeout(l.ctx, 3*l.cfg.OpTimeout)
 	defer cancel()
-	if err := l.cfg.Records.Channels(ctx, consider); err != nil && l.ctx.Err() == nil {
-		l.log.Warn("webhook ledger: scan of the records failed; the next sweep retries", "err", err)
-	}
+	err := l.cfg.Records.Channels(ctx, consider)
 	for _, ref := range l.cfg.State.Channels(wantApp) {
 		consider(ref.App, ref.Channel)
 	}
+	return err
 }
 
 // chanMem is what a worker remembers of a channel between reconciles:

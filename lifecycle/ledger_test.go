@@ -3,6 +3,7 @@ package lifecycle_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -248,6 +249,51 @@ func TestLedgerStartVacatesWhatARestartLeft(t *testing.T) {
 		"member_removed presence-x al", "channel_vacated presence-x")
 	if took := time.Since(start); took < 500*time.Millisecond {
 		t.Fatalf("removals sent %v after the start, before the grace", took)
+	}
+}
+
+// failingList is the real records whose listing fails the first times, as
+// it does while JetStream elects the leaders a dead node held.
+type failingList struct {
+	lifecycle.Records
+	fails atomic.Int32 // listings left to fail
+}
+
+func (f *failingList) Channels(ctx context.Context, fn func(app, channel string)) error {
+	if f.fails.Add(-1) >= 0 {
+		return errors.New("injected: no answer while a leader is elected")
+	}
+	return f.Records.Channels(ctx, fn)
+}
+
+// TestLedgerScanRetriedSoon: a new owner's scan cannot list the records
+// at first; a channel only the records know of (occupied, nobody left
+// anywhere) is still vacated after the grace and a retry, not at the next
+// sweep.
+func TestLedgerScanRetriedSoon(t *testing.T) {
+	r := newRig(t)
+	l1 := r.ledger(r.outbox(), 0)
+	r.dec.Subscribe(l1.Observe)
+	r.reg.SetSubscribers("a", "orders", 1)
+	r.waitStored("channel_occupied orders", "subscription_count orders 1")
+	l1.Close()
+	r.reg = presence.NewLocal(nil) // the new owner's view: nobody there
+
+	recs := &failingList{Records: r.records}
+	recs.fails.Store(2)
+	start := time.Now()
+	l2, err := lifecycle.NewLedger(lifecycle.LedgerConfig{
+		Records: recs, State: r.reg, Outbox: r.outbox(), Apps: r.apps, Grace: 200 * time.Millisecond,
+		Logger: quietLog(t), // the sweep stays at its 30 s default
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l2.Close)
+	r.waitStored("channel_occupied orders", "subscription_count orders 1", "channel_vacated orders")
+	t.Logf("vacated %v after the takeover, the first two listings failing", time.Since(start).Round(time.Millisecond))
+	if n := recs.fails.Load(); n > -1 {
+		t.Fatalf("the records were listed %d times, want 3", 2-n)
 	}
 }
 

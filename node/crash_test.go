@@ -21,6 +21,7 @@ func (n *Node) crashForTest() {
 		}
 		_ = n.bus.Close()
 		_ = n.ln.Close()
+		n.stopConsole()     // its goroutines die with the process too
 		if n.admin != nil { // a crashed process's listeners are gone too
 			_ = n.admin.Close(ctxBackground())
 		}
