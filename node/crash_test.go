@@ -8,7 +8,6 @@ func (n *Node) crashForTest() {
 	n.stopOnce.Do(func() {
 		defer close(n.done) // Stop, called again at cleanup, returns at once
 		n.lifecycle.Close() // a crashed node decides nothing more
-		n.stopConsole()
 		n.ledger.Close()
 		_ = n.cl.Shutdown()
 		n.gossip.Close()
