@@ -47,10 +47,14 @@ import (
 // used by the third case is one asked for after f was.
 //
 // Direct gets answered by a replica that lags the stream leader can be
-// short: they miss what the replica has not applied yet. A caller that also
-// delivers live (the gateway's resume) covers that with the live events it
-// held back; the bus's own gap repair checks the Nats-Last-Sequence chain
-// and asks again (gapfill.go).
+// short: they miss what the replica has not applied yet, which includes
+// events already acknowledged and republished live. Holding live events
+// back does not cover that (an event whose live copy went by before the
+// hold is in neither), so a caller must check the read against what it
+// knows was stored and read again: the gateway's resume does so against
+// the node's last delivered serial and the live events' Nats-Last-Sequence
+// (gateway/resume.go), the bus's own gap repair against the
+// Nats-Last-Sequence chain (gapfill.go).
 
 // ErrNoStream: streams are off (Config.StreamEnabled false), so there is no
 // history to read.

@@ -311,7 +311,7 @@ func (g *Gateway) Deliver(shard int, m *bus.Message) {
 			return
 		}
 		c.mu.Lock()
-		if c.state() == stateOpen && (c.replays == nil || !c.holdLocked(m.Channel, m.Serial, frame)) &&
+		if c.state() == stateOpen && (c.replays == nil || !c.holdLocked(m.Channel, m.Serial, m.PrevSerial, frame)) &&
 			c.enqueueLocked(frame) && c.dirty&bit == 0 {
 			c.dirty |= bit
 			*list = append(*list, c)

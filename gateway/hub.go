@@ -135,6 +135,19 @@ func (h *hub) fanout(app, name string, serial uint64, fn func(*Conn)) int {
 	return len(lc.subs)
 }
 
+// last returns the serial of the last event delivered on the channel here,
+// 0 when it has no local subscriber. Every event delivered before a
+// subscriber entered the index (add) is at or below what last returns after.
+func (h *hub) last(app, name string) uint64 {
+	s := h.shard(app, name)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if lc := s.chans[chanKey{app, name}]; lc != nil {
+		return lc.last.Load()
+	}
+	return 0
+}
+
 // count returns the number of local subscriptions to a channel.
 func (h *hub) count(app, name string) int {
 	s := h.shard(app, name)

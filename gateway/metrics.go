@@ -146,6 +146,7 @@ type metrics struct {
 	auth        [numAuth]atomic.Uint64
 	resumes     [numResume]atomic.Uint64
 	replayed    atomic.Uint64
+	rereads     atomic.Uint64 // replays read again: short reads and repairs (resume.go)
 	limits      limitCounters // refusals by limit (limits.go)
 	apps        sync.Map      // app id -> *appMetrics
 }
@@ -186,6 +187,7 @@ type Metrics struct {
 	AuthFailures  map[string]uint64 // channel, user
 	Resumes       map[string]uint64 // by outcome: ok, window_passed, disabled, unavailable
 	Replayed      uint64            // events sent by resume replays
+	ReplayRereads uint64            // replay reads made again: a read fell short of what the node had delivered, or a live event after a replay did not follow on (resume.go)
 	Apps          map[string]AppMetrics
 }
 
@@ -207,7 +209,7 @@ func (g *Gateway) Metrics() Metrics {
 		Connects: map[string]uint64{}, Disconnects: map[string]uint64{},
 		Subscriptions: map[string]int64{}, Subscribes: map[string]uint64{},
 		AuthFailures: map[string]uint64{"channel": m.auth[authChannel].Load(), "user": m.auth[authUser].Load()},
-		Resumes:      map[string]uint64{}, Replayed: m.replayed.Load(),
+		Resumes:      map[string]uint64{}, Replayed: m.replayed.Load(), ReplayRereads: m.rereads.Load(),
 		Apps: map[string]AppMetrics{},
 	}
 	for r := reasonNone; r < numReasons; r++ {

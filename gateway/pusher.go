@@ -149,7 +149,10 @@ func (g *Gateway) subscribe(c *Conn, msg protocol.Message) {
 	g.cfg.Tap.Subscribed(c.app.ID, name, c.id, member.ID)
 	switch {
 	case r != nil:
-		g.startReplay(c, name, r) // the replay replaces the cached event
+		// The replay replaces the cached event. It must reach the last
+		// serial delivered here before the subscription was in the index
+		// (resume.go: a short read).
+		g.startReplay(c, name, r, g.hub.last(c.app.ID, name))
 	case cache:
 		g.sendCached(c, name)
 	}

@@ -22,6 +22,28 @@ import (
 // Every step that touches the socket's queue holds Conn.mu, and Deliver
 // checks the hold under the same lock, so no event is lost between history
 // and live and none is queued twice.
+//
+// The history read can be short. Any replica of the stream answers its
+// direct gets (bus/history.go), and a follower applies a stored event a
+// moment after the leader acknowledged and republished it, so an event
+// whose live copy passed through this node just before the hold can be
+// missing from the read too: it would then reach the client by neither
+// way (the rolling restart lost one so, tests/e2e/rolling_test.go; node
+// TestClusterResumeRightAfterLiveCopy makes it happen). Two facts show a
+// short read, and the read is made again until it is complete:
+//
+//   - the channel's last serial delivered on this node when the
+//     subscription entered the index (localChannel.last): every event up to
+//     it went by before the hold, so the replay must reach it;
+//   - each live event's PrevSerial (the serial before it on the channel,
+//     bus.Message): the first held event above what was read must follow
+//     it directly, and after the replay the first newer live event must
+//     follow the floor; if it does not, the events in between are read
+//     from the stream before it is queued (a repair: the same hold, no
+//     second report).
+//
+// A read that stays short through replayShortPauses ends the resume with
+// resume_failed "unavailable": the client is told, never left with a gap.
 
 // Replayer reads a channel's stored events after a serial (bus.Bus does,
 // with batched direct gets from the app's stream).
@@ -39,6 +61,13 @@ const (
 	maxHeld = 4096
 )
 
+// replayShortPauses are the waits before each new read of a replay that fell
+// short of what this node has seen of the channel (a lagging replica
+// answered): a healthy follower is behind by milliseconds, one still
+// catching up after a restart by longer. About 1.3 s in all.
+var replayShortPauses = []time.Duration{5 * time.Millisecond, 10 * time.Millisecond, 20 * time.Millisecond,
+	40 * time.Millisecond, 80 * time.Millisecond, 160 * time.Millisecond, 320 * time.Millisecond, 640 * time.Millisecond}
+
 // replay is the hold on one resuming subscription. Conn.mu guards it.
 // After the replay (done) it stays as a floor: the live copy of an event can
 // reach this node after the stream read returned it, so live events at or
@@ -50,10 +79,15 @@ type replay struct {
 	overflow bool
 	done     bool
 	floor    uint64
+	// repair: the hold was put back after the replay, because a live event
+	// showed that the replay missed events (holdLocked); it ends without a
+	// report unless it fails.
+	repair bool
 }
 
 type heldEvent struct {
 	serial uint64
+	prev   uint64 // bus.Message.PrevSerial: the serial before it on the channel; 0 when unknown
 	frame  []byte
 }
 
@@ -61,12 +95,15 @@ type replayJob struct {
 	c    *Conn
 	name string
 	r    *replay
+	// seen is the channel's last serial delivered on this node when the
+	// subscription entered the index: the replay must reach it.
+	seen uint64
 }
 
 // holdLocked reports whether a live event for the channel is taken care of
 // by a replay: held back while it runs, or dropped after it as already
 // replayed. c.mu must be held.
-func (c *Conn) holdLocked(channel string, serial uint64, frame []byte) bool {
+func (c *Conn) holdLocked(channel string, serial, prev uint64, frame []byte) bool {
 	r := c.replays[channel]
 	if r == nil {
 		return false
@@ -75,15 +112,58 @@ func (c *Conn) holdLocked(channel string, serial uint64, frame []byte) bool {
 		if serial != 0 && serial <= r.floor {
 			return true
 		}
+		if serial != 0 && prev > r.floor {
+			// The replay missed the events between its floor and this one:
+			// hold again and read them first.
+			return c.repairLocked(channel, r, heldEvent{serial, prev, frame})
+		}
 		c.endResumeLocked(channel, r)
 		return false
 	}
 	if len(r.held) < maxHeld {
-		r.held = append(r.held, heldEvent{serial, frame})
+		r.held = append(r.held, heldEvent{serial, prev, frame})
 	} else {
 		r.overflow = true
 	}
 	return true
+}
+
+// repairLocked puts the hold back on a replayed channel whose first newer
+// live event h does not follow the floor, and queues a read of the events
+// in between; h waits in the hold. Without room in the replay queue the
+// client is told (resume_failed "unavailable") and h is delivered. It
+// reports whether h is held. c.mu must be held.
+func (c *Conn) repairLocked(channel string, r *replay, h heldEvent) bool {
+	g := c.poller.g
+	r.from, r.done, r.repair = r.floor, false, true
+	r.held = append(r.held[:0], h)
+	select {
+	case g.replayJobs <- replayJob{c: c, name: channel, r: r}:
+		g.metrics.rereads.Add(1)
+		return true
+	default:
+	}
+	g.metrics.resumes[resumeOutcome("unavailable")].Add(1)
+	c.enqueueLocked(textFrame(resumeFailed(channel, r.floor, "unavailable", 0)))
+	c.endResumeLocked(channel, r)
+	return false
+}
+
+// shortLocked reports whether a replay that has read the stream up to after
+// is missing events: the held events must follow on from after, each from
+// the one before (PrevSerial), and together reach seen. c.mu must be held.
+func (r *replay) shortLocked(after, seen uint64) bool {
+	cover := after
+	for _, h := range r.held {
+		if h.serial <= cover {
+			continue // replayed already, or without a serial
+		}
+		if h.prev > cover {
+			return true
+		}
+		cover = h.serial
+	}
+	return cover < seen
 }
 
 // beginResume puts a hold on the channel before the subscription enters the
@@ -111,14 +191,16 @@ func (c *Conn) endResumeLocked(name string, r *replay) {
 }
 
 // startReplay hands the replay to a worker; without a replayer or room in
-// the queue the hold is lifted at once and the client told why.
-func (g *Gateway) startReplay(c *Conn, name string, r *replay) {
+// the queue the hold is lifted at once and the client told why. seen is the
+// channel's last serial delivered on this node when the subscription
+// entered the index.
+func (g *Gateway) startReplay(c *Conn, name string, r *replay, seen uint64) {
 	if g.cfg.Replayer == nil {
 		g.finishReplay(c, name, r, "disabled", 0, r.from)
 		return
 	}
 	select {
-	case g.replayJobs <- replayJob{c, name, r}:
+	case g.replayJobs <- replayJob{c, name, r, seen}:
 	default:
 		g.finishReplay(c, name, r, "unavailable", 0, r.from)
 	}
@@ -133,15 +215,20 @@ func (g *Gateway) replayWorker() {
 // runReplay reads the stored events after the requested serial and queues
 // them, then the held live ones, then lifts the hold. When live events
 // overflowed the hold meanwhile, it reads the stream again from where it
-// got to: those events are stored there too.
+// got to: those events are stored there too. When the read fell short of
+// what this node has seen of the channel (shortLocked), it waits and reads
+// again from where it got to (replayShortPauses).
 func (g *Gateway) runReplay(job replayJob) {
 	c, r := job.c, job.r
 	ctx, cancel := context.WithTimeout(context.Background(), replayTimeout)
 	defer cancel()
 	excl := c.id.String()
-	after := r.from
+	c.mu.Lock()
+	from, repair := r.from, r.repair
+	c.mu.Unlock()
+	after := from
 	var first bus.HistoryResult
-	total := 0
+	total, shortReads := 0, 0
 	for pass := 0; ; pass++ {
 		res, err := g.cfg.Replayer.History(ctx, c.app.ID, job.name, after, func(serial uint64, payload []byte, exclude string) error {
 			if exclude == excl {
@@ -169,16 +256,39 @@ func (g *Gateway) runReplay(job replayJob) {
 			c.mu.Unlock()
 			continue
 		}
+		// A passed window is reported as such: the client refetches anyway.
+		if !r.overflow && !first.WindowPassed && r.shortLocked(after, job.seen) {
+			c.mu.Unlock()
+			if shortReads == len(replayShortPauses) {
+				g.log.Warn("replay fell short of the events this node delivered; resume failed",
+					"app", c.app.ID, "channel", job.name, "from", from, "read_to", after, "seen", job.seen)
+				g.finishReplay(c, job.name, r, "unavailable", 0, after)
+				return
+			}
+			g.metrics.rereads.Add(1)
+			if !sleepCtx(ctx, replayShortPauses[shortReads]) {
+				g.finishReplay(c, job.name, r, "unavailable", 0, after)
+				return
+			}
+			shortReads++
+			continue
+		}
 		for _, h := range r.held {
 			if h.serial > after && c.state() == stateOpen && c.enqueueLocked(h.frame) {
 				after = h.serial
 			}
 		}
-		r.done, r.floor, r.held = true, after, nil
+		r.done, r.floor, r.held, r.repair = true, after, nil, false
+		g.metrics.replayed.Add(uint64(total))
+		if repair {
+			// The client had its report with the first replay.
+			c.flushLocked()
+			c.mu.Unlock()
+			return
+		}
 		// The report goes in the same critical section, so it comes before
 		// any live event that follows the replay.
 		var report []byte
-		g.metrics.replayed.Add(uint64(total))
 		g.tapResume(c, job.name, r.from, first.WindowPassed, total)
 		if first.WindowPassed {
 			g.metrics.resumes[resumeWindowPassed].Add(1)
@@ -249,6 +359,18 @@ func (g *Gateway) finishReplay(c *Conn, name string, r *replay, reason string, f
 		c.flushLocked()
 	}
 	c.mu.Unlock()
+}
+
+// sleepCtx waits d; it reports false when ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func resumeFailed(channel string, from uint64, reason string, first uint64) []byte {

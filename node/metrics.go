@@ -64,6 +64,7 @@ var (
 	dAuthFailures   = desc("herald_auth_failures_total", "Refused signatures: channel (private, presence, encrypted subscriptions), user (pusher:signin), rest (request signatures).", "kind")
 	dResumes        = desc("herald_resumes_total", "Resume requests by outcome: ok, window_passed, disabled, unavailable.", "outcome")
 	dReplayed       = desc("herald_replayed_events_total", "Events sent by resume replays.")
+	dRereads        = desc("herald_replay_rereads_total", "Resume replays that read the stream again: a read fell short of what the node had delivered (a lagging replica answered), or the first live event after a replay did not follow on.")
 	dMembers        = desc("herald_presence_members", "Distinct presence channel members cluster-wide, as this node's registry sees them, per app.", "app")
 	dNATSConnected  = desc("herald_nats_connected", "1 while the node's NATS connection is up.")
 	dNATSRoutes     = desc("herald_nats_routes", "NATS route connections of the embedded server.")
@@ -79,7 +80,7 @@ var (
 )
 
 var allDescs = []*prometheus.Desc{dAppConnections, dConnects, dDisconnects, dSubscriptions, dSubscribes, dMessagesIn,
-	dDeliveries, dAuthFailures, dResumes, dReplayed, dMembers, dNATSConnected, dNATSRoutes, dMetaLeader, dPeers,
+	dDeliveries, dAuthFailures, dResumes, dReplayed, dRereads, dMembers, dNATSConnected, dNATSRoutes, dMetaLeader, dPeers,
 	dStreamLeader, dStreamReplicas, dStreamCurrent, dStreamMessages, dConsPending, dAckPending, dLimits}
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -124,6 +125,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit(dResumes, prometheus.CounterValue, float64(v), o)
 	}
 	emit(dReplayed, prometheus.CounterValue, float64(m.Replayed))
+	emit(dRereads, prometheus.CounterValue, float64(m.ReplayRereads))
 	for k, v := range n.limitRefusals() {
 		emit(dLimits, prometheus.CounterValue, float64(v), k)
 	}

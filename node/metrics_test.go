@@ -178,6 +178,7 @@ func TestMetricsAfterRealTraffic(t *testing.T) {
 		{"herald_resumes_total", C, []string{"outcome", "ok"}, 1, 1},
 		{"herald_resumes_total", C, []string{"outcome", "window_passed"}, 0, 0},
 		{"herald_replayed_events_total", C, nil, 2, 2},
+		{"herald_replay_rereads_total", C, nil, 0, 0},
 		{"herald_presence_members", G, []string{"app", "app-id"}, 1, 1},
 		{"herald_delivery_latency_seconds", H, nil, 1, 2},
 		{"herald_rest_requests_total", C, []string{"endpoint", "events", "status", "200"}, 2, 2},

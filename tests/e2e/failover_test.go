@@ -8,6 +8,7 @@ package e2e
 // every acknowledged (HTTP 200) event exactly once and in order per channel.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -64,6 +65,30 @@ type foClientLog struct {
 	// pusher:error was read, and each 4200-to-connected time.
 	told4200 time.Time
 	moves    []time.Duration
+	// trail is what a Go session did, with times (dials, resume reports,
+	// events), for the report of an event it misses (rolling_test.go).
+	trail []string
+}
+
+// trailTime is the clock format of trail lines and the publisher's.
+const trailTime = "15:04:05.000000"
+
+func (l *foClientLog) note(format string, args ...any) {
+	l.mu.Lock()
+	l.trail = append(l.trail, time.Now().Format(trailTime)+" "+fmt.Sprintf(format, args...))
+	l.mu.Unlock()
+}
+
+// trailFor is the trail without the events of channels other than ch.
+// l.mu must be held.
+func (l *foClientLog) trailFor(ch string) []string {
+	var out []string
+	for _, n := range l.trail {
+		if f := strings.Fields(n); len(f) < 3 || f[1] != "event" || f[2] == ch {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func newFoClientLog(name string, startOn int) *foClientLog {
@@ -83,6 +108,7 @@ func (l *foClientLog) addEvent(ch string, serial uint64, data string, at time.Ti
 		return
 	}
 	l.events = append(l.events, foEvent{channel: ch, serial: serial, i: d.I, at: at})
+	l.trail = append(l.trail, at.Format(trailTime)+fmt.Sprintf(" event %s i=%d serial=%d", ch, d.I, serial))
 	if l.byCh[ch] == nil {
 		l.byCh[ch] = map[int]bool{}
 	}
@@ -250,9 +276,17 @@ func foStartGoSessions(t *testing.T, nodes []*clusterNode, channels []string) ([
 	var readers sync.WaitGroup
 	for k := range foSessions {
 		start := k % 3
-		s := client.NewSession(foSessionURLs(nodes, start), client.SessionOptions{})
-		sessions[k] = s
 		l := newFoClientLog(fmt.Sprintf("session %d (started on %s)", k, nodes[start].Name), start)
+		s := client.NewSession(foSessionURLs(nodes, start), client.SessionOptions{Dial: func(ctx context.Context, url string, opt client.Options) (*client.Conn, error) {
+			c, err := client.Dial(ctx, url, opt)
+			if err == nil {
+				l.note("connected to %s, socket %s", url, c.SocketID())
+			} else {
+				l.note("dial %s failed: %v", url, err)
+			}
+			return c, err
+		}})
+		sessions[k] = s
 		logs[k] = l
 		for _, ch := range channels {
 			s.Subscribe(ch, nil)
@@ -269,6 +303,10 @@ func foStartGoSessions(t *testing.T, nodes []*clusterNode, channels []string) ([
 					l.mu.Lock()
 					l.subsOK[ev.Channel] = true
 					l.mu.Unlock()
+				case client.EventResumeOK, client.EventResumeFailed:
+					l.note("%s %s %s", ev.Event, ev.Channel, ev.Data)
+				}
+				switch ev.Event {
 				case client.EventResumeOK:
 					var d resumeData
 					_ = json.Unmarshal([]byte(ev.Data), &d)

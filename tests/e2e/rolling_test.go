@@ -81,7 +81,8 @@ type rrPublisher struct {
 	sent    int
 	errors  map[string]int // by kind
 	samples []string
-	resent  int // publishes sent again after a refused connection
+	resent  int               // publishes sent again after a refused connection
+	ackedAt map[string]string // "channel/i" -> when and through which node it was acknowledged
 }
 
 // errKind classifies a failed publish: "refused" (the connection was
@@ -137,6 +138,7 @@ func (p *rrPublisher) run(stop <-chan struct{}) {
 			cancel()
 			if err == nil && status == http.StatusOK {
 				p.mu.Lock()
+				p.ackedAt[fmt.Sprintf("%s/%d", ch, i)] = fmt.Sprintf("%s through node %d", time.Now().Format(trailTime), node+1)
 				p.acked[ch] = append(p.acked[ch], i)
 				p.mu.Unlock()
 				break
@@ -198,7 +200,8 @@ func TestRollingRestart(t *testing.T) {
 		}
 		return nil
 	})
-	pub := &rrPublisher{ready: ready, channels: channels, next: map[string]int{}, acked: map[string][]int{}, errors: map[string]int{}}
+	pub := &rrPublisher{ready: ready, channels: channels, next: map[string]int{}, acked: map[string][]int{}, errors: map[string]int{},
+		ackedAt: map[string]string{}}
 	for _, n := range nodes {
 		pub.rest = append(pub.rest, &client.REST{BaseURL: "http://" + n.Addr, AppID: "app-id", Key: "app-key", Secret: "app-secret",
 			HTTP: &http.Client{Timeout: 5 * time.Second}})
@@ -233,6 +236,7 @@ func TestRollingRestart(t *testing.T) {
 		if werr != nil {
 			t.Errorf("%s exited with %v after SIGTERM, want status 0", nd.Name, werr)
 		}
+		t.Logf("%s: SIGTERM at %s, exited at %s", nd.Name, sigAt.Format(trailTime), time.Now().Format(trailTime))
 		killGroup(cmd)
 		untrack(cmd)
 		start := time.Now()
@@ -242,6 +246,7 @@ func TestRollingRestart(t *testing.T) {
 		if err := nd.waitReady(clusterReadyTimeout); err != nil {
 			t.Fatal(err)
 		}
+		t.Logf("%s: ready again at %s", nd.Name, time.Now().Format(trailTime))
 		rolls = append(rolls, roll{name: nd.Name, drain: drained, restart: time.Since(start)})
 		time.Sleep(rrBetween)
 	}
@@ -275,6 +280,29 @@ func TestRollingRestart(t *testing.T) {
 
 	var problems []string
 	var jsMoves []time.Duration
+	// What a client that misses an event did around it: when the event was
+	// acknowledged, and the client's connections, resume reports and
+	// events on that channel.
+	for _, l := range logs {
+		l.mu.Lock()
+		for ch, is := range acked {
+			missed := false
+			for _, i := range is {
+				if !l.byCh[ch][i] {
+					missed = true
+					t.Logf("%s missed %s i=%d, acknowledged at %s (i=%d at %s, i=%d at %s)", l.name, ch, i,
+						pub.ackedAt[fmt.Sprintf("%s/%d", ch, i)], i-1, pub.ackedAt[fmt.Sprintf("%s/%d", ch, i-1)],
+						i+1, pub.ackedAt[fmt.Sprintf("%s/%d", ch, i+1)])
+				}
+			}
+			if missed {
+				for _, n := range l.trailFor(ch) {
+					t.Logf("  %s: %s", l.name, n)
+				}
+			}
+		}
+		l.mu.Unlock()
+	}
 	for k, l := range logs {
 		problems = append(problems, l.check(acked)...)
 		l.mu.Lock()
