@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -105,29 +104,9 @@ func (b *Bus) WebhookState(ctx context.Context) (*WebhookState, error) {
 
 // ensureKV creates or updates a KV bucket, retrying like ensureStream.
 func (b *Bus) ensureKV(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	attempts := ensureAttempts
-	if _, ok := ctx.Deadline(); ok && b.replicated() {
-		attempts = math.MaxInt
-	}
-	var err error
-	for attempt := 1; attempt <= attempts; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, ensureAttemptWait)
-		var kv jetstream.KeyValue
-		kv, err = b.js.CreateOrUpdateKeyValue(actx, cfg)
-		cancel()
-		if err == nil {
-			return kv, nil
-		}
-		if ctx.Err() != nil || !retryable(err) || attempt == attempts {
-			break
-		}
-		b.log.Debug("bus: create kv bucket: retrying", "bucket", cfg.Bucket, "attempt", attempt, "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
-		}
-	}
-	return nil, fmt.Errorf("bus: create kv bucket %q: %w", cfg.Bucket, err)
+	return ensure(ctx, b, "kv bucket", cfg.Bucket, func(actx context.Context) (jetstream.KeyValue, error) {
+		return b.js.CreateOrUpdateKeyValue(actx, cfg)
+	})
 }
 
 // StateKey is the key of (app, channel) in the webhook state bucket.

@@ -78,28 +78,37 @@ func (b *Bus) EnsureApp(ctx context.Context, app string) error {
 // the create itself: in a cluster, a lookup right after it can still miss
 // the new stream.
 func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	return ensure(ctx, b, "stream", cfg.Name, func(actx context.Context) (jetstream.Stream, error) {
+		return b.js.CreateOrUpdateStream(actx, cfg)
+	})
+}
+
+// ensure runs create (a stream's or a bucket's create-or-update) until it
+// succeeds, retrying as EnsureApp says; what and name label the error.
+func ensure[T any](ctx context.Context, b *Bus, what, name string, create func(context.Context) (T, error)) (T, error) {
 	attempts := ensureAttempts
 	if _, ok := ctx.Deadline(); ok && b.replicated() {
 		attempts = math.MaxInt
 	}
+	var zero T
 	var err error
 	for attempt := 1; attempt <= attempts; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, ensureAttemptWait)
-		st, cerr := b.js.CreateOrUpdateStream(actx, cfg)
+		v, cerr := create(actx)
 		cancel()
 		if err = cerr; err == nil {
-			return st, nil
+			return v, nil
 		}
 		if ctx.Err() != nil || !retryable(err) || attempt == attempts {
 			break
 		}
-		b.log.Debug("bus: create stream: retrying", "stream", cfg.Name, "attempt", attempt, "err", err)
+		b.log.Debug("bus: create "+what+": retrying", "name", name, "attempt", attempt, "err", err)
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
 		}
 	}
-	return nil, fmt.Errorf("bus: create stream %q: %w", cfg.Name, err)
+	return zero, fmt.Errorf("bus: create %s %q: %w", what, name, err)
 }
 
 // retryable reports whether a JetStream API error may go away by itself:
