@@ -16,7 +16,8 @@ RACE_PKGS := ./gateway/ ./bus/ ./client/ ./api/ ./node/ ./presence/ ./cluster/ .
 
 # tests/e2e too: its Herald processes are built without -race, but the Go
 # client (client.Session) runs in the test binary through real failovers.
-# The whole race run takes about 3 minutes on 2 cores.
+# Its tests whose only clients are node or browser processes skip themselves
+# under -race (tests/e2e skipUnderRace): the plain run covers them.
 RACE_PKGS += ./tests/e2e/
 RACE_PKGS += ./debugtap/ ./console/ ./admin/
 

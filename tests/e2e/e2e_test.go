@@ -275,6 +275,7 @@ func stop(cmd *exec.Cmd, exited <-chan struct{}) bool {
 // TestPusherJS runs the node tests in tests/js (real pusher-js and the real
 // `pusher` server SDK) against one Herald node.
 func TestPusherJS(t *testing.T) {
+	skipUnderRace(t)
 	jsDir := filepath.Join(moduleRoot, "tests", "js")
 	if _, err := os.Stat(filepath.Join(jsDir, "node_modules")); err != nil {
 		t.Fatalf("%s is missing: run `make test` (npm ci in tests/js) first", filepath.Join(jsDir, "node_modules"))
@@ -337,4 +338,16 @@ func summary(out []byte) string {
 		return string(out)
 	}
 	return b.String()
+}
+
+// skipUnderRace skips a test whose every client is a node or browser process:
+// the Herald processes are built without -race, so the race run of `make
+// test` (Makefile RACE_PKGS) would only repeat the plain run's minutes. Tests
+// that run Go clients (client.Session, the SDK, webhook receivers) in the test
+// binary keep running under the race detector.
+func skipUnderRace(t *testing.T) {
+	t.Helper()
+	if raceEnabled {
+		t.Skip("no Go client in the test binary: the plain run covers it, the race run adds nothing")
+	}
 }
