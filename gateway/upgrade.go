@@ -151,8 +151,15 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx) (*app.App, *refusal) {
 // need), writes the 101 response together with the first Pusher frame, and
 // registers the descriptor. It returns at once; no goroutine stays behind.
 func (g *Gateway) adopt(nc net.Conn, accept string, a *app.App, ref *refusal, ip ipKey) {
-	early := drainBuffered(nc)
-	fd, err := detachFD(nc)
+	var early []byte
+	var fd int
+	var err error
+	if tc := tlsOf(nc); tc != nil {
+		fd, err = g.bridgeTLS(nc, tc) // wss:// (tlsbridge.go)
+	} else {
+		early = drainBuffered(nc)
+		fd, err = detachFD(nc)
+	}
 	if err != nil {
 		g.log.Warn("websocket upgrade failed", "err", err)
 		return
