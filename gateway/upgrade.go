@@ -128,6 +128,13 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx) (*app.App, *refusal) {
 	case !a.IsEnabled():
 		return nil, &refusal{protocol.CodeAppDisabled, "App is disabled"}
 	}
+	// apps[].allowed_origins (app/origin.go): a browser page of another
+	// origin is refused as an unauthorized connection, 4009, which
+	// pusher-js does not retry. No Origin header: a server client.
+	if o := ctx.Request.Header.Peek("Origin"); len(o) > 0 && !a.OriginAllowed(o) {
+		g.metrics.limits[limitOrigin].Add(1)
+		return nil, &refusal{protocol.CodeUnauthorized, "Origin not allowed"}
+	}
 	args := ctx.QueryArgs()
 	if v := args.Peek("protocol"); v == nil {
 		if g.cfg.RequireProtocol {

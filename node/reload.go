@@ -269,6 +269,9 @@ func sameApp(a, b *app.App) bool {
 		if len(p.Webhooks) == 0 {
 			p.Webhooks = nil
 		}
+		if len(p.AllowedOrigins) == 0 {
+			p.AllowedOrigins = nil
+		}
 	}
 	return reflect.DeepEqual(x, y)
 }
