@@ -313,4 +313,4 @@ func detachFD(nc net.Conn) (int, error) {
 	return fd, nil
 }
 
-var errNotTCP = errors.New("gateway: hijacked connection is not TCP (terminate TLS in front of Herald)")
+var errNotTCP = errors.New("gateway: hijacked connection is neither TCP nor TLS")
