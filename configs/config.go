@@ -140,6 +140,7 @@ type Config struct {
 	Bus     Bus       `yaml:"bus"`
 	HTTP    HTTP      `yaml:"http"`
 	Cluster Cluster   `yaml:"cluster"`
+	TLS     TLS       `yaml:"tls"` // wss:// and https:// on listen (tls.go); default off
 
 	Admin    Admin    `yaml:"admin"`
 	Shutdown Shutdown `yaml:"shutdown"`

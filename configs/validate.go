@@ -36,6 +36,7 @@ func (c *Config) Validate() error {
 		func() *KeyError { return c.Admin.check("admin") },
 		func() *KeyError { return c.Shutdown.check("shutdown") },
 		func() *KeyError { return c.Webhooks.check("webhooks") },
+		c.TLS.check,
 	}
 	for _, check := range checks {
 		if err := check(); err != nil {

@@ -6,7 +6,9 @@
 // (frame.go), the epoll poller and write path (poller.go, conn.go), and the
 // Pusher protocol on top (pusher.go). No goroutine belongs to a connection:
 // a few pollers read every socket, and the bus's delivery shards write to
-// them, coalescing every frame queued to a socket into one writev.
+// them, coalescing every frame queued to a socket into one writev. The one
+// exception is wss:// served directly: a TLS socket is bridged to the poller
+// by two goroutines (tlsbridge.go), the documented slower path.
 //
 // The epoll layer is written by hand over golang.org/x/sys/unix because the
 // libraries that do it either own the listener (cloudwego/netpoll) or are not
@@ -165,6 +167,7 @@ type Gateway struct {
 
 	closeOnce sync.Once
 	wg        sync.WaitGroup
+	tls       bridges // wss:// sockets' bridges (tlsbridge.go)
 	draining  atomic.Bool
 	accept    atomic.Pointer[tokenBucket] // nil: no admission limit; swapped by SetAcceptRate
 }
@@ -404,5 +407,6 @@ func (g *Gateway) Close() {
 			close(g.replayJobs)
 		}
 		g.wg.Wait()
+		g.tls.closeAll()
 	})
 }

@@ -34,6 +34,7 @@ const (
 	limitClientEventName                   // apps[].max_event_name_length on client events
 	limitClientEventData                   // apps[].max_event_data_bytes on client events
 	limitSlowConsumer                      // gateway.write_queue_bytes
+	limitOrigin                            // apps[].allowed_origins
 	numLimits
 )
 
@@ -42,6 +43,7 @@ var limitNames = [numLimits]string{
 	limitChannels: "channels_per_connection", limitSubscribeRate: "subscribe_rate",
 	limitClientEventRate: "client_event_rate", limitClientEventName: "client_event_name",
 	limitClientEventData: "client_event_data", limitSlowConsumer: "write_queue",
+	limitOrigin: "origin",
 }
 
 // LimitNames lists the gateway's values of the limit label.

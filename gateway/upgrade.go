@@ -128,6 +128,13 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx) (*app.App, *refusal) {
 	case !a.IsEnabled():
 		return nil, &refusal{protocol.CodeAppDisabled, "App is disabled"}
 	}
+	// apps[].allowed_origins (app/origin.go): a browser page of another
+	// origin is refused as an unauthorized connection, 4009, which
+	// pusher-js does not retry. No Origin header: a server client.
+	if o := ctx.Request.Header.Peek("Origin"); len(o) > 0 && !a.OriginAllowed(o) {
+		g.metrics.limits[limitOrigin].Add(1)
+		return nil, &refusal{protocol.CodeUnauthorized, "Origin not allowed"}
+	}
 	args := ctx.QueryArgs()
 	if v := args.Peek("protocol"); v == nil {
 		if g.cfg.RequireProtocol {
@@ -151,8 +158,15 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx) (*app.App, *refusal) {
 // need), writes the 101 response together with the first Pusher frame, and
 // registers the descriptor. It returns at once; no goroutine stays behind.
 func (g *Gateway) adopt(nc net.Conn, accept string, a *app.App, ref *refusal, ip ipKey) {
-	early := drainBuffered(nc)
-	fd, err := detachFD(nc)
+	var early []byte
+	var fd int
+	var err error
+	if tc := tlsOf(nc); tc != nil {
+		fd, err = g.bridgeTLS(nc, tc) // wss:// (tlsbridge.go)
+	} else {
+		early = drainBuffered(nc)
+		fd, err = detachFD(nc)
+	}
 	if err != nil {
 		g.log.Warn("websocket upgrade failed", "err", err)
 		return
@@ -299,4 +313,4 @@ func detachFD(nc net.Conn) (int, error) {
 	return fd, nil
 }
 
-var errNotTCP = errors.New("gateway: hijacked connection is not TCP (terminate TLS in front of Herald)")
+var errNotTCP = errors.New("gateway: hijacked connection is neither TCP nor TLS")

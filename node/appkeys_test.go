@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"reflect"
 	"slices"
 	"strings"
@@ -223,6 +224,25 @@ var keyCases = []keyCase{
 	{"user_authentication", func(a *app.App) { a.UserAuthentication = true }, func(t *testing.T, k keyApp) {
 		if code := k.closeCode(t); code != 4009 {
 			t.Fatalf("connection that never signs in: close %d, want 4009", code)
+		}
+	}},
+	{"allowed_origins", func(a *app.App) { a.AllowedOrigins = []string{"https://*.example.com"} }, func(t *testing.T, k keyApp) {
+		k.dial(t) // no Origin header: a server client
+		withOrigin := func(o string) (*client.Conn, error) {
+			return client.Dial(ctxT(t), k.url(), client.Options{Header: http.Header{"Origin": {o}}})
+		}
+		c, err := withOrigin("https://app.example.com")
+		if err != nil {
+			t.Fatalf("listed origin: %v", err)
+		}
+		c.Close()
+		before := k.n.limitRefusals()["origin"]
+		var ce *client.CloseError
+		if _, err := withOrigin("https://evil.test"); !errors.As(err, &ce) || ce.Code != 4009 {
+			t.Fatalf("origin not listed: %v, want 4009", err)
+		}
+		if got := k.n.limitRefusals()["origin"]; got != before+1 {
+			t.Fatalf("herald_limit_refusals_total{limit=origin} %d, want %d", got, before+1)
 		}
 	}},
 	{"max_channels_per_connection", func(a *app.App) { a.MaxChannelsPerConnection = 2 }, func(t *testing.T, k keyApp) {

@@ -41,6 +41,7 @@ type Node struct {
 	http  *api.Server
 	nats  *api.NATSAPI  // nil without a NATS client port
 	admin *admin.Server // nil when admin.listen is off
+	certs *certs        // the client port's TLS certificate; nil without TLS (tls.go)
 
 	tap     *debugtap.Tap    // debug events (console.go)
 	console *console.Console // the debug console's endpoints and answers
@@ -90,6 +91,10 @@ func StartWith(cfg *configs.Config, log *slog.Logger, src Source) (*Node, error)
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	n.ln = &patientListener{Listener: ln, log: log}
+	if n.ln, err = n.listenTLS(n.ln); err != nil { // tls.go
+		_ = ln.Close()
+		return nil, err
+	}
 	if err := n.startAdmin(); err != nil {
 		_ = ln.Close()
 		return nil, err

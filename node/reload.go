@@ -26,6 +26,9 @@ import (
 //     a removed app with 4001; no other socket is touched. NATS clients the
 //     new apps no longer accept are closed (bus.RecheckClients).
 //   - log.level, when the process logger has a slog.LevelVar (Source.Level).
+//   - the TLS certificate (tls.cert_file, tls.key_file), read again on every
+//     reload and swapped under the listener's GetCertificate (tls.go): new
+//     connections get the new one, open sockets are not touched.
 //
 // Every other key is read once at start: a reload that changes one logs it
 // as needing a restart and lists it in Changes.NeedsRestart, and applies
@@ -60,6 +63,10 @@ type Changes struct {
 	// AcceptRate is the new gateway.accept_rate when it changed (applied
 	// at once); nil when it did not.
 	AcceptRate *int `json:"accept_rate,omitempty"`
+	// TLSCertNotAfter is the expiry of the certificate the client port
+	// serves from now on, when the reload read a different one from
+	// tls.cert_file; "" when it did not change or TLS is off.
+	TLSCertNotAfter string `json:"tls_cert_not_after,omitempty"`
 	// NeedsRestart lists the keys that differ from the running config but
 	// are read only at start; they were not applied.
 	NeedsRestart []string `json:"needs_restart"`
@@ -74,7 +81,7 @@ type Changes struct {
 // None reports whether the reload changed nothing at all.
 func (c *Changes) None() bool {
 	return len(c.AppsAdded)+len(c.AppsRemoved)+len(c.AppsChanged)+len(c.AppsDisabled)+len(c.AppsEnabled)+
-		len(c.NeedsRestart) == 0 && c.LogLevel == "" && c.AcceptRate == nil
+		len(c.NeedsRestart) == 0 && c.LogLevel == "" && c.AcceptRate == nil && c.TLSCertNotAfter == ""
 }
 
 // ErrNoSource: the node was started without a way to read its config again
@@ -147,6 +154,11 @@ func (n *Node) Reload(cfg *configs.Config) (Changes, error) {
 		n.refuse(err)
 		return Changes{}, err
 	}
+	cert, err := n.reloadCert(cfg) // tls.go
+	if err != nil {
+		n.refuse(err)
+		return Changes{}, err
+	}
 	var ch Changes
 	old := n.apps.Table()
 	next := app.NewTable(cfg.Apps)
@@ -174,7 +186,8 @@ func (n *Node) Reload(cfg *configs.Config) (Changes, error) {
 	level := n.ops.level
 	n.ops.mu.Unlock()
 	for _, k := range configs.Diff(n.cfg, cfg) {
-		if k == "apps" || k == "gateway.accept_rate" || (k == "log.level" && n.ops.src.Level != nil) {
+		if k == "apps" || k == "gateway.accept_rate" || (k == "log.level" && n.ops.src.Level != nil) ||
+			(cert != nil && (k == "tls.cert_file" || k == "tls.key_file")) {
 			continue
 		}
 		ch.NeedsRestart = append(ch.NeedsRestart, k)
@@ -190,6 +203,7 @@ func (n *Node) Reload(cfg *configs.Config) (Changes, error) {
 		ch.LogLevel, level = cfg.Log.Level, cfg.Log.Level
 	}
 
+	ch.TLSCertNotAfter = n.swapCert(cert)
 	n.apps.Replace(cfg.Apps)
 	n.applyApps(&ch)
 	n.ops.applied(level)
@@ -254,6 +268,9 @@ func sameApp(a, b *app.App) bool {
 		}
 		if len(p.Webhooks) == 0 {
 			p.Webhooks = nil
+		}
+		if len(p.AllowedOrigins) == 0 {
+			p.AllowedOrigins = nil
 		}
 	}
 	return reflect.DeepEqual(x, y)

@@ -221,6 +221,9 @@ func describe(ch *node.Changes) string {
 	if ch.LogLevel != "" {
 		fmt.Fprintf(&b, "log level: %s\n", ch.LogLevel)
 	}
+	if ch.TLSCertNotAfter != "" {
+		fmt.Fprintf(&b, "tls certificate: new one served (not after %s)\n", ch.TLSCertNotAfter)
+	}
 	if ch.ClosedSockets > 0 {
 		fmt.Fprintf(&b, "sockets closed: %d\n", ch.ClosedSockets)
 	}
