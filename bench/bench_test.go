@@ -284,6 +284,17 @@ func TestPublishDefaults(t *testing.T) {
 	if c.Conns != 10000 || c.Channels != 1000 || c.Publishers != 8 || c.Messages != 20000 || c.Batch != 1 {
 		t.Fatalf("defaults %+v", c)
 	}
+	c.RESTURL = " http://127.0.0.1:1/, http://127.0.0.1:2 ,"
+	if got := c.restURLs(); len(got) != 2 || got[0] != "http://127.0.0.1:1" || got[1] != "http://127.0.0.1:2" {
+		t.Fatalf("rest urls %q", got)
+	}
+	if err := c.validate(); err != nil {
+		t.Fatalf("two REST URLs for publish: %v", err)
+	}
+	c.Scenario = Idle
+	if err := c.validate(); err == nil || !strings.Contains(err.Error(), "several URLs") {
+		t.Fatalf("two REST URLs for idle: %v", err)
+	}
 	c = DefaultConfig(Config{Scenario: PublishBound, Conns: 300, Channels: 30, Publishers: 2, Messages: 7})
 	if c.Conns != 300 || c.Channels != 30 || c.Publishers != 2 || c.Messages != 7 {
 		t.Fatalf("explicit sizes changed: %+v", c)

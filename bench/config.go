@@ -60,7 +60,7 @@ var ErrNotAvailable = errors.New("bench: scenario not available yet")
 type Config struct {
 	Scenario    string
 	URL         string // ws://host:port[/prefix] of the server; several (a cluster's nodes) separated by commas: conn i goes to URL i % len
-	RESTURL     string // http://host:port of the REST API; default: from the first URL
+	RESTURL     string // http://host:port of the REST API; default: from the first URL. fanout and publish: several separated by commas (a cluster's nodes), publisher i posts to URL i % len
 	AppID       string
 	Key         string
 	Secret      string
@@ -244,12 +244,22 @@ func (c *Config) validate() error {
 		}
 		hosts = append(hosts, u.Hostname())
 	}
-	ru, err := url.Parse(c.RESTURL)
-	if err != nil || ru.Host == "" || (ru.Scheme != "http" && ru.Scheme != "https") {
-		return fmt.Errorf("bench: --rest-url %q: want http://host:port", c.RESTURL)
+	rests := c.restURLs()
+	if len(rests) == 0 || len(rests) > MaxURLs {
+		return fmt.Errorf("bench: --rest-url %q: want http://host:port (at most %d, comma-separated)", c.RESTURL, MaxURLs)
+	}
+	if len(rests) > 1 && !c.fanout() {
+		return fmt.Errorf("bench: --rest-url: several URLs are for the fanout and publish scenarios")
+	}
+	for _, raw := range rests {
+		ru, err := url.Parse(raw)
+		if err != nil || ru.Host == "" || (ru.Scheme != "http" && ru.Scheme != "https") {
+			return fmt.Errorf("bench: --rest-url %q: want http://host:port", raw)
+		}
+		hosts = append(hosts, ru.Hostname())
 	}
 	if !c.AllowRemote {
-		for _, h := range append(hosts, ru.Hostname()) {
+		for _, h := range hosts {
 			if !isLoopback(h) {
 				return fmt.Errorf("bench: %q is not a loopback address; pass --allow-remote to load a remote server", h)
 			}
@@ -374,6 +384,18 @@ func (c *Config) urls() []string {
 	var out []string
 	for u := range strings.SplitSeq(c.URL, ",") {
 		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// restURLs splits RESTURL at commas: the REST targets, in order, without
+// trailing slashes.
+func (c *Config) restURLs() []string {
+	var out []string
+	for u := range strings.SplitSeq(c.RESTURL, ",") {
+		if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
 			out = append(out, u)
 		}
 	}

@@ -46,7 +46,8 @@
 //
 // Config.URL may list several servers, separated by commas (a cluster's
 // nodes): socket i connects to URL i % len, in every worker, and REST
-// publishes go to the first URL's host unless Config.RESTURL is set.
+// publishes go to the first URL's host unless Config.RESTURL is set (for
+// fanout and publish it may list several, one per publisher in turn).
 // Config.ServerPIDs adds server processes to Config.ServerPID: the report's
 // server CPU and RSS are their sums, with each one's under server.nodes.
 //

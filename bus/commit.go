@@ -23,12 +23,16 @@ import (
 // API, api/natsapi.go) submits and hands the Pending to a goroutine that
 // waits for many in turn.
 //
-// Durability is the stream's, unchanged: Wait returns once the stream
-// leader has stored every publication (in a cluster: a quorum of its
-// replicas), exactly as a synchronous publish would. Each publication has
-// its own future, so a failed or missing ack fails only the Pending it
-// belongs to; other callers' publications in the same writes are
-// unaffected.
+// Durability is the stream's, unchanged (docs/resume.md, "What a 200
+// means"): Wait returns only when the stream has acknowledged every
+// publication, on one node after the local store, in a cluster after a
+// quorum of the replicas has it; with bus.stream.sync: interval (the
+// default) the store reaches the disk within 2 minutes, with always before
+// the ack. That is exactly what a synchronous publish waits for: grouping
+// changes when acks are waited for, not what an ack means. Each
+// publication has its own future, so a failed or missing ack fails only the
+// Pending it belongs to; other callers' publications in the same writes
+// are unaffected.
 
 // Pending is a Submit in flight. Call Wait exactly once; until it returns,
 // do not modify the publications.

@@ -116,7 +116,7 @@ func benchFlags(c *bench.Config) *flag.FlagSet {
 	}
 	c.URL = "ws://127.0.0.1:6001"
 	fs.Var(&urlList{dst: &c.URL}, "url", "server WebSocket `URL` (ws://host:port); several (a cluster's nodes) comma-separated or repeated: conn i goes to URL i % count")
-	fs.StringVar(&c.RESTURL, "rest-url", "", "REST base `URL` (default: the first --url with http://)")
+	fs.StringVar(&c.RESTURL, "rest-url", "", "REST base `URL` (default: the first --url with http://); fanout, publish: several comma-separated, publisher i posts to URL i % count")
 	fs.StringVar(&c.AppID, "app-id", "app-id", "app `id`")
 	fs.StringVar(&c.Key, "key", "app-key", "app `key`")
 	fs.StringVar(&c.Secret, "secret", "app-secret", "app `secret` (signs REST requests)")
