@@ -284,6 +284,7 @@ func TestPublishDefaults(t *testing.T) {
 	if c.Conns != 10000 || c.Channels != 1000 || c.Publishers != 8 || c.Messages != 20000 || c.Batch != 1 {
 		t.Fatalf("defaults %+v", c)
 	}
+	c.URL, c.AppID, c.Key, c.Secret = "ws://127.0.0.1:1", "id", "key", "secret"
 	c.RESTURL = " http://127.0.0.1:1/, http://127.0.0.1:2 ,"
 	if got := c.restURLs(); len(got) != 2 || got[0] != "http://127.0.0.1:1" || got[1] != "http://127.0.0.1:2" {
 		t.Fatalf("rest urls %q", got)
