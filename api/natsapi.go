@@ -209,14 +209,10 @@ type natsJob struct {
 func (a *NATSAPI) worker() {
 	defer a.wg.Done()
 	for m := range a.jobs {
-		if a.acks == nil {
-			body, status, endpoint := a.answer(m)
-			a.finish(m, body, status, endpoint)
-			continue
-		}
 		j := a.start(m)
-		if j.sub == nil {
-			a.finish(m, j.body, j.status, j.endpoint)
+		if a.acks == nil || j.sub == nil {
+			body, status := j.result()
+			a.finish(m, body, status, j.endpoint)
 			continue
 		}
 		a.acks <- j // waits while the committers are QueueLen behind
@@ -228,13 +224,22 @@ func (a *NATSAPI) worker() {
 func (a *NATSAPI) committer() {
 	defer a.committers.Done()
 	for j := range a.acks {
-		body, err := j.sub.wait()
-		status := 200
-		if err != nil {
-			body, status = errorAnswer(err)
-		}
+		body, status := j.result()
 		a.finish(j.m, body, status, j.endpoint)
 	}
+}
+
+// result is the job's answer, the body and HTTP status REST would answer:
+// for a submission, once the stream acknowledged its events.
+func (j natsJob) result() ([]byte, int) {
+	if j.sub == nil {
+		return j.body, j.status
+	}
+	body, err := j.sub.wait()
+	if err != nil {
+		return errorAnswer(err)
+	}
+	return body, 200
 }
 
 // finish counts one handled message and answers it when it asked for an
@@ -247,21 +252,6 @@ func (a *NATSAPI) finish(m *bus.APIRequest, body []byte, status int, endpoint st
 	} else if status != 200 {
 		a.log.Debug("nats api: fire-and-forget message failed", "subject", m.Subject, "status", status, "answer", string(body))
 	}
-}
-
-// answer runs the request: the body and HTTP status REST would answer, and
-// the endpoint label.
-func (a *NATSAPI) answer(m *bus.APIRequest) (body []byte, status int, endpoint string) {
-	j := a.start(m)
-	if j.sub == nil {
-		return j.body, j.status, j.endpoint
-	}
-	body, err := j.sub.wait()
-	if err != nil {
-		body, status = errorAnswer(err)
-		return body, status, j.endpoint
-	}
-	return body, 200, j.endpoint
 }
 
 // start looks the request up and submits its events; a request refused on
