@@ -35,6 +35,15 @@ type Publisher interface {
 	PublishBatch(ctx context.Context, ps []bus.Publication) ([]uint64, error)
 }
 
+// Submitter is a Publisher that can send a publish without waiting for its
+// acknowledgements (bus.Bus: group commit, bus/commit.go). Through one the
+// NATS API pipelines: a worker submits and takes the next message while a
+// committer waits for the acks and answers (natsapi.go). REST submits and
+// waits in the request's own goroutine; a 200 still means stored.
+type Submitter interface {
+	Submit(ctx context.Context, ps []bus.Publication) *bus.Pending
+}
+
 // Counts answers subscription questions and user commands: on one node the
 // gateway's local index, in a cluster bus.ChannelQueries (every live node's).
 type Counts interface {

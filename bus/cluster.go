@@ -276,56 +276,6 @@ func (b *Bus) publishStored(ctx context.Context, m *nats.Msg, opts ...jetstream.
 	}
 }
 
-// publishBatchClustered sends every publication of ps (valid, streams on,
-// apps ensured) with its own Nats-Msg-Id without waiting between them, then
-// collects the acknowledgements in order into serials. When no ack has
-// arrived for publishAttemptWait, or an ack reports a retryable error, the
-// publications still unacknowledged are resent, in input order, with their
-// ids. futs[i] is the future that acknowledged ps[i] (its Msg is the stored
-// message).
-//
-// Order: publications to one channel are stored in input order, except when
-// a leader change drops one in flight while a later one reaches the new
-// leader first; the resent one is then stored after it.
-func (b *Bus) publishBatchClustered(ctx context.Context, ps []Publication, serials []uint64) (futs []jetstream.PubAckFuture, err error) {
-	ctx, cancel := withDefaultDeadline(ctx, clusterPublishWait)
-	defer cancel()
-	msgs := make([]*nats.Msg, len(ps))
-	pending := make([]int, len(ps)) // indexes not yet acknowledged, in order
-	for i := range ps {
-		msgs[i] = b.newMsg(&ps[i])
-		setMsgID(msgs[i])
-		pending[i] = i
-	}
-	futs = make([]jetstream.PubAckFuture, len(ps))
-	horizon := time.Now().Add(b.retryHorizon())
-	for round := 1; ; round++ {
-		for _, i := range pending {
-			f, err := b.js.PublishMsgAsync(msgs[i], jetstream.WithStallWait(batchStallWait))
-			if err != nil {
-				return futs, fmt.Errorf("bus: publish %q: %w", msgs[i].Subject, err)
-			}
-			futs[i] = f
-		}
-		var lastErr error
-		pending, lastErr = b.collectAcks(ctx, futs, pending, serials)
-		if len(pending) == 0 {
-			return futs, nil
-		}
-		if ctx.Err() != nil || !publishRetryable(lastErr) || time.Now().After(horizon) || b.closed.Load() {
-			if ctx.Err() != nil {
-				lastErr = ctx.Err()
-			}
-			return futs, fmt.Errorf("bus: publish %q: %w", msgs[pending[0]].Subject, lastErr)
-		}
-		b.pubRetries.Add(uint64(len(pending)))
-		b.log.Debug("bus: publish batch: resending", "round", round, "unacked", len(pending), "err", lastErr)
-		if !pause(ctx, publishRetryPause) {
-			return futs, fmt.Errorf("bus: publish batch: %w", ctx.Err())
-		}
-	}
-}
-
 // collectAcks waits, in order, for the futures of pending and fills serials.
 // It returns the indexes left unacknowledged and why: the first
 // non-retryable error (at once), a retryable one, or a stall of

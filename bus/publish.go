@@ -212,67 +212,14 @@ func (b *Bus) Publish(ctx context.Context, p Publication) (serial uint64, err er
 }
 
 // PublishBatch publishes every publication without waiting between them,
-// then waits for all acknowledgements. serials[i] is the serial of ps[i]
-// (all 0 with streams off). Publications to the same channel are stored in
-// input order. On error, serials holds the serials acknowledged so far (0
-// for the others) and some later publications may have been stored anyway;
-// nothing is sent if a publication fails validation. Cache channels are
-// cached as by Publish (the last publication per channel) before it returns;
-// a failed cache write is an error with every serial filled in.
+// then waits for all acknowledgements: Submit, then Wait (commit.go).
+// serials[i] is the serial of ps[i] (all 0 with streams off). Publications
+// to the same channel are stored in input order. On error, serials holds
+// the serials acknowledged so far (0 for the others) and some later
+// publications may have been stored anyway; nothing is sent if a
+// publication fails validation. Cache channels are cached as by Publish
+// (the last publication per channel) before it returns; a failed cache
+// write is an error with every serial filled in.
 func (b *Bus) PublishBatch(ctx context.Context, ps []Publication) (serials []uint64, err error) {
-	for i := range ps {
-		if err := b.check(&ps[i]); err != nil {
-			return nil, fmt.Errorf("bus: publish batch item %d: %w", i, err)
-		}
-	}
-	serials = make([]uint64, len(ps))
-	if !b.cfg.StreamEnabled {
-		for i := range ps {
-			m := b.newMsg(&ps[i])
-			if err := b.nc.PublishMsg(m); err != nil {
-				return serials, fmt.Errorf("bus: publish %q: %w", m.Subject, err)
-			}
-		}
-		return serials, nil
-	}
-	for i := range ps {
-		if i > 0 && ps[i].App == ps[i-1].App {
-			continue
-		}
-		if err := b.ensureKnown(ctx, ps[i].App); err != nil {
-			return serials, err
-		}
-	}
-	began := time.Now() // for the cache writes (cache.go)
-	if b.replicated() {
-		// Resends through a leader change (cluster.go).
-		futs, err := b.publishBatchClustered(ctx, ps, serials)
-		if err != nil {
-			return serials, err
-		}
-		return serials, b.storeCacheBatch(ctx, ps, futs, serials, began)
-	}
-	futs := make([]jetstream.PubAckFuture, len(ps))
-	for i := range ps {
-		m := b.newMsg(&ps[i])
-		f, err := b.js.PublishMsgAsync(m, jetstream.WithStallWait(batchStallWait))
-		if err != nil {
-			return serials, fmt.Errorf("bus: publish %q: %w", m.Subject, err)
-		}
-		futs[i] = f
-	}
-	for i, f := range futs {
-		select {
-		case ack := <-f.Ok():
-			serials[i] = ack.Sequence
-		case err := <-f.Err():
-			return serials, fmt.Errorf("bus: publish %q: %w", f.Msg().Subject, err)
-		case <-ctx.Done():
-			return serials, fmt.Errorf("bus: publish batch: %w", ctx.Err())
-		}
-	}
-	if err := b.storeCacheBatch(ctx, ps, futs, serials, began); err != nil {
-		return serials, err
-	}
-	return serials, nil
+	return b.Submit(ctx, ps).Wait()
 }
