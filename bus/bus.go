@@ -120,9 +120,12 @@ type Bus struct {
 	pubRetries atomic.Uint64
 	reconnects atomic.Uint64 // external mode (external.go)
 
-	auth   *clientAuth  // the embedded server's logins (clientauth.go); nil without auth
-	hist   historyState // history reads and live gap repair (history.go, gapfill.go)
-	starts subStarts    // when each live subscription was made (catchup.go)
+	auth *clientAuth // the embedded server's logins (clientauth.go); nil without auth
+	// routeAuth checks the routes that dial in (routeauth.go); nil without
+	// Cluster.Passwords.
+	routeAuth *routeAuth
+	hist      historyState // history reads and live gap repair (history.go, gapfill.go)
+	starts    subStarts    // when each live subscription was made (catchup.go)
 }
 
 // Start runs the embedded server, connects to it, ensures the streams of
@@ -256,6 +259,10 @@ func (b *Bus) startEmbedded() (*nats.Conn, error) {
 		b.cfg.internalPassword = cfg.internalPassword
 		b.auth = newClientAuth(cfg)
 		cfg.auth = b.auth
+	}
+	if cfg.Cluster.Enabled() && len(cfg.Cluster.Passwords) > 0 {
+		b.routeAuth = newRouteAuth(cfg.Cluster.Passwords, b.log.Warn)
+		cfg.routeAuth = b.routeAuth
 	}
 	srv, err := startServer(cfg)
 	if err != nil {
