@@ -120,12 +120,13 @@ type Bus struct {
 	pubRetries atomic.Uint64
 	reconnects atomic.Uint64 // external mode (external.go)
 
-	auth *clientAuth // the embedded server's logins (clientauth.go); nil without auth
+	auth   *clientAuth  // the embedded server's logins (clientauth.go); nil without auth
+	hist   historyState // history reads and live gap repair (history.go, gapfill.go)
+	starts subStarts    // when each live subscription was made (catchup.go)
+
 	// routeAuth checks the routes that dial in (routeauth.go); nil without
 	// Cluster.Passwords.
 	routeAuth *routeAuth
-	hist      historyState // history reads and live gap repair (history.go, gapfill.go)
-	starts    subStarts    // when each live subscription was made (catchup.go)
 }
 
 // Start runs the embedded server, connects to it, ensures the streams of
