@@ -126,8 +126,8 @@ func (c *Cluster) pushPull(addrs []string) int {
 			if n, err := c.ml.Join([]string{a}); n > 0 {
 				ok.Add(1)
 			} else if why := keyProblem(errString(err)); why != "" {
-				if c.refused.note(a, time.Now()) {
-					c.log.Warn("cluster: a seed or member refused this node, or its answer did not open: "+why,
+				if c.refused.note(a+" "+why, time.Now()) {
+					c.log.Warn("cluster: could not join a node: "+why,
 						"addr", a, "refused_total", c.refused.total())
 				}
 			} else {

@@ -35,7 +35,7 @@ func (b logBridge) Write(p []byte) (int, error) {
 	level, msg := parseLogLine(line)
 	ctx := context.Background()
 	if why := keyProblem(msg); why != "" && b.ref != nil {
-		if from := remoteOf(msg); b.ref.note(from, time.Now()) {
+		if from := remoteOf(msg); b.ref.note(from+" "+why, time.Now()) {
 			b.log.Warn("cluster: refused a node's gossip: "+why, "from", from, "refused_total", b.ref.total())
 		}
 		level = slog.LevelDebug
