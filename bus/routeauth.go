@@ -146,6 +146,10 @@ func (b *Bus) SetRoutePasswords(passwords []string) bool {
 	return true
 }
 
+// RoutesClosed reports whether routes need a password (started with
+// Cluster.Passwords).
+func (b *Bus) RoutesClosed() bool { return b.routeAuth != nil }
+
 // RoutesRefused counts routes refused for their credentials since start.
 func (b *Bus) RoutesRefused() uint64 {
 	if b.routeAuth == nil {

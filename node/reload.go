@@ -60,6 +60,10 @@ type Changes struct {
 	// AcceptRate is the new gateway.accept_rate when it changed (applied
 	// at once); nil when it did not.
 	AcceptRate *int `json:"accept_rate,omitempty"`
+	// GossipKeys and RoutePasswords are set when the cluster's gossip
+	// keyring or the route passwords accepted were replaced (closed.go).
+	GossipKeys     bool `json:"gossip_keys,omitempty"`
+	RoutePasswords bool `json:"route_passwords,omitempty"`
 	// NeedsRestart lists the keys that differ from the running config but
 	// are read only at start; they were not applied.
 	NeedsRestart []string `json:"needs_restart"`
@@ -74,7 +78,7 @@ type Changes struct {
 // None reports whether the reload changed nothing at all.
 func (c *Changes) None() bool {
 	return len(c.AppsAdded)+len(c.AppsRemoved)+len(c.AppsChanged)+len(c.AppsDisabled)+len(c.AppsEnabled)+
-		len(c.NeedsRestart) == 0 && c.LogLevel == "" && c.AcceptRate == nil
+		len(c.NeedsRestart) == 0 && c.LogLevel == "" && c.AcceptRate == nil && !c.GossipKeys && !c.RoutePasswords
 }
 
 // ErrNoSource: the node was started without a way to read its config again
@@ -88,7 +92,8 @@ type ops struct {
 	started time.Time
 	reload  sync.Mutex // one reload at a time
 
-	acceptRate int // gateway.accept_rate in force; under reload
+	acceptRate int        // gateway.accept_rate in force; under reload
+	closed     closedKeys // closed-cluster keys in force; under reload (closed.go)
 
 	mu        sync.Mutex // guards the fields below
 	level     string     // log.level in force
@@ -102,6 +107,7 @@ func (o *ops) init(cfg *configs.Config, src Source) {
 	now := time.Now()
 	o.src, o.started, o.level, o.loadedAt = src, now, cfg.Log.Level, now
 	o.acceptRate = cfg.Gateway.AcceptRate
+	o.initClosed(cfg)
 }
 
 func (o *ops) applied(level string) {
@@ -173,8 +179,9 @@ func (n *Node) Reload(cfg *configs.Config) (Changes, error) {
 	n.ops.mu.Lock()
 	level := n.ops.level
 	n.ops.mu.Unlock()
+	live := n.reloadClosed(cfg, &ch)
 	for _, k := range configs.Diff(n.cfg, cfg) {
-		if k == "apps" || k == "gateway.accept_rate" || (k == "log.level" && n.ops.src.Level != nil) {
+		if live[k] || k == "apps" || k == "gateway.accept_rate" || (k == "log.level" && n.ops.src.Level != nil) {
 			continue
 		}
 		ch.NeedsRestart = append(ch.NeedsRestart, k)
