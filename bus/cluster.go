@@ -83,7 +83,19 @@ type ClusterConfig struct {
 	// is sent on every route this node dials, every one is accepted from
 	// routes that dial in; a route without one is refused.
 	Passwords []string
+	// TLS, when its files are set, puts every route in mutual TLS
+	// (routeauth.go): the node presents TLS.CertFile and requires a peer
+	// certificate signed by TLS.CAFile, both ways.
+	TLS RouteTLS
 }
+
+// RouteTLS names the PEM files of route TLS; all three or none.
+type RouteTLS struct {
+	CertFile, KeyFile, CAFile string
+}
+
+// Enabled reports whether route TLS is configured.
+func (r RouteTLS) Enabled() bool { return r.CertFile != "" || r.KeyFile != "" || r.CAFile != "" }
 
 // Enabled reports whether the node runs clustered.
 func (c ClusterConfig) Enabled() bool { return c.Listen != "" }
@@ -140,6 +152,11 @@ func checkCluster(cfg Config) error {
 			return fmt.Errorf("%w: Passwords[%d] is empty", ErrClusterConfig, i)
 		}
 	}
+	if c.TLS.Enabled() {
+		if _, err := routeTLSConfig(c.TLS); err != nil {
+			return err
+		}
+	}
 	if n := c.nodes(); n < MinClusterNodes {
 		return fmt.Errorf("%w: Routes lists %d node(s): JetStream clustering needs at least %d nodes, "+
 			"each listing every node's route address including its own; run a single node standalone (no Cluster.Listen)",
@@ -164,6 +181,10 @@ func applyCluster(opts *server.Options, cfg Config) {
 	}
 	opts.Routes = server.RoutesFromStr(strings.Join(urls, ","))
 	applyRouteAuth(opts, cfg, cfg.routeAuth)
+	if c.TLS.Enabled() {
+		opts.Cluster.TLSConfig, _ = routeTLSConfig(c.TLS) // checkCluster built it once already
+		opts.Cluster.TLSTimeout = routeTLSTimeout.Seconds()
+	}
 	opts.LameDuckDuration, opts.LameDuckGracePeriod = lameDuckDuration, lameDuckGrace // drain.go
 	if cfg.ClientListen == "" {
 		// A client listener is required (see the top of this file); only

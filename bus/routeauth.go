@@ -3,6 +3,8 @@ package bus
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
+	"fmt"
 	"net/url"
 	"slices"
 	"sync"
@@ -156,4 +158,28 @@ func (b *Bus) RoutesRefused() uint64 {
 		return 0
 	}
 	return b.routeAuth.refused.Load()
+}
+
+// routeTLSTimeout bounds a route's TLS handshake.
+const routeTLSTimeout = 2 * time.Second
+
+// routeTLSConfig is the routes' TLS: this node's certificate, peers'
+// certificates required and verified against the CA both ways (a node
+// dials and accepts routes alike), TLS 1.2 at least.
+func routeTLSConfig(r RouteTLS) (*tls.Config, error) {
+	for _, f := range []struct{ name, val string }{{"CertFile", r.CertFile}, {"KeyFile", r.KeyFile}, {"CAFile", r.CAFile}} {
+		if f.val == "" {
+			return nil, fmt.Errorf("%w: route TLS needs CertFile, KeyFile and CAFile (%s is empty)", ErrClusterConfig, f.name)
+		}
+	}
+	c, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: r.CertFile, KeyFile: r.KeyFile, CaFile: r.CAFile, Verify: true})
+	if err != nil {
+		return nil, fmt.Errorf("%w: route TLS: %v", ErrClusterConfig, err)
+	}
+	c.ClientAuth = tls.RequireAndVerifyClientCert
+	c.RootCAs = c.ClientCAs
+	if c.MinVersion < tls.VersionTLS12 {
+		c.MinVersion = tls.VersionTLS12
+	}
+	return c, nil
 }

@@ -2,8 +2,11 @@ package configs
 
 import (
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"fmt"
+	"os"
 	"strings"
 )
 
@@ -13,6 +16,43 @@ import (
 // (docs/deploy.md, "A closed cluster"). Their values are secrets: no error
 // here quotes them, Diff reports only key names, and status reports only
 // whether they are set.
+
+// RouteTLS is cluster.route_tls: mutual TLS on the NATS routes. Every
+// node presents CertFile (with KeyFile) and accepts only a peer whose
+// certificate CAFile signed, both ways; the certificate must name the
+// address other nodes dial (an IP or DNS SAN of the route address) and be
+// usable as both server and client certificate. All three or none.
+type RouteTLS struct {
+	CertFile string `yaml:"cert_file"` // PEM certificate (chain) of this node; default "" = routes in clear
+	KeyFile  string `yaml:"key_file"`  // PEM private key of CertFile
+	CAFile   string `yaml:"ca_file"`   // PEM CA certificate(s) peers' certificates must chain to
+}
+
+// Enabled reports whether route TLS is configured.
+func (r RouteTLS) Enabled() bool { return r.CertFile != "" || r.KeyFile != "" || r.CAFile != "" }
+
+// check loads the files, so that a bad one fails at load with its key.
+func (r RouteTLS) check(p string) *KeyError {
+	if !r.Enabled() {
+		return nil
+	}
+	for _, f := range []struct{ key, val string }{{"cert_file", r.CertFile}, {"key_file", r.KeyFile}, {"ca_file", r.CAFile}} {
+		if f.val == "" {
+			return keyErr(p+"."+f.key, "must be set with the other route_tls keys (cert_file, key_file and ca_file together)")
+		}
+	}
+	if _, err := tls.LoadX509KeyPair(r.CertFile, r.KeyFile); err != nil {
+		return keyErr(p+".cert_file", fmt.Sprintf("cannot load the certificate with key_file: %v", err))
+	}
+	pem, err := os.ReadFile(r.CAFile)
+	if err != nil {
+		return keyErr(p+".ca_file", err.Error())
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+		return keyErr(p+".ca_file", "holds no PEM certificate")
+	}
+	return nil
+}
 
 // MinRouteAuthLen is the shortest cluster.route_auth accepted: a shared
 // password guessed over the network must not be short.
@@ -105,5 +145,5 @@ func checkClosed(p string, cl *Cluster) *KeyError {
 			return keyErr(fmt.Sprintf("%s.previous_route_auth[%d]", p, i), fmt.Sprintf("is %d characters; at least %d are required", len(s), MinRouteAuthLen))
 		}
 	}
-	return nil
+	return cl.RouteTLS.check(p + ".route_tls")
 }

@@ -59,6 +59,9 @@ func TestClosedClusterBadValues(t *testing.T) {
 			"cluster.previous_secret_keys[0]", "decodes to 20 bytes"},
 		{"short route_auth", "  route_auth: short-secret\n", "cluster.route_auth", "at least 16"},
 		{"previous route without route_auth", "  previous_route_auth: [a-long-route-password]\n", "cluster.previous_route_auth", "needs route_auth"},
+		{"route_tls without key", "  route_tls: {cert_file: /nonexistent/c.pem, ca_file: /nonexistent/ca.pem}\n", "cluster.route_tls.key_file", "must be set"},
+		{"route_tls missing files", "  route_tls: {cert_file: /nonexistent/c.pem, key_file: /nonexistent/k.pem, ca_file: /nonexistent/ca.pem}\n",
+			"cluster.route_tls.cert_file", "cannot load"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := writeConfig(t, clusterYAML+tc.add)

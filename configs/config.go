@@ -271,6 +271,7 @@ type Cluster struct {
 	PreviousSecretKeys []string `yaml:"previous_secret_keys"` // older keys still accepted (rotation); needs secret_key
 	RouteAuth          string   `yaml:"route_auth"`           // password every NATS route presents and requires; "" = open routes
 	PreviousRouteAuth  []string `yaml:"previous_route_auth"`  // older route passwords still accepted (rotation); needs route_auth
+	RouteTLS           RouteTLS `yaml:"route_tls"`            // mutual TLS on NATS routes; off by default
 }
 
 // Enabled reports whether the node is clustered (Name is set).

@@ -77,7 +77,8 @@ func clusterBus(cc configs.Cluster, bc *bus.Config) {
 	}
 	bc.ServerName = cc.LocalName()
 	bc.Cluster = bus.ClusterConfig{Name: cc.Name, Listen: cc.RouteListen, Advertise: cc.RouteAdvertise, Routes: cc.Routes,
-		Passwords: cc.RoutePasswords()} // closed routes (closed.go); nil: open
+		Passwords: cc.RoutePasswords(), // closed routes (closed.go); nil: open
+		TLS:       bus.RouteTLS{CertFile: cc.RouteTLS.CertFile, KeyFile: cc.RouteTLS.KeyFile, CAFile: cc.RouteTLS.CAFile}}
 	bc.ReadyTimeout = clusterReadyTimeout
 }
 
