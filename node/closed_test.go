@@ -95,7 +95,8 @@ func strangerRoute(t *testing.T, routes []string, password string) *server.Serve
 // TestClosedClusterReloadRotates rotates the gossip key of a running
 // closed cluster with three reloads per node (add the new key, switch to
 // it, drop the old) and adds a route password, without a member leaving
-// and without a key listed as needing a restart.
+// and without a key listed as needing a restart; events and presence
+// cross the nodes after each step.
 func TestClosedClusterReloadRotates(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a three-node cluster")
@@ -127,6 +128,16 @@ func TestClosedClusterReloadRotates(t *testing.T) {
 		}
 		deliversAcross(t, nodes[s], nodes[(s+1)%3], fmt.Sprintf("rotate-%d", s))
 	}
+	// Presence gossip crosses under the new key.
+	joinRoom(t, dialNode(t, nodes[0]), "presence-closed", "alice")
+	testkit.WaitFor(t, 5*time.Second, func() error {
+		for i, nd := range nodes[1:] {
+			if n := nd.Gateway().UserCount("app-id", "presence-closed"); n != 1 {
+				return fmt.Errorf("node %d sees %d users", i+2, n)
+			}
+		}
+		return nil
+	})
 	time.Sleep(nodes[0].Cluster().FailureDetection())
 	for i, nd := range nodes {
 		if m := len(nd.Cluster().Members()); m != 3 {
