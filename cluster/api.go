@@ -2,7 +2,8 @@
 // node, the list of live members and what each publishes about itself (its
 // NATS route and HTTP addresses, its boot epoch), channel ownership by
 // rendezvous hashing over live members, and the gossip plumbing other
-// packages (presence) use. It holds no presence data itself.
+// packages (presence) use, encrypted and authenticated with the cluster's
+// keyring when it has one (keyring.go). It holds no presence data itself.
 package cluster
 
 import (
