@@ -123,6 +123,10 @@ type Bus struct {
 	auth   *clientAuth  // the embedded server's logins (clientauth.go); nil without auth
 	hist   historyState // history reads and live gap repair (history.go, gapfill.go)
 	starts subStarts    // when each live subscription was made (catchup.go)
+
+	// routeAuth checks the routes that dial in (routeauth.go); nil without
+	// Cluster.Passwords.
+	routeAuth *routeAuth
 }
 
 // Start runs the embedded server, connects to it, ensures the streams of
@@ -256,6 +260,10 @@ func (b *Bus) startEmbedded() (*nats.Conn, error) {
 		b.cfg.internalPassword = cfg.internalPassword
 		b.auth = newClientAuth(cfg)
 		cfg.auth = b.auth
+	}
+	if cfg.Cluster.Enabled() && len(cfg.Cluster.Passwords) > 0 {
+		b.routeAuth = newRouteAuth(cfg.Cluster.Passwords, b.log.Warn)
+		cfg.routeAuth = b.routeAuth
 	}
 	srv, err := startServer(cfg)
 	if err != nil {

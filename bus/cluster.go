@@ -79,7 +79,23 @@ type ClusterConfig struct {
 	Listen    string   // host:port of this node's route listener; "" = standalone (the other fields unused)
 	Advertise string   // host:port other nodes should dial for this node's routes (gossiped); "" = what the server derives from Listen
 	Routes    []string // host:port of every node's route listener, this node's included; at least MinClusterNodes distinct
+	// Passwords, when set, close the routes (routeauth.go): Passwords[0]
+	// is sent on every route this node dials, every one is accepted from
+	// routes that dial in; a route without one is refused.
+	Passwords []string
+	// TLS, when its files are set, puts every route in mutual TLS
+	// (routeauth.go): the node presents TLS.CertFile and requires a peer
+	// certificate signed by TLS.CAFile, both ways.
+	TLS RouteTLS
 }
+
+// RouteTLS names the PEM files of route TLS; all three or none.
+type RouteTLS struct {
+	CertFile, KeyFile, CAFile string
+}
+
+// Enabled reports whether route TLS is configured.
+func (r RouteTLS) Enabled() bool { return r.CertFile != "" || r.KeyFile != "" || r.CAFile != "" }
 
 // Enabled reports whether the node runs clustered.
 func (c ClusterConfig) Enabled() bool { return c.Listen != "" }
@@ -131,6 +147,16 @@ func checkCluster(cfg Config) error {
 			return err
 		}
 	}
+	for i, p := range c.Passwords {
+		if p == "" {
+			return fmt.Errorf("%w: Passwords[%d] is empty", ErrClusterConfig, i)
+		}
+	}
+	if c.TLS.Enabled() {
+		if _, err := routeTLSConfig(c.TLS); err != nil {
+			return err
+		}
+	}
 	if n := c.nodes(); n < MinClusterNodes {
 		return fmt.Errorf("%w: Routes lists %d node(s): JetStream clustering needs at least %d nodes, "+
 			"each listing every node's route address including its own; run a single node standalone (no Cluster.Listen)",
@@ -154,6 +180,11 @@ func applyCluster(opts *server.Options, cfg Config) {
 		urls[i] = "nats-route://" + r
 	}
 	opts.Routes = server.RoutesFromStr(strings.Join(urls, ","))
+	applyRouteAuth(opts, cfg, cfg.routeAuth)
+	if c.TLS.Enabled() {
+		opts.Cluster.TLSConfig, _ = routeTLSConfig(c.TLS) // checkCluster built it once already
+		opts.Cluster.TLSTimeout = routeTLSTimeout.Seconds()
+	}
 	opts.LameDuckDuration, opts.LameDuckGracePeriod = lameDuckDuration, lameDuckGrace // drain.go
 	if cfg.ClientListen == "" {
 		// A client listener is required (see the top of this file); only

@@ -125,6 +125,11 @@ func (c *Cluster) pushPull(addrs []string) int {
 			defer wg.Done()
 			if n, err := c.ml.Join([]string{a}); n > 0 {
 				ok.Add(1)
+			} else if why := keyProblem(errString(err)); why != "" {
+				if c.refused.note(a+" "+why, time.Now()) {
+					c.log.Warn("cluster: could not join a node: "+why,
+						"addr", a, "refused_total", c.refused.total())
+				}
 			} else {
 				c.log.Debug("cluster: push/pull failed", "addr", a, "err", err)
 			}
@@ -162,4 +167,11 @@ func isBoundAddr(seed, bindHost string, bindPort int) bool {
 	}
 	bind := net.ParseIP(bindHost)
 	return ip.Equal(bind) || (bind != nil && bind.IsUnspecified() && ip.IsLoopback())
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }

@@ -266,6 +266,13 @@ type Cluster struct {
 	RouteListen    string   `yaml:"route_listen"`    // this node's NATS route listener; default "127.0.0.1:6222"; its port must be one of Routes'
 	RouteAdvertise string   `yaml:"route_advertise"` // NATS route host:port other nodes use; default "" = NATS's choice (RouteListen's address)
 	Preset         string   `yaml:"preset"`          // memberlist timing: PresetLAN (default) or PresetLocal
+	// A closed cluster (closed.go, docs/deploy.md): a shared gossip key and
+	// a shared route password. Never logged, reported or diffed by value.
+	SecretKey          string   `yaml:"secret_key"`           // base64 AES key, 16/24/32 bytes: memberlist gossip encrypted and authenticated; "" = in clear
+	PreviousSecretKeys []string `yaml:"previous_secret_keys"` // older keys still accepted (rotation); needs secret_key
+	RouteAuth          string   `yaml:"route_auth"`           // password every NATS route presents and requires; "" = open routes
+	PreviousRouteAuth  []string `yaml:"previous_route_auth"`  // older route passwords still accepted (rotation); needs route_auth
+	RouteTLS           RouteTLS `yaml:"route_tls"`            // mutual TLS on NATS routes; off by default
 }
 
 // Enabled reports whether the node is clustered (Name is set).
@@ -342,10 +349,12 @@ func Default() *Config {
 			Bind: DefaultClusterBind,
 			// Empty, not nil: a file's "seeds: []" decodes to an empty
 			// list, and the example must equal Default().
-			Seeds:       []string{},
-			Routes:      []string{},
-			RouteListen: DefaultClusterRouteListen,
-			Preset:      DefaultClusterPreset,
+			Seeds:              []string{},
+			Routes:             []string{},
+			RouteListen:        DefaultClusterRouteListen,
+			Preset:             DefaultClusterPreset,
+			PreviousSecretKeys: []string{},
+			PreviousRouteAuth:  []string{},
 		},
 		Admin:    Admin{Listen: DefaultAdminListen},
 		Shutdown: Shutdown{DrainWindow: Duration(DefaultDrainWindow), Deadline: Duration(DefaultDrainDeadline)},

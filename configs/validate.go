@@ -269,6 +269,9 @@ func (c *Config) checkCluster() *KeyError {
 	if err := checkNodeName(p+".node_name", cl); err != nil {
 		return err
 	}
+	if err := checkClosed(p, cl); err != nil {
+		return err
+	}
 	if err := checkListen(p+".bind", cl.Bind); err != nil {
 		return err
 	}

@@ -43,6 +43,10 @@ func (n *Node) registerMetrics(reg *prometheus.Registry) {
 	gauge("herald_bus_pending", "Live messages waiting in the delivery shards.", func() float64 { return float64(b.Stats().Pending) })
 	counter("herald_bus_publish_retries_total", "Publications resent after an unanswered attempt (stream leader changes).", func() float64 { return float64(b.Stats().PublishRetries) })
 	counter("herald_bus_gap_repairs_total", "Live gaps found and repaired from the stream.", func() float64 { return float64(b.Stats().GapRepairs) })
+	if cl := n.cl; cl != nil { // a closed cluster (closed.go)
+		counter("herald_cluster_gossip_refused_total", "Gossip messages and joins refused for a key mismatch (cluster.secret_key).", func() float64 { return float64(cl.Stats().KeyRefused) })
+		counter("herald_cluster_routes_refused_total", "NATS routes refused for their credentials (cluster.route_auth).", func() float64 { return float64(b.RoutesRefused()) })
+	}
 	reg.MustRegister(n.latency, &collector{n: n})
 }
 

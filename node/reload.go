@@ -67,6 +67,10 @@ type Changes struct {
 	// serves from now on, when the reload read a different one from
 	// tls.cert_file; "" when it did not change or TLS is off.
 	TLSCertNotAfter string `json:"tls_cert_not_after,omitempty"`
+	// GossipKeys and RoutePasswords are set when the cluster's gossip
+	// keyring or the route passwords accepted were replaced (closed.go).
+	GossipKeys     bool `json:"gossip_keys,omitempty"`
+	RoutePasswords bool `json:"route_passwords,omitempty"`
 	// NeedsRestart lists the keys that differ from the running config but
 	// are read only at start; they were not applied.
 	NeedsRestart []string `json:"needs_restart"`
@@ -81,7 +85,7 @@ type Changes struct {
 // None reports whether the reload changed nothing at all.
 func (c *Changes) None() bool {
 	return len(c.AppsAdded)+len(c.AppsRemoved)+len(c.AppsChanged)+len(c.AppsDisabled)+len(c.AppsEnabled)+
-		len(c.NeedsRestart) == 0 && c.LogLevel == "" && c.AcceptRate == nil && c.TLSCertNotAfter == ""
+		len(c.NeedsRestart) == 0 && c.LogLevel == "" && c.AcceptRate == nil && c.TLSCertNotAfter == "" && !c.GossipKeys && !c.RoutePasswords
 }
 
 // ErrNoSource: the node was started without a way to read its config again
@@ -95,7 +99,8 @@ type ops struct {
 	started time.Time
 	reload  sync.Mutex // one reload at a time
 
-	acceptRate int // gateway.accept_rate in force; under reload
+	acceptRate int        // gateway.accept_rate in force; under reload
+	closed     closedKeys // closed-cluster keys in force; under reload (closed.go)
 
 	mu        sync.Mutex // guards the fields below
 	level     string     // log.level in force
@@ -109,6 +114,7 @@ func (o *ops) init(cfg *configs.Config, src Source) {
 	now := time.Now()
 	o.src, o.started, o.level, o.loadedAt = src, now, cfg.Log.Level, now
 	o.acceptRate = cfg.Gateway.AcceptRate
+	o.initClosed(cfg)
 }
 
 func (o *ops) applied(level string) {
@@ -185,8 +191,9 @@ func (n *Node) Reload(cfg *configs.Config) (Changes, error) {
 	n.ops.mu.Lock()
 	level := n.ops.level
 	n.ops.mu.Unlock()
+	live := n.reloadClosed(cfg, &ch)
 	for _, k := range configs.Diff(n.cfg, cfg) {
-		if k == "apps" || k == "gateway.accept_rate" || (k == "log.level" && n.ops.src.Level != nil) ||
+		if live[k] || k == "apps" || k == "gateway.accept_rate" || (k == "log.level" && n.ops.src.Level != nil) ||
 			(cert != nil && (k == "tls.cert_file" || k == "tls.key_file")) {
 			continue
 		}

@@ -40,6 +40,13 @@ type AppStatus struct {
 type ClusterStatus struct {
 	Name    string         `json:"name"`
 	Members []MemberStatus `json:"members"`
+	// A closed cluster (closed.go): whether gossip is encrypted and routes
+	// need the password, and how many of each were refused since start.
+	// Never the keys themselves.
+	GossipEncrypted bool   `json:"gossip_encrypted"`
+	RouteAuth       bool   `json:"route_auth"`
+	GossipRefused   uint64 `json:"gossip_refused"`
+	RoutesRefused   uint64 `json:"routes_refused"`
 }
 
 // MemberStatus is one cluster member. Only live members are listed
@@ -80,7 +87,8 @@ func (n *Node) Status(ctx context.Context) Status {
 	}
 	if n.cl != nil {
 		s.Node = n.cl.LocalName()
-		cs := &ClusterStatus{Name: n.cfg.Cluster.Name}
+		cs := &ClusterStatus{Name: n.cfg.Cluster.Name, GossipEncrypted: n.cl.Encrypted(), RouteAuth: n.bus.RoutesClosed(),
+			GossipRefused: n.cl.Stats().KeyRefused, RoutesRefused: n.bus.RoutesRefused()}
 		for _, m := range n.cl.Members() {
 			cs.Members = append(cs.Members, MemberStatus{Name: m.Name, Address: m.Addr, HTTP: m.Meta.HTTP,
 				Route: m.Meta.Route, State: "alive", Self: m.Name == s.Node})

@@ -9,6 +9,7 @@
 //	herald webhooks status [--json] | replay --app ID --since DURATION
 //	herald drain [--admin URL] [--token T] [--wait]
 //	herald tap --admin URL --app ID [--channel PREFIX] [--json]
+//	herald keygen
 //	herald version
 package main
 
@@ -56,6 +57,8 @@ func main() {
 		err = drainCmd(args)
 	case "tap":
 		err = tapCmd(args)
+	case "keygen":
+		err = keygenCmd(args, os.Stdout) // keygen.go
 	case "version":
 		fmt.Println("herald", version)
 	case "help":
@@ -89,6 +92,7 @@ func usage(w io.Writer) {
   herald webhooks replay --app ID --since DURATION [--admin URL]      send dead-lettered webhooks again
   herald drain [--admin URL] [--token T] [--wait]                     drain a node: sockets move elsewhere, then it exits
   herald tap --admin URL --app ID [--channel PREFIX] [--json]         print a node's live debug events (docs/console.md)
+  herald keygen                                                       print a fresh cluster.secret_key (or route_auth)
   herald version                                                      print the version
 `)
 }

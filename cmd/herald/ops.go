@@ -143,6 +143,8 @@ func printStatus(out io.Writer, s *node.Status) {
 
 	if s.Cluster != nil {
 		fmt.Fprintf(out, "\ncluster %s: %d member(s)\n", s.Cluster.Name, len(s.Cluster.Members))
+		fmt.Fprintf(out, "  gossip encrypted: %s (%d refused), routes authenticated: %s (%d refused)\n",
+			yesNo(s.Cluster.GossipEncrypted), s.Cluster.GossipRefused, yesNo(s.Cluster.RouteAuth), s.Cluster.RoutesRefused)
 		w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(w, "  NAME\tADDRESS\tSTATE\tCLIENT PORT\tROUTE")
 		for _, m := range s.Cluster.Members {
