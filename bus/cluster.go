@@ -78,7 +78,13 @@ type ClusterConfig struct {
 	Name      string   // NATS cluster name, the same on every node; "" = "herald"
 	Listen    string   // host:port of this node's route listener; "" = standalone (the other fields unused)
 	Advertise string   // host:port other nodes should dial for this node's routes (gossiped); "" = what the server derives from Listen
-	Routes    []string // host:port of every node's route listener, this node's included; at least MinClusterNodes distinct
+	Routes    []string // host:port of every node's route listener, this node's included; at least MinClusterNodes distinct (1 in a region: region.go)
+
+	// Regions (region.go). Region "" is one cluster, no gateways.
+	Region        string          // this cluster's region: the NATS cluster and gateway name (replaces Name); "" = no regions
+	GatewayListen string          // host:port of this node's NATS gateway listener; required with Region
+	Gateways      []GatewayRemote // the other regions' gateways; at least one with Region
+	HomeRegion    string          // the region that holds every stream; "" = the first of Region and the Gateways' names, sorted
 }
 
 // Enabled reports whether the node runs clustered.
@@ -112,6 +118,9 @@ func clusterHostPort(field, addr string) (host string, port int, err error) {
 func checkCluster(cfg Config) error {
 	c := cfg.Cluster
 	if !c.Enabled() {
+		if err := checkRegion(c); err != nil {
+			return err
+		}
 		if len(c.Routes) > 0 || c.Advertise != "" {
 			return fmt.Errorf("%w: Routes or Advertise set without Listen (set Listen to cluster, or clear them to run standalone)", ErrClusterConfig)
 		}
@@ -131,7 +140,10 @@ func checkCluster(cfg Config) error {
 			return err
 		}
 	}
-	if n := c.nodes(); n < MinClusterNodes {
+	if err := checkRegion(c); err != nil {
+		return err
+	}
+	if n := c.nodes(); n < MinClusterNodes && !c.regional() {
 		return fmt.Errorf("%w: Routes lists %d node(s): JetStream clustering needs at least %d nodes, "+
 			"each listing every node's route address including its own; run a single node standalone (no Cluster.Listen)",
 			ErrClusterConfig, n, MinClusterNodes)
@@ -154,6 +166,9 @@ func applyCluster(opts *server.Options, cfg Config) {
 		urls[i] = "nats-route://" + r
 	}
 	opts.Routes = server.RoutesFromStr(strings.Join(urls, ","))
+	if c.regional() {
+		applyGateway(opts, c)
+	}
 	opts.LameDuckDuration, opts.LameDuckGracePeriod = lameDuckDuration, lameDuckGrace // drain.go
 	if cfg.ClientListen == "" {
 		// A client listener is required (see the top of this file); only
@@ -268,6 +283,9 @@ func (b *Bus) publishStored(ctx context.Context, m *nats.Msg, opts ...jetstream.
 		if ctx.Err() != nil || !publishRetryable(err) || time.Now().After(horizon) || b.closed.Load() {
 			return nil, err
 		}
+		if !b.homeReachable() { // the gateway to home went down meanwhile (region.go)
+			return nil, fmt.Errorf("%w (last attempt: %w)", b.homeUnreachable(), err)
+		}
 		b.pubRetries.Add(1)
 		b.log.Debug("bus: publish: retrying", "subject", m.Subject, "attempt", attempt, "err", err)
 		if !pause(ctx, publishRetryPause) {
@@ -317,6 +335,9 @@ func (b *Bus) publishBatchClustered(ctx context.Context, ps []Publication, seria
 				lastErr = ctx.Err()
 			}
 			return futs, fmt.Errorf("bus: publish %q: %w", msgs[pending[0]].Subject, lastErr)
+		}
+		if !b.homeReachable() { // region.go
+			return futs, fmt.Errorf("bus: publish %q: %w (last attempt: %w)", msgs[pending[0]].Subject, b.homeUnreachable(), lastErr)
 		}
 		b.pubRetries.Add(uint64(len(pending)))
 		b.log.Debug("bus: publish batch: resending", "round", round, "unacked", len(pending), "err", lastErr)

@@ -1,0 +1,154 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"herald/internal/testkit"
+)
+
+// regionConfigs is two regions of one node each, "a" (the home region: the
+// first by name) and "b", joined by gateways; app "app1".
+func regionConfigs(t testing.TB) []Config {
+	ports := testkit.FreePorts(t, 4) // route a, route b, gateway a, gateway b
+	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
+	names := []string{"a", "b"}
+	cfgs := make([]Config, 2)
+	for i := range cfgs {
+		cfg := DefaultConfig(t.TempDir())
+		cfg.ServerName = "node-" + names[i]
+		cfg.Apps = []string{"app1"}
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
+		other := 1 - i
+		cfg.Cluster = ClusterConfig{
+			Listen: addr(i), Routes: []string{addr(i)},
+			Region: names[i], GatewayListen: addr(2 + i),
+			Gateways: []GatewayRemote{{Name: names[other], URLs: []string{addr(2 + other)}}},
+		}
+		cfg.ReadyTimeout = 20 * time.Second
+		cfgs[i] = cfg
+	}
+	return cfgs
+}
+
+func TestRegionConfigChecks(t *testing.T) {
+	good := regionConfigs(t)[1]
+	cases := map[string]func(*ClusterConfig){
+		"no gateways":        func(c *ClusterConfig) { c.Gateways = nil },
+		"gateway to itself":  func(c *ClusterConfig) { c.Gateways[0].Name = c.Region },
+		"no gateway urls":    func(c *ClusterConfig) { c.Gateways[0].URLs = nil },
+		"bad gateway url":    func(c *ClusterConfig) { c.Gateways[0].URLs = []string{"nowhere"} },
+		"no gateway listen":  func(c *ClusterConfig) { c.GatewayListen = "" },
+		"unknown home":       func(c *ClusterConfig) { c.HomeRegion = "c" },
+		"region unclustered": func(c *ClusterConfig) { c.Listen, c.Routes = "", nil },
+		"gateways no region": func(c *ClusterConfig) { c.Region = "" },
+	}
+	for name, change := range cases {
+		cfg := good
+		cfg.Cluster.Gateways = []GatewayRemote{{Name: good.Cluster.Gateways[0].Name, URLs: append([]string(nil), good.Cluster.Gateways[0].URLs...)}}
+		change(&cfg.Cluster)
+		if err := checkCluster(cfg); !errors.Is(err, ErrClusterConfig) {
+			t.Errorf("%s: checkCluster = %v, want ErrClusterConfig", name, err)
+		}
+	}
+	if err := checkCluster(good); err != nil {
+		t.Errorf("good config: %v", err)
+	}
+	if h := good.Cluster.Home(); h != "a" {
+		t.Errorf("Home = %q, want the first region by name, a", h)
+	}
+}
+
+// TestRegionsPublishOnceEverywhere: two one-node regions; events published
+// in either region are stored once in the home stream (region a) and reach
+// the subscribers of both regions, in one serial order; history reads in b
+// go through the gateway; b cut off from home answers publishes with
+// ErrHomeUnreachable.
+func TestRegionsPublishOnceEverywhere(t *testing.T) {
+	cfgs := regionConfigs(t)
+	nodes := startNodes(t, cfgs)
+	a, b := nodes[0], nodes[1]
+
+	info, err := streamInfo(b.bus, StreamName("app1"))
+	if err != nil {
+		t.Fatalf("stream info from b: %v", err)
+	}
+	if info.Cluster == nil || info.Cluster.Name != "a" {
+		t.Fatalf("app stream placed in %+v, want cluster a", info.Cluster)
+	}
+
+	const ch = "news"
+	a.bus.Subscribe("app1", ch)
+	b.bus.Subscribe("app1", ch)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// b's interest reaches a through the gateway shortly after Subscribe:
+	// publish in a until b receives.
+	testkit.WaitFor(t, 10*time.Second, func() error {
+		if _, err := a.bus.Publish(ctx, Publication{App: "app1", Channel: ch, Payload: []byte(`{"event":"warm"}`)}); err != nil {
+			return err
+		}
+		if len(b.sink.forChannel(ch)) == 0 {
+			return errors.New("b has not received yet")
+		}
+		return nil
+	})
+	time.Sleep(100 * time.Millisecond) // the last warm-ups land
+	warm := map[*clusterNode]int{a: len(a.sink.forChannel(ch)), b: len(b.sink.forChannel(ch))}
+	var serials []uint64
+	for i := range 6 {
+		via := a.bus
+		if i%2 == 1 {
+			via = b.bus
+		}
+		s, err := via.Publish(ctx, Publication{App: "app1", Channel: ch, Payload: fmt.Appendf(nil, `{"event":"e","data":"%d"}`, i)})
+		if err != nil {
+			t.Fatalf("publish %d via %s: %v", i, via.cfg.ServerName, err)
+		}
+		serials = append(serials, s)
+	}
+	for _, n := range nodes {
+		got := n.sink.waitCount(t, ch, warm[n]+len(serials))[warm[n]:]
+		if len(got) != len(serials) {
+			t.Fatalf("%s: %d messages, want %d", n.cfg.ServerName, len(got), len(serials))
+		}
+		for i, m := range got {
+			if m.Serial != serials[i] {
+				t.Fatalf("%s: message %d has serial %d, want %d (all: %v)", n.cfg.ServerName, i, m.Serial, serials[i], serials)
+			}
+		}
+	}
+
+	var read []uint64
+	res, err := b.bus.History(ctx, "app1", ch, serials[1], func(serial uint64, _ []byte, _ string) error {
+		read = append(read, serial)
+		return nil
+	})
+	if err != nil || res.Count != len(serials)-2 {
+		t.Fatalf("history from b after %d: %v, %+v, read %v", serials[1], err, res, read)
+	}
+
+	// Cut b off from home: stop a. b answers at once.
+	a.close(t)
+	testkit.WaitFor(t, 10*time.Second, func() error {
+		if b.bus.homeReachable() {
+			return errors.New("b still sees a gateway to a")
+		}
+		return nil
+	})
+	began := time.Now()
+	_, err = b.bus.Publish(ctx, Publication{App: "app1", Channel: ch, Payload: []byte(`{"event":"e","data":"cut"}`)})
+	if !errors.Is(err, ErrHomeUnreachable) {
+		t.Fatalf("publish in b while cut: %v, want ErrHomeUnreachable", err)
+	}
+	if d := time.Since(began); d > 2*time.Second {
+		t.Errorf("publish in b while cut took %s, want an answer at once", d)
+	}
+	if ri, ok := b.bus.Regions(); !ok || ri.Home != "a" || len(ri.Gateways) != 1 || ri.Gateways[0].Connected {
+		t.Errorf("Regions while cut = %+v, %v", ri, ok)
+	}
+}
