@@ -166,6 +166,9 @@ func TestClusterValid(t *testing.T) {
 		Routes:      []string{"127.0.0.1:6222", "127.0.0.1:6223", "127.0.0.1:6224"},
 		RouteListen: "127.0.0.1:6222",
 		Preset:      PresetLAN,
+		// Region keys: their defaults.
+		GatewayListen: DefaultClusterGatewayListen,
+		Gateways:      []RegionGateway{},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got %+v\nwant %+v", c.Cluster, want.Cluster)
@@ -307,6 +310,7 @@ func TestClusterEnv(t *testing.T) {
 		Seeds:       []string{"127.0.0.1:7946", "127.0.0.1:7947", "127.0.0.1:7948"},
 		Routes:      []string{"127.0.0.1:6222", "127.0.0.1:6223", "127.0.0.1:6224"},
 		RouteListen: "0.0.0.0:6223", RouteAdvertise: "10.0.0.2:6223", Preset: PresetLocal,
+		GatewayListen: DefaultClusterGatewayListen, Gateways: []RegionGateway{},
 	}
 	if !reflect.DeepEqual(c.Cluster, want) {
 		t.Fatalf("got  %+v\nwant %+v", c.Cluster, want)

@@ -72,6 +72,9 @@ const (
 	DefaultClusterBind        = "127.0.0.1:7946"
 	DefaultClusterRouteListen = "127.0.0.1:6222"
 	DefaultClusterPreset      = PresetLAN
+	// DefaultClusterGatewayListen is the NATS gateway listener of a node
+	// of a region (cluster.region set; docs/regions.md).
+	DefaultClusterGatewayListen = "127.0.0.1:7222"
 
 	// DefaultAdminListen is the admin API's listener (docs/operations.md):
 	// loopback only, so it needs no token.
@@ -265,6 +268,22 @@ type Cluster struct {
 	RouteListen    string   `yaml:"route_listen"`    // this node's NATS route listener; default "127.0.0.1:6222"; its port must be one of Routes'
 	RouteAdvertise string   `yaml:"route_advertise"` // NATS route host:port other nodes use; default "" = NATS's choice (RouteListen's address)
 	Preset         string   `yaml:"preset"`          // memberlist timing: PresetLAN (default) or PresetLocal
+
+	// Regions (docs/regions.md): this cluster is one region of several,
+	// joined to the others by NATS gateways. Region "" (default) is one
+	// cluster and the three keys after it are ignored.
+	Region        string          `yaml:"region"`         // this cluster's region, ^[A-Za-z0-9_.-]{1,64}$, the same on every node of the region
+	GatewayListen string          `yaml:"gateway_listen"` // this node's NATS gateway listener; default "127.0.0.1:7222"
+	Gateways      []RegionGateway `yaml:"gateways"`       // the other regions: at least one with region set
+	HomeRegion    string          `yaml:"home_region"`    // the region holding every stream; "" = the first region name, sorted; the same on every node of every region
+}
+
+// RegionGateway is another region: its name and the NATS gateway addresses
+// (host:port) of its nodes, every node's (JetStream counts them to size
+// its one meta group across the regions: docs/regions.md).
+type RegionGateway struct {
+	Name string   `yaml:"name"`
+	URLs []string `yaml:"urls"`
 }
 
 // Enabled reports whether the node is clustered (Name is set).
@@ -345,6 +364,9 @@ func Default() *Config {
 			Routes:      []string{},
 			RouteListen: DefaultClusterRouteListen,
 			Preset:      DefaultClusterPreset,
+			// Empty, not nil, as Seeds.
+			GatewayListen: DefaultClusterGatewayListen,
+			Gateways:      []RegionGateway{},
 		},
 		Admin:    Admin{Listen: DefaultAdminListen},
 		Shutdown: Shutdown{DrainWindow: Duration(DefaultDrainWindow), Deadline: Duration(DefaultDrainDeadline)},
