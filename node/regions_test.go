@@ -152,6 +152,17 @@ func TestRegions(t *testing.T) {
 		}
 	}
 
+	t.Run("status shows the regions", func(t *testing.T) {
+		for i, nd := range nodes {
+			r := nd.Status(ctxT(t)).Regions
+			other := []string{"b", "a"}[i]
+			if r == nil || r.Region != []string{"a", "b"}[i] || r.Home != "a" || len(r.Gateways) != 1 ||
+				r.Gateways[0].Name != other || !r.Gateways[0].Connected || r.Gateways[0].Inbound != 1 {
+				t.Fatalf("%s: status regions = %+v", nd.Cluster().LocalName(), r)
+			}
+		}
+	})
+
 	t.Run("publish once, anywhere", func(t *testing.T) {
 		for i := range 6 {
 			trigger(t, nodes[i%2], ch, fmt.Sprint(i))
@@ -263,6 +274,9 @@ func TestRegions(t *testing.T) {
 			}
 			return nil
 		})
+		if r := b.Status(ctxT(t)).Regions; r == nil || r.Gateways[0].Connected {
+			t.Errorf("b's status while a is down: %+v", r)
+		}
 		var e struct {
 			Error string `json:"error"`
 		}
