@@ -65,3 +65,38 @@ func TestRegionValidation(t *testing.T) {
 		})
 	}
 }
+
+// TestRegionsLoopbackFiles checks configs/regions/a.yaml and b.yaml (make
+// regions): each loads strictly, has its own ports and data directory, and
+// each names the other as its gateway at the other's gateway_listen; both
+// share the memberlist cluster, seeds and apps.
+func TestRegionsLoopbackFiles(t *testing.T) {
+	a, _ := mustLoad(t, "regions/a.yaml", LoadOptions{Strict: true})
+	b, _ := mustLoad(t, "regions/b.yaml", LoadOptions{Strict: true})
+	for _, pair := range [][2]*Config{{a, b}, {b, a}} {
+		c, o := pair[0], pair[1]
+		if len(c.Cluster.Gateways) != 1 || c.Cluster.Gateways[0].Name != o.Cluster.Region ||
+			!reflect.DeepEqual(c.Cluster.Gateways[0].URLs, []string{o.Cluster.GatewayListen}) {
+			t.Errorf("region %s: gateways %+v, want region %s at %s", c.Cluster.Region, c.Cluster.Gateways, o.Cluster.Region, o.Cluster.GatewayListen)
+		}
+	}
+	if a.Cluster.Region != "a" || b.Cluster.Region != "b" {
+		t.Errorf("regions %q, %q", a.Cluster.Region, b.Cluster.Region)
+	}
+	if a.Cluster.Name != b.Cluster.Name || !reflect.DeepEqual(a.Cluster.Seeds, b.Cluster.Seeds) || !reflect.DeepEqual(a.Apps, b.Apps) {
+		t.Errorf("a and b disagree on the cluster name, seeds or apps")
+	}
+	seen := map[string]string{}
+	for _, c := range []*Config{a, b} {
+		for key, addr := range map[string]string{
+			"listen": c.Listen, "bus.client_listen": c.Bus.ClientListen, "cluster.bind": c.Cluster.Bind,
+			"cluster.route_listen": c.Cluster.RouteListen, "cluster.gateway_listen": c.Cluster.GatewayListen,
+			"admin.listen": c.Admin.Listen, "data_dir": c.DataDir,
+		} {
+			if prev, dup := seen[addr]; dup {
+				t.Errorf("region %s %s: %s is also %s", c.Cluster.Region, key, addr, prev)
+			}
+			seen[addr] = c.Cluster.Region + " " + key
+		}
+	}
+}
