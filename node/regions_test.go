@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"herald/app"
 	"herald/client"
 	"herald/configs"
 	"herald/internal/testkit"
+	"herald/internal/webhooktest"
 )
 
 // regionCfgs is two regions of one node each on loopback: a1 in region a
@@ -126,7 +128,14 @@ func TestRegions(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two regions")
 	}
+	rcv := webhooktest.NewReceiver(configs.DevAppKey, configs.DevAppSecret)
+	t.Cleanup(rcv.Close) // registered first: closed after the nodes stopped
 	cfgs := regionCfgs(t)
+	for _, c := range cfgs {
+		c.Apps[0].Webhooks = []app.Webhook{{URL: rcv.URL(), EventTypes: []string{
+			app.WebhookChannelOccupied, app.WebhookChannelVacated, app.WebhookMemberAdded, app.WebhookMemberRemoved}}}
+		c.Webhooks.Grace = configs.Duration(100 * time.Millisecond)
+	}
 	nodes := startRegionNodes(t, cfgs)
 	a, b := nodes[0], nodes[1]
 
@@ -243,6 +252,56 @@ func TestRegions(t *testing.T) {
 			}
 			return nil
 		})
+		// member_added for u-a is decided once for both regions.
+		testkit.WaitFor(t, 10*time.Second, func() error {
+			if n := slices.Index(rcv.Lines(room), app.WebhookMemberAdded+" u-a"); n < 0 {
+				return fmt.Errorf("no member_added webhook for u-a yet: %q", rcv.Lines(room))
+			}
+			return nil
+		})
+		time.Sleep(300 * time.Millisecond)
+		added := 0
+		for _, l := range rcv.Lines(room) {
+			if l == app.WebhookMemberAdded+" u-a" {
+				added++
+			}
+		}
+		if added != 1 {
+			t.Fatalf("member_added webhooks for u-a: %d (%q), want 1", added, rcv.Lines(room))
+		}
+	})
+
+	t.Run("queries and webhooks once across regions", func(t *testing.T) {
+		const wh = "wh"
+		inA, inB := dialNode(t, a), dialNode(t, b)
+		for _, c := range []*client.Conn{inA, inB} {
+			if err := c.Subscribe(ctxT(t), wh); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, nd := range nodes {
+			testkit.WaitFor(t, 5*time.Second, func() error {
+				var info struct {
+					Occupied bool `json:"occupied"`
+					Count    int  `json:"subscription_count"`
+				}
+				getJSON(t, nd, "/apps/app-id/channels/"+wh+"?info=subscription_count", &info)
+				if !info.Occupied || info.Count != 2 {
+					return fmt.Errorf("%s answers %+v, want occupied with 2 subscriptions", nd.Cluster().LocalName(), info)
+				}
+				return nil
+			})
+		}
+		inA.CloseNow()
+		inB.CloseNow()
+		waitLines(t, rcv, wh, app.WebhookChannelOccupied, app.WebhookChannelVacated)
+		time.Sleep(500 * time.Millisecond) // a second decider would have sent by now
+		if got := rcv.Lines(wh); len(got) != 2 {
+			t.Fatalf("webhooks for %s: %q, want one occupied and one vacated", wh, got)
+		}
+		if p := rcv.Problems(); len(p) > 0 {
+			t.Fatalf("receiver problems: %v", p)
+		}
 	})
 
 	t.Run("home region stopped, then back", func(t *testing.T) {
