@@ -343,6 +343,16 @@ func TestRegions(t *testing.T) {
 			t.Fatalf("503 body %s: want a JSON error naming the home region (%v)", body, err)
 		}
 
+		// A resume in b cannot read the home stream meanwhile: the client
+		// is told, never left with a gap.
+		cutoff := dialNode(t, b)
+		began := time.Now()
+		_, report, err := resumeOnce(ctxT(t), cutoff, feed, last)
+		if err != nil || !strings.HasPrefix(report, "pusher_internal:resume_failed") || !strings.Contains(report, "unavailable") {
+			t.Fatalf("resume in b while a is down: %q %v, want resume_failed unavailable", report, err)
+		}
+		t.Logf("resume_failed in b while the home region is down after %s", time.Since(began))
+
 		restarted, err := Start(cfgs[0], quiet)
 		if err != nil {
 			t.Fatalf("restart a: %v", err)
