@@ -375,4 +375,28 @@ func TestRegions(t *testing.T) {
 			t.Fatalf("resume in b from %d after the cut: %v (%s), want [%d %d] and resume_ok", last, got, report, last+1, last+2)
 		}
 	})
+
+	t.Run("the home region goes on without b", func(t *testing.T) {
+		home := nodes[0]
+		const solo = "solo"
+		c := dialNode(t, home)
+		if err := c.Subscribe(ctxT(t), solo); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := b.Stop(ctx); err != nil {
+			t.Fatalf("stop b: %v", err)
+		}
+		nodes[1] = nil
+		// No JetStream meta leader without b (the meta group spans both
+		// regions), but the home stream's own group is in a alone.
+		trigger(t, home, solo, "alone")
+		if ev := collect(t, c, solo, 1)[0]; ev.Data != "alone" {
+			t.Fatalf("got %+v", ev)
+		}
+		if !home.http.Ready() {
+			t.Fatal("a is not ready without b")
+		}
+	})
 }
