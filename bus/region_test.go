@@ -152,3 +152,40 @@ func TestRegionsPublishOnceEverywhere(t *testing.T) {
 		t.Errorf("Regions while cut = %+v, %v", ri, ok)
 	}
 }
+
+// TestRegionsHomeMoves is step 3 of the runbook (docs/regions.md): region
+// b restarted as the home region updates the streams' placement, and
+// JetStream moves them to b with their messages and sequences.
+func TestRegionsHomeMoves(t *testing.T) {
+	cfgs := regionConfigs(t)
+	nodes := startNodes(t, cfgs)
+	a, b := nodes[0], nodes[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var last uint64
+	for i := range 5 {
+		s, err := b.bus.Publish(ctx, Publication{App: "app1", Channel: "c", Payload: fmt.Appendf(nil, `{"event":"e","data":"%d"}`, i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = s
+	}
+	b.close(t)
+	b.cfg.Cluster.HomeRegion = "b"
+	b.restart(t)
+	a.bus.cfg.Cluster.HomeRegion = "b" // as a restarted a would have it; a only looks streams up now
+	testkit.WaitFor(t, 20*time.Second, func() error {
+		info, err := streamInfo(b.bus, StreamName("app1"))
+		if err != nil {
+			return err
+		}
+		if info.Cluster == nil || info.Cluster.Name != "b" || info.Cluster.Leader == "" || info.State.LastSeq != last {
+			return fmt.Errorf("stream in %+v, last seq %d, want in b with last seq %d", info.Cluster, info.State.LastSeq, last)
+		}
+		return nil
+	})
+	s, err := a.bus.Publish(ctx, Publication{App: "app1", Channel: "c", Payload: []byte(`{"event":"e","data":"after"}`)})
+	if err != nil || s != last+1 {
+		t.Fatalf("publish in a after the move: serial %d, %v; want %d", s, err, last+1)
+	}
+}
