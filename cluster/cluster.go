@@ -58,6 +58,7 @@ type Cluster struct {
 	// Counters for Stats.
 	gossipPruned    atomic.Uint64
 	reliableDropped atomic.Uint64
+	rejoining       atomic.Bool // a push/pull with missing seeds is running (join.go)
 
 	lifeMu  sync.Mutex // serializes Leave and Shutdown
 	stopped atomic.Bool

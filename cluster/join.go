@@ -90,11 +90,18 @@ func (c *Cluster) maintain() {
 					c.log.Info("cluster: joined through seeds", "answered", n,
 						"members", len(c.view.Load().members))
 				}
-			} else if missing := c.missingSeeds(); len(missing) > 0 {
-				if n := c.pushPull(missing); n > 0 {
-					c.log.Info("cluster: rejoined seeds", "answered", n,
-						"members", len(c.view.Load().members))
-				}
+			} else if missing := c.missingSeeds(); len(missing) > 0 && c.rejoining.CompareAndSwap(false, true) {
+				// Off this loop: a seed that is down may take the preset's
+				// TCP timeout to fail, and state syncs must not wait.
+				c.wg.Add(1)
+				go func() {
+					defer c.wg.Done()
+					defer c.rejoining.Store(false)
+					if n := c.pushPull(missing); n > 0 {
+						c.log.Info("cluster: rejoined seeds", "answered", n,
+							"members", len(c.view.Load().members))
+					}
+				}()
 			}
 		}
 	}
