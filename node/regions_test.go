@@ -172,6 +172,12 @@ func TestRegions(t *testing.T) {
 		}
 	})
 
+	t.Run("metrics show the gateways", func(t *testing.T) {
+		if v, ok := sample(scrape(t, a), "herald_region_gateway_connected", "region", "b"); !ok || v != 1 {
+			t.Fatalf("a's herald_region_gateway_connected{region=b} = %v (present %v), want 1", v, ok)
+		}
+	})
+
 	t.Run("publish once, anywhere", func(t *testing.T) {
 		for i := range 6 {
 			trigger(t, nodes[i%2], ch, fmt.Sprint(i))
@@ -346,6 +352,9 @@ func TestRegions(t *testing.T) {
 		})
 		if r := b.Status(ctxT(t)).Regions; r == nil || r.Gateways[0].Connected {
 			t.Errorf("b's status while a is down: %+v", r)
+		}
+		if v, ok := sample(scrape(t, b), "herald_region_gateway_connected", "region", "a"); !ok || v != 0 {
+			t.Errorf("b's herald_region_gateway_connected{region=a} while a is down = %v (present %v), want 0", v, ok)
 		}
 		var e struct {
 			Error string `json:"error"`
