@@ -172,6 +172,7 @@ func TestRegionsHomeMoves(t *testing.T) {
 	}
 	b.close(t)
 	b.cfg.Cluster.HomeRegion = "b"
+	began := time.Now()
 	b.restart(t)
 	a.bus.cfg.Cluster.HomeRegion = "b" // as a restarted a would have it; a only looks streams up now
 	testkit.WaitFor(t, 20*time.Second, func() error {
@@ -184,6 +185,7 @@ func TestRegionsHomeMoves(t *testing.T) {
 		}
 		return nil
 	})
+	t.Logf("home moved to b %s after b's restart began (streams and bucket created or moved)", time.Since(began).Round(time.Millisecond))
 	s, err := a.bus.Publish(ctx, Publication{App: "app1", Channel: "c", Payload: []byte(`{"event":"e","data":"after"}`)})
 	if err != nil || s != last+1 {
 		t.Fatalf("publish in a after the move: serial %d, %v; want %d", s, err, last+1)
