@@ -9,8 +9,9 @@
 # region's name. Ctrl-C (or SIGTERM) stops both gracefully; a second Ctrl-C
 # kills them. A node that exits on its own is reported and the other keeps
 # running (stop region a with `kill <pid>` to watch region b answer
-# publishes with 503 until a is back). It kills only the processes it
-# started.
+# publishes with 503 until a is back: `bin/herald serve --config
+# configs/regions/a.yaml` in another terminal). It kills only the
+# processes it started.
 #
 # Environment: HERALD_BIN, the binary (default bin/herald, built by
 # `make regions`). Needs bash 4.3 or later (wait -n).
