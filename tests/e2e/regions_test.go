@@ -164,6 +164,14 @@ func TestRegions2x3(t *testing.T) {
 			}
 		}
 	}
+	for _, c := range []*client.Conn{subA, subB} { // each once
+		wctx, wcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		ev, err := c.WaitFor(wctx, "e", "x")
+		wcancel()
+		if err == nil {
+			t.Fatalf("an extra event after the last: %+v", ev)
+		}
+	}
 
 	// A client moves from a to b mid-stream.
 	mover := dial(nodes[1])
