@@ -105,6 +105,10 @@ const (
 	// PresetLocal is memberlist's loopback timing: faster probes and gossip,
 	// for tests and clusters on one machine.
 	PresetLocal = "local"
+	// PresetWAN is for one memberlist cluster across regions
+	// (docs/regions.md): slower probes that tolerate round trips up to
+	// about a second; a crashed node is declared dead within 10.5 seconds.
+	PresetWAN = "wan"
 )
 
 // Values of Bus.Mode: where NATS runs.
@@ -267,7 +271,7 @@ type Cluster struct {
 	Routes         []string `yaml:"routes"`          // NATS route host:port of every node, this one included; at least MinClusterRoutes
 	RouteListen    string   `yaml:"route_listen"`    // this node's NATS route listener; default "127.0.0.1:6222"; its port must be one of Routes'
 	RouteAdvertise string   `yaml:"route_advertise"` // NATS route host:port other nodes use; default "" = NATS's choice (RouteListen's address)
-	Preset         string   `yaml:"preset"`          // memberlist timing: PresetLAN (default) or PresetLocal
+	Preset         string   `yaml:"preset"`          // memberlist timing: PresetLAN (default), PresetLocal or PresetWAN
 
 	// Regions (docs/regions.md): this cluster is one region of several,
 	// joined to the others by NATS gateways. Region "" (default) is one

@@ -256,7 +256,7 @@ func (h *HTTP) check(p string) *KeyError {
 func (c *Config) checkCluster() *KeyError {
 	cl := &c.Cluster
 	const p = "cluster"
-	if err := oneOf(p+".preset", cl.Preset, PresetLAN, PresetLocal); err != nil {
+	if err := oneOf(p+".preset", cl.Preset, PresetLAN, PresetLocal, PresetWAN); err != nil {
 		return err
 	}
 	if !cl.Enabled() {
