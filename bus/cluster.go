@@ -81,10 +81,11 @@ type ClusterConfig struct {
 	Routes    []string // host:port of every node's route listener, this node's included; at least MinClusterNodes distinct (1 in a region: region.go)
 
 	// Regions (region.go). Region "" is one cluster, no gateways.
-	Region        string          // this cluster's region: the NATS cluster and gateway name (replaces Name); "" = no regions
-	GatewayListen string          // host:port of this node's NATS gateway listener; required with Region
-	Gateways      []GatewayRemote // the other regions' gateways; at least one with Region
-	HomeRegion    string          // the region that holds every stream; "" = the first of Region and the Gateways' names, sorted
+	Region           string          // this cluster's region: the NATS cluster and gateway name (replaces Name); "" = no regions
+	GatewayListen    string          // host:port of this node's NATS gateway listener; required with Region
+	GatewayAdvertise string          // host:port the other regions should dial for this node's gateway (gossiped); "" = what the server derives from GatewayListen
+	Gateways         []GatewayRemote // the other regions' gateways; at least one with Region
+	HomeRegion       string          // the region that holds every stream; "" = the first of Region and the Gateways' names, sorted
 }
 
 // Enabled reports whether the node runs clustered.

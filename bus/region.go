@@ -43,7 +43,8 @@ import (
 // (gateway interest for JetStream accounts is interest-only: a region gets
 // only channels it has subscribers for).
 //
-// A region cut off from home (no gateway connection to it) answers every
+// A region cut off from home (its gateway link with home not up both ways:
+// gatewayConnected) answers every
 // publish at once with ErrHomeUnreachable, which the REST API turns into a
 // 503: the publisher must retry (against another region, or later). It
 // does not queue: a queued event has no serial yet, so it could not be
@@ -96,8 +97,8 @@ func (c ClusterConfig) Home() string {
 // and proves the gateway port free.
 func checkRegion(c ClusterConfig) error {
 	if !c.regional() {
-		if c.GatewayListen != "" || len(c.Gateways) > 0 || c.HomeRegion != "" {
-			return fmt.Errorf("%w: GatewayListen, Gateways or HomeRegion set without Region", ErrClusterConfig)
+		if c.GatewayListen != "" || c.GatewayAdvertise != "" || len(c.Gateways) > 0 || c.HomeRegion != "" {
+			return fmt.Errorf("%w: GatewayListen, GatewayAdvertise, Gateways or HomeRegion set without Region", ErrClusterConfig)
 		}
 		return nil
 	}
@@ -107,6 +108,11 @@ func checkRegion(c ClusterConfig) error {
 	host, port, err := clusterHostPort("GatewayListen", c.GatewayListen)
 	if err != nil {
 		return err
+	}
+	if c.GatewayAdvertise != "" {
+		if _, _, err := clusterHostPort("GatewayAdvertise", c.GatewayAdvertise); err != nil {
+			return err
+		}
 	}
 	if len(c.Gateways) == 0 {
 		return fmt.Errorf("%w: Region %q has no Gateways: list the other regions' gateways", ErrClusterConfig, c.Region)
@@ -142,7 +148,7 @@ func checkRegion(c ClusterConfig) error {
 func applyGateway(opts *server.Options, c ClusterConfig) {
 	host, port, _ := clusterHostPort("GatewayListen", c.GatewayListen)
 	opts.Cluster.Name = c.Region
-	gw := server.GatewayOpts{Name: c.Region, Host: host, Port: port}
+	gw := server.GatewayOpts{Name: c.Region, Host: host, Port: port, Advertise: c.GatewayAdvertise}
 	for _, g := range c.Gateways {
 		r := &server.RemoteGatewayOpts{Name: g.Name}
 		for _, a := range g.URLs {
@@ -180,15 +186,17 @@ func (b *Bus) homeReachable() bool {
 	return b.gatewayConnected(b.cfg.Cluster.Home())
 }
 
-// gatewayConnected reports whether this server has an outbound gateway
-// connection to region name.
+// gatewayConnected reports whether this server's gateway link with region
+// name works both ways: gateway connections are one-way, so a request goes
+// out on this server's outbound connection and its answer comes back on an
+// inbound one from that region.
 func (b *Bus) gatewayConnected(name string) bool {
 	gz, err := b.srv.Gatewayz(&server.GatewayzOptions{Name: name})
 	if err != nil || gz == nil {
 		return false
 	}
 	og, ok := gz.OutboundGateways[name]
-	return ok && og != nil && og.Connection != nil && og.Connection.Cid != 0
+	return ok && og != nil && og.Connection != nil && og.Connection.Cid != 0 && len(gz.InboundGateways[name]) > 0
 }
 
 // homeUnreachable is the error of a publication this region cannot store.
@@ -207,7 +215,7 @@ type RegionInfo struct {
 // GatewayInfo is one other region as this node's gateway sees it.
 type GatewayInfo struct {
 	Name      string `json:"name"`
-	Connected bool   `json:"connected"` // an outbound gateway connection is up
+	Connected bool   `json:"connected"` // the link works both ways: this node's outbound gateway connection and at least one inbound from that region are up
 	RTT       string `json:"rtt"`       // its last round trip time ("" while not connected)
 	Inbound   int    `json:"inbound"`   // gateway connections from that region's nodes to this one
 }
@@ -224,10 +232,10 @@ func (b *Bus) Regions() (ri RegionInfo, ok bool) {
 	for _, g := range c.Gateways {
 		gi := GatewayInfo{Name: g.Name}
 		if err == nil && gz != nil {
-			if og := gz.OutboundGateways[g.Name]; og != nil && og.Connection != nil && og.Connection.Cid != 0 {
-				gi.Connected, gi.RTT = true, og.Connection.RTT
-			}
 			gi.Inbound = len(gz.InboundGateways[g.Name])
+			if og := gz.OutboundGateways[g.Name]; og != nil && og.Connection != nil && og.Connection.Cid != 0 {
+				gi.Connected, gi.RTT = gi.Inbound > 0, og.Connection.RTT
+			}
 		}
 		ri.Gateways = append(ri.Gateways, gi)
 	}

@@ -276,10 +276,11 @@ type Cluster struct {
 	// Regions (docs/regions.md): this cluster is one region of several,
 	// joined to the others by NATS gateways. Region "" (default) is one
 	// cluster and the three keys after it are ignored.
-	Region        string          `yaml:"region"`         // this cluster's region, ^[A-Za-z0-9_.-]{1,64}$, the same on every node of the region
-	GatewayListen string          `yaml:"gateway_listen"` // this node's NATS gateway listener; default "127.0.0.1:7222"
-	Gateways      []RegionGateway `yaml:"gateways"`       // the other regions: at least one with region set
-	HomeRegion    string          `yaml:"home_region"`    // the region holding every stream; "" = the first region name, sorted; the same on every node of every region
+	Region           string          `yaml:"region"`            // this cluster's region, ^[A-Za-z0-9_.-]{1,64}$, the same on every node of the region
+	GatewayListen    string          `yaml:"gateway_listen"`    // this node's NATS gateway listener; default "127.0.0.1:7222"
+	GatewayAdvertise string          `yaml:"gateway_advertise"` // NATS gateway host:port the other regions use; default "" = gateway_listen's address
+	Gateways         []RegionGateway `yaml:"gateways"`          // the other regions: at least one with region set
+	HomeRegion       string          `yaml:"home_region"`       // the region holding every stream; "" = the first region name, sorted; the same on every node of every region
 }
 
 // RegionGateway is another region: its name and the NATS gateway addresses

@@ -42,6 +42,7 @@ func TestRegionValidation(t *testing.T) {
 		{"gateway to itself", "    - name: b\n", "    - name: a\n", `cluster.gateways[0].name: "a" is this node's own region`},
 		{"gateway without urls", "      urls: [127.0.0.1:7232]\n", "      urls: []\n", "cluster.gateways[0].urls: at least 1 is required"},
 		{"bad gateway url", "      urls: [127.0.0.1:7232]\n", "      urls: [nohost]\n", `cluster.gateways[0].urls[0]: "nohost" must be host:port`},
+		{"unspecified gateway_advertise", "  gateway_listen: 127.0.0.1:7222\n", "  gateway_listen: 127.0.0.1:7222\n  gateway_advertise: 0.0.0.0:7222\n", "cluster.gateway_advertise: "},
 		{"bad gateway_listen", "  gateway_listen: 127.0.0.1:7222\n", "  gateway_listen: seven\n", `cluster.gateway_listen: "seven" must be host:port`},
 		{"gateway_listen on route_listen", "  gateway_listen: 127.0.0.1:7222\n", "  gateway_listen: 127.0.0.1:6222\n", `cluster.gateway_listen: "127.0.0.1:6222" is also the address of cluster.route_listen`},
 		{"unknown home", "  region: a\n", "  region: a\n  home_region: c\n", `cluster.home_region: "c" is neither cluster.region nor a name`},

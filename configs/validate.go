@@ -503,6 +503,11 @@ func (c *Config) checkRegion() *KeyError {
 	if err := checkListen(p+".gateway_listen", cl.GatewayListen); err != nil {
 		return err
 	}
+	if cl.GatewayAdvertise != "" {
+		if err := checkAddr(p+".gateway_advertise", cl.GatewayAdvertise); err != nil {
+			return err
+		}
+	}
 	if len(cl.Gateways) == 0 {
 		return keyErr(p+".gateways", "at least 1 is required with cluster.region set: list the other regions' names and gateway addresses")
 	}
