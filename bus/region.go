@@ -43,8 +43,8 @@ import (
 // (gateway interest for JetStream accounts is interest-only: a region gets
 // only channels it has subscribers for).
 //
-// A region cut off from home (its gateway link with home not up both ways:
-// gatewayConnected) answers every
+// A region cut off from home (this node has no outbound gateway connection
+// to it: gatewayConnected) answers every
 // publish at once with ErrHomeUnreachable, which the REST API turns into a
 // 503: the publisher must retry (against another region, or later). It
 // does not queue: a queued event has no serial yet, so it could not be
@@ -186,17 +186,23 @@ func (b *Bus) homeReachable() bool {
 	return b.gatewayConnected(b.cfg.Cluster.Home())
 }
 
-// gatewayConnected reports whether this server's gateway link with region
-// name works both ways: gateway connections are one-way, so a request goes
-// out on this server's outbound connection and its answer comes back on an
-// inbound one from that region.
+// gatewayConnected reports whether this server has an outbound gateway
+// connection to region name: what a publication from this node travels on.
+// Gateway connections are one-way: the answer comes back on a connection
+// from a server of that region to some server of this one (not
+// necessarily this one, so this server's inbound connections prove
+// nothing in a region of several nodes). Right after a cut heals, the
+// outbound connection may be up before any connection back is: a publish
+// then waits for its resend (its first attempt was stored but not
+// acknowledged; the stream's dedupe makes the resend its acknowledgement)
+// and a resume may be answered unavailable once.
 func (b *Bus) gatewayConnected(name string) bool {
 	gz, err := b.srv.Gatewayz(&server.GatewayzOptions{Name: name})
 	if err != nil || gz == nil {
 		return false
 	}
 	og, ok := gz.OutboundGateways[name]
-	return ok && og != nil && og.Connection != nil && og.Connection.Cid != 0 && len(gz.InboundGateways[name]) > 0
+	return ok && og != nil && og.Connection != nil && og.Connection.Cid != 0
 }
 
 // homeUnreachable is the error of a publication this region cannot store.
@@ -215,9 +221,9 @@ type RegionInfo struct {
 // GatewayInfo is one other region as this node's gateway sees it.
 type GatewayInfo struct {
 	Name      string `json:"name"`
-	Connected bool   `json:"connected"` // the link works both ways: this node's outbound gateway connection and at least one inbound from that region are up
+	Connected bool   `json:"connected"` // this node's outbound gateway connection to that region is up
 	RTT       string `json:"rtt"`       // its last round trip time ("" while not connected)
-	Inbound   int    `json:"inbound"`   // gateway connections from that region's nodes to this one
+	Inbound   int    `json:"inbound"`   // gateway connections from that region's nodes to this one (in a region of several nodes, 0 is normal: each remote node dials one node here)
 }
 
 // Regions returns this node's view of the regions; ok false without
@@ -234,7 +240,7 @@ func (b *Bus) Regions() (ri RegionInfo, ok bool) {
 		if err == nil && gz != nil {
 			gi.Inbound = len(gz.InboundGateways[g.Name])
 			if og := gz.OutboundGateways[g.Name]; og != nil && og.Connection != nil && og.Connection.Cid != 0 {
-				gi.Connected, gi.RTT = gi.Inbound > 0, og.Connection.RTT
+				gi.Connected, gi.RTT = true, og.Connection.RTT
 			}
 		}
 		ri.Gateways = append(ri.Gateways, gi)
