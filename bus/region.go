@@ -44,9 +44,9 @@ import (
 // only channels it has subscribers for).
 //
 // A region cut off from home (this node has no outbound gateway connection
-// to it: gatewayConnected) answers every
-// publish at once with ErrHomeUnreachable, which the REST API turns into a
-// 503: the publisher must retry (against another region, or later). It
+// to it: gatewayConnected) answers every publish at once with
+// ErrHomeUnreachable, which the REST API turns into a 503: the publisher
+// must retry (against another region, or later). It
 // does not queue: a queued event has no serial yet, so it could not be
 // delivered in the one order of the channel, and a 200 could no longer mean
 // stored. The cut region keeps delivering what reaches it (nothing from
@@ -61,7 +61,7 @@ type GatewayRemote struct {
 	URLs []string
 }
 
-// ErrHomeUnreachable: this region has no gateway connection to the home
+// ErrHomeUnreachable: this node has no gateway connection to the home
 // region, so a publication cannot be stored; retry it.
 var ErrHomeUnreachable = errors.New("bus: home region unreachable")
 
