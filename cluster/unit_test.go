@@ -138,7 +138,7 @@ func TestStartRejectsBadConfig(t *testing.T) {
 		},
 		{
 			name: "unknown preset",
-			cfg:  Config{NodeName: "n", Bind: "127.0.0.1:0", Preset: "wan"},
+			cfg:  Config{NodeName: "n", Bind: "127.0.0.1:0", Preset: "moon"},
 			want: "unknown preset",
 		},
 		{
