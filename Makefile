@@ -21,7 +21,7 @@ RACE_PKGS := ./gateway/ ./bus/ ./client/ ./api/ ./node/ ./presence/ ./cluster/ .
 RACE_PKGS += ./tests/e2e/
 RACE_PKGS += ./debugtap/ ./console/ ./admin/
 
-.PHONY: build run test vet race fuzz bench js-deps chromium clean cluster
+.PHONY: build run test vet race fuzz bench js-deps chromium clean cluster regions test-regions
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/herald
@@ -33,6 +33,14 @@ run: build
 ## cluster: 3 nodes on loopback (configs/cluster/node1..3.yaml: client ports 6001-6003, data in ./data/node1..3) in the foreground; Ctrl-C stops all three
 cluster: build
 	bash scripts/cluster.sh
+
+## regions: two one-node regions on loopback joined by NATS gateways (configs/regions/a.yaml, b.yaml: client ports 6001-6002, data in ./data/region-a, region-b) in the foreground; Ctrl-C stops both
+regions: build
+	bash scripts/regions.sh
+
+## test-regions: the six-process test of two three-node regions (tests/e2e TestRegions2x3, about 30 s; not part of make test)
+test-regions:
+	HERALD_E2E_REGIONS=1 $(GO) test -count=1 -run TestRegions2x3 ./tests/e2e/
 
 ## test: vet, the whole suite (including pusher-js, the pusher SDK and the resume clients end to end, one in headless chromium), then the race detector
 test: js-deps chromium

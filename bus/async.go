@@ -29,6 +29,9 @@ func (b *Bus) PublishAsync(p Publication) error {
 		}
 		return nil
 	}
+	if !b.homeReachable() { // region.go
+		return b.homeUnreachable()
+	}
 	if _, err := b.js.PublishMsgAsync(m, jetstream.WithStallWait(asyncStallWait)); err != nil {
 		return fmt.Errorf("bus: publish %q: %w", m.Subject, err)
 	}

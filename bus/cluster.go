@@ -78,7 +78,7 @@ type ClusterConfig struct {
 	Name      string   // NATS cluster name, the same on every node; "" = "herald"
 	Listen    string   // host:port of this node's route listener; "" = standalone (the other fields unused)
 	Advertise string   // host:port other nodes should dial for this node's routes (gossiped); "" = what the server derives from Listen
-	Routes    []string // host:port of every node's route listener, this node's included; at least MinClusterNodes distinct
+	Routes    []string // host:port of every node's route listener, this node's included; at least MinClusterNodes distinct (1 in a region: region.go)
 	// Passwords, when set, close the routes (routeauth.go): Passwords[0]
 	// is sent on every route this node dials, every one is accepted from
 	// routes that dial in; a route without one is refused.
@@ -87,6 +87,13 @@ type ClusterConfig struct {
 	// (routeauth.go): the node presents TLS.CertFile and requires a peer
 	// certificate signed by TLS.CAFile, both ways.
 	TLS RouteTLS
+
+	// Regions (region.go). Region "" is one cluster, no gateways.
+	Region           string          // this cluster's region: the NATS cluster and gateway name (replaces Name); "" = no regions
+	GatewayListen    string          // host:port of this node's NATS gateway listener; required with Region
+	GatewayAdvertise string          // host:port the other regions should dial for this node's gateway (gossiped); "" = what the server derives from GatewayListen
+	Gateways         []GatewayRemote // the other regions' gateways; at least one with Region
+	HomeRegion       string          // the region that holds every stream; "" = the first of Region and the Gateways' names, sorted
 }
 
 // RouteTLS names the PEM files of route TLS; all three or none.
@@ -128,6 +135,9 @@ func clusterHostPort(field, addr string) (host string, port int, err error) {
 func checkCluster(cfg Config) error {
 	c := cfg.Cluster
 	if !c.Enabled() {
+		if err := checkRegion(c); err != nil {
+			return err
+		}
 		if len(c.Routes) > 0 || c.Advertise != "" {
 			return fmt.Errorf("%w: Routes or Advertise set without Listen (set Listen to cluster, or clear them to run standalone)", ErrClusterConfig)
 		}
@@ -157,7 +167,10 @@ func checkCluster(cfg Config) error {
 			return err
 		}
 	}
-	if n := c.nodes(); n < MinClusterNodes {
+	if err := checkRegion(c); err != nil {
+		return err
+	}
+	if n := c.nodes(); n < MinClusterNodes && !c.regional() {
 		return fmt.Errorf("%w: Routes lists %d node(s): JetStream clustering needs at least %d nodes, "+
 			"each listing every node's route address including its own; run a single node standalone (no Cluster.Listen)",
 			ErrClusterConfig, n, MinClusterNodes)
@@ -184,6 +197,9 @@ func applyCluster(opts *server.Options, cfg Config) {
 	if c.TLS.Enabled() {
 		opts.Cluster.TLSConfig, _ = routeTLSConfig(c.TLS) // checkCluster built it once already
 		opts.Cluster.TLSTimeout = routeTLSTimeout.Seconds()
+	}
+	if c.regional() {
+		applyGateway(opts, c)
 	}
 	opts.LameDuckDuration, opts.LameDuckGracePeriod = lameDuckDuration, lameDuckGrace // drain.go
 	if cfg.ClientListen == "" {
@@ -298,6 +314,9 @@ func (b *Bus) publishStored(ctx context.Context, m *nats.Msg, opts ...jetstream.
 		}
 		if ctx.Err() != nil || !publishRetryable(err) || time.Now().After(horizon) || b.closed.Load() {
 			return nil, err
+		}
+		if !b.homeReachable() { // the gateway to home went down meanwhile (region.go)
+			return nil, fmt.Errorf("%w (last attempt: %w)", b.homeUnreachable(), err)
 		}
 		b.pubRetries.Add(1)
 		b.log.Debug("bus: publish: retrying", "subject", m.Subject, "attempt", attempt, "err", err)

@@ -79,6 +79,10 @@ func (b *Bus) Submit(ctx context.Context, ps []Publication) *Pending {
 		}
 		return p
 	}
+	if !b.homeReachable() { // a region cut off from home answers at once (region.go)
+		p.err = b.homeUnreachable()
+		return p
+	}
 	for i := range ps {
 		if i > 0 && ps[i].App == ps[i-1].App {
 			continue
@@ -183,6 +187,9 @@ func (p *Pending) waitReplicated() error {
 				lastErr = ctx.Err()
 			}
 			return fmt.Errorf("bus: publish %q: %w", p.msgs[p.pend[0]].Subject, lastErr)
+		}
+		if !b.homeReachable() { // the gateway to home went down meanwhile (region.go)
+			return fmt.Errorf("bus: publish %q: %w (last attempt: %w)", p.msgs[p.pend[0]].Subject, b.homeUnreachable(), lastErr)
 		}
 		b.pubRetries.Add(uint64(len(p.pend)))
 		b.log.Debug("bus: publish batch: resending", "round", round, "unacked", len(p.pend), "err", lastErr)

@@ -129,6 +129,9 @@ func (cfg Config) withDefaults() Config {
 	if cfg.Cluster.Enabled() && cfg.Cluster.Name == "" {
 		cfg.Cluster.Name = DefaultClusterName
 	}
+	if cfg.Cluster.regional() {
+		cfg.Cluster.Name = cfg.Cluster.Region // a gateway's name is its cluster's (region.go)
+	}
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = DefaultReadyTimeout
 	}

@@ -78,7 +78,11 @@ func (b *Bus) EnsureApp(ctx context.Context, app string) error {
 // the create itself: in a cluster, a lookup right after it can still miss
 // the new stream.
 func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	cfg.Placement = b.placement()
 	return ensure(ctx, b, "stream", cfg.Name, func(actx context.Context) (jetstream.Stream, error) {
+		if b.remoteRegion() { // only the home region creates (region.go)
+			return b.lookupStream(actx, cfg.Name)
+		}
 		return b.js.CreateOrUpdateStream(actx, cfg)
 	})
 }
@@ -115,6 +119,9 @@ func ensure[T any](ctx context.Context, b *Bus, what, name string, create func(c
 // no answer in time, nobody answering yet, or the service not yet available.
 // A request the server answered with a config error is not retried.
 func retryable(err error) bool {
+	if errors.Is(err, errNotYet) {
+		return true
+	}
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		return apiErr.Code == 503
@@ -190,6 +197,9 @@ func (b *Bus) Publish(ctx context.Context, p Publication) (serial uint64, err er
 			return 0, fmt.Errorf("bus: publish %q: %w", m.Subject, err)
 		}
 		return 0, nil
+	}
+	if !b.homeReachable() { // a region cut off from home answers at once (region.go)
+		return 0, b.homeUnreachable()
 	}
 	if err := b.ensureKnown(ctx, p.App); err != nil {
 		return 0, err

@@ -80,7 +80,8 @@ type Config struct {
 	// through. Unreachable seeds are retried in the background.
 	Seeds []string
 	// Preset is "lan" (memberlist's LAN defaults, tuned so a dead node is
-	// declared within 4.2 s) or "local" (loopback tests: within 2.1 s). See
+	// declared within 4.2 s), "local" (loopback tests: within 2.1 s) or
+	// "wan" (one cluster across regions: within 10.5 s). See
 	// FailureDetection.
 	Preset string
 	// SecretKeys, when set, encrypt and authenticate all gossip
@@ -115,4 +116,4 @@ type Config struct {
 //	func (c *Cluster) Shutdown() error               // stop without leaving (what a crash looks like to others)
 //	func (c *Cluster) Encrypted() bool              // gossip is encrypted (SecretKeys)
 //	func (c *Cluster) SetKeys(keys [][]byte) error   // rotate: keys[0] sends, all accepted, the rest removed
-//	func (c *Cluster) FailureDetection() time.Duration // upper bound until a crashed node is declared dead (4.2 s lan, 2.1 s local, up to 10 nodes), for docs and tests
+//	func (c *Cluster) FailureDetection() time.Duration // upper bound until a crashed node is declared dead (4.2 s lan, 2.1 s local, 10.5 s wan, up to 10 nodes), for docs and tests

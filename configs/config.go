@@ -72,6 +72,9 @@ const (
 	DefaultClusterBind        = "127.0.0.1:7946"
 	DefaultClusterRouteListen = "127.0.0.1:6222"
 	DefaultClusterPreset      = PresetLAN
+	// DefaultClusterGatewayListen is the NATS gateway listener of a node
+	// of a region (cluster.region set; docs/regions.md).
+	DefaultClusterGatewayListen = "127.0.0.1:7222"
 
 	// DefaultAdminListen is the admin API's listener (docs/operations.md):
 	// loopback only, so it needs no token.
@@ -102,6 +105,10 @@ const (
 	// PresetLocal is memberlist's loopback timing: faster probes and gossip,
 	// for tests and clusters on one machine.
 	PresetLocal = "local"
+	// PresetWAN is for one memberlist cluster across regions
+	// (docs/regions.md): slower probes that tolerate round trips up to
+	// about a second; a crashed node is declared dead within 10.5 seconds.
+	PresetWAN = "wan"
 )
 
 // Values of Bus.Mode: where NATS runs.
@@ -265,7 +272,7 @@ type Cluster struct {
 	Routes         []string `yaml:"routes"`          // NATS route host:port of every node, this one included; at least MinClusterRoutes
 	RouteListen    string   `yaml:"route_listen"`    // this node's NATS route listener; default "127.0.0.1:6222"; its port must be one of Routes'
 	RouteAdvertise string   `yaml:"route_advertise"` // NATS route host:port other nodes use; default "" = NATS's choice (RouteListen's address)
-	Preset         string   `yaml:"preset"`          // memberlist timing: PresetLAN (default) or PresetLocal
+	Preset         string   `yaml:"preset"`          // memberlist timing: PresetLAN (default), PresetLocal or PresetWAN
 	// A closed cluster (closed.go, docs/deploy.md): a shared gossip key and
 	// a shared route password. Never logged, reported or diffed by value.
 	SecretKey          string   `yaml:"secret_key"`           // base64 AES key, 16/24/32 bytes: memberlist gossip encrypted and authenticated; "" = in clear
@@ -273,6 +280,23 @@ type Cluster struct {
 	RouteAuth          string   `yaml:"route_auth"`           // password every NATS route presents and requires; "" = open routes
 	PreviousRouteAuth  []string `yaml:"previous_route_auth"`  // older route passwords still accepted (rotation); needs route_auth
 	RouteTLS           RouteTLS `yaml:"route_tls"`            // mutual TLS on NATS routes; off by default
+
+	// Regions (docs/regions.md): this cluster is one region of several,
+	// joined to the others by NATS gateways. Region "" (default) is one
+	// cluster and the three keys after it are ignored.
+	Region           string          `yaml:"region"`            // this cluster's region, ^[A-Za-z0-9_.-]{1,64}$, the same on every node of the region
+	GatewayListen    string          `yaml:"gateway_listen"`    // this node's NATS gateway listener; default "127.0.0.1:7222"
+	GatewayAdvertise string          `yaml:"gateway_advertise"` // NATS gateway host:port the other regions use; default "" = gateway_listen's address
+	Gateways         []RegionGateway `yaml:"gateways"`          // the other regions: at least one with region set
+	HomeRegion       string          `yaml:"home_region"`       // the region holding every stream; "" = the first region name, sorted; the same on every node of every region
+}
+
+// RegionGateway is another region: its name and the NATS gateway addresses
+// (host:port) of its nodes, every node's (JetStream counts them to size
+// its one meta group across the regions: docs/regions.md).
+type RegionGateway struct {
+	Name string   `yaml:"name"`
+	URLs []string `yaml:"urls"`
 }
 
 // Enabled reports whether the node is clustered (Name is set).
@@ -355,6 +379,9 @@ func Default() *Config {
 			Preset:             DefaultClusterPreset,
 			PreviousSecretKeys: []string{},
 			PreviousRouteAuth:  []string{},
+			// Empty, not nil, as Seeds.
+			GatewayListen: DefaultClusterGatewayListen,
+			Gateways:      []RegionGateway{},
 		},
 		Admin:    Admin{Listen: DefaultAdminListen},
 		Shutdown: Shutdown{DrainWindow: Duration(DefaultDrainWindow), Deadline: Duration(DefaultDrainDeadline)},

@@ -79,6 +79,13 @@ func clusterBus(cc configs.Cluster, bc *bus.Config) {
 	bc.Cluster = bus.ClusterConfig{Name: cc.Name, Listen: cc.RouteListen, Advertise: cc.RouteAdvertise, Routes: cc.Routes,
 		Passwords: cc.RoutePasswords(), // closed routes (closed.go); nil: open
 		TLS:       bus.RouteTLS{CertFile: cc.RouteTLS.CertFile, KeyFile: cc.RouteTLS.KeyFile, CAFile: cc.RouteTLS.CAFile}}
+	if cc.Region != "" { // docs/regions.md
+		bc.Cluster.Region, bc.Cluster.GatewayListen, bc.Cluster.HomeRegion = cc.Region, cc.GatewayListen, cc.HomeRegion
+		bc.Cluster.GatewayAdvertise = cc.GatewayAdvertise
+		for _, g := range cc.Gateways {
+			bc.Cluster.Gateways = append(bc.Cluster.Gateways, bus.GatewayRemote{Name: g.Name, URLs: g.URLs})
+		}
+	}
 	bc.ReadyTimeout = clusterReadyTimeout
 }
 

@@ -80,12 +80,13 @@ var (
 	dStreamMessages = desc("herald_jetstream_stream_messages", "Messages stored in the stream (the replay window).", "stream")
 	dConsPending    = desc("herald_jetstream_consumer_pending", "Messages of the stream not yet delivered to its consumers, summed.", "stream")
 	dAckPending     = desc("herald_jetstream_consumer_ack_pending", "Messages delivered to the stream's consumers and not yet acknowledged, summed.", "stream")
+	dGateway        = desc("herald_region_gateway_connected", "With cluster.region: 1 while this node's gateway to the region is connected (docs/regions.md).", "region")
 	dLimits         = desc("herald_limit_refusals_total", "Requests, messages and sockets refused by a limit (docs/limits.md), by limit.", "limit")
 )
 
 var allDescs = []*prometheus.Desc{dAppConnections, dConnects, dDisconnects, dSubscriptions, dSubscribes, dMessagesIn,
 	dDeliveries, dAuthFailures, dResumes, dReplayed, dRereads, dMembers, dNATSConnected, dNATSRoutes, dMetaLeader, dPeers,
-	dStreamLeader, dStreamReplicas, dStreamCurrent, dStreamMessages, dConsPending, dAckPending, dLimits}
+	dStreamLeader, dStreamReplicas, dStreamCurrent, dStreamMessages, dConsPending, dAckPending, dLimits, dGateway}
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range allDescs {
@@ -140,6 +141,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ci := n.bus.ClusterInfo()
 	emit(dMetaLeader, prometheus.GaugeValue, b2f(ci.MetaLeader != ""))
 	emit(dPeers, prometheus.GaugeValue, float64(ci.Peers))
+	if ri, ok := n.bus.Regions(); ok {
+		for _, g := range ri.Gateways {
+			emit(dGateway, prometheus.GaugeValue, b2f(g.Connected), g.Name)
+		}
+	}
 	for _, s := range h.Streams {
 		emit(dStreamLeader, prometheus.GaugeValue, b2f(s.Leader != ""), s.Name)
 		emit(dStreamReplicas, prometheus.GaugeValue, float64(s.Replicas), s.Name)

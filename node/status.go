@@ -24,6 +24,7 @@ type Status struct {
 	Connections   int64              `json:"connections"`    // WebSocket connections on this node
 	Apps          []AppStatus        `json:"apps"`
 	Cluster       *ClusterStatus     `json:"cluster,omitempty"` // absent on a single node
+	Regions       *bus.RegionInfo    `json:"regions,omitempty"` // absent without cluster.region (docs/regions.md)
 	Streams       []bus.StreamHealth `json:"streams,omitempty"` // one per app; absent with streams off
 	Config        ConfigStatus       `json:"config"`
 }
@@ -96,6 +97,9 @@ func (n *Node) Status(ctx context.Context) Status {
 		s.Cluster = cs
 	} else if h, err := os.Hostname(); err == nil {
 		s.Node = h
+	}
+	if ri, ok := n.bus.Regions(); ok {
+		s.Regions = &ri
 	}
 	t := n.apps.Table()
 	for _, a := range t.All() {

@@ -157,6 +157,20 @@ func printStatus(out io.Writer, s *node.Status) {
 		w.Flush()
 	}
 
+	if r := s.Regions; r != nil {
+		fmt.Fprintf(out, "\nregion %s (home region %s)\n", r.Region, r.Home)
+		w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "  GATEWAY\tCONNECTED\tRTT\tINBOUND")
+		for _, g := range r.Gateways {
+			rtt := g.RTT
+			if rtt == "" {
+				rtt = "-"
+			}
+			fmt.Fprintf(w, "  %s\t%s\t%s\t%d\n", g.Name, yesNo(g.Connected), rtt, g.Inbound)
+		}
+		w.Flush()
+	}
+
 	if len(s.Streams) > 0 {
 		fmt.Fprintln(out, "\nstreams")
 		w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
