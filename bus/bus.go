@@ -121,6 +121,7 @@ type Bus struct {
 	reconnects atomic.Uint64 // external mode (external.go)
 
 	auth   *clientAuth  // the embedded server's logins (clientauth.go); nil without auth
+	disk   diskState    // the disk watcher's view of the store (disk.go)
 	hist   historyState // history reads and live gap repair (history.go, gapfill.go)
 	starts subStarts    // when each live subscription was made (catchup.go)
 }
@@ -154,6 +155,7 @@ func Start(cfg Config) (*Bus, error) {
 		apps:     make(map[string]struct{}),
 		slowSubs: make(map[*nats.Subscription]struct{}),
 	}
+	b.disk.init()
 	if err := checkMode(cfg); err != nil {
 		return nil, err
 	}
@@ -188,6 +190,11 @@ func Start(cfg Config) (*Bus, error) {
 	}
 	b.wg.Add(1)
 	go b.sweepLoop()
+	if b.watchDisk() { // a full disk, and recovery from it (disk.go)
+		b.checkDisk() // the state is known before the first publish
+		b.wg.Add(1)
+		go b.diskLoop()
+	}
 
 	ctx := context.Background()
 	if cfg.Cluster.Enabled() { // wait for a meta leader, then the streams (cluster.go)
@@ -257,6 +264,7 @@ func (b *Bus) startEmbedded() (*nats.Conn, error) {
 		b.auth = newClientAuth(cfg)
 		cfg.auth = b.auth
 	}
+	cfg.serverError = b.onServerError // a failed store write (disk.go)
 	srv, err := startServer(cfg)
 	if err != nil {
 		return nil, err

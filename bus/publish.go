@@ -191,6 +191,9 @@ func (b *Bus) Publish(ctx context.Context, p Publication) (serial uint64, err er
 		}
 		return 0, nil
 	}
+	if err := b.refuseFull(); err != nil { // at once, not after a wait for an ack that cannot come (disk.go)
+		return 0, err
+	}
 	if err := b.ensureKnown(ctx, p.App); err != nil {
 		return 0, err
 	}
@@ -201,7 +204,7 @@ func (b *Bus) Publish(ctx context.Context, p Publication) (serial uint64, err er
 	}
 	ack, err := b.publishStored(ctx, m) // in cluster mode: retried through a leader change
 	if err != nil {
-		return 0, fmt.Errorf("bus: publish %q: %w", m.Subject, err)
+		return 0, fmt.Errorf("bus: publish %q: %w", m.Subject, b.publishErr(err))
 	}
 	if cache {
 		if err := b.storeCache(ctx, &p, m, ack.Sequence, began); err != nil {
@@ -235,6 +238,9 @@ func (b *Bus) PublishBatch(ctx context.Context, ps []Publication) (serials []uin
 		}
 		return serials, nil
 	}
+	if err := b.refuseFull(); err != nil { // at once (disk.go)
+		return serials, err
+	}
 	for i := range ps {
 		if i > 0 && ps[i].App == ps[i-1].App {
 			continue
@@ -248,10 +254,11 @@ func (b *Bus) PublishBatch(ctx context.Context, ps []Publication) (serials []uin
 		// Resends through a leader change (cluster.go).
 		futs, err := b.publishBatchClustered(ctx, ps, serials)
 		if err != nil {
-			return serials, err
+			return serials, b.publishErr(err)
 		}
 		return serials, b.storeCacheBatch(ctx, ps, futs, serials, began)
 	}
+	broken := b.brokenCh() // closed when the store fails a write: no ack will come (disk.go)
 	futs := make([]jetstream.PubAckFuture, len(ps))
 	for i := range ps {
 		m := b.newMsg(&ps[i])
@@ -266,7 +273,9 @@ func (b *Bus) PublishBatch(ctx context.Context, ps []Publication) (serials []uin
 		case ack := <-f.Ok():
 			serials[i] = ack.Sequence
 		case err := <-f.Err():
-			return serials, fmt.Errorf("bus: publish %q: %w", f.Msg().Subject, err)
+			return serials, fmt.Errorf("bus: publish %q: %w", f.Msg().Subject, b.publishErr(err))
+		case <-broken:
+			return serials, b.waitBroken()
 		case <-ctx.Done():
 			return serials, fmt.Errorf("bus: publish batch: %w", ctx.Err())
 		}

@@ -1,0 +1,208 @@
+//go:build linux
+
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"herald/internal/testkit"
+)
+
+// diskConfig is a single-node config storing on a fresh tmpfs of size
+// bytes (the test is skipped where mounting is not permitted).
+func diskConfig(t *testing.T, size int64) (Config, string) {
+	t.Helper()
+	dir := testkit.Tmpfs(t, size)
+	cfg := testConfig(t)
+	cfg.DataDir = dir
+	cfg.DiskCheckInterval = 50 * time.Millisecond
+	return cfg, dir
+}
+
+// bigBatch is n events of about 4 KiB each on channels c0..c(n-1).
+func bigBatch(n int) []Publication {
+	data := []byte(`{"event":"e","data":"` + strings.Repeat("a", 4000) + `"}`)
+	ps := make([]Publication, n)
+	for i := range ps {
+		ps[i] = Publication{App: "app1", Channel: fmt.Sprint("c", i), Payload: data}
+	}
+	return ps
+}
+
+// publishUntilFull publishes batches until one fails and returns that
+// error. Each batch may wait up to 20 s: a publish that waits for an ack
+// the broken store never sends ends with the deadline, not ErrStoreFull.
+func publishUntilFull(t *testing.T, b *Bus, batches int) error {
+	t.Helper()
+	for i := range batches {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		_, err := b.PublishBatch(ctx, bigBatch(50))
+		cancel()
+		if err != nil {
+			t.Logf("batch %d: %v", i, err)
+			return err
+		}
+	}
+	t.Fatalf("%d batches of 200 KiB were all stored", batches)
+	return nil
+}
+
+// wantFull checks that a publish is refused with ErrStoreFull for reason.
+func wantFull(t *testing.T, b *Bus, reason string) {
+	t.Helper()
+	_, err := b.PublishBatch(ctxT(t), []Publication{{App: "app1", Channel: "news", Payload: []byte(`{"event":"x","data":"1"}`)}})
+	if !errors.Is(err, ErrStoreFull) {
+		t.Fatalf("publish while full: %v, want ErrStoreFull", err)
+	}
+	if err := b.PublishAsync(Publication{App: "app1", Channel: "news", Payload: []byte(`{}`)}); !errors.Is(err, ErrStoreFull) {
+		t.Fatalf("PublishAsync while full: %v, want ErrStoreFull", err)
+	}
+	if st := b.StoreState(); !st.Full || st.Reason != reason {
+		t.Fatalf("StoreState = %+v, want full for %s", st, reason)
+	}
+}
+
+// waitRecovered waits until the store has room again and a publish on news
+// is stored and delivered live to sink.
+func waitRecovered(t *testing.T, b *Bus, sink *recSink) {
+	t.Helper()
+	testkit.WaitFor(t, 15*time.Second, func() error {
+		if st := b.StoreState(); st.Full {
+			return fmt.Errorf("still full: %+v", st)
+		}
+		return nil
+	})
+	before := len(sink.forChannel("news"))
+	publish(t, b, "app1", "news", `{"event":"after","data":"1"}`, "")
+	testkit.WaitFor(t, 5*time.Second, func() error {
+		if n := len(sink.forChannel("news")); n != before+1 {
+			return fmt.Errorf("%d live messages on news, want %d", n, before+1)
+		}
+		return nil
+	})
+}
+
+// historyCount is how many events History reads on channel from the start.
+func historyCount(t *testing.T, b *Bus, channel string) int {
+	t.Helper()
+	res, err := b.History(ctxT(t), "app1", channel, 0, func(uint64, []byte, string) error { return nil })
+	if err != nil {
+		t.Fatalf("History(%s): %v", channel, err)
+	}
+	return res.Count
+}
+
+// TestStoreWriteErrorThenRecovery: another process fills the filesystem
+// and the watcher's statfs does not see it (it looks only when asked), so
+// the first sign is the store's own write error. The publish waiting for
+// its acks is answered ErrStoreFull instead of waiting out its deadline,
+// and every later one at once; what was stored stays readable; once the
+// file is gone the next check restarts JetStream and publishes are stored
+// and delivered live again.
+func TestStoreWriteErrorThenRecovery(t *testing.T) {
+	cfg, dir := diskConfig(t, 32<<20)
+	cfg.DiskCheckInterval = time.Hour // no background look: the write error alone must be seen
+	sink := &recSink{}
+	b := startBus(t, cfg, sink)
+	b.Subscribe("app1", "news")
+	flush(t, b)
+	publish(t, b, "app1", "news", `{"event":"before","data":"1"}`, "")
+
+	testkit.FillDisk(t, filepath.Join(dir, "other-process"))
+	err := publishUntilFull(t, b, 200)
+	if !errors.Is(err, ErrStoreFull) {
+		t.Fatalf("publish on a full disk: %v, want ErrStoreFull (not a wait for the deadline)", err)
+	}
+	wantFull(t, b, StoreWriteError)
+	if n := historyCount(t, b, "news"); n != 1 {
+		t.Fatalf("history of news while full: %d events, want 1", n)
+	}
+
+	b.checkDisk() // still full: no restart
+	if st := b.StoreState(); !st.Full || st.Recoveries != 0 {
+		t.Fatalf("after a check on a full disk: %+v", st)
+	}
+	if err := os.Remove(filepath.Join(dir, "other-process")); err != nil {
+		t.Fatal(err)
+	}
+	b.checkDisk()
+	st := b.StoreState()
+	if st.Full || st.Recoveries != 1 {
+		t.Fatalf("after space came back: %+v, want not full after 1 recovery", st)
+	}
+	if st.Refusals == 0 {
+		t.Fatalf("refusals not counted: %+v", st)
+	}
+	waitRecovered(t, b, sink)
+	if n := historyCount(t, b, "news"); n != 2 {
+		t.Fatalf("history of news after recovery: %d events, want 2", n)
+	}
+}
+
+// TestDiskFullSeenBeforeWrites: the watcher sees the free space fall under
+// the reserve before the store writes anything, refuses publishes, and
+// accepts them again once the space is back, without a restart.
+func TestDiskFullSeenBeforeWrites(t *testing.T) {
+	cfg, dir := diskConfig(t, 32<<20)
+	sink := &recSink{}
+	b := startBus(t, cfg, sink)
+	b.Subscribe("app1", "news")
+	flush(t, b)
+
+	testkit.FillDisk(t, filepath.Join(dir, "other-process"))
+	testkit.WaitFor(t, 5*time.Second, func() error {
+		if st := b.StoreState(); !st.Full {
+			return fmt.Errorf("not full: %+v", st)
+		}
+		return nil
+	})
+	wantFull(t, b, StoreDiskFull)
+	if err := os.Remove(filepath.Join(dir, "other-process")); err != nil {
+		t.Fatal(err)
+	}
+	waitRecovered(t, b, sink)
+	if st := b.StoreState(); st.Recoveries != 0 {
+		t.Fatalf("a restart for a disk nothing was written to while full: %+v", st)
+	}
+}
+
+// TestStoreLimitThenGrownDisk: Herald fills the store itself until
+// JetStream's storage limit (3/4 of the free space at start) refuses;
+// the refusal is ErrStoreFull, and after the filesystem is grown the
+// watcher restarts JetStream with a limit computed again, without the
+// node restarting.
+func TestStoreLimitThenGrownDisk(t *testing.T) {
+	cfg, dir := diskConfig(t, 16<<20)
+	cfg.MaxAge, cfg.MaxMsgsPerChannel = 0, 0 // nothing expires: the store only grows
+	sink := &recSink{}
+	b := startBus(t, cfg, sink)
+	b.Subscribe("app1", "news")
+	flush(t, b)
+
+	err := publishUntilFull(t, b, 200)
+	if !errors.Is(err, ErrStoreFull) {
+		t.Fatalf("publish at the store limit: %v, want ErrStoreFull", err)
+	}
+	wantFull(t, b, StoreLimit)
+	limit, _ := b.storeLimit()
+
+	testkit.ResizeTmpfs(t, dir, 64<<20)
+	waitRecovered(t, b, sink)
+	st := b.StoreState()
+	if st.Recoveries != 1 {
+		t.Fatalf("recoveries = %d, want 1 (a JetStream restart): %+v", st.Recoveries, st)
+	}
+	if grown, _ := b.storeLimit(); grown <= limit {
+		t.Fatalf("store limit %d after growing the disk, was %d", grown, limit)
+	}
+	if _, err := b.PublishBatch(ctxT(t), bigBatch(50)); err != nil {
+		t.Fatalf("a big batch after recovery: %v", err)
+	}
+}
