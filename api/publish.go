@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/valyala/fasthttp"
@@ -105,11 +106,29 @@ func (s *Server) publish(app *app.App, ts []protocol.Trigger, via debugtap.Kind)
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
 	defer cancel()
 	if _, err := s.cfg.Publisher.PublishBatch(ctx, ps); err != nil {
+		if full := storeFull(err); full != nil {
+			s.cfg.Logger.Debug("publish refused: store full", "app", app.ID, "events", len(ps), "err", err)
+			return full
+		}
 		s.cfg.Logger.Warn("publish failed", "app", app.ID, "events", len(ps), "err", err)
 		return &protocol.HTTPError{Status: fasthttp.StatusServiceUnavailable, Message: fmt.Sprintf("Could not store the event: %v", err)}
 	}
 	s.tapPublished(app, ts, via)
 	return nil
+}
+
+// storeFull is the answer to a publish the bus refused because the node's
+// store is full (bus.ErrStoreFull, docs/operations.md "Disk full"): 507
+// with the reason, no paths; nil for any other error. The node takes
+// events again by itself once it has room, so a client may retry later
+// or on another node.
+func storeFull(err error) *protocol.HTTPError {
+	var sf *bus.StoreFullError
+	if !errors.As(err, &sf) {
+		return nil
+	}
+	return &protocol.HTTPError{Status: fasthttp.StatusInsufficientStorage,
+		Message: "Insufficient storage: the node's store is full (" + sf.Reason + "); the event was not stored, retry later"}
 }
 
 // tapPublished reports stored events to the debug tap (docs/console.md).

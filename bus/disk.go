@@ -52,8 +52,27 @@ import (
 
 // ErrStoreFull is the error of a publish refused because the node's store
 // has no room: the disk is full, the store hit a write error, or
-// JetStream's storage limit is reached. Errors wrap it with the reason.
+// JetStream's storage limit is reached. The errors are *StoreFullError,
+// which match it with errors.Is.
 var ErrStoreFull = errors.New("bus: store full")
+
+// StoreFullError is a publish refused for a full store: Reason is one of
+// the Store* reasons, Detail what was seen (it may name paths of the data
+// dir: for logs, not for clients), Err the JetStream error if one came.
+type StoreFullError struct {
+	Reason string
+	Detail string
+	Err    error
+}
+
+func (e *StoreFullError) Error() string {
+	return "bus: store full (" + e.Reason + "): " + e.Detail
+}
+
+// Is makes errors.Is(err, ErrStoreFull) true.
+func (e *StoreFullError) Is(target error) bool { return target == ErrStoreFull }
+
+func (e *StoreFullError) Unwrap() error { return e.Err }
 
 // Reasons in StoreState.Reason (and in ErrStoreFull's wrapping errors).
 const (
@@ -134,7 +153,7 @@ func (b *Bus) refuseFull() error {
 		return nil
 	}
 	b.disk.refusals.Add(1)
-	return fmt.Errorf("%w (%s): %s", ErrStoreFull, f.Reason, f.Detail)
+	return &StoreFullError{Reason: f.Reason, Detail: f.Detail}
 }
 
 // brokenCh is closed when the server reports a write error: a publish
@@ -161,7 +180,7 @@ func (b *Bus) publishErr(err error) error {
 		b.setFull(StoreLimit, "JetStream's storage limit is reached: "+apiErr.Description)
 	}
 	b.disk.refusals.Add(1)
-	return fmt.Errorf("%w (%s): %w", ErrStoreFull, StoreLimit, err)
+	return &StoreFullError{Reason: StoreLimit, Detail: "JetStream's storage limit is reached", Err: err}
 }
 
 // waitBroken is the error of a publish that stopped waiting for its acks
@@ -172,7 +191,7 @@ func (b *Bus) waitBroken() error {
 	if p := b.disk.writeErr.Load(); p != nil {
 		msg = *p
 	}
-	return fmt.Errorf("%w (%s): %s", ErrStoreFull, StoreWriteError, msg)
+	return &StoreFullError{Reason: StoreWriteError, Detail: msg}
 }
 
 // onServerError sees every error and warning the embedded server logs

@@ -44,6 +44,7 @@ func (n *Node) registerMetrics(reg *prometheus.Registry) {
 	counter("herald_bus_publish_retries_total", "Publications resent after an unanswered attempt (stream leader changes).", func() float64 { return float64(b.Stats().PublishRetries) })
 	counter("herald_bus_gap_repairs_total", "Live gaps found and repaired from the stream.", func() float64 { return float64(b.Stats().GapRepairs) })
 	reg.MustRegister(n.latency, &collector{n: n})
+	n.registerStoreMetrics(reg) // node/disk.go
 }
 
 // collector emits the labelled families from one snapshot per scrape.
