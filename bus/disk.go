@@ -199,8 +199,7 @@ func (b *Bus) waitBroken() error {
 // of a store, makes the store broken until JetStream restarts. It runs on
 // the server's goroutines: only atomics and one short lock.
 func (b *Bus) onServerError(msg string) {
-	if !strings.Contains(msg, "no space left") && !strings.Contains(msg, "critical write error") &&
-		!strings.Contains(msg, "out of resources, will be DISABLED") {
+	if !storeFailure(msg) {
 		return
 	}
 	if b.disk.writeErr.CompareAndSwap(nil, &msg) {
@@ -209,6 +208,18 @@ func (b *Bus) onServerError(msg string) {
 		b.disk.mu.Unlock()
 		b.setFull(StoreWriteError, msg)
 	}
+}
+
+// storeFailure reports whether a server log line says a store write
+// failed: nats-server's filestore, stream, consumer, meta group and Raft
+// log each a "critical write error" (some capitalised) when a write fails
+// for good, a store write that ran out of space says "no space left" (the
+// test nats-server itself uses, isOutOfSpaceErr), and JetStream shutting
+// itself down for it says "will be DISABLED".
+func storeFailure(msg string) bool {
+	m := strings.ToLower(msg)
+	return strings.Contains(m, "no space left") || strings.Contains(m, "critical write error") ||
+		strings.Contains(m, "out of resources, will be disabled")
 }
 
 // setFull records the full state unless it is already full (the first

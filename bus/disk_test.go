@@ -206,3 +206,23 @@ func TestStoreLimitThenGrownDisk(t *testing.T) {
 		t.Fatalf("a big batch after recovery: %v", err)
 	}
 }
+
+// TestStoreFailureLines: the server's log lines that mean a failed store
+// write (as nats-server v2.15 words them), and some that do not.
+func TestStoreFailureLines(t *testing.T) {
+	for line, want := range map[string]bool{
+		"Filestore [HERALD_a] Critical write error: write /d/1.blk: no space left on device":                 true,
+		"JetStream stream '$G > HERALD_a' critical write error: write /d/1.blk: input/output error":          true,
+		"JetStream consumer '$G > HERALD-WEBHOOKS > lane' critical write error: disk quota exceeded":         true,
+		"RAFT [abc - S-R3F-x] Critical write error: open /d/msgs: no space left on device":                   true,
+		"JetStream failed to store a msg on stream '$G > HERALD_a': write /d/1.blk: no space left on device": true,
+		"JetStream out of resources, will be DISABLED":                                                       true,
+		"JetStream file resource limits exceeded for server":                                                 false, // the storage limit: a 10023 answer says so (publishErr)
+		"Slow Consumer Detected: WriteDeadline of 10s exceeded":                                              false,
+		"Resource not found: open /d/index.db: no such file or directory":                                    false,
+	} {
+		if got := storeFailure(line); got != want {
+			t.Errorf("storeFailure(%q) = %v, want %v", line, got, want)
+		}
+	}
+}
