@@ -226,3 +226,91 @@ func TestStoreFailureLines(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterNodeDiskFull: in a three-node cluster one node's disk is
+// filled while events are published through every node. The full node
+// refuses its publishes with ErrStoreFull, the other two keep storing (R3
+// needs two replicas); once the space is back the full node recovers by
+// itself (restarting its JetStream if it failed a write), takes publishes
+// again and its replicas catch up.
+func TestClusterNodeDiskFull(t *testing.T) {
+	cfgs := clusterConfigs(t, 3)
+	dir := testkit.Tmpfs(t, 48<<20)
+	cfgs[2].DataDir = dir
+	cfgs[2].DiskCheckInterval = 100 * time.Millisecond
+	nodes := startNodes(t, cfgs)
+	full := nodes[2].bus
+	testkit.WaitFor(t, 15*time.Second, func() error {
+		for _, n := range nodes {
+			if ci := n.bus.ClusterInfo(); ci.Peers != 3 || !ci.Ready() {
+				return fmt.Errorf("%s: %+v", n.cfg.ServerName, ci)
+			}
+		}
+		return nil
+	})
+	publish(t, full, "app1", "news", `{"event":"before"}`, "")
+
+	// Publish through each node while the third one's disk fills.
+	stop := make(chan struct{})
+	done := make(chan error, len(nodes))
+	for _, n := range nodes {
+		go func(b *Bus) {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					done <- nil
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				_, err := b.PublishBatch(ctx, bigBatch(10))
+				cancel()
+				if err != nil && (b != full || !errors.Is(err, ErrStoreFull)) {
+					done <- fmt.Errorf("%s: publish %d: %w", b.cfg.ServerName, i, err)
+					return
+				}
+				if err != nil { // refused at once: do not spin
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+		}(n.bus)
+	}
+	fill := filepath.Join(dir, "other-process")
+	testkit.FillDisk(t, fill)
+	testkit.WaitFor(t, 10*time.Second, func() error {
+		if st := full.StoreState(); !st.Full {
+			return fmt.Errorf("not full: %+v", st)
+		}
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond) // publishes go on through the others meanwhile
+	close(stop)
+	for range nodes {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("full node: %+v", full.StoreState())
+	if _, err := full.PublishBatch(ctxT(t), bigBatch(1)); !errors.Is(err, ErrStoreFull) {
+		t.Fatalf("publish through the full node: %v, want ErrStoreFull", err)
+	}
+	publish(t, nodes[0].bus, "app1", "news", `{"event":"during"}`, "")
+
+	if err := os.Remove(fill); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 20*time.Second, func() error {
+		if st := full.StoreState(); st.Full {
+			return fmt.Errorf("still full: %+v", st)
+		}
+		return nil
+	})
+	testkit.WaitFor(t, 20*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := full.Publish(ctx, Publication{App: "app1", Channel: "news", Payload: []byte(`{"event":"after"}`)})
+		return err
+	})
+	waitReplicaCurrent(t, nodes[0].bus, cfgs[2].ServerName)
+	t.Logf("recovered: %+v", full.StoreState())
+}
