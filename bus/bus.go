@@ -86,7 +86,8 @@ type Stats struct {
 
 // Bus is one node's connection to NATS. All methods are safe for concurrent use.
 //
-// Lock order (docs/locks.md): b.mu before b.slowMu; b.appsMu alone. No lock
+// Lock order (docs/locks.md): b.mu before b.slowMu; b.appsMu and
+// b.disk.mu alone. No lock
 // is held while the Sink is called or while waiting on the server.
 type Bus struct {
 	cfg   Config
