@@ -86,12 +86,15 @@ func (g slogLogger) log(level slog.Level, format string, v []any) {
 	g.l.Log(ctx, level, fmt.Sprintf(format, v...), "component", "nats")
 }
 
-// problem logs an error or warning and hands it to onError.
+// problem logs an error or warning and hands it to onError, formatted once.
 func (g slogLogger) problem(level slog.Level, format string, v []any) {
-	if g.onError != nil {
-		g.onError(fmt.Sprintf(format, v...))
+	if g.onError == nil {
+		g.log(level, format, v)
+		return
 	}
-	g.log(level, format, v)
+	msg := fmt.Sprintf(format, v...)
+	g.onError(msg)
+	g.l.Log(context.Background(), level, msg, "component", "nats")
 }
 
 // Noticef is debug: the embedded server's notices are its start-up banner and
