@@ -122,6 +122,12 @@ type diskState struct {
 	refusals atomic.Uint64
 	restarts atomic.Uint64
 
+	// restart is held for writing while JetStream restarts, and for reading
+	// around the bus's own looks at the server's JetStream state (jsz):
+	// nats-server's Jsz reads fields that EnableJetStream writes with no
+	// lock of the server's (a data race in nats-server v2.15).
+	restart sync.RWMutex
+
 	mu          sync.Mutex    // guards the fields below
 	free, total uint64        // last statfs
 	reserve     uint64        // last computed reserve
@@ -319,7 +325,7 @@ func (b *Bus) storeLimit() (limit, used int64) {
 	if cfg == nil {
 		return -1, -1
 	}
-	jsz, err := b.srv.Jsz(&server.JSzOptions{})
+	jsz, err := b.jsz(&server.JSzOptions{})
 	if err != nil || jsz == nil {
 		return -1, -1
 	}
@@ -346,10 +352,24 @@ func (b *Bus) restartJetStream() bool {
 	}
 	b.log.Warn("bus: restarting JetStream to recover the store", "why", why)
 	began := time.Now()
+	if err := b.cycleJetStream(); err != nil {
+		b.log.Error("bus: JetStream did not restart; retrying", "err", err, "in", diskRestartBackoff)
+		return false
+	}
+	b.disk.restarts.Add(1)
+	limit, _ := b.storeLimit()
+	b.log.Warn("bus: JetStream restarted", "took", time.Since(began).Round(time.Millisecond), "max_store_bytes", limit)
+	return true
+}
+
+// cycleJetStream shuts JetStream down (if it still runs), forgets what was
+// seen of the old store, and enables JetStream again.
+func (b *Bus) cycleJetStream() error {
+	b.disk.restart.Lock()
+	defer b.disk.restart.Unlock()
 	if b.srv.JetStreamEnabled() {
 		if err := b.srv.ShutdownJetStream(); err != nil {
-			b.log.Error("bus: shut JetStream down for recovery", "err", err)
-			return false
+			return fmt.Errorf("bus: shut JetStream down: %w", err)
 		}
 	}
 	// The state recorded before the restart is the old store's.
@@ -368,13 +388,16 @@ func (b *Bus) restartJetStream() bool {
 		Domain:     b.jetStreamDomain(),
 	})
 	if err != nil {
-		b.log.Error("bus: JetStream did not restart; retrying", "err", err, "in", diskRestartBackoff)
-		return false
+		return fmt.Errorf("bus: enable JetStream: %w", err)
 	}
-	b.disk.restarts.Add(1)
-	limit, _ := b.storeLimit()
-	b.log.Warn("bus: JetStream restarted", "took", time.Since(began).Round(time.Millisecond), "max_store_bytes", limit)
-	return true
+	return nil
+}
+
+// jsz is the server's Jsz, never while JetStream restarts (disk.restart).
+func (b *Bus) jsz(opts *server.JSzOptions) (*server.JSInfo, error) {
+	b.disk.restart.RLock()
+	defer b.disk.restart.RUnlock()
+	return b.srv.Jsz(opts)
 }
 
 // jetStreamDomain is the embedded JetStream's domain: the leaf's own in

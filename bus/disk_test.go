@@ -233,7 +233,17 @@ func TestStoreFailureLines(t *testing.T) {
 // needs two replicas); once the space is back the full node recovers by
 // itself (restarting its JetStream if it failed a write), takes publishes
 // again and its replicas catch up.
+//
+// Not under the race detector: re-enabling JetStream in a running server
+// writes server fields that JetStream API requests routed from the other
+// nodes read with no lock (nats-server v2.15's setJetStreamExportSubs
+// against apiDispatch, the path of its own config reload too), and the
+// other nodes' requests cannot be held off. `make test` runs it without
+// -race first.
 func TestClusterNodeDiskFull(t *testing.T) {
+	if raceEnabled {
+		t.Skip("skipped under -race: nats-server's JetStream restart races with API requests routed from other nodes (see the comment)")
+	}
 	cfgs := clusterConfigs(t, 3)
 	dir := testkit.Tmpfs(t, 48<<20)
 	cfgs[2].DataDir = dir
