@@ -21,6 +21,10 @@
 // cache.go keeps the last event of each cache channel in a second per-app
 // stream, HERALD-CACHE_<app> on herald.<app>.cache.<tok>, read by LastEvent.
 //
+// disk.go watches the embedded store's disk: while it is full, publishes
+// fail at once with ErrStoreFull (StoreState says why), and once it has
+// room again the bus restarts JetStream if that is what recovers it.
+//
 // Where NATS runs is Config.Mode: an embedded server (the default; clustered
 // in cluster.go), an existing deployment the node connects to instead
 // (external.go), or an embedded server that is a leaf node of one (leaf.go).
