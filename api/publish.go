@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/valyala/fasthttp"
@@ -126,6 +127,10 @@ func (x *submission) wait() ([]byte, error) {
 		_, err = s.cfg.Publisher.PublishBatch(x.ctx, x.ps)
 	}
 	if err != nil {
+		if full := storeFull(err); full != nil {
+			s.cfg.Logger.Debug("publish refused: store full", "app", x.app.ID, "events", len(x.ps), "err", err)
+			return nil, full
+		}
 		s.cfg.Logger.Warn("publish failed", "app", x.app.ID, "events", len(x.ps), "err", err)
 		return nil, &protocol.HTTPError{Status: fasthttp.StatusServiceUnavailable, Message: fmt.Sprintf("Could not store the event: %v", err)}
 	}
@@ -160,6 +165,20 @@ func (x *submission) answer() ([]byte, error) {
 		out[i] = s.info(app, t.Channels[0], t.Info)
 	}
 	return json.Marshal(map[string]any{"batch": out})
+}
+
+// storeFull is the answer to a publish the bus refused because the node's
+// store is full (bus.ErrStoreFull, docs/operations.md "Disk full"): 507
+// with the reason, no paths; nil for any other error. The node takes
+// events again by itself once it has room, so a client may retry later
+// or on another node.
+func storeFull(err error) *protocol.HTTPError {
+	var sf *bus.StoreFullError
+	if !errors.As(err, &sf) {
+		return nil
+	}
+	return &protocol.HTTPError{Status: fasthttp.StatusInsufficientStorage,
+		Message: "Insufficient storage: the node's store is full (" + sf.Reason + "); the event was not stored, retry later"}
 }
 
 // tapPublished reports stored events to the debug tap (docs/console.md).

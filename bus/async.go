@@ -29,6 +29,9 @@ func (b *Bus) PublishAsync(p Publication) error {
 		}
 		return nil
 	}
+	if err := b.refuseFull(); err != nil { // its ack could not come (disk.go)
+		return err
+	}
 	if !b.homeReachable() { // region.go
 		return b.homeUnreachable()
 	}

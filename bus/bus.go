@@ -21,6 +21,10 @@
 // cache.go keeps the last event of each cache channel in a second per-app
 // stream, HERALD-CACHE_<app> on herald.<app>.cache.<tok>, read by LastEvent.
 //
+// disk.go watches the embedded store's disk: while it is full, publishes
+// fail at once with ErrStoreFull (StoreState says why), and once it has
+// room again the bus restarts JetStream if that is what recovers it.
+//
 // Where NATS runs is Config.Mode: an embedded server (the default; clustered
 // in cluster.go), an existing deployment the node connects to instead
 // (external.go), or an embedded server that is a leaf node of one (leaf.go).
@@ -86,7 +90,8 @@ type Stats struct {
 
 // Bus is one node's connection to NATS. All methods are safe for concurrent use.
 //
-// Lock order (docs/locks.md): b.mu before b.slowMu; b.appsMu alone. No lock
+// Lock order (docs/locks.md): b.mu before b.slowMu; b.appsMu and
+// b.disk.mu alone. No lock
 // is held while the Sink is called or while waiting on the server.
 type Bus struct {
 	cfg   Config
@@ -121,6 +126,7 @@ type Bus struct {
 	reconnects atomic.Uint64 // external mode (external.go)
 
 	auth   *clientAuth  // the embedded server's logins (clientauth.go); nil without auth
+	disk   diskState    // the disk watcher's view of the store (disk.go)
 	hist   historyState // history reads and live gap repair (history.go, gapfill.go)
 	starts subStarts    // when each live subscription was made (catchup.go)
 
@@ -158,6 +164,7 @@ func Start(cfg Config) (*Bus, error) {
 		apps:     make(map[string]struct{}),
 		slowSubs: make(map[*nats.Subscription]struct{}),
 	}
+	b.disk.init()
 	if err := checkMode(cfg); err != nil {
 		return nil, err
 	}
@@ -192,6 +199,11 @@ func Start(cfg Config) (*Bus, error) {
 	}
 	b.wg.Add(1)
 	go b.sweepLoop()
+	if b.watchDisk() { // a full disk, and recovery from it (disk.go)
+		b.checkDisk() // the state is known before the first publish
+		b.wg.Add(1)
+		go b.diskLoop()
+	}
 
 	ctx := context.Background()
 	if cfg.Cluster.Enabled() { // wait for a meta leader, then the streams (cluster.go)
@@ -265,6 +277,7 @@ func (b *Bus) startEmbedded() (*nats.Conn, error) {
 		b.routeAuth = newRouteAuth(cfg.Cluster.Passwords, b.log.Warn)
 		cfg.routeAuth = b.routeAuth
 	}
+	cfg.serverError = b.onServerError // a failed store write (disk.go)
 	srv, err := startServer(cfg)
 	if err != nil {
 		return nil, err

@@ -461,7 +461,7 @@ func (b *Bus) ClusterInfo() ClusterInfo {
 		return ci
 	}
 	ci.Clustered, ci.Name, ci.Nodes, ci.Peers, ci.MetaLeader = true, b.cfg.Cluster.Name, b.cfg.Cluster.nodes(), b.Peers(), ""
-	if jsz, err := b.srv.Jsz(nil); err == nil && jsz.Meta != nil {
+	if jsz, err := b.jsz(nil); err == nil && jsz.Meta != nil {
 		ci.MetaLeader = jsz.Meta.Leader
 	}
 	return ci

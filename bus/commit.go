@@ -43,9 +43,10 @@ type Pending struct {
 	ps      []Publication
 	serials []uint64
 	futs    []jetstream.PubAckFuture
-	began   time.Time // for the cache writes (cache.go)
-	err     error     // Submit failed: Wait returns it at once
-	nowait  bool      // nothing to wait for (streams off)
+	began   time.Time       // for the cache writes (cache.go)
+	err     error           // Submit failed: Wait returns it at once
+	nowait  bool            // nothing to wait for (streams off)
+	broken  <-chan struct{} // standalone: closed when the store fails a write (disk.go)
 
 	// Replicated mode (cluster.go): the messages with their Nats-Msg-Ids,
 	// resent as they are, and the indexes not yet acknowledged, in order.
@@ -79,6 +80,10 @@ func (b *Bus) Submit(ctx context.Context, ps []Publication) *Pending {
 		}
 		return p
 	}
+	if err := b.refuseFull(); err != nil { // at once, not after a wait for an ack that cannot come (disk.go)
+		p.err = err
+		return p
+	}
 	if !b.homeReachable() { // a region cut off from home answers at once (region.go)
 		p.err = b.homeUnreachable()
 		return p
@@ -107,6 +112,7 @@ func (b *Bus) Submit(ctx context.Context, ps []Publication) *Pending {
 		p.err = p.sendPending()
 		return p
 	}
+	p.broken = b.brokenCh() // closed when the store fails a write: no ack will come (disk.go)
 	for i := range ps {
 		m := b.newMsg(&ps[i])
 		f, err := b.js.PublishMsgAsync(m, jetstream.WithStallWait(batchStallWait))
@@ -132,7 +138,7 @@ func (p *Pending) Wait() (serials []uint64, err error) {
 		err = p.waitStandalone()
 	}
 	if err != nil {
-		return p.serials, err
+		return p.serials, p.b.publishErr(err) // a store refusing for space is ErrStoreFull (disk.go)
 	}
 	return p.serials, p.b.storeCacheBatch(p.ctx, p.ps, p.futs, p.serials, p.began)
 }
@@ -145,6 +151,8 @@ func (p *Pending) waitStandalone() error {
 			p.serials[i] = ack.Sequence
 		case err := <-f.Err():
 			return fmt.Errorf("bus: publish %q: %w", f.Msg().Subject, err)
+		case <-p.broken:
+			return p.b.waitBroken()
 		case <-p.ctx.Done():
 			return fmt.Errorf("bus: publish batch: %w", p.ctx.Err())
 		}

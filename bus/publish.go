@@ -198,6 +198,9 @@ func (b *Bus) Publish(ctx context.Context, p Publication) (serial uint64, err er
 		}
 		return 0, nil
 	}
+	if err := b.refuseFull(); err != nil { // at once, not after a wait for an ack that cannot come (disk.go)
+		return 0, err
+	}
 	if !b.homeReachable() { // a region cut off from home answers at once (region.go)
 		return 0, b.homeUnreachable()
 	}
@@ -211,7 +214,7 @@ func (b *Bus) Publish(ctx context.Context, p Publication) (serial uint64, err er
 	}
 	ack, err := b.publishStored(ctx, m) // in cluster mode: retried through a leader change
 	if err != nil {
-		return 0, fmt.Errorf("bus: publish %q: %w", m.Subject, err)
+		return 0, fmt.Errorf("bus: publish %q: %w", m.Subject, b.publishErr(err))
 	}
 	if cache {
 		if err := b.storeCache(ctx, &p, m, ack.Sequence, began); err != nil {

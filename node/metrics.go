@@ -48,6 +48,7 @@ func (n *Node) registerMetrics(reg *prometheus.Registry) {
 		counter("herald_cluster_routes_refused_total", "NATS routes refused for their credentials (cluster.route_auth).", func() float64 { return float64(b.RoutesRefused()) })
 	}
 	reg.MustRegister(n.latency, &collector{n: n})
+	n.registerStoreMetrics(reg) // node/disk.go
 }
 
 // collector emits the labelled families from one snapshot per scrape.

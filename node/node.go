@@ -200,6 +200,7 @@ func (n *Node) startParts() error {
 		Tap:            n.tap,
 
 		HandshakeTimeout: cfg.Gateway.HandshakeTimeout.D(),
+		NotReady:         n.storeNotReady, // a full disk (node/disk.go)
 	})
 	if err := n.startConsole(); err != nil {
 		return err

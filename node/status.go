@@ -26,6 +26,7 @@ type Status struct {
 	Cluster       *ClusterStatus     `json:"cluster,omitempty"` // absent on a single node
 	Regions       *bus.RegionInfo    `json:"regions,omitempty"` // absent without cluster.region (docs/regions.md)
 	Streams       []bus.StreamHealth `json:"streams,omitempty"` // one per app; absent with streams off
+	Store         *bus.StoreState    `json:"store,omitempty"`   // the store's disk (node/disk.go); absent with streams off or in external mode
 	Config        ConfigStatus       `json:"config"`
 }
 
@@ -106,6 +107,10 @@ func (n *Node) Status(ctx context.Context) Status {
 		s.Apps = append(s.Apps, AppStatus{ID: a.ID, Key: a.Key, Enabled: a.IsEnabled(), Connections: n.gw.AppConnections(a.ID)})
 	}
 	s.Streams = n.bus.StreamHealth(ctx, t.IDs())
+	if n.bus.StreamEnabled() && n.bus.Server() != nil {
+		st := n.bus.StoreState()
+		s.Store = &st
+	}
 	n.ops.mu.Lock()
 	s.Config = ConfigStatus{File: n.ops.src.Path, LoadedAt: n.ops.loadedAt, Reloads: n.ops.reloads,
 		LastReloadError: n.ops.lastErr, LastReloadErrorAt: n.ops.lastErrAt}

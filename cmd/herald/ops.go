@@ -131,6 +131,13 @@ func printStatus(out io.Writer, s *node.Status) {
 		fmt.Fprintf(w, "\tlast reload refused %s: %s\n", s.Config.LastReloadErrorAt.Format(time.RFC3339), s.Config.LastReloadError)
 	}
 	fmt.Fprintf(w, "connections\t%d\n", s.Connections)
+	if st := s.Store; st != nil {
+		line := fmt.Sprintf("%s free of %s", mib(st.FreeBytes), mib(st.TotalBytes))
+		if st.Full {
+			line = fmt.Sprintf("FULL (%s) since %s, publishes refused with 507; %s", st.Reason, st.Since.Format(time.RFC3339), line)
+		}
+		fmt.Fprintf(w, "store\t%s; %d publish(es) refused, %d recovery(ies)\n", line, st.Refusals, st.Recoveries)
+	}
 	w.Flush()
 
 	fmt.Fprintln(out, "\napps")
@@ -189,6 +196,9 @@ func printStatus(out io.Writer, s *node.Status) {
 		w.Flush()
 	}
 }
+
+// mib writes a byte count in MiB, with one decimal.
+func mib(n uint64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 func yesNo(b bool) string {
 	if b {
