@@ -89,7 +89,7 @@ func (g *Gateway) subscribe(c *Conn, msg protocol.Message) {
 	}
 	name := sd.Channel
 	a := g.appOf(c)
-	if !g.allowSubscribe(c, a.SubscribeRate, name) {
+	if !g.allowSubscribe(c, a, name) {
 		return
 	}
 	if err := protocol.ValidateChannelName(name, a.MaxChannelNameLength); err != nil {
@@ -258,7 +258,7 @@ func (g *Gateway) unsubscribe(c *Conn, msg protocol.Message) {
 		c.sendError(0, err.Error(), "")
 		return
 	}
-	if !g.allowSubscribe(c, g.appOf(c).SubscribeRate, name) {
+	if !g.allowSubscribe(c, g.appOf(c), name) {
 		return
 	}
 	for i := range c.subs {
