@@ -137,7 +137,11 @@ class Traced {
   }
 
   report() {
-    return `${this.label} (socket ${this.socketId}, state ${this.pusher.connection.state}):\n    ` + this.trace.join('\n    ');
+    let lines = this.trace;
+    if (lines.length > 100) {
+      lines = [...lines.slice(0, 20), `… ${lines.length - 80} more …`, ...lines.slice(-60)];
+    }
+    return `${this.label} (socket ${this.socketId}, state ${this.pusher.connection.state}):\n    ` + lines.join('\n    ');
   }
 }
 
@@ -409,7 +413,34 @@ async function churn(ctx, run) {
   }
 }
 
-const KINDS = [everyKind, pusherWhisper, echoWhisper, churn];
+/**
+ * pusher-js with many channels on one connection: 80 subscribed at once
+ * (what pusher-js sends when it connects), then a reconnect, after which
+ * pusher-js subscribes to all 80 again in one burst. Every one must be
+ * acknowledged both times: pusher-js never resends a subscribe that got no
+ * answer (docs/limits.md, "Why a burst").
+ */
+async function manyChannels(ctx, run) {
+  const c = pusherClient(`manyChannels r${run.round} s${run.slot}`, ctx.app);
+  stats.connections++;
+  try {
+    await connected(c);
+    const names = Array.from({ length: 80 }, (_, i) => `soak-many-${run.tag}-${i}`);
+    const chans = names.map((n) => c.pusher.subscribe(n));
+    await Promise.all(chans.map((ch, i) => acked(c, ch, names[i])));
+    c.pusher.disconnect();
+    c.pusher.connect();
+    stats.connections++;
+    await connected(c);
+    await Promise.all(chans.map((ch, i) => acked(c, ch, `${names[i]} after the reconnect`)));
+    await ctx.ep.sdk.trigger(names.slice(-3), 'ev', { round: run.round });
+    await Promise.all(names.slice(-3).map((n) => received([c], c, n, 'ev', { round: run.round })));
+  } finally {
+    c.close();
+  }
+}
+
+const KINDS = [everyKind, pusherWhisper, echoWhisper, churn, manyChannels];
 
 // ---------------------------------------------------------------------------
 
