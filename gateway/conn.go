@@ -50,16 +50,16 @@ type Conn struct {
 	pingAt    int64      // unix nanos when a probe was sent; 0 when none is outstanding
 	pidx      int32      // index in poller.conns
 	seeded    bool       // rbuf holds bytes read before registration, not yet parsed
+	ceWarned  bool       // the current client-event window's 4301 was sent (one per window)
 	subs      []subscription
 	userID    string          // set by pusher:signin
 	userInfo  json.RawMessage // the signed-in user's user_info, or nil
 	born      int64           // unix nanos of registration
 	ceWindow  int64           // start of the current client-event rate window
-	ceCount   int32           // client events in that window
-	ceWarned  bool            // that window's 4301 was sent (one per window)
 	subAt     int64           // unix nanos of the last subscribe or unsubscribe; 0 before the first (limits.go)
-	subTokens float64         // subscribe and unsubscribe messages the socket may still send now
 	subWarnAt int64           // unix nanos of the last 4303
+	ceCount   int32           // client events in that window
+	subTokens float32         // subscribe and unsubscribe messages the socket may still send now
 	ip        ipKey           // the source address counted in the per-IP limits; zero when not counted
 
 	mu        sync.Mutex

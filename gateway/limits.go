@@ -244,9 +244,9 @@ func (g *Gateway) allowSubscribe(c *Conn, a *app.App, channel string) bool {
 	rate := float64(a.SubscribeRate)
 	burst := max(rate, float64(a.MaxChannelsPerConnection))
 	if c.subAt == 0 {
-		c.subTokens = burst
+		c.subTokens = float32(burst)
 	} else if now > c.subAt {
-		c.subTokens = min(burst, c.subTokens+float64(now-c.subAt)*rate/1e9)
+		c.subTokens = float32(min(burst, float64(c.subTokens)+float64(now-c.subAt)*rate/1e9))
 	}
 	c.subAt = now
 	if c.subTokens >= 1 {
