@@ -44,23 +44,23 @@ type Conn struct {
 	counter *atomic.Int64
 
 	// poller only
-	rbuf     []byte     // bytes of an incomplete frame; nil when none
-	frag     *fragments // an incomplete fragmented message; nil when none
-	lastIn   int64      // unix nanos of the last complete inbound frame
-	pingAt   int64      // unix nanos when a probe was sent; 0 when none is outstanding
-	pidx     int32      // index in poller.conns
-	seeded   bool       // rbuf holds bytes read before registration, not yet parsed
-	subs     []subscription
-	userID   string          // set by pusher:signin
-	userInfo json.RawMessage // the signed-in user's user_info, or nil
-	born     int64           // unix nanos of registration
-	ceWindow int64           // start of the current client-event rate window
-	ceCount  int32           // client events in that window
-	ceWarned bool            // that window's 4301 was sent (one per window)
-	subWin   int64           // start of the current subscribe-rate window
-	subCount int32           // subscribe and unsubscribe messages in that window
-	subWarn  bool            // that window's 4303 was sent
-	ip       ipKey           // the source address counted in the per-IP limits; zero when not counted
+	rbuf      []byte     // bytes of an incomplete frame; nil when none
+	frag      *fragments // an incomplete fragmented message; nil when none
+	lastIn    int64      // unix nanos of the last complete inbound frame
+	pingAt    int64      // unix nanos when a probe was sent; 0 when none is outstanding
+	pidx      int32      // index in poller.conns
+	seeded    bool       // rbuf holds bytes read before registration, not yet parsed
+	ceWarned  bool       // the current client-event window's 4301 was sent (one per window)
+	subs      []subscription
+	userID    string          // set by pusher:signin
+	userInfo  json.RawMessage // the signed-in user's user_info, or nil
+	born      int64           // unix nanos of registration
+	ceWindow  int64           // start of the current client-event rate window
+	subAt     int64           // unix nanos of the last subscribe or unsubscribe; 0 before the first (limits.go)
+	subWarnAt int64           // unix nanos of the last 4303
+	ceCount   int32           // client events in that window
+	subTokens float32         // subscribe and unsubscribe messages the socket may still send now
+	ip        ipKey           // the source address counted in the per-IP limits; zero when not counted
 
 	mu        sync.Mutex
 	st        atomic.Uint32      // connState; written under mu, read anywhere

@@ -257,15 +257,19 @@ var keyCases = []keyCase{
 		}
 	}},
 	{"subscribe_rate", func(a *app.App) { a.SubscribeRate = 2 }, func(t *testing.T, k keyApp) {
+		// A new socket's burst is max_channels_per_connection (1000)
+		// messages; the churn after it is held to the rate.
 		c := k.dial(t)
-		for i := range 5 {
-			if err := c.SendRaw(fmt.Appendf(nil, `{"event":"pusher:subscribe","data":{"channel":"s%d"}}`, i)); err != nil {
-				t.Fatal(err)
+		for range 505 {
+			for _, ev := range []string{"subscribe", "unsubscribe"} {
+				if err := c.SendRaw(fmt.Appendf(nil, `{"event":"pusher:%s","data":{"channel":"s"}}`, ev)); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 		ev, err := c.WaitFor(ctxT(t), client.EventError, "")
 		if err != nil || !strings.Contains(ev.Data, "4303") {
-			t.Fatalf("no 4303 after 5 subscribes at rate 2: %+v %v", ev, err)
+			t.Fatalf("no 4303 after 1010 subscribe and unsubscribe messages at rate 2: %+v %v", ev, err)
 		}
 	}},
 	{"max_concurrent_rest_requests", func(a *app.App) { a.MaxConcurrentRESTRequests = 1 }, func(t *testing.T, k keyApp) {
