@@ -14,6 +14,7 @@ import (
 // HERALD_SOAK_PARALLEL make it longer (the default keeps it within `make
 // test`'s budget).
 func TestSoak(t *testing.T) {
+	skipUnderRace(t)
 	h := startFeatureHerald(t)
 	apps, err := json.Marshal(featureApps)
 	if err != nil {
