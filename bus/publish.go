@@ -137,6 +137,15 @@ func (b *Bus) ensureKnown(ctx context.Context, app string) error {
 	return b.EnsureApp(ctx, app)
 }
 
+// StreamKnown reports whether app's streams were ensured by this Bus (at
+// Start, by EnsureApp, or on first use).
+func (b *Bus) StreamKnown(app string) bool {
+	b.appsMu.RLock()
+	_, ok := b.apps[app]
+	b.appsMu.RUnlock()
+	return ok
+}
+
 // check validates p before anything is sent.
 func (b *Bus) check(p *Publication) error {
 	if b.closed.Load() {

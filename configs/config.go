@@ -61,6 +61,10 @@ const (
 	DefaultHTTPMaxBodyBytes    = 1 << 20
 	DefaultHTTPReadBufferBytes = 16384
 
+	// Values of apps_source.
+	AppsFromConfig   = "config"   // the apps of the file (or HERALD_APPS); changed by a reload
+	AppsFromRegistry = "registry" // the HERALD_APPS key-value bucket every node watches (docs/apps.md)
+
 	// The built-in dev app, used when neither the file nor HERALD_APPS lists apps.
 	DevAppID     = "app-id"
 	DevAppKey    = "app-key"
@@ -136,10 +140,14 @@ type Config struct {
 	DataDir string    `yaml:"data_dir"` // JetStream and other state; default "./data"
 	Log     Log       `yaml:"log"`
 	Apps    []app.App `yaml:"apps"` // default: the dev app; a file's list replaces it (keys: herald/app.App)
-	Gateway Gateway   `yaml:"gateway"`
-	Bus     Bus       `yaml:"bus"`
-	HTTP    HTTP      `yaml:"http"`
-	Cluster Cluster   `yaml:"cluster"`
+	// AppsSource is where the node's apps come from: AppsFromConfig (apps
+	// above) or AppsFromRegistry (the replicated HERALD_APPS bucket,
+	// managed with herald apps; docs/apps.md).
+	AppsSource string  `yaml:"apps_source"` // default "config"
+	Gateway    Gateway `yaml:"gateway"`
+	Bus        Bus     `yaml:"bus"`
+	HTTP       HTTP    `yaml:"http"`
+	Cluster    Cluster `yaml:"cluster"`
 
 	Admin    Admin    `yaml:"admin"`
 	Shutdown Shutdown `yaml:"shutdown"`
@@ -310,6 +318,8 @@ func Default() *Config {
 		DataDir: DefaultDataDir,
 		Log:     Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 		Apps:    []app.App{dev},
+
+		AppsSource: AppsFromConfig,
 		Gateway: Gateway{
 			ActivityTimeout: Duration(DefaultActivityTimeout),
 			PongTimeout:     Duration(DefaultPongTimeout),
