@@ -258,3 +258,6 @@ func (r *registrySource) others(id string) []app.App {
 	})
 	return out
 }
+
+// Apps is the node's app registry, whichever the source.
+func (n *Node) Apps() *app.Registry { return n.apps }
