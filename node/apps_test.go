@@ -243,7 +243,10 @@ func TestRegistryRefusedWithConfigSource(t *testing.T) {
 // TestRegistryCluster: a change made through node 1 is in force on node 3,
 // whose socket of another app stays untouched.
 func TestRegistryCluster(t *testing.T) {
-	nodes := startClusterNodesWith(t, 3, registryCfg)
+	nodes := startClusterNodesWith(t, 3, func(c *configs.Config) {
+		registryCfg(c)
+		c.Bus.ClientListen = "127.0.0.1:0"
+	})
 	n1, n3 := nodes[0], nodes[2]
 	by := openBystanders(t, n3, "steady", "steady-key", 50)
 
@@ -252,6 +255,39 @@ func TestRegistryCluster(t *testing.T) {
 	waitStatus(t, viewREST(n3, shop, shop.Secret), 200)
 	t.Logf("a new app was usable on node 3 %v after the create on node 1 began", time.Since(began))
 	sock := dialKey(t, n3, shop.Key)
+
+	t.Run("its NATS user on node 3, default inbox, its own account", func(t *testing.T) {
+		nc, errs := stockConn(t, n3.NATSURL(), shop.ID, shop.Secret)
+		live, err := nc.SubscribeSync("herald.shop.live.>")
+		if err != nil {
+			t.Fatal(err)
+		}
+		spy, _ := stockConn(t, n1.NATSURL(), "steady", "steady-secret")
+		all, err := spy.SubscribeSync(">")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := errors.Join(nc.Flush(), spy.Flush()); err != nil {
+			t.Fatal(err)
+		}
+		for range 5 { // the queue group hands requests to any node
+			m, err := nc.Request("herald.shop.api.events", []byte(`{"name":"e","channels":["c"],"data":"{}"}`), 5*time.Second)
+			if err != nil || string(m.Data) != "{}" {
+				t.Fatalf("request on node 3: %v %v (%v)", m, err, errs.errs)
+			}
+		}
+		if s := triggerStatus(t, viewREST(n1, shop, shop.Secret)); s != 200 {
+			t.Fatal(s)
+		}
+		for i := range 6 {
+			if _, err := live.NextMsg(5 * time.Second); err != nil {
+				t.Fatalf("live event %d on node 3: %v", i, err)
+			}
+		}
+		if m, err := all.NextMsg(300 * time.Millisecond); err == nil {
+			t.Fatalf("another app's user on node 1 got %s %s", m.Subject, m.Data)
+		}
+	})
 
 	var v AppView
 	if err := adminOf(n1).Post(ctxT(t), "/apps/shop/rotate", map[string]string{"overlap": "0s"}, &v); err != nil {

@@ -120,6 +120,9 @@ func (n *Node) startParts() error {
 	} else {
 		n.apps = app.NewRegistry(cfg.Apps)
 	}
+	if cfg.Bus.ClientSharedInbox && cfg.Bus.Mode != configs.BusExternal {
+		n.log.Warn("config: bus.client_shared_inbox is obsolete and ignored: every app's NATS users have an account of their own, where the default _INBOX. prefix works and is private (docs/nats.md)")
+	}
 	n.latency = newDeliveryLatency()
 	b, err := bus.Start(n.busConfig())
 	if err != nil {
@@ -131,6 +134,7 @@ func (n *Node) startParts() error {
 			return err
 		}
 	}
+	n.ensureAccounts(n.apps.Table().IDs())
 	reg := prometheus.NewRegistry()
 	n.startTap()                                 // before the webhook sender, which reports its deliveries to it
 	if err := n.startWebhooks(reg); err != nil { // node/webhooks.go
