@@ -39,12 +39,20 @@ import (
 // exactly as before, and app accounts never have JetStream of their own.
 //
 // An app's account is made the first time one of its users logs in, on
-// that node; in a cluster every node makes it as soon as the app appears in
-// its registry (EnsureAccounts), because routes carry an account's
-// subscriptions by name and a node that does not know the name drops them
-// with an error. An account stays until the process ends: a removed app's
-// users can no longer log in (RecheckClients closes those connected), and
-// an app added again finds its imports in place.
+// that node only: an account costs about 36 KB (16 KB bare, the rest its
+// imports; docs/benchmarks.md "Apps at scale"), so 10,000 apps' accounts
+// on every node would cost 350 MB each. In a cluster, routes carry an
+// account's subscriptions by name, and a node that does not have the
+// account drops them ("Unknown account", logged at debug level by
+// server.go's logger for app accounts). Nothing needs them: everything an
+// app's user reaches is an import, served through Herald's account on the
+// user's own node, whose interest crosses the routes as usual (requests
+// and their replies, live and presence events, stream reads; tested by
+// node/apps_test.go TestRegistryCluster); and an app user may publish only
+// to imported subjects, so no message is ever meant for the same account
+// on another node. An account stays until the process ends: a removed
+// app's users can no longer log in (RecheckClients closes those
+// connected), and an app added again finds its imports in place.
 
 // The global account's exports, one per kind of import. Public: only this
 // file adds imports, and no client can.
@@ -141,9 +149,10 @@ func (x *appAccounts) importsOf(acc *server.Account, app string) error {
 	return nil
 }
 
-// EnsureAccounts makes the NATS accounts of apps that do not have one yet
-// (a cluster calls it on every registry change: see the top of this file).
-// Without a client port it does nothing.
+// EnsureAccounts makes the NATS accounts of apps that do not have one yet,
+// as their first logins would. The node does not call it (see the top of
+// this file); the scale benchmark measures with it what eager accounts
+// would cost (node/scale_test.go). Without a client port it does nothing.
 func (b *Bus) EnsureAccounts(apps []string) error {
 	if b.auth == nil || b.auth.accounts.Load() == nil {
 		return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -95,6 +96,14 @@ func (g slogLogger) log(level slog.Level, format string, v []any) {
 func (g slogLogger) Noticef(format string, v ...any) { g.log(slog.LevelDebug, format, v) }
 func (g slogLogger) Warnf(format string, v ...any)   { g.log(slog.LevelWarn, format, v) }
 func (g slogLogger) Fatalf(format string, v ...any)  { g.log(slog.LevelError, format, v) }
-func (g slogLogger) Errorf(format string, v ...any)  { g.log(slog.LevelError, format, v) }
+func (g slogLogger) Errorf(format string, v ...any) {
+	if strings.Contains(format, "Unknown account") && strings.Contains(fmt.Sprintf(format, v...), `Unknown account "`+accountsPrefix) {
+		// A route refusing an app account's interest: harmless by design
+		// (accounts.go), so not an error.
+		g.log(slog.LevelDebug, format, v)
+		return
+	}
+	g.log(slog.LevelError, format, v)
+}
 func (g slogLogger) Debugf(format string, v ...any)  { g.log(slog.LevelDebug, format, v) }
 func (g slogLogger) Tracef(format string, v ...any)  { g.log(levelTrace, format, v) }

@@ -261,16 +261,3 @@ func (r *registrySource) others(id string) []app.App {
 
 // Apps is the node's app registry, whichever the source.
 func (n *Node) Apps() *app.Registry { return n.apps }
-
-// ensureAccounts makes the NATS accounts of apps on this node's server in a
-// cluster, where routes carry an account's subscriptions by name and a
-// node that lacks the account drops them with an error (bus/accounts.go).
-// A single node makes each account at its app's first login instead.
-func (n *Node) ensureAccounts(ids []string) {
-	if n.cl == nil || len(ids) == 0 {
-		return
-	}
-	if err := n.bus.EnsureAccounts(ids); err != nil {
-		n.log.Warn("NATS accounts of apps not made", "err", err)
-	}
-}

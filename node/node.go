@@ -134,7 +134,6 @@ func (n *Node) startParts() error {
 			return err
 		}
 	}
-	n.ensureAccounts(n.apps.Table().IDs())
 	reg := prometheus.NewRegistry()
 	n.startTap()                                 // before the webhook sender, which reports its deliveries to it
 	if err := n.startWebhooks(reg); err != nil { // node/webhooks.go

@@ -250,7 +250,6 @@ func (n *Node) applyApps(ch *Changes) {
 	for _, id := range ch.AppsRemoved {
 		ch.ClosedSockets += n.gw.CloseApp(id, protocol.CodeAppNotFound, "App does not exist")
 	}
-	n.ensureAccounts(ch.AppsAdded) // apps.go
 	closed, err := n.bus.RecheckClients()
 	ch.ClosedNATSClients = closed
 	if err != nil {
