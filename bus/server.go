@@ -105,5 +105,5 @@ func (g slogLogger) Errorf(format string, v ...any) {
 	}
 	g.log(slog.LevelError, format, v)
 }
-func (g slogLogger) Debugf(format string, v ...any)  { g.log(slog.LevelDebug, format, v) }
-func (g slogLogger) Tracef(format string, v ...any)  { g.log(levelTrace, format, v) }
+func (g slogLogger) Debugf(format string, v ...any) { g.log(slog.LevelDebug, format, v) }
+func (g slogLogger) Tracef(format string, v ...any) { g.log(levelTrace, format, v) }
