@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -44,6 +43,7 @@ type registrySource struct {
 	mu     sync.Mutex
 	recs   map[string]app.Record // by id, as the bucket has them
 	revs   map[string]uint64     // revision of each record
+	bad    map[string]bool       // records whose app does not validate (checked once per change)
 	live   bool                  // the node's parts are up: changes close sockets
 	closed bool
 	timer  *time.Timer // the next end of a rotation's overlap; nil when none
@@ -61,7 +61,7 @@ func (n *Node) startRegistry() error {
 	if err != nil {
 		return fmt.Errorf("node: app registry: %w", err)
 	}
-	r := &registrySource{store: store, recs: map[string]app.Record{}, revs: map[string]uint64{}}
+	r := &registrySource{store: store, recs: map[string]app.Record{}, revs: map[string]uint64{}, bad: map[string]bool{}}
 	n.registry = r
 	if err := n.seedRegistry(ctx, store); err != nil {
 		return err
@@ -117,36 +117,43 @@ func (n *Node) applyRegistry(changes []bus.AppChange, initial bool) {
 	if r.closed {
 		return
 	}
+	ids := make([]string, 0, len(changes))
 	for _, c := range changes {
+		ids = append(ids, c.ID)
+		delete(r.bad, c.ID)
 		if c.Record == nil {
 			delete(r.recs, c.ID)
 		} else {
 			r.recs[c.ID] = *c.Record
+			if err := c.Record.App.Validate(); err != nil {
+				n.log.Warn("app registry: an invalid app is ignored", "app", c.ID, "revision", c.Revision, "err", err)
+				r.bad[c.ID] = true
+			}
 		}
 		r.revs[c.ID] = c.Revision
 	}
-	n.swapRegistryLocked(initial)
+	n.swapRegistryLocked(initial, ids)
 }
 
 // swapRegistryLocked builds the apps in force now from r.recs and swaps
-// them in. r.mu is held.
-func (n *Node) swapRegistryLocked(initial bool) {
+// them in; ids, when not nil, are the only apps that changed. r.mu is
+// held.
+func (n *Node) swapRegistryLocked(initial bool, ids []string) {
 	r := n.registry
 	now := time.Now()
-	ids := make([]string, 0, len(r.recs))
+	all := make([]string, 0, len(r.recs))
 	for id := range r.recs {
-		ids = append(ids, id)
+		all = append(all, id)
 	}
-	sort.Strings(ids) // the same order, and so the same winner of a duplicate key, on every node
-	list := make([]app.App, 0, len(ids))
+	sort.Strings(all) // the same order, and so the same winner of a duplicate key, on every node
+	list := make([]app.App, 0, len(all))
 	var next time.Time
-	for _, id := range ids {
-		rec := r.recs[id]
-		a := rec.Effective(now)
-		if err := a.Validate(); err != nil {
-			n.log.Warn("app registry: an invalid app is ignored", "app", id, "err", err)
+	for _, id := range all {
+		if r.bad[id] {
 			continue
 		}
+		rec := r.recs[id]
+		a := rec.Effective(now) // dropping previous secrets keeps a valid app valid
 		list = append(list, a)
 		if u := rec.PreviousSecretsUntil; len(a.PreviousSecrets) > 0 && !u.IsZero() && (next.IsZero() || u.Before(next)) {
 			next = u
@@ -164,7 +171,7 @@ func (n *Node) swapRegistryLocked(initial bool) {
 		return
 	}
 	n.ops.reload.Lock()
-	ch := n.swapApps(list)
+	ch := n.swapApps(list, ids)
 	n.ops.reload.Unlock()
 	if len(ch.AppsAdded)+len(ch.AppsRemoved)+len(ch.AppsChanged)+len(ch.AppsDisabled)+len(ch.AppsEnabled) > 0 {
 		n.log.Info("app registry changed", "added", ch.AppsAdded, "removed", ch.AppsRemoved, "changed", ch.AppsChanged,
@@ -181,7 +188,7 @@ func (n *Node) overlapEnded() {
 	if r.closed {
 		return
 	}
-	n.swapRegistryLocked(false)
+	n.swapRegistryLocked(false, nil) // every app: whose overlap ended is not tracked
 }
 
 // registryLive marks the node's parts up: from now on a change closes
@@ -247,15 +254,6 @@ func (r *registrySource) others(id string) []app.App {
 			out = append(out, rec.App)
 		}
 	}
-	slices.SortFunc(out, func(a, b app.App) int {
-		if a.ID < b.ID {
-			return -1
-		}
-		if a.ID > b.ID {
-			return 1
-		}
-		return 0
-	})
 	return out
 }
 

@@ -107,6 +107,17 @@ func TestRegistryApps(t *testing.T) {
 		t.Fatalf("second create of shop: %v", err)
 	}
 
+	t.Run("status lists the registry's apps", func(t *testing.T) {
+		var st Status
+		if err := ac.Get(ctxT(t), "/status", &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.AppsSource != "registry" || len(st.Apps) != 2 || st.Apps[0].ID != "shop" || st.Apps[1].ID != "steady" ||
+			st.Apps[1].Connections != 200 || len(st.Streams) != 1 || st.Streams[0].App != "shop" {
+			t.Fatalf("status apps %+v streams %+v (only shop has used its stream)", st.Apps, st.Streams)
+		}
+	})
+
 	t.Run("list and show hide the secret", func(t *testing.T) {
 		var l AppList
 		if err := ac.Get(ctxT(t), "/apps", &l); err != nil {

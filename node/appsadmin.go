@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"time"
@@ -213,19 +212,26 @@ func (n *Node) appsCreate(w http.ResponseWriter, r *http.Request) {
 	admin.WriteJSON(w, http.StatusCreated, view(rec, rev, true, true))
 }
 
-// checkApp validates a and what must be unique across the registry.
+// checkApp validates a and what must be unique across the registry (the
+// rules of app.ValidateSet, without validating every other app again).
 func (n *Node) checkApp(w http.ResponseWriter, a app.App) bool {
 	if err := a.Validate(); err != nil {
 		admin.WriteError(w, http.StatusUnprocessableEntity, "%v", err)
 		return false
 	}
-	set := append([]app.App{a}, n.registry.others(a.ID)...)
-	if i, err := app.ValidateSet(set); err != nil {
-		other := ""
-		if i > 0 {
-			other = fmt.Sprintf(" (conflicts with app %q)", set[i].ID)
+	for _, o := range n.registry.others(a.ID) {
+		var what string
+		switch {
+		case o.Key == a.Key:
+			what = "key " + a.Key
+		case o.NATSUser() == a.NATSUser():
+			what = "NATS user " + a.NATSUser() + " (the default user is the app id)"
+		case a.NATS.Nkey != "" && o.NATS.Nkey == a.NATS.Nkey:
+			what = "nkey"
+		default:
+			continue
 		}
-		admin.WriteError(w, http.StatusConflict, "%v%s", err, other)
+		admin.WriteError(w, http.StatusConflict, "the %s is already app %q's", what, o.ID)
 		return false
 	}
 	return true

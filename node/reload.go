@@ -212,11 +212,44 @@ func diffApps(old, next *app.Table) Changes {
 	return ch
 }
 
+// diffAppsOf is diffApps for the apps with ids only: what a registry
+// change can have touched, so a change among thousands of apps compares
+// a few (apps.go).
+func diffAppsOf(old, next *app.Table, ids []string) Changes {
+	var ch Changes
+	for _, id := range ids {
+		a, had := old.ByID(id)
+		b, has := next.ByID(id)
+		switch {
+		case had && !has:
+			ch.AppsRemoved = append(ch.AppsRemoved, id)
+		case !had && has:
+			ch.AppsAdded = append(ch.AppsAdded, id)
+		case had && has:
+			if a.IsEnabled() && !b.IsEnabled() {
+				ch.AppsDisabled = append(ch.AppsDisabled, id)
+			} else if !a.IsEnabled() && b.IsEnabled() {
+				ch.AppsEnabled = append(ch.AppsEnabled, id)
+			}
+			if !sameApp(a, b) {
+				ch.AppsChanged = append(ch.AppsChanged, id)
+			}
+		}
+	}
+	return ch
+}
+
 // swapApps swaps in a new list of apps and does what follows from the
-// difference (applyApps). ops.reload is held.
-func (n *Node) swapApps(list []app.App) Changes {
+// difference (applyApps). ids, when not nil, are the only apps that may
+// differ. ops.reload is held.
+func (n *Node) swapApps(list []app.App, ids []string) Changes {
 	next := app.NewTable(list)
-	ch := diffApps(n.apps.Table(), next)
+	var ch Changes
+	if ids == nil {
+		ch = diffApps(n.apps.Table(), next)
+	} else {
+		ch = diffAppsOf(n.apps.Table(), next, ids)
+	}
 	n.apps.Replace(list)
 	n.applyApps(&ch)
 	return ch

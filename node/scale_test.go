@@ -122,8 +122,8 @@ func TestScaleApps(t *testing.T) {
 		t.Fatalf("restarted with %d apps", got)
 	}
 	rss1, heap1 = settled()
-	t.Logf("restart with %d apps: ready in %v; RSS +%s, heap +%.0f MiB (over a process without the node), %d open files",
-		total, startDur.Round(time.Millisecond), mib(rss1-rss0), float64(heap1-heap0)/(1<<20), openFDs())
+	t.Logf("restart with %d apps: ready in %v; heap +%.0f MiB over the process without the node; process RSS %s (RSS +%s); %d open files",
+		total, startDur.Round(time.Millisecond), float64(heap1-heap0)/(1<<20), mib(rss1), mib(rss1-rss0), openFDs())
 
 	// One app's publish-to-delivery latency while the others idle.
 	one := app.New(scaleID(42), scaleID(42)+"-key", scaleID(42)+"-secret")
@@ -151,6 +151,14 @@ func TestScaleApps(t *testing.T) {
 		pct(lat, .99).Round(10*time.Microsecond), len(lat))
 
 	// A new app: created through the admin API, then usable.
+	var creates []time.Duration
+	for i := range 20 {
+		began := time.Now()
+		createApp(t, n, fmt.Sprintf("more%d", i), "")
+		creates = append(creates, time.Since(began))
+	}
+	t.Logf("create through the admin API among %d apps, answered once in force on the node: p50 %v, max %v (20 creates)",
+		total, pct(creates, .5).Round(time.Millisecond), pct(creates, 1).Round(time.Millisecond))
 	began = time.Now()
 	fresh := createApp(t, n, "fresh", "")
 	created := time.Since(began)
