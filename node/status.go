@@ -23,7 +23,7 @@ type Status struct {
 	Ready         bool               `json:"ready"`          // what /readyz answers
 	Draining      bool               `json:"draining"`       // new sockets are refused with 4200
 	Connections   int64              `json:"connections"`    // WebSocket connections on this node
-	AppsSource    string             `json:"apps_source"` // "config" or "registry" (docs/apps.md)
+	AppsSource    string             `json:"apps_source"`    // "config" or "registry" (docs/apps.md)
 	Apps          []AppStatus        `json:"apps"`
 	Cluster       *ClusterStatus     `json:"cluster,omitempty"` // absent on a single node
 	Streams       []bus.StreamHealth `json:"streams,omitempty"` // one per app; absent with streams off
