@@ -226,3 +226,100 @@ func TestScaleApps(t *testing.T) {
 		t.Logf("restart with %d apps and %d streams on disk: ready in %v", total, 2*streams, time.Since(began).Round(time.Millisecond))
 	}
 }
+
+// TestScaleAppsCluster is TestScaleApps on a 3-node cluster in this
+// process (so memory is the three nodes' together): the registry and the
+// streams are R3.
+func TestScaleAppsCluster(t *testing.T) {
+	total, _ := strconv.Atoi(os.Getenv("HERALD_SCALE_APPS"))
+	if total <= 0 {
+		t.Skip("set HERALD_SCALE_APPS (and HERALD_SCALE_STREAMS) to run: see the top of scale_test.go")
+	}
+	streams, _ := strconv.Atoi(os.Getenv("HERALD_SCALE_STREAMS"))
+	_, heap0 := settled()
+	began := time.Now()
+	nodes := startClusterNodesWith(t, 3, registryCfg)
+	t.Logf("3-node cluster, empty registry: up in %v", time.Since(began).Round(time.Millisecond))
+	n1, n3 := nodes[0], nodes[2]
+
+	began = time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < total; i += 16 {
+				id := scaleID(i)
+				now := time.Now()
+				if _, err := n1.registry.store.Put(context.Background(), app.Record{App: app.New(id, id+"-key", id+"-secret"), Created: now, Updated: now}, 0); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	wrote := time.Since(began)
+	for n3.apps.Table().Len() != total+1 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, heap1 := settled()
+	t.Logf("seed through node 1: %d apps written in %v (%.0f/s), all in force on node 3 after %v; heap of the 3 nodes +%.0f MiB",
+		total, wrote.Round(time.Millisecond), float64(total)/wrote.Seconds(), time.Since(began).Round(time.Millisecond),
+		float64(heap1-heap0)/(1<<20))
+
+	// A new app made through node 1, usable on node 3.
+	var usable []time.Duration
+	for i := range 10 {
+		began := time.Now()
+		v := createApp(t, n1, fmt.Sprintf("fresh%d", i), "")
+		waitStatus(t, viewREST(n3, v, v.Secret), 200)
+		usable = append(usable, time.Since(began))
+	}
+	t.Logf("new app among %d, created through node 1, first REST 200 on node 3: p50 %v, max %v (10 apps)", total,
+		pct(usable, .5).Round(time.Millisecond), pct(usable, 1).Round(time.Millisecond))
+
+	// One app: REST on node 1 to a WebSocket on node 3.
+	one := app.New(scaleID(7), scaleID(7)+"-key", scaleID(7)+"-secret")
+	ws := keyApp{n: n3, a: one}.dial(t)
+	if err := ws.Subscribe(ctxT(t), "c"); err != nil {
+		t.Fatal(err)
+	}
+	k1 := keyApp{n: n1, a: one}
+	var lat []time.Duration
+	for i := range 250 {
+		began := time.Now()
+		if st := k1.trigger(t, client.TriggerParams{Name: "e", Data: strconv.Itoa(i), Channels: []string{"c"}}); st != 200 {
+			t.Fatalf("REST %d", st)
+		}
+		if _, err := ws.WaitFor(ctxT(t), "e", "c"); err != nil {
+			t.Fatal(err)
+		}
+		if i >= 50 {
+			lat = append(lat, time.Since(began))
+		}
+	}
+	t.Logf("one app among %d, REST on node 1 to a WebSocket on node 3 (R3 stream): p50 %v, p99 %v", total,
+		pct(lat, .5).Round(10*time.Microsecond), pct(lat, .99).Round(10*time.Microsecond))
+
+	if streams > 0 {
+		_, heap0 := settled()
+		began := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		for i := range min(streams, total) {
+			if err := n1.bus.EnsureApp(ctx, scaleID(i)); err != nil {
+				t.Fatalf("app %d: %v", i, err)
+			}
+		}
+		d := time.Since(began)
+		_, heap1 := settled()
+		t.Logf("%d apps' R3 streams (%d streams, %d Raft groups on each node): made in %v (%.1f ms per app); heap of the 3 nodes +%.0f MiB",
+			streams, 2*streams, 2*streams, d.Round(time.Millisecond), float64(d.Microseconds())/1000/float64(streams), float64(heap1-heap0)/(1<<20))
+	}
+}
