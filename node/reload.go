@@ -266,12 +266,13 @@ func (n *Node) applyApps(ch *Changes) {
 	ctx, cancel := context.WithTimeout(context.Background(), reloadStreamWait)
 	defer cancel()
 	for _, id := range slices.Concat(ch.AppsAdded, ch.AppsChanged) {
-		if n.fromRegistry() && !n.bus.StreamKnown(id) {
+		ensure := n.bus.EnsureApp
+		if n.fromRegistry() {
 			// Registry apps get their streams on first use (bus.ensureKnown):
 			// thousands of idle apps cost no streams (docs/apps.md).
-			continue
+			ensure = n.bus.UpdateApp
 		}
-		if err := n.bus.EnsureApp(ctx, id); err != nil {
+		if err := ensure(ctx, id); err != nil {
 			// Not fatal: a publish ensures the stream again (bus.ensureKnown).
 			n.log.Warn("config reload: app stream not updated", "app", id, "err", err)
 			ch.Warnings = append(ch.Warnings, fmt.Sprintf("app %s: stream not updated: %v", id, err))
