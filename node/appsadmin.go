@@ -79,7 +79,10 @@ func (n *Node) appsRoutes(s *admin.Server) {
 // view builds an app's view; withApp adds every key (secrets blanked),
 // withSecret the secret.
 func view(rec app.Record, rev uint64, withApp, withSecret bool) AppView {
-	a := rec.App
+	a := rec.Effective(time.Now()) // an ended overlap's secret is no longer shown as valid
+	if len(a.PreviousSecrets) == 0 {
+		rec.PreviousSecretsUntil = time.Time{}
+	}
 	v := AppView{ID: a.ID, Key: a.Key, Name: rec.Name, Enabled: a.IsEnabled(), Revision: rev}
 	if withSecret {
 		v.Secret = a.Secret
