@@ -118,6 +118,25 @@ func TestRegistryApps(t *testing.T) {
 		}
 	})
 
+	t.Run("the console lists the registry's apps and logs a registry app in", func(t *testing.T) {
+		var sess struct {
+			Scope string   `json:"scope"`
+			Apps  []string `json:"apps"`
+		}
+		if err := ac.Post(ctxT(t), "/console/api/login", map[string]string{"token": ""}, &sess); err != nil {
+			t.Fatal(err)
+		}
+		if sess.Scope != "admin" || strings.Join(sess.Apps, ",") != "shop,steady" {
+			t.Fatalf("admin session %+v", sess)
+		}
+		if err := ac.Post(ctxT(t), "/console/api/login", map[string]string{"key": shop.Key, "secret": shop.Secret}, &sess); err != nil {
+			t.Fatal(err)
+		}
+		if sess.Scope != "app" || strings.Join(sess.Apps, ",") != "shop" {
+			t.Fatalf("app session %+v", sess)
+		}
+	})
+
 	t.Run("list and show hide the secret", func(t *testing.T) {
 		var l AppList
 		if err := ac.Get(ctxT(t), "/apps", &l); err != nil {
