@@ -140,14 +140,15 @@ type Config struct {
 	DataDir string    `yaml:"data_dir"` // JetStream and other state; default "./data"
 	Log     Log       `yaml:"log"`
 	Apps    []app.App `yaml:"apps"` // default: the dev app; a file's list replaces it (keys: herald/app.App)
+	Gateway Gateway   `yaml:"gateway"`
+	Bus     Bus       `yaml:"bus"`
+	HTTP    HTTP      `yaml:"http"`
+	Cluster Cluster   `yaml:"cluster"`
+
 	// AppsSource is where the node's apps come from: AppsFromConfig (apps
 	// above) or AppsFromRegistry (the replicated HERALD_APPS bucket,
 	// managed with herald apps; docs/apps.md).
-	AppsSource string  `yaml:"apps_source"` // default "config"
-	Gateway    Gateway `yaml:"gateway"`
-	Bus        Bus     `yaml:"bus"`
-	HTTP       HTTP    `yaml:"http"`
-	Cluster    Cluster `yaml:"cluster"`
+	AppsSource string `yaml:"apps_source"` // default "config"
 
 	Admin    Admin    `yaml:"admin"`
 	Shutdown Shutdown `yaml:"shutdown"`
@@ -320,6 +321,7 @@ func Default() *Config {
 		Apps:    []app.App{dev},
 
 		AppsSource: AppsFromConfig,
+
 		Gateway: Gateway{
 			ActivityTimeout: Duration(DefaultActivityTimeout),
 			PongTimeout:     Duration(DefaultPongTimeout),
