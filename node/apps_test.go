@@ -353,3 +353,24 @@ func asStatus(err error, out *admin.Error, status int) bool {
 }
 
 func containsStr(s, sub string) bool { return sub != "" && strings.Contains(s, sub) }
+
+// TestRegistryExternal: with bus.mode external the registry is a bucket of
+// the external deployment's JetStream, and works the same.
+func TestRegistryExternal(t *testing.T) {
+	startNodeHook = externalMode
+	t.Cleanup(func() { startNodeHook = nil })
+	n := startNode(t, registryCfg)
+	if _, ok := n.apps.ByID("steady"); !ok {
+		t.Fatal("the config's app was not seeded")
+	}
+	shop := createApp(t, n, "shop", "")
+	if s := triggerStatus(t, viewREST(n, shop, shop.Secret)); s != 200 {
+		t.Fatalf("REST of the new app: %d", s)
+	}
+	if err := adminOf(n).Post(ctxT(t), "/apps/shop/disable", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if s := triggerStatus(t, viewREST(n, shop, shop.Secret)); s != 403 {
+		t.Fatalf("REST of the disabled app: %d", s)
+	}
+}
