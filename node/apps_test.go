@@ -62,10 +62,11 @@ func wantClose(t *testing.T, c *client.Conn, code int) {
 	}
 }
 
-// waitStatus polls a REST trigger until it answers want.
+// waitStatus polls a REST trigger until it answers want (at most 10 s: a
+// rotation's overlap in these tests is at most 5 s).
 func waitStatus(t *testing.T, r *client.REST, want int) {
 	t.Helper()
-	testkit.WaitFor(t, 5*time.Second, func() error {
+	testkit.WaitFor(t, 10*time.Second, func() error {
 		if s := triggerStatus(t, r); s != want {
 			return fmt.Errorf("REST as %s: %d, want %d", r.AppID, s, want)
 		}
@@ -320,11 +321,14 @@ func TestRegistryCluster(t *testing.T) {
 	})
 
 	var v AppView
-	if err := adminOf(n1).Post(ctxT(t), "/apps/shop/rotate", map[string]string{"overlap": "0s"}, &v); err != nil {
+	if err := adminOf(n1).Post(ctxT(t), "/apps/shop/rotate", map[string]string{"overlap": "5s"}, &v); err != nil {
 		t.Fatal(err)
 	}
-	waitStatus(t, viewREST(n3, shop, shop.Secret), 401)
-	waitStatus(t, viewREST(n3, shop, v.Secret), 200)
+	waitStatus(t, viewREST(n3, shop, v.Secret), 200) // the new secret reaches node 3
+	if s := triggerStatus(t, viewREST(n3, shop, shop.Secret)); s != 200 {
+		t.Fatalf("the old secret on node 3 during the overlap: %d", s)
+	}
+	waitStatus(t, viewREST(n3, shop, shop.Secret), 401) // and ends there by itself
 
 	if err := adminOf(n1).Post(ctxT(t), "/apps/shop/disable", nil, nil); err != nil {
 		t.Fatal(err)
