@@ -115,7 +115,7 @@ type Bus struct {
 	idleQ     []idleRef // refs==0 transitions, oldest first; may hold stale entries
 	idleN     int
 	appsMu    sync.RWMutex
-	apps      map[string]struct{} // apps whose stream has been ensured
+	apps      map[string]uint8 // apps whose streams have been ensured: streamMain, streamCache (publish.go)
 	delivered atomic.Uint64
 
 	slowMu     sync.Mutex // guards slowSubs, slowRetire
@@ -161,7 +161,7 @@ func Start(cfg Config) (*Bus, error) {
 		epoch:    time.Now(),
 		done:     make(chan struct{}),
 		subs:     make(map[subKey]*liveSub),
-		apps:     make(map[string]struct{}),
+		apps:     make(map[string]uint8),
 		slowSubs: make(map[*nats.Subscription]struct{}),
 	}
 	b.disk.init()

@@ -66,7 +66,7 @@ type Config struct {
 	// takes no network clients and the fields below are unused.
 	ClientListen      string       // host:port NATS clients connect to; "" = none (in-process only); port 0 = a random port
 	ClientUsers       []ClientUser // credentials for ClientListen, each fenced to its app's subjects
-	ClientSharedInbox bool         // also let every client user subscribe to _INBOX.> (single-tenant convenience; see ClientPermissions)
+	ClientSharedInbox bool         // obsolete and unused: app users have accounts of their own (accounts.go); kept so old callers compile
 
 	// Clustering (cluster.go). The zero value runs the node standalone.
 	Cluster      ClusterConfig

@@ -46,12 +46,36 @@ func (b *Bus) streamConfig(app string) jetstream.StreamConfig {
 	return cfg
 }
 
+// An app's streams, as bits of Bus.apps: which this Bus has ensured.
+const (
+	streamMain  uint8 = 1 << iota // HERALD_<app>
+	streamCache                   // HERALD-CACHE_<app> (cache.go)
+	streamBoth  = streamMain | streamCache
+)
+
 // EnsureApp creates app's streams (the main one and the cache one, cache.go)
 // or updates them to the current config. Each attempt waits at most 2 s
 // (JetStream API requests may go unanswered while a leader is elected);
 // unanswered attempts are retried a few times while ctx allows. With streams
 // off it only validates app.
 func (b *Bus) EnsureApp(ctx context.Context, app string) error {
+	return b.ensureStreams(ctx, app, streamBoth)
+}
+
+// UpdateApp updates app's streams that this Bus has ensured to the current
+// config (an app's replay window changed) and creates none.
+func (b *Bus) UpdateApp(ctx context.Context, app string) error {
+	b.appsMu.RLock()
+	have := b.apps[app]
+	b.appsMu.RUnlock()
+	if have == 0 {
+		return nil
+	}
+	return b.ensureStreams(ctx, app, have)
+}
+
+// ensureStreams creates or updates the streams of app that want names.
+func (b *Bus) ensureStreams(ctx context.Context, app string, want uint8) error {
 	if !ValidApp(app) {
 		return fmt.Errorf("%w: %q", ErrInvalidApp, app)
 	}
@@ -61,13 +85,18 @@ func (b *Bus) EnsureApp(ctx context.Context, app string) error {
 	if b.closed.Load() {
 		return ErrClosed
 	}
-	for _, cfg := range [...]jetstream.StreamConfig{b.streamConfig(app), b.cacheStreamConfig(app)} {
-		if _, err := b.ensureStream(ctx, cfg); err != nil {
+	if want&streamMain != 0 {
+		if _, err := b.ensureStream(ctx, b.streamConfig(app)); err != nil {
+			return err
+		}
+	}
+	if want&streamCache != 0 {
+		if _, err := b.ensureStream(ctx, b.cacheStreamConfig(app)); err != nil {
 			return err
 		}
 	}
 	b.appsMu.Lock()
-	b.apps[app] = struct{}{}
+	b.apps[app] |= want
 	b.appsMu.Unlock()
 	return nil
 }
@@ -132,16 +161,37 @@ func retryable(err error) bool {
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
 }
 
-// ensureKnown ensures app's stream once per Bus lifetime, so a publish to an
-// app added after Start needs no separate EnsureApp call.
+// ensureKnown ensures app's main stream once per Bus lifetime, so a publish
+// to an app added after Start needs no separate EnsureApp call. The cache
+// stream waits for the app's first cache channel (ensureCacheKnown): most
+// apps have none, and a stream costs memory, a file and, in a cluster, a
+// Raft group on every replica (docs/benchmarks.md "Apps at scale").
 func (b *Bus) ensureKnown(ctx context.Context, app string) error {
+	return b.ensureOnce(ctx, app, streamMain)
+}
+
+// ensureCacheKnown ensures app's cache stream once per Bus lifetime.
+func (b *Bus) ensureCacheKnown(ctx context.Context, app string) error {
+	return b.ensureOnce(ctx, app, streamCache)
+}
+
+func (b *Bus) ensureOnce(ctx context.Context, app string, want uint8) error {
 	b.appsMu.RLock()
-	_, ok := b.apps[app]
+	have := b.apps[app]
 	b.appsMu.RUnlock()
-	if ok {
+	if have&want == want {
 		return nil
 	}
-	return b.EnsureApp(ctx, app)
+	return b.ensureStreams(ctx, app, want)
+}
+
+// StreamKnown reports whether app's main stream was ensured by this Bus (at
+// Start, by EnsureApp, or on first use).
+func (b *Bus) StreamKnown(app string) bool {
+	b.appsMu.RLock()
+	have := b.apps[app]
+	b.appsMu.RUnlock()
+	return have&streamMain != 0
 }
 
 // check validates p before anything is sent.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -15,9 +16,10 @@ import (
 // Single node: JetStream standalone, the node connects in-process. Without
 // a client port there is no listener at all (DontListen) and no auth; with
 // one (cfg.ClientListen) the server listens there and requires a user: the
-// node's own, with full permissions, or an app's, fenced to that app
-// (clientport.go). Everyone stays in the global account (accounts built in
-// code hit nats-server#6890, docs/stack.md §5). DontListen must not be
+// node's own, with full permissions, in the global account, or an app's,
+// in the app's own account made while the server runs (accounts.go; never
+// Options.Accounts, which hit nats-server#6890, docs/stack.md §5), fenced
+// there (clientport.go). DontListen must not be
 // combined with a cluster block: nats-server then never opens its route
 // listener and Shutdown hangs (see docs/stack.md §5).
 //
@@ -56,6 +58,14 @@ func startServer(cfg Config) (*server.Server, error) {
 	}
 	debug := cfg.Logger.Enabled(context.Background(), slog.LevelDebug)
 	s.SetLoggerV2(slogLogger{l: cfg.Logger, onError: cfg.serverError}, debug, false, false)
+	if cfg.auth != nil && cfg.ClientListen != "" { // the apps' accounts, before any login (accounts.go)
+		x, err := newAppAccounts(s)
+		if err != nil {
+			s.Shutdown()
+			return nil, err
+		}
+		cfg.auth.accounts.Store(x)
+	}
 	s.Start()
 	if !s.ReadyForConnections(readyTimeout) {
 		s.Shutdown()
@@ -102,6 +112,14 @@ func (g slogLogger) problem(level slog.Level, format string, v []any) {
 func (g slogLogger) Noticef(format string, v ...any) { g.log(slog.LevelDebug, format, v) }
 func (g slogLogger) Warnf(format string, v ...any)   { g.problem(slog.LevelWarn, format, v) }
 func (g slogLogger) Fatalf(format string, v ...any)  { g.problem(slog.LevelError, format, v) }
-func (g slogLogger) Errorf(format string, v ...any)  { g.problem(slog.LevelError, format, v) }
-func (g slogLogger) Debugf(format string, v ...any)  { g.log(slog.LevelDebug, format, v) }
-func (g slogLogger) Tracef(format string, v ...any)  { g.log(levelTrace, format, v) }
+func (g slogLogger) Errorf(format string, v ...any) {
+	if strings.Contains(format, "Unknown account") && strings.Contains(fmt.Sprintf(format, v...), `Unknown account "`+accountsPrefix) {
+		// A route refusing an app account's interest: harmless by design
+		// (accounts.go), so not an error.
+		g.log(slog.LevelDebug, format, v)
+		return
+	}
+	g.problem(slog.LevelError, format, v)
+}
+func (g slogLogger) Debugf(format string, v ...any) { g.log(slog.LevelDebug, format, v) }
+func (g slogLogger) Tracef(format string, v ...any) { g.log(levelTrace, format, v) }

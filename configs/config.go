@@ -61,6 +61,10 @@ const (
 	DefaultHTTPMaxBodyBytes    = 1 << 20
 	DefaultHTTPReadBufferBytes = 16384
 
+	// Values of apps_source.
+	AppsFromConfig   = "config"   // the apps of the file (or HERALD_APPS); changed by a reload
+	AppsFromRegistry = "registry" // the HERALD_APPS key-value bucket every node watches (docs/apps.md)
+
 	// The built-in dev app, used when neither the file nor HERALD_APPS lists apps.
 	DevAppID     = "app-id"
 	DevAppKey    = "app-key"
@@ -148,6 +152,11 @@ type Config struct {
 	HTTP    HTTP      `yaml:"http"`
 	Cluster Cluster   `yaml:"cluster"`
 	TLS     TLS       `yaml:"tls"` // wss:// and https:// on listen (tls.go); default off
+
+	// AppsSource is where the node's apps come from: AppsFromConfig (apps
+	// above) or AppsFromRegistry (the replicated HERALD_APPS bucket,
+	// managed with herald apps; docs/apps.md).
+	AppsSource string `yaml:"apps_source"` // default "config"
 
 	Admin    Admin    `yaml:"admin"`
 	Shutdown Shutdown `yaml:"shutdown"`
@@ -342,6 +351,9 @@ func Default() *Config {
 		DataDir: DefaultDataDir,
 		Log:     Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 		Apps:    []app.App{dev},
+
+		AppsSource: AppsFromConfig,
+
 		Gateway: Gateway{
 			ActivityTimeout: Duration(DefaultActivityTimeout),
 			PongTimeout:     Duration(DefaultPongTimeout),

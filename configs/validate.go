@@ -29,6 +29,7 @@ func (c *Config) Validate() error {
 		func() *KeyError { return oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error") },
 		func() *KeyError { return oneOf("log.format", c.Log.Format, "text", "json") },
 		c.checkApps,
+		func() *KeyError { return oneOf("apps_source", c.AppsSource, AppsFromConfig, AppsFromRegistry) },
 		func() *KeyError { return c.Gateway.check("gateway") },
 		func() *KeyError { return c.Bus.check("bus") },
 		func() *KeyError { return c.HTTP.check("http") },

@@ -47,6 +47,7 @@ type Node struct {
 	console *console.Console // the debug console's endpoints and answers
 
 	apps      *app.Registry
+	registry  *registrySource // apps_source: registry (apps.go); nil with apps from the config
 	lifecycle *lifecycle.Decider
 	latency   prometheus.Histogram // publish-to-socket-write, sampled by the bus (metrics.go)
 	webhooks  *webhook.Sender      // nil with streams off
@@ -103,11 +104,12 @@ func StartWith(cfg *configs.Config, log *slog.Logger, src Source) (*Node, error)
 		n.closeParts()
 		return nil, err
 	}
+	n.registryLive()
 	go func() { n.serveErr <- n.http.Serve(n.ln) }()
 	n.serveAdmin()
 	n.http.SetReady(true)
 	log.Info("herald node started", "listen", ln.Addr().String(), "admin", n.AdminURL(), "data_dir", cfg.DataDir,
-		"apps", len(cfg.Apps), "stream", cfg.Bus.Stream.IsEnabled(), "nats", n.bus.ClientURL())
+		"apps", n.apps.Table().Len(), "apps_source", cfg.AppsSource, "stream", cfg.Bus.Stream.IsEnabled(), "nats", n.bus.ClientURL())
 	return n, nil
 }
 
@@ -118,13 +120,25 @@ func (n *Node) startParts() error {
 			return err
 		}
 	}
-	n.apps = app.NewRegistry(cfg.Apps)
+	if n.fromRegistry() {
+		n.apps = app.NewRegistry(nil) // filled from the bucket once the bus runs (apps.go)
+	} else {
+		n.apps = app.NewRegistry(cfg.Apps)
+	}
+	if cfg.Bus.ClientSharedInbox && cfg.Bus.Mode != configs.BusExternal {
+		n.log.Warn("config: bus.client_shared_inbox is obsolete and ignored: every app's NATS users have an account of their own, where the default _INBOX. prefix works and is private (docs/nats.md)")
+	}
 	n.latency = newDeliveryLatency()
 	b, err := bus.Start(n.busConfig())
 	if err != nil {
 		return err
 	}
 	n.bus = b
+	if n.fromRegistry() {
+		if err := n.startRegistry(); err != nil {
+			return err
+		}
+	}
 	reg := prometheus.NewRegistry()
 	n.startTap()                                 // before the webhook sender, which reports its deliveries to it
 	if err := n.startWebhooks(reg); err != nil { // node/webhooks.go
@@ -299,6 +313,7 @@ func (n *Node) NATSURL() string { return n.bus.ClientURL() }
 func (n *Node) Err() <-chan error { return n.serveErr }
 
 func (n *Node) closeParts() {
+	n.stopRegistry() // no registry change applies while the parts stop
 	// The console's streams end before the admin listener waits for them.
 	n.stopConsole()
 	if n.nats != nil { // before the bus: it publishes through the bus's connection

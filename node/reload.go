@@ -166,27 +166,9 @@ func (n *Node) Reload(cfg *configs.Config) (Changes, error) {
 		return Changes{}, err
 	}
 	var ch Changes
-	old := n.apps.Table()
-	next := app.NewTable(cfg.Apps)
-	for _, a := range old.All() {
-		b, ok := next.ByID(a.ID)
-		switch {
-		case !ok:
-			ch.AppsRemoved = append(ch.AppsRemoved, a.ID)
-			continue
-		case a.IsEnabled() && !b.IsEnabled():
-			ch.AppsDisabled = append(ch.AppsDisabled, a.ID)
-		case !a.IsEnabled() && b.IsEnabled():
-			ch.AppsEnabled = append(ch.AppsEnabled, a.ID)
-		}
-		if !sameApp(a, b) {
-			ch.AppsChanged = append(ch.AppsChanged, a.ID)
-		}
-	}
-	for _, b := range next.All() {
-		if _, ok := old.ByID(b.ID); !ok {
-			ch.AppsAdded = append(ch.AppsAdded, b.ID)
-		}
+	fromFile := !n.fromRegistry()
+	if fromFile {
+		ch = diffApps(n.apps.Table(), app.NewTable(cfg.Apps))
 	}
 	n.ops.mu.Lock()
 	level := n.ops.level
@@ -211,8 +193,10 @@ func (n *Node) Reload(cfg *configs.Config) (Changes, error) {
 	}
 
 	ch.TLSCertNotAfter = n.swapCert(cert)
-	n.apps.Replace(cfg.Apps)
-	n.applyApps(&ch)
+	if fromFile { // with apps_source: registry the file's apps are only a seed (apps.go)
+		n.apps.Replace(cfg.Apps)
+		n.applyApps(&ch)
+	}
 	n.ops.applied(level)
 	if len(ch.NeedsRestart) > 0 {
 		n.log.Warn("config reload: these keys need a restart and were not applied", "keys", ch.NeedsRestart)
@@ -221,6 +205,75 @@ func (n *Node) Reload(cfg *configs.Config) (Changes, error) {
 		"disabled", ch.AppsDisabled, "enabled", ch.AppsEnabled, "log_level", ch.LogLevel,
 		"closed_sockets", ch.ClosedSockets, "closed_nats_clients", ch.ClosedNATSClients)
 	return ch, nil
+}
+
+// diffApps is what changes from the apps of old to those of next.
+func diffApps(old, next *app.Table) Changes {
+	var ch Changes
+	for _, a := range old.All() {
+		b, ok := next.ByID(a.ID)
+		switch {
+		case !ok:
+			ch.AppsRemoved = append(ch.AppsRemoved, a.ID)
+			continue
+		case a.IsEnabled() && !b.IsEnabled():
+			ch.AppsDisabled = append(ch.AppsDisabled, a.ID)
+		case !a.IsEnabled() && b.IsEnabled():
+			ch.AppsEnabled = append(ch.AppsEnabled, a.ID)
+		}
+		if !sameApp(a, b) {
+			ch.AppsChanged = append(ch.AppsChanged, a.ID)
+		}
+	}
+	for _, b := range next.All() {
+		if _, ok := old.ByID(b.ID); !ok {
+			ch.AppsAdded = append(ch.AppsAdded, b.ID)
+		}
+	}
+	return ch
+}
+
+// diffAppsOf is diffApps for the apps with ids only: what a registry
+// change can have touched, so a change among thousands of apps compares
+// a few (apps.go).
+func diffAppsOf(old, next *app.Table, ids []string) Changes {
+	var ch Changes
+	for _, id := range ids {
+		a, had := old.ByID(id)
+		b, has := next.ByID(id)
+		switch {
+		case had && !has:
+			ch.AppsRemoved = append(ch.AppsRemoved, id)
+		case !had && has:
+			ch.AppsAdded = append(ch.AppsAdded, id)
+		case had && has:
+			if a.IsEnabled() && !b.IsEnabled() {
+				ch.AppsDisabled = append(ch.AppsDisabled, id)
+			} else if !a.IsEnabled() && b.IsEnabled() {
+				ch.AppsEnabled = append(ch.AppsEnabled, id)
+			}
+			if !sameApp(a, b) {
+				ch.AppsChanged = append(ch.AppsChanged, id)
+			}
+		}
+	}
+	return ch
+}
+
+// swapApps swaps in a new list of apps and does what follows from the
+// difference (applyApps). ids, when not nil, are the only apps that may
+// differ. ops.reload is held.
+func (n *Node) swapApps(list []app.App, ids []string) Changes {
+	next := app.NewTable(list)
+	var ch Changes
+	if ids == nil {
+		ch = diffApps(n.apps.Table(), next)
+	} else {
+		ch = diffAppsOf(n.apps.Table(), next, ids)
+	}
+	n.apps.Replace(list)
+	n.applyApps(&ch)
+	return ch
 }
 
 // reloadStreamWait bounds the stream updates of one reload (a cluster may be
@@ -234,7 +287,13 @@ func (n *Node) applyApps(ch *Changes) {
 	ctx, cancel := context.WithTimeout(context.Background(), reloadStreamWait)
 	defer cancel()
 	for _, id := range slices.Concat(ch.AppsAdded, ch.AppsChanged) {
-		if err := n.bus.EnsureApp(ctx, id); err != nil {
+		ensure := n.bus.EnsureApp
+		if n.fromRegistry() {
+			// Registry apps get their streams on first use (bus.ensureKnown):
+			// thousands of idle apps cost no streams (docs/apps.md).
+			ensure = n.bus.UpdateApp
+		}
+		if err := ensure(ctx, id); err != nil {
 			// Not fatal: a publish ensures the stream again (bus.ensureKnown).
 			n.log.Warn("config reload: app stream not updated", "app", id, "err", err)
 			ch.Warnings = append(ch.Warnings, fmt.Sprintf("app %s: stream not updated: %v", id, err))

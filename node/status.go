@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	"herald/admin"
@@ -22,6 +23,7 @@ type Status struct {
 	Ready         bool               `json:"ready"`          // what /readyz answers
 	Draining      bool               `json:"draining"`       // new sockets are refused with 4200
 	Connections   int64              `json:"connections"`    // WebSocket connections on this node
+	AppsSource    string             `json:"apps_source"`    // "config" or "registry" (docs/apps.md)
 	Apps          []AppStatus        `json:"apps"`
 	Cluster       *ClusterStatus     `json:"cluster,omitempty"` // absent on a single node
 	Regions       *bus.RegionInfo    `json:"regions,omitempty"` // absent without cluster.region (docs/regions.md)
@@ -106,7 +108,14 @@ func (n *Node) Status(ctx context.Context) Status {
 	for _, a := range t.All() {
 		s.Apps = append(s.Apps, AppStatus{ID: a.ID, Key: a.Key, Enabled: a.IsEnabled(), Connections: n.gw.AppConnections(a.ID)})
 	}
-	s.Streams = n.bus.StreamHealth(ctx, t.IDs())
+	s.AppsSource = n.cfg.AppsSource
+	ids := t.IDs()
+	if n.fromRegistry() {
+		// Registry apps get streams on first use: only those this node has
+		// used are asked about (one JetStream request each).
+		ids = slices.DeleteFunc(ids, func(id string) bool { return !n.bus.StreamKnown(id) })
+	}
+	s.Streams = n.bus.StreamHealth(ctx, ids)
 	if n.bus.StreamEnabled() && n.bus.Server() != nil {
 		st := n.bus.StoreState()
 		s.Store = &st

@@ -140,7 +140,11 @@ func printStatus(out io.Writer, s *node.Status) {
 	}
 	w.Flush()
 
-	fmt.Fprintln(out, "\napps")
+	src := s.AppsSource
+	if src == "" {
+		src = "config" // a node from before apps_source
+	}
+	fmt.Fprintf(out, "\napps (%d, from the %s)\n", len(s.Apps), src)
 	w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "  ID\tKEY\tENABLED\tCONNECTIONS")
 	for _, a := range s.Apps {
