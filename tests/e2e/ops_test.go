@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -63,8 +62,6 @@ func heraldCmd(t *testing.T, args ...string) (string, int) {
 	return "", -1
 }
 
-var adminURLRE = regexp.MustCompile(`admin=(http://127\.0\.0\.1:\d+)`)
-
 // TestOperations runs the real binary with a config from the future, then
 // reloads it by SIGHUP and by herald reload, and reads herald status.
 func TestOperations(t *testing.T) {
@@ -97,11 +94,8 @@ func TestOperations(t *testing.T) {
 			t.Errorf("serve logged no warning for %s", k)
 		}
 	}
-	m := adminURLRE.FindStringSubmatch(h.Output())
-	if m == nil {
-		t.Fatalf("no admin URL in the log:\n%s", h.Output())
-	}
-	adminURL := m[1]
+	// The node is ready a moment before it logs its start line.
+	adminURL := adminURL(t, h.Output)
 	rest := func(id, secret string) int {
 		t.Helper()
 		r := &client.REST{BaseURL: "http://" + h.Addr, AppID: id, Key: id + "-key", Secret: secret}
