@@ -22,6 +22,9 @@ const (
 	stateOpen    connState = iota
 	stateClosing           // close frame queued; waiting for the peer or the close timeout
 	stateClosed            // fd closed; nothing may touch it
+	// stateHandshake: accepted by a poller, its request head not read yet
+	// (accept.go); it has no app and gets no frames.
+	stateHandshake
 )
 
 // maxIovecs caps one writev call. Linux allows 1024; each call here carries at
@@ -50,6 +53,7 @@ type Conn struct {
 	pingAt   int64      // unix nanos when a probe was sent; 0 when none is outstanding
 	pidx     int32      // index in poller.conns
 	seeded   bool       // rbuf holds bytes read before registration, not yet parsed
+	dirty    bool       // on the poller's list of sockets to write after its deliveries (deliver.go)
 	subs     []subscription
 	userID   string          // set by pusher:signin
 	userInfo json.RawMessage // the signed-in user's user_info, or nil
@@ -66,7 +70,6 @@ type Conn struct {
 	st        atomic.Uint32      // connState; written under mu, read anywhere
 	blocked   bool               // the kernel refused bytes; the poller flushes on EPOLLOUT
 	reason    closeReason        // why it is closing, set once with the close (metrics.go)
-	dirty     uint64             // bit i set: the connection is on delivery shard i's flush list
 	queue     [][]byte           // frames waiting for the kernel; queue[0] may be partly written
 	queued    int                // bytes in queue
 	closingAt int64              // unix nanos when stateClosing began
@@ -105,10 +108,14 @@ func (c *Conn) send(frame []byte) error {
 // false is returned. c.mu must be held and the connection open.
 func (c *Conn) enqueueLocked(frame []byte) bool {
 	g := c.poller.g
-	if c.queued+len(frame) > g.cfg.WriteQueueBytes && !c.blocked {
-		// A delivery batch queues before it writes (Gateway.Flush); one
+	if c.queued+len(frame) > g.cfg.WriteQueueBytes {
+		// A delivery batch queues before it writes (deliver.go); one
 		// larger than the bound must not fail a reader that keeps up, so
-		// the kernel is offered what waits before the socket is judged.
+		// the kernel is offered what waits before the socket is judged,
+		// even when the last write was refused: the poller queuing this
+		// batch is the one that would see the EPOLLOUT that clears
+		// blocked, and it sees it only after the batch.
+		c.blocked = false
 		c.flushLocked()
 	}
 	if c.queued+len(frame) > g.cfg.WriteQueueBytes {

@@ -63,6 +63,13 @@ type Config struct {
 	UserAuthTimeout time.Duration // apps with user_authentication: sign in within this or 4009; 0: app.UserAuthenticationTimeout (30 s)
 	AcceptRate      int           // new sockets a second (gateway.accept_rate); past it they are closed with 4100; 0: no limit (admission.go)
 	Logger          *slog.Logger
+	// For the sockets the pollers accept themselves (Listen, accept.go):
+	// HandshakeTimeout is how long one may take to send its request head
+	// (gateway.handshake_timeout; 0: 5 s), MaxHeaderBytes the largest head
+	// upgraded on a poller; a larger one goes to the HTTP server, whose
+	// read buffer (http.read_buffer_bytes) it should be (0: 16384).
+	HandshakeTimeout time.Duration
+	MaxHeaderBytes   int
 
 	// Per source address (limits.go, docs/limits.md); 0 is off.
 	MaxConnectionsPerIP int            // open sockets per address; over it 4100
@@ -123,13 +130,15 @@ type Stats struct {
 }
 
 type counters struct {
-	connections   atomic.Int64
-	connects      atomic.Uint64
-	messagesIn    atomic.Uint64
-	deliveries    atomic.Uint64
-	writes        atomic.Uint64
-	slowConsumers atomic.Uint64
-	admission     atomic.Uint64
+	connections       atomic.Int64
+	connects          atomic.Uint64
+	messagesIn        atomic.Uint64
+	deliveries        atomic.Uint64
+	writes            atomic.Uint64
+	slowConsumers     atomic.Uint64
+	admission         atomic.Uint64
+	handoffs          atomic.Uint64 // sockets the pollers handed to the HTTP server (accept.go)
+	handshakeTimeouts atomic.Uint64 // sockets the pollers closed with a 408 (accept.go)
 }
 
 // sharedFrames are frames every connection may be sent; built once.
@@ -159,9 +168,11 @@ type Gateway struct {
 	counts     counts
 	stop       chan struct{}
 
-	// dirty[i] lists the connections delivery shard i queued frames to since
-	// its last Flush; only shard i's goroutine touches it.
-	dirty [][]*Conn
+	// out[i] are delivery shard i's batches, one per poller, filled by
+	// Deliver and handed over by Flush; only shard i's goroutine touches
+	// them (deliver.go).
+	out     [][]*batch
+	batches sync.Pool // of *batch
 
 	closeOnce sync.Once
 	wg        sync.WaitGroup
@@ -184,6 +195,12 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 5 * time.Second
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = 16384
+	}
 	if cfg.UserAuthTimeout <= 0 {
 		cfg.UserAuthTimeout = app.UserAuthenticationTimeout
 	}
@@ -196,21 +213,20 @@ func New(cfg Config) (*Gateway, error) {
 		maxFDs = 1 << 24
 	}
 	g := &Gateway{
-		cfg:   cfg,
-		log:   cfg.Logger,
-		ids:   protocol.NewSocketIDs(cfg.SocketIDNode),
-		hub:   newHub(),
-		fds:   make([]atomic.Pointer[Conn], maxFDs),
-		stop:  make(chan struct{}),
-		dirty: make([][]*Conn, cfg.Shards),
+		cfg:  cfg,
+		log:  cfg.Logger,
+		ids:  protocol.NewSocketIDs(cfg.SocketIDNode),
+		hub:  newHub(),
+		fds:  make([]atomic.Pointer[Conn], maxFDs),
+		stop: make(chan struct{}),
 	}
 	g.SetAcceptRate(cfg.AcceptRate)
 	g.ips = ipLimits{maxOpen: int32(min(cfg.MaxConnectionsPerIP, 1<<30)), rate: float64(cfg.AcceptRatePerIP),
 		burst: float64(max(cfg.AcceptRatePerIP, 1)), m: make(map[ipKey]*ipEntry)}
 	g.frames.ping = appendFrame(nil, ws.OpText, protocol.AppendPing(nil))
 	g.frames.pong = appendFrame(nil, ws.OpText, protocol.AppendPong(nil))
-	for range cfg.Pollers {
-		p, err := newPoller(g)
+	for i := range cfg.Pollers {
+		p, err := newPoller(g, i)
 		if err != nil {
 			for _, p := range g.pollers {
 				_ = unix.Close(p.epfd)
@@ -219,6 +235,10 @@ func New(cfg Config) (*Gateway, error) {
 			return nil, err
 		}
 		g.pollers = append(g.pollers, p)
+	}
+	g.out = make([][]*batch, cfg.Shards)
+	for i := range g.out {
+		g.out[i] = make([]*batch, len(g.pollers))
 	}
 	for _, p := range g.pollers {
 		g.wg.Add(1)
@@ -293,47 +313,53 @@ func (g *Gateway) Stats() Stats {
 	}
 }
 
-// Deliver queues a live message to every local subscriber of its channel
-// except an excluded socket. The WebSocket frame is built once and shared.
-// Called by the bus's delivery shard goroutine; it writes nothing itself:
-// Flush does, once per batch, so that a socket receiving several events gets
-// them in one writev. Lock order: docs/locks.md (hub shard, then Conn.mu).
+// Deliver hands a live message to the pollers that have local subscribers
+// of its channel. The WebSocket frame is built once and shared. Called by
+// the bus's delivery shard goroutine, which copies the subscribers of each
+// poller into that poller's batch (hub.snapshot) and writes nothing: Flush
+// hands the batches over, and each poller queues the frames to its own
+// sockets and writes each of them once (poller.deliver), so the write of
+// one event to 10,000 sockets runs on every poller at once, and a socket
+// receiving several events still gets them in one writev. Lock order:
+// docs/locks.md (hub shard; the pollers take Conn.mu later, alone).
 func (g *Gateway) Deliver(shard int, m *bus.Message) {
+	out := g.out[shard]
+	for i, b := range out {
+		if b == nil {
+			out[i] = g.newBatch()
+		}
+	}
+	frame := eventFrame(m.Payload, m.Serial)
 	var excl protocol.SocketID
 	if m.Exclude != "" {
 		excl, _ = protocol.ParseSocketID(m.Exclude)
 	}
-	frame := eventFrame(m.Payload, m.Serial)
-	bit := uint64(1) << uint(shard)
-	list := &g.dirty[shard]
-	n := g.hub.fanout(m.App, m.Channel, m.Serial, func(c *Conn) {
-		if c.id == excl {
-			return
+	n := g.hub.snapshot(m.App, m.Channel, m.Serial, out)
+	if n == 0 {
+		return
+	}
+	for _, b := range out {
+		if end := len(b.conns); end > b.marked {
+			b.msgs = append(b.msgs, delivery{frame: frame, channel: m.Channel, serial: m.Serial, prev: m.PrevSerial, excl: excl, end: end})
+			b.marked = end
 		}
-		c.mu.Lock()
-		if c.state() == stateOpen && (c.replays == nil || !c.holdLocked(m.Channel, m.Serial, m.PrevSerial, frame)) &&
-			c.enqueueLocked(frame) && c.dirty&bit == 0 {
-			c.dirty |= bit
-			*list = append(*list, c)
-		}
-		c.mu.Unlock()
-	})
+	}
 	g.stats.deliveries.Add(uint64(n))
 	g.metrics.app(m.App).deliveries.Add(uint64(n))
 }
 
-// Flush writes what Deliver queued since the last Flush of this shard.
+// Flush hands what Deliver batched since the last Flush of this shard to
+// the pollers.
 func (g *Gateway) Flush(shard int) {
-	bit := uint64(1) << uint(shard)
-	list := g.dirty[shard]
-	for _, c := range list {
-		c.mu.Lock()
-		c.dirty &^= bit
-		c.flushLocked()
-		c.mu.Unlock()
+	out := g.out[shard]
+	for i, b := range out {
+		if b == nil || len(b.msgs) == 0 {
+			continue
+		}
+		if g.pollers[i].deliver(b) {
+			out[i] = nil
+		}
 	}
-	clear(list)
-	g.dirty[shard] = list[:0]
 }
 
 // eventFrame builds the WebSocket frame of a stored event: the Pusher JSON

@@ -62,14 +62,19 @@ func (e *edge) url(key string) string {
 // TestMain fails the package when goroutines outlive the tests.
 func TestMain(m *testing.M) { testkit.Main(m) }
 
-func startEdge(t *testing.T, mutate func(*Config)) *edge {
+// viaFasthttp makes startEdge serve every socket the way fasthttp hands
+// it over (ServeUpgrade and its hijack) instead of the pollers' own accept;
+// tests that set it must not run in parallel.
+var viaFasthttp bool
+
+func startEdge(t testing.TB, mutate func(*Config)) *edge {
 	t.Helper()
 	return startEdgeWith(t, mutate, nil)
 }
 
 // startEdgeWith is startEdge with the bus config adjustable too. The bus
 // starts first, so mutate sees (and may change) the gateway's dependencies.
-func startEdgeWith(t *testing.T, mutate func(*Config), mutateBus func(*bus.Config)) *edge {
+func startEdgeWith(t testing.TB, mutate func(*Config), mutateBus func(*bus.Config)) *edge {
 	t.Helper()
 	base := testkit.Goroutines()
 	off := app.New("off", "off-key", "s")
@@ -115,8 +120,26 @@ func startEdgeWith(t *testing.T, mutate func(*Config), mutateBus func(*bus.Confi
 	}
 	// Idle fasthttp workers expire fast, so goroutine counts show what the
 	// edge itself holds.
-	srv := &fasthttp.Server{Handler: g.ServeUpgrade, KeepHijackedConns: true, MaxIdleWorkerDuration: 100 * time.Millisecond}
-	go srv.Serve(ln)
+	handler := func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) == "/healthz" { // a stand-in for the REST API sharing the port
+			ctx.SetBodyString("ok")
+			return
+		}
+		g.ServeUpgrade(ctx)
+	}
+	srv := &fasthttp.Server{Handler: handler, KeepHijackedConns: true, MaxIdleWorkerDuration: 100 * time.Millisecond}
+	if viaFasthttp {
+		go srv.Serve(ln)
+	} else {
+		// The pollers accept and upgrade (accept.go); what they hand over
+		// is served by fasthttp, as on a node.
+		gl, err := g.Listen(ln)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Serve(gl)
+		ln = gl
+	}
 	t.Cleanup(func() {
 		_ = srv.Shutdown()
 		g.Close()

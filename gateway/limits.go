@@ -75,11 +75,17 @@ func keyOf(a netip.Addr) ipKey {
 // is not itself a trusted proxy. It reads ctx before the hijack.
 func (g *Gateway) sourceAddr(ctx *fasthttp.RequestCtx) ipKey {
 	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	return g.sourceAddrOf(peer, ctx.Request.Header.Peek("X-Forwarded-For"))
+}
+
+// sourceAddrOf is sourceAddr over the TCP peer and the X-Forwarded-For
+// value (the first such header, as fasthttp's Peek gives it), however the
+// request was parsed.
+func (g *Gateway) sourceAddrOf(peer netip.Addr, xff []byte) ipKey {
 	peer = peer.Unmap()
 	if !g.trusted(peer) {
 		return keyOf(peer)
 	}
-	xff := ctx.Request.Header.Peek("X-Forwarded-For")
 	for len(xff) > 0 {
 		var part []byte
 		if i := bytes.LastIndexByte(xff, ','); i >= 0 {

@@ -29,28 +29,45 @@ const (
 // connections, and is the only goroutine that closes their file descriptors.
 type poller struct {
 	g      *Gateway
+	idx    int // in g.pollers; the part of a channel's subscribers that are this poller's (hub.go)
 	epfd   int
 	wakefd int
 	dec    frameDecoder
 	buf    []byte
 	events []unix.EpollEvent
 
-	conns     []*Conn // every registered connection (poller only)
-	again     []*Conn // connections that hit the read budget with bytes left
-	cur       *Conn   // the connection being decoded
+	conns     []*Conn  // every registered connection (poller only)
+	again     []*Conn  // connections that hit the read budget with bytes left
+	dirty     []*Conn  // connections queued to by runBatch, to write (deliver.go)
+	work      []*batch // batches taken from batches, delivered one per loop (deliver.go)
+	cur       *Conn    // the connection being decoded
 	now       int64
 	lastSweep int64
 
 	mu       sync.Mutex
 	incoming []*Conn  // registered but not yet in conns
 	tasks    []func() // run on the poller's goroutine at its next wake-up (inspect.go)
-	left     []*Conn  // began closing since the last loop: their subscriptions end at once (leaving)
+	batches  []*batch // live events to queue to this poller's sockets (deliver.go)
+	spare    []*batch // the other half of batches' double buffer
+	// queued counts the socket slots and events in batches and work
+	// (maxQueued); taken is signalled when the poller has delivered a batch
+	// (deliver waits on it).
+	queued   int
+	taken    sync.Cond
+	left     []*Conn // began closing since the last loop: their subscriptions end at once (leaving)
 	stopping bool
+
+	// accepting (accept.go); poller only
+	lis         *Listener     // the client port, when this poller accepts on it
+	acceptOff   bool          // lis is out of the epoll set for a pause (pauseAccept)
+	acceptPause time.Duration // the current pause
+	acceptAt    int64         // unix nanos when the pause ends
+	pending     []*Conn       // accepted sockets whose request head is not read yet (stateHandshake)
 
 	done chan struct{}
 }
 
-func newPoller(g *Gateway) (*poller, error) {
+func newPoller(g *Gateway, idx int) (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: epoll_create1: %w", err)
@@ -66,14 +83,17 @@ func newPoller(g *Gateway) (*poller, error) {
 		unix.Close(wakefd)
 		return nil, fmt.Errorf("gateway: register eventfd: %w", err)
 	}
-	return &poller{
+	p := &poller{
 		g:      g,
+		idx:    idx,
 		epfd:   epfd,
 		wakefd: wakefd,
 		buf:    make([]byte, readBufferSize),
 		events: make([]unix.EpollEvent, 256),
 		done:   make(chan struct{}),
-	}, nil
+	}
+	p.taken.L = &p.mu
+	return p, nil
 }
 
 // errPollerStopping: the poller takes no more connections; the caller still
@@ -115,6 +135,7 @@ func (p *poller) wake() {
 func (p *poller) stop() {
 	p.mu.Lock()
 	p.stopping = true
+	p.taken.Broadcast()
 	p.mu.Unlock()
 	p.wake()
 	<-p.done
@@ -124,7 +145,10 @@ func (p *poller) run() {
 	defer close(p.done)
 	for {
 		timeout := int(sweepEvery / time.Millisecond)
-		if len(p.again) > 0 {
+		if p.acceptOff {
+			timeout = min(timeout, max(1, int((p.acceptAt-time.Now().UnixNano())/int64(time.Millisecond))))
+		}
+		if len(p.again) > 0 || len(p.work) > 0 {
 			timeout = 0
 		}
 		n, err := unix.EpollWait(p.epfd, p.events, timeout)
@@ -145,11 +169,17 @@ func (p *poller) run() {
 				_, _ = unix.Read(p.wakefd, b[:])
 				continue
 			}
+			if p.lis != nil && int(ev.Fd) == p.lis.fd {
+				p.accept()
+				continue
+			}
 			if c := p.g.fds[ev.Fd].Load(); c != nil && c.poller == p {
 				p.handle(c, ev.Events)
 			}
 		}
 		p.retry()
+		p.deliverOne()
+		p.resumeAccept()
 		if p.now-p.lastSweep >= int64(sweepEvery) {
 			p.lastSweep = p.now
 			p.sweep()
@@ -161,8 +191,9 @@ func (p *poller) run() {
 // the poller is stopping.
 func (p *poller) absorb() bool {
 	p.mu.Lock()
-	in, stopping, tasks := p.incoming, p.stopping, p.tasks
-	p.incoming, p.tasks = nil, nil
+	in, stopping, tasks, batches := p.incoming, p.stopping, p.tasks, p.batches
+	p.incoming, p.tasks, p.batches = nil, nil, p.spare[:0]
+	p.spare = batches
 	p.mu.Unlock()
 	for _, c := range in {
 		// A connection that is already closing (its app was refused, or
@@ -174,6 +205,8 @@ func (p *poller) absorb() bool {
 	for _, f := range tasks {
 		f()
 	}
+	p.work = append(p.work, batches...)
+	clear(batches)
 	return stopping
 }
 
@@ -210,6 +243,12 @@ func (p *poller) unsubscribeLeft() {
 }
 
 func (p *poller) handle(c *Conn, events uint32) {
+	if c.state() == stateHandshake {
+		if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			p.handshake(c)
+		}
+		return
+	}
 	if c.seeded {
 		c.seeded = false
 		if !p.consume(c, nil) {
@@ -341,6 +380,7 @@ func (p *poller) onControl(op ws.OpCode, payload []byte) bool {
 // did not answer the probe, and releases connections stuck in closing.
 func (p *poller) sweep() {
 	g := p.g
+	p.sweepPending()
 	activity, pong := int64(g.cfg.ActivityTimeout), int64(g.cfg.PongTimeout)
 	for i := 0; i < len(p.conns); {
 		c := p.conns[i]
@@ -403,6 +443,18 @@ func (p *poller) release(c *Conn) {
 // shutdown closes every connection with 4200 so clients reconnect at once
 // (to another node, or to this one when it is back), then releases them.
 func (p *poller) shutdown() {
+	for _, b := range p.work {
+		p.g.recycle(b)
+	}
+	p.work = nil
+	if p.lis != nil {
+		p.dropListener(p.lis)
+	}
+	for len(p.pending) > 0 {
+		c := p.pending[len(p.pending)-1]
+		p.endPending(c)
+		_ = unix.Close(c.fd)
+	}
 	for _, c := range p.conns {
 		c.closeWith(4200, "Server shutting down")
 	}

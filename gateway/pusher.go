@@ -15,6 +15,7 @@ const maxPresenceUserIDBytes = 128
 // subscription is one channel a connection is subscribed to.
 type subscription struct {
 	lc   *localChannel
+	idx  int32 // the connection's place in lc.parts[its poller] (hub.remove keeps it)
 	kind protocol.ChannelKind
 	user string // presence channels: the member's user id
 }
@@ -228,8 +229,8 @@ func (g *Gateway) join(c *Conn, name string, kind protocol.ChannelKind, user str
 	if !ok {
 		return nil
 	}
-	lc, _, first := g.hub.add(c, name)
-	c.subs = append(c.subs, subscription{lc: lc, kind: kind, user: user})
+	lc, idx, first := g.hub.add(c, name)
+	c.subs = append(c.subs, subscription{lc: lc, idx: idx, kind: kind, user: user})
 	g.metrics.subscribed(name, 1)
 	if first {
 		g.cfg.Bus.Subscribe(c.app.ID, name)
@@ -275,7 +276,7 @@ func (g *Gateway) leave(c *Conn, s subscription) {
 		c.endResumeLocked(s.lc.name, r)
 	}
 	c.mu.Unlock()
-	if g.hub.remove(c, s.lc) {
+	if g.hub.remove(c, &s) {
 		g.cfg.Bus.Unsubscribe(s.lc.app.ID, s.lc.name)
 	}
 	g.metrics.subscribed(s.lc.name, -1)

@@ -98,6 +98,16 @@ func StartWith(cfg *configs.Config, log *slog.Logger, src Source) (*Node, error)
 		n.closeParts()
 		return nil, err
 	}
+	// The pollers accept on the client port and upgrade /app/ sockets
+	// themselves; the rest reaches fasthttp through their listener
+	// (gateway/accept.go).
+	gl, err := n.gw.Listen(ln)
+	if err != nil {
+		_ = ln.Close()
+		n.closeParts()
+		return nil, err
+	}
+	n.ln = &patientListener{Listener: gl, log: log}
 	go func() { n.serveErr <- n.http.Serve(n.ln) }()
 	n.serveAdmin()
 	n.http.SetReady(true)
@@ -152,6 +162,9 @@ func (n *Node) startParts() error {
 		MaxConnectionsPerIP: cfg.Gateway.MaxConnectionsPerIP,
 		AcceptRatePerIP:     cfg.Gateway.AcceptRatePerIP,
 		TrustedProxies:      trustedProxies(cfg.Gateway.TrustedProxies),
+
+		HandshakeTimeout: cfg.Gateway.HandshakeTimeout.D(),
+		MaxHeaderBytes:   cfg.HTTP.ReadBufferBytes,
 	}
 	if b.StreamEnabled() {
 		gcfg.Replayer = b

@@ -1,0 +1,148 @@
+package gateway
+
+import "herald/protocol"
+
+// A live event's fan-out runs on the pollers (Gateway.Deliver, Flush): the
+// delivery shard that received it copies the channel's subscribers of each
+// poller into a batch for that poller, and the poller queues the frame to
+// each of them and writes every socket it queued to once, after the whole
+// batch. So one event to 10,000 local subscribers is written by every
+// poller in parallel, each to its own sockets, and coalescing is kept: all
+// events a socket got in one batch (and in every batch the poller takes in
+// one wake-up) go out in one writev.
+//
+// Exactly-once and order are what they were when the shard wrote itself:
+// the set of sockets an event goes to is taken under the hub shard's lock
+// with the channel's last serial (hub.snapshot), one channel is always
+// delivered by one shard, a shard's batches reach a poller in order, and
+// the resume hold is checked under Conn.mu when the frame is queued
+// (holdLocked), as before. A socket that closed in between is skipped; one
+// that unsubscribed in between gets the event, which was published while
+// it was subscribed.
+
+// delivery is one event in a batch: the frame and the end of its sockets in
+// batch.conns (they start where the previous delivery's end).
+type delivery struct {
+	frame   []byte
+	channel string
+	serial  uint64
+	prev    uint64 // bus.Message.PrevSerial
+	excl    protocol.SocketID
+	end     int
+}
+
+// batch is a delivery shard's events for one poller since its last Flush.
+type batch struct {
+	msgs   []delivery
+	conns  []*Conn
+	marked int // len(conns) when the last delivery was recorded
+}
+
+// maxKeptBatch is the most socket slots a recycled batch keeps (a batch
+// that grew past it is dropped, so a burst does not pin its memory).
+const maxKeptBatch = 64 << 10
+
+func (g *Gateway) newBatch() *batch {
+	if b, ok := g.batches.Get().(*batch); ok {
+		return b
+	}
+	return &batch{}
+}
+
+func (g *Gateway) recycle(b *batch) {
+	if cap(b.conns) > maxKeptBatch || cap(b.msgs) > 4096 {
+		return
+	}
+	clear(b.conns)
+	clear(b.msgs)
+	b.conns, b.msgs, b.marked = b.conns[:0], b.msgs[:0], 0
+	g.batches.Put(b)
+}
+
+// maxQueued bounds what waits for one poller, counted as socket slots plus
+// events (a batch's len(conns)+len(msgs)): past it the delivery shard waits
+// (deliver), as it waited for its own writes before the pollers wrote, so a
+// poller that falls behind slows its shards (and NATS buffers, with its own
+// limits) instead of growing this queue. 2 MiB of slots a poller.
+const maxQueued = 1 << 18
+
+// deliver queues a batch for the poller, first waiting while the poller has
+// maxQueued or more still to deliver; false when the poller is stopping
+// (the batch stays the shard's, to be dropped with the rest).
+func (p *poller) deliver(b *batch) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.queued >= maxQueued && !p.stopping {
+		p.taken.Wait()
+	}
+	if p.stopping {
+		b.conns, b.msgs, b.marked = b.conns[:0], b.msgs[:0], 0
+		return false
+	}
+	if len(p.batches) == 0 {
+		p.wake() // under p.mu: shutdown, which closes wakefd, follows a stopping seen under it
+	}
+	p.batches = append(p.batches, b)
+	p.queued += len(b.conns) + len(b.msgs)
+	return true
+}
+
+// deliverOne delivers the first batch the poller took, if any. One batch a
+// loop: between two, the poller's epoll_wait (with no wait while work is
+// left) lets it read its sockets and write those whose send buffer has
+// room again (EPOLLOUT), as it did while the shards queued and it flushed.
+// Poller only.
+func (p *poller) deliverOne() {
+	if len(p.work) == 0 {
+		return
+	}
+	b := p.work[0]
+	p.work[0] = nil
+	p.work = p.work[1:]
+	if len(p.work) == 0 {
+		p.work = nil
+	}
+	p.runBatch(b)
+	p.mu.Lock()
+	p.queued -= len(b.conns) + len(b.msgs)
+	p.taken.Broadcast()
+	p.mu.Unlock()
+	p.g.recycle(b)
+}
+
+// runBatch delivers one batch. Sockets are written after each batch, not
+// after all the poller took at once: a batch is at most a shard's drain,
+// so a reader that keeps up is not judged slow (enqueueLocked) on a
+// backlog several batches deep.
+func (p *poller) runBatch(b *batch) {
+	dirty := p.dirty
+	{
+		start := 0
+		for _, d := range b.msgs {
+			for _, c := range b.conns[start:d.end] {
+				if c.id == d.excl && d.excl != (protocol.SocketID{}) {
+					continue
+				}
+				c.mu.Lock()
+				if c.state() == stateOpen && (c.replays == nil || !c.holdLocked(d.channel, d.serial, d.prev, d.frame)) &&
+					c.enqueueLocked(d.frame) && !c.dirty {
+					c.dirty = true
+					dirty = append(dirty, c)
+				}
+				c.mu.Unlock()
+			}
+			start = d.end
+		}
+	}
+	for _, c := range dirty {
+		c.mu.Lock()
+		c.dirty = false
+		c.flushLocked()
+		c.mu.Unlock()
+	}
+	clear(dirty)
+	p.dirty = dirty[:0]
+	if cap(p.dirty) > maxKeptBatch {
+		p.dirty = nil
+	}
+}
