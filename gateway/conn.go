@@ -54,17 +54,16 @@ type Conn struct {
 	pidx     int32      // index in poller.conns
 	seeded   bool       // rbuf holds bytes read before registration, not yet parsed
 	dirty    bool       // on the poller's list of sockets to write after its deliveries (deliver.go)
+	ceWarned bool       // the client-event window's 4301 was sent (one per window)
+	subWarn  bool       // the subscribe window's 4303 was sent
 	subs     []subscription
-	userID   string          // set by pusher:signin
-	userInfo json.RawMessage // the signed-in user's user_info, or nil
-	born     int64           // unix nanos of registration
-	ceWindow int64           // start of the current client-event rate window
-	ceCount  int32           // client events in that window
-	ceWarned bool            // that window's 4301 was sent (one per window)
-	subWin   int64           // start of the current subscribe-rate window
-	subCount int32           // subscribe and unsubscribe messages in that window
-	subWarn  bool            // that window's 4303 was sent
-	ip       ipKey           // the source address counted in the per-IP limits; zero when not counted
+	user     *signedIn // set by pusher:signin; nil before (most sockets never sign in)
+	born     int64     // unix nanos of registration
+	ceWindow int64     // start of the current client-event rate window
+	subWin   int64     // start of the current subscribe-rate window
+	ceCount  int32     // client events in that window
+	subCount int32     // subscribe and unsubscribe messages in that window
+	ip       ipKey     // the source address counted in the per-IP limits; zero when not counted
 
 	mu        sync.Mutex
 	st        atomic.Uint32      // connState; written under mu, read anywhere
@@ -74,6 +73,30 @@ type Conn struct {
 	queued    int                // bytes in queue
 	closingAt int64              // unix nanos when stateClosing began
 	replays   map[string]*replay // channels whose live events are held for a replay; nil when none
+}
+
+// signedIn is a connection's pusher:signin (users.go): kept apart, since
+// few sockets sign in and every one pays for a field (docs/design.md, "Idle
+// memory").
+type signedIn struct {
+	id   string
+	info json.RawMessage // the user's user_info, or nil
+}
+
+// userID is the signed-in user's id, "" before pusher:signin.
+func (c *Conn) userID() string {
+	if c.user == nil {
+		return ""
+	}
+	return c.user.id
+}
+
+// userInfo is the signed-in user's user_info, or nil.
+func (c *Conn) userInfo() json.RawMessage {
+	if c.user == nil {
+		return nil
+	}
+	return c.user.info
 }
 
 // errConnClosed reports a write to a connection that is closing or closed.
@@ -244,6 +267,38 @@ func (c *Conn) flushLocked() {
 	c.queue = nil // release the backing array while idle
 	if c.state() == stateClosing {
 		_ = unix.Shutdown(c.fd, unix.SHUT_WR)
+	}
+}
+
+// writeLocked queues one frame and writes it now: with nothing waiting, by
+// one write(2) straight from the frame, so an idle socket gets an event
+// without a queue being made for it; otherwise behind what waits. c.mu must
+// be held and the connection open.
+func (c *Conn) writeLocked(frame []byte) {
+	if c.blocked || len(c.queue) > 0 {
+		if c.enqueueLocked(frame) {
+			c.flushLocked()
+		}
+		return
+	}
+	for {
+		n, err := unix.Write(c.fd, frame)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			n = 0
+		case err != nil:
+			c.abortLocked()
+			return
+		default:
+			c.poller.g.stats.writes.Add(1)
+		}
+		if n < len(frame) {
+			c.appendLocked(frame[n:]) // the rest waits for EPOLLOUT
+			c.blocked = true
+		}
+		return
 	}
 }
 

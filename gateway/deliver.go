@@ -115,6 +115,22 @@ func (p *poller) deliverOne() {
 // so a reader that keeps up is not judged slow (enqueueLocked) on a
 // backlog several batches deep.
 func (p *poller) runBatch(b *batch) {
+	if len(b.msgs) == 1 {
+		// One event: nothing to coalesce, so each socket is written as it
+		// is reached (writeLocked), with no queue slice made per socket.
+		d := &b.msgs[0]
+		for _, c := range b.conns {
+			if c.id == d.excl && d.excl != (protocol.SocketID{}) {
+				continue
+			}
+			c.mu.Lock()
+			if c.state() == stateOpen && (c.replays == nil || !c.holdLocked(d.channel, d.serial, d.prev, d.frame)) {
+				c.writeLocked(d.frame)
+			}
+			c.mu.Unlock()
+		}
+		return
+	}
 	dirty := p.dirty
 	{
 		start := 0

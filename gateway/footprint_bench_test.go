@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strconv"
 	"testing"
+	"unsafe"
 
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
@@ -192,4 +193,12 @@ func waitConns(b *testing.B, e *edge, n int64) {
 func gc2() {
 	runtime.GC()
 	runtime.GC()
+}
+
+// TestConnSize keeps Conn in the 256-byte size class: every socket pays for
+// each field (docs/design.md, "Idle memory"). Grow it only with the table.
+func TestConnSize(t *testing.T) {
+	if n := unsafe.Sizeof(Conn{}); n > 256 {
+		t.Fatalf("Conn is %d bytes, over the 256-byte size class", n)
+	}
 }

@@ -389,7 +389,7 @@ func eventFrame(payload []byte, serial uint64) []byte {
 func (g *Gateway) connClosed(c *Conn) {
 	g.leaveAll(c)
 	g.releaseAddr(c)
-	if c.userID != "" {
+	if c.userID() != "" {
 		g.users.remove(c)
 	}
 	if c.counter != nil {

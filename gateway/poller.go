@@ -396,7 +396,7 @@ func (p *poller) sweep() {
 			continue
 		}
 		switch {
-		case c.app != nil && c.app.UserAuthentication && c.userID == "" && p.now-c.born >= int64(p.g.cfg.UserAuthTimeout):
+		case c.app != nil && c.app.UserAuthentication && c.userID() == "" && p.now-c.born >= int64(p.g.cfg.UserAuthTimeout):
 			c.closeWith(4009, "Connection not signed in within 30 seconds")
 		case c.pingAt == 0 && p.now-c.lastIn >= activity:
 			c.pingAt = p.now

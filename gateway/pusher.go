@@ -122,7 +122,7 @@ func (g *Gateway) subscribe(c *Conn, msg protocol.Message) {
 			return
 		}
 	case protocol.ServerToUser:
-		if id, _ := protocol.ServerToUserID(name); c.userID == "" || id != c.userID {
+		if id, _ := protocol.ServerToUserID(name); c.userID() == "" || id != c.userID() {
 			g.metrics.auth[authChannel].Add(1)
 			c.refuse(name, "AuthError", "Subscribing to "+name+" requires being signed in as that user", 401)
 			return
@@ -170,12 +170,12 @@ func (g *Gateway) presenceMember(c *Conn, a *app.App, name string, sd protocol.S
 	if sd.ChannelData == "" {
 		// A signed-in user joins as itself (docs/protocol.md §2.7; the
 		// signature then covers "socket_id:channel" only).
-		if c.userID == "" {
+		if c.userID() == "" {
 			c.refuse(name, "InvalidChannelData", "Presence subscriptions need channel_data or a signed-in user", 4009)
 			return presence.Member{}, false
 		}
-		id := protocol.AppendJSONString(nil, c.userID)
-		return presence.Member{ID: c.userID, IDJSON: id, Info: c.userInfo}, true
+		id := protocol.AppendJSONString(nil, c.userID())
+		return presence.Member{ID: c.userID(), IDJSON: id, Info: c.userInfo()}, true
 	}
 	pm, err := protocol.ParseChannelData(sd.ChannelData)
 	switch {
