@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -282,7 +283,7 @@ func (p *poller) dropListener(l *Listener) {
 func (p *poller) accept() {
 	l := p.lis
 	for range acceptBudget {
-		fd, sa, err := unix.Accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		fd, peer, err := accept4(l.fd)
 		switch {
 		case err == nil:
 		case err == unix.EAGAIN:
@@ -297,7 +298,7 @@ func (p *poller) accept() {
 			return
 		}
 		p.acceptPause = 0
-		p.begin(fd, peerOf(sa))
+		p.begin(fd, peer)
 	}
 }
 
@@ -335,14 +336,27 @@ func (p *poller) resumeAccept() {
 // AcceptPauses is how often accepting paused for want of descriptors.
 func (l *Listener) AcceptPauses() uint64 { return l.exhausts.Load() }
 
-func peerOf(sa unix.Sockaddr) netip.Addr {
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrFrom4(a.Addr)
-	case *unix.SockaddrInet6:
-		return netip.AddrFrom16(a.Addr)
+// accept4 takes one connection off the listening socket, non-blocking and
+// close-on-exec, with its peer's address. It is the system call alone:
+// unix.Accept4 also asks the listening socket its protocol
+// (getsockopt SO_PROTOCOL, for L2TP) and allocates the address, on every
+// accept.
+func accept4(lfd int) (int, netip.Addr, error) {
+	var rsa unix.RawSockaddrAny
+	n := uint32(unix.SizeofSockaddrAny)
+	r, _, e := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n)),
+		unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	if e != 0 {
+		return -1, netip.Addr{}, e
 	}
-	return netip.Addr{}
+	var peer netip.Addr
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		peer = netip.AddrFrom4((*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa)).Addr)
+	case unix.AF_INET6:
+		peer = netip.AddrFrom16((*unix.RawSockaddrInet6)(unsafe.Pointer(&rsa)).Addr)
+	}
+	return int(r), peer, nil
 }
 
 // begin takes a new socket: it waits in the poller's pending list, in

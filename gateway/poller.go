@@ -421,7 +421,9 @@ func (p *poller) release(c *Conn) {
 	c.dropQueueLocked()
 	c.mu.Unlock()
 
-	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	// No EPOLL_CTL_DEL: this is the socket's only descriptor (adopt closed
+	// the net.Conn's, accept.go made no other), and closing the last one
+	// takes it out of the epoll set.
 	p.g.fds[c.fd].Store(nil)
 	_ = unix.Close(c.fd)
 
