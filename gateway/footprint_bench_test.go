@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strconv"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/gobwas/ws"
@@ -139,6 +140,16 @@ func BenchmarkFootprint(b *testing.B) {
 		gc2()
 		runtime.ReadMemStats(&m)
 		return m.HeapAlloc
+	}
+	// The embedded NATS server frees its start-up buffers over the first
+	// seconds (JetStream's caches expire): wait until the heap holds still.
+	for prev, i := heap(), 0; i < 40; i++ {
+		time.Sleep(250 * time.Millisecond)
+		h := heap()
+		if d := int64(h) - int64(prev); d > -16<<10 && d < 16<<10 {
+			break
+		}
+		prev = h
 	}
 	closeAll := func() {
 		for _, c := range open {
