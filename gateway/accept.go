@@ -39,7 +39,8 @@ import (
 // app's quota; establish and opened are shared with adopt), and the
 // handshake deadline: a socket that has not sent a complete head within
 // gateway.handshake_timeout gets the 408 fasthttp would have sent and is
-// closed (sweepPending), counted as a handshake_timeout refusal.
+// closed (sweepPending, to within 100 ms), counted as a handshake_timeout
+// refusal.
 
 // acceptBudget bounds the connections one poller accepts per wake-up, so a
 // connect storm cannot starve the sockets it already has; the listening
@@ -474,7 +475,7 @@ func (p *poller) handOff(c *Conn, data []byte) {
 
 // sweepPending answers the sockets that have not sent a whole request head
 // within gateway.handshake_timeout with a 408 and closes them. Poller only,
-// from the sweep.
+// every pendingSweepEvery while any wait.
 func (p *poller) sweepPending() {
 	deadline := int64(p.g.cfg.HandshakeTimeout)
 	for i := 0; i < len(p.pending); {

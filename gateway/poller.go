@@ -22,6 +22,10 @@ const (
 	// finish the closing handshake before the socket is released anyway.
 	closeTimeout = 5 * time.Second
 	sweepEvery   = time.Second
+	// pendingSweepEvery is how often sockets whose request head is not in
+	// yet are checked against gateway.handshake_timeout (accept.go): the
+	// deadline holds to within it.
+	pendingSweepEvery = 100 * time.Millisecond
 )
 
 // poller owns an epoll instance and the connections registered with it. One
@@ -36,13 +40,14 @@ type poller struct {
 	buf    []byte
 	events []unix.EpollEvent
 
-	conns     []*Conn  // every registered connection (poller only)
-	again     []*Conn  // connections that hit the read budget with bytes left
-	dirty     []*Conn  // connections queued to by runBatch, to write (deliver.go)
-	work      []*batch // batches taken from batches, delivered one per loop (deliver.go)
-	cur       *Conn    // the connection being decoded
-	now       int64
-	lastSweep int64
+	conns       []*Conn  // every registered connection (poller only)
+	again       []*Conn  // connections that hit the read budget with bytes left
+	dirty       []*Conn  // connections queued to by runBatch, to write (deliver.go)
+	work        []*batch // batches taken from batches, delivered one per loop (deliver.go)
+	cur         *Conn    // the connection being decoded
+	now         int64
+	lastSweep   int64
+	lastPending int64 // the last sweepPending
 
 	mu       sync.Mutex
 	incoming []*Conn  // registered but not yet in conns
@@ -148,6 +153,9 @@ func (p *poller) run() {
 		if p.acceptOff {
 			timeout = min(timeout, max(1, int((p.acceptAt-time.Now().UnixNano())/int64(time.Millisecond))))
 		}
+		if len(p.pending) > 0 {
+			timeout = min(timeout, int(pendingSweepEvery/time.Millisecond))
+		}
 		if len(p.again) > 0 || len(p.work) > 0 {
 			timeout = 0
 		}
@@ -180,6 +188,10 @@ func (p *poller) run() {
 		p.retry()
 		p.deliverOne()
 		p.resumeAccept()
+		if len(p.pending) > 0 && p.now-p.lastPending >= int64(pendingSweepEvery) {
+			p.lastPending = p.now
+			p.sweepPending()
+		}
 		if p.now-p.lastSweep >= int64(sweepEvery) {
 			p.lastSweep = p.now
 			p.sweep()
@@ -380,7 +392,6 @@ func (p *poller) onControl(op ws.OpCode, payload []byte) bool {
 // did not answer the probe, and releases connections stuck in closing.
 func (p *poller) sweep() {
 	g := p.g
-	p.sweepPending()
 	activity, pong := int64(g.cfg.ActivityTimeout), int64(g.cfg.PongTimeout)
 	for i := 0; i < len(p.conns); {
 		c := p.conns[i]
