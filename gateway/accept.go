@@ -360,9 +360,15 @@ func accept4(lfd int) (int, netip.Addr, error) {
 	return int(r), peer, nil
 }
 
+// pendingConn is a socket in the poller's pending list, with its peer's
+// address (kept here, not in Conn: only the upgrade needs it).
+type pendingConn struct {
+	c    *Conn
+	peer netip.Addr
+}
+
 // begin takes a new socket: it waits in the poller's pending list, in
-// stateHandshake, until its request head is read. The peer address waits in
-// c.ip (it is counted there only once admitAddr accepts it).
+// stateHandshake, until its request head is read.
 func (p *poller) begin(fd int, peer netip.Addr) {
 	g := p.g
 	if fd >= len(g.fds) {
@@ -372,7 +378,7 @@ func (p *poller) begin(fd int, peer netip.Addr) {
 	// As Go's accept does for every TCP connection (and so for the sockets
 	// fasthttp hands over): no Nagle delay behind a small frame.
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	c := &Conn{fd: fd, poller: p, ip: peer, born: p.now}
+	c := &Conn{fd: fd, poller: p, born: p.now}
 	c.st.Store(uint32(stateHandshake))
 	g.fds[fd].Store(c)
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
@@ -382,7 +388,7 @@ func (p *poller) begin(fd int, peer netip.Addr) {
 		return
 	}
 	c.pidx = int32(len(p.pending))
-	p.pending = append(p.pending, c)
+	p.pending = append(p.pending, pendingConn{c, peer})
 	// Registered before the first read: bytes that arrive after it raise an
 	// edge.
 	p.handshake(c)
@@ -406,9 +412,9 @@ func (p *poller) handshake(c *Conn) {
 		}
 		full := n == len(p.buf)
 		data := p.buf[:n]
-		if c.rbuf != nil {
-			c.rbuf = append(c.rbuf, data...)
-			data = c.rbuf
+		if c.in != nil {
+			c.in.buf = append(c.in.buf, data...)
+			data = c.in.buf
 		}
 		if !maybeUpgrade(data) {
 			p.handOff(c, data)
@@ -422,8 +428,8 @@ func (p *poller) handshake(c *Conn) {
 		case end >= 0 || len(data) >= limit:
 			p.handOff(c, data) // too big a head: fasthttp answers 431
 			return
-		case c.rbuf == nil:
-			c.rbuf = append(make([]byte, 0, max(len(data), 512)), data...)
+		case c.in == nil:
+			c.in = &inbound{buf: append(make([]byte, 0, max(len(data), 512)), data...)}
 		}
 	}
 }
@@ -441,16 +447,16 @@ func (p *poller) endPending(c *Conn) {
 	p.unpend(c)
 	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
 	p.g.fds[c.fd].Store(nil)
-	c.rbuf = nil
+	c.in = nil
 }
 
 // unpend takes c out of the pending list.
 func (p *poller) unpend(c *Conn) {
 	last := len(p.pending) - 1
-	if i := int(c.pidx); i <= last && p.pending[i] == c {
+	if i := int(c.pidx); i <= last && p.pending[i].c == c {
 		p.pending[i] = p.pending[last]
-		p.pending[i].pidx = int32(i)
-		p.pending[last] = nil
+		p.pending[i].c.pidx = int32(i)
+		p.pending[last] = pendingConn{}
 		p.pending = p.pending[:last]
 	}
 	if len(p.pending) == 0 && cap(p.pending) > 1024 {
@@ -461,7 +467,7 @@ func (p *poller) unpend(c *Conn) {
 // handOff gives a pending socket to the HTTP server with what was read.
 func (p *poller) handOff(c *Conn, data []byte) {
 	pre := data
-	if c.rbuf == nil { // data is the poller's buffer
+	if c.in == nil { // data is the poller's buffer
 		pre = bytes.Clone(data)
 	}
 	p.endPending(c)
@@ -479,7 +485,7 @@ func (p *poller) handOff(c *Conn, data []byte) {
 func (p *poller) sweepPending() {
 	deadline := int64(p.g.cfg.HandshakeTimeout)
 	for i := 0; i < len(p.pending); {
-		c := p.pending[i]
+		c := p.pending[i].c
 		if p.now-c.born < deadline {
 			i++
 			continue
@@ -518,7 +524,7 @@ func (p *poller) upgrade(c *Conn, head, early []byte, more bool) {
 	} else {
 		a, ref = g.admitParts(req.path, req.protocol, req.clientVersion)
 	}
-	ip := g.sourceAddrOf(c.ip, req.xff)
+	ip := g.sourceAddrOf(p.pending[c.pidx].peer, req.xff)
 	var seed []byte
 	if len(early) > 0 {
 		seed = bytes.Clone(early)
@@ -526,8 +532,7 @@ func (p *poller) upgrade(c *Conn, head, early []byte, more bool) {
 	// It stays in the epoll set and the descriptor table; in
 	// stateHandshake nothing else touches it until it is open.
 	p.unpend(c)
-	c.rbuf = nil
-	c.ip = ipKey{}
+	c.in = nil
 	c.app = a
 	ref = g.establish(c, accept, ref, ip, seed)
 	c.pidx = int32(len(p.conns))
@@ -554,8 +559,8 @@ func (p *poller) upgrade(c *Conn, head, early []byte, more bool) {
 
 // rest is the bytes read from a pending socket, for the HTTP server.
 func (p *poller) rest(c *Conn, head, early []byte) []byte {
-	if c.rbuf != nil {
-		return c.rbuf // head and early are in it, in order
+	if c.in != nil {
+		return c.in.buf // head and early are in it, in order
 	}
 	return p.buf[:len(head)+len(early)]
 }

@@ -42,20 +42,16 @@ type Conn struct {
 	app    *app.App // the app as it was when the connection was accepted
 	id     protocol.SocketID
 	poller *poller
-	// counter is the app's connection counter this connection was counted
-	// in (its connection limit); nil when it was not.
-	counter *atomic.Int64
 
 	// poller only
-	rbuf     []byte     // bytes of an incomplete frame; nil when none
-	frag     *fragments // an incomplete fragmented message; nil when none
-	lastIn   int64      // unix nanos of the last complete inbound frame
-	pingAt   int64      // unix nanos when a probe was sent; 0 when none is outstanding
-	pidx     int32      // index in poller.conns
-	seeded   bool       // rbuf holds bytes read before registration, not yet parsed
-	dirty    bool       // on the poller's list of sockets to write after its deliveries (deliver.go)
-	ceWarned bool       // the client-event window's 4301 was sent (one per window)
-	subWarn  bool       // the subscribe window's 4303 was sent
+	in       *inbound // bytes of an incomplete frame or message; nil when none (most of the time)
+	lastIn   int64    // unix nanos of the last complete inbound frame
+	pingAt   int64    // unix nanos when a probe was sent; 0 when none is outstanding
+	pidx     int32    // index in poller.conns
+	seeded   bool     // rbuf holds bytes read before registration, not yet parsed
+	dirty    bool     // on the poller's list of sockets to write after its deliveries (deliver.go)
+	ceWarned bool     // the client-event window's 4301 was sent (one per window)
+	subWarn  bool     // the subscribe window's 4303 was sent
 	subs     []subscription
 	user     *signedIn // set by pusher:signin; nil before (most sockets never sign in)
 	born     int64     // unix nanos of registration
@@ -63,16 +59,26 @@ type Conn struct {
 	subWin   int64     // start of the current subscribe-rate window
 	ceCount  int32     // client events in that window
 	subCount int32     // subscribe and unsubscribe messages in that window
-	ip       ipKey     // the source address counted in the per-IP limits; zero when not counted
+	ipe      *ipEntry  // the source address's entry in the per-IP limits; nil when not counted
 
 	mu        sync.Mutex
 	st        atomic.Uint32      // connState; written under mu, read anywhere
 	blocked   bool               // the kernel refused bytes; the poller flushes on EPOLLOUT
 	reason    closeReason        // why it is closing, set once with the close (metrics.go)
+	counted   bool               // counted in its app's connections (connCounter); set before registration, never changed
 	queue     [][]byte           // frames waiting for the kernel; queue[0] may be partly written
 	queued    int                // bytes in queue
 	closingAt int64              // unix nanos when stateClosing began
 	replays   map[string]*replay // channels whose live events are held for a replay; nil when none
+}
+
+// inbound is what a connection has read but not yet handled: the bytes
+// of an incomplete frame (or, before the upgrade, of its request head,
+// accept.go) and an incomplete fragmented message. Kept apart, since an
+// idle socket has neither.
+type inbound struct {
+	buf  []byte     // nil when none
+	frag *fragments // nil when none
 }
 
 // signedIn is a connection's pusher:signin (users.go): kept apart, since

@@ -392,8 +392,8 @@ func (g *Gateway) connClosed(c *Conn) {
 	if c.userID() != "" {
 		g.users.remove(c)
 	}
-	if c.counter != nil {
-		c.counter.Add(-1)
+	if c.counted {
+		g.connCounter(c.app.ID).Add(-1)
 	}
 	g.stats.connections.Add(-1)
 	g.metrics.disconnected(c)

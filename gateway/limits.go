@@ -141,6 +141,14 @@ func (l *ipLimits) on() bool { return l.maxOpen > 0 || l.rate > 0 }
 
 // acquire counts a new socket from ip at now, or says which limit refuses it.
 func (l *ipLimits) acquire(ip ipKey, now int64) (limitKind, bool) {
+	_, kind, ok := l.acquireEntry(ip, now)
+	return kind, ok
+}
+
+// acquireEntry is acquire, returning the address's entry: a connection
+// keeps the pointer (8 bytes, where the address is 24) to release it, and
+// the entry stays in the table while its open count is above 0.
+func (l *ipLimits) acquireEntry(ip ipKey, now int64) (*ipEntry, limitKind, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if now-l.lastSweep >= int64(ipSweepEvery) {
@@ -155,15 +163,15 @@ func (l *ipLimits) acquire(ip ipKey, now int64) (limitKind, bool) {
 	if l.rate > 0 {
 		e.refill(now, l.rate, l.burst)
 		if e.tokens < 1 {
-			return limitAcceptRatePerIP, false
+			return nil, limitAcceptRatePerIP, false
 		}
 	}
 	if l.maxOpen > 0 && e.open >= l.maxOpen {
-		return limitConnectionsPerIP, false
+		return nil, limitConnectionsPerIP, false
 	}
 	e.tokens--
 	e.open++
-	return 0, true
+	return e, 0, true
 }
 
 func (l *ipLimits) release(ip ipKey) {
@@ -171,6 +179,13 @@ func (l *ipLimits) release(ip ipKey) {
 	if e := l.m[ip]; e != nil {
 		e.open--
 	}
+	l.mu.Unlock()
+}
+
+// releaseEntry uncounts one socket from the entry acquireEntry gave.
+func (l *ipLimits) releaseEntry(e *ipEntry) {
+	l.mu.Lock()
+	e.open--
 	l.mu.Unlock()
 }
 
@@ -212,7 +227,7 @@ func (g *Gateway) admitAddr(c *Conn, ip ipKey) *refusal {
 	if !g.ips.on() || !ip.IsValid() {
 		return nil
 	}
-	kind, ok := g.ips.acquire(ip, time.Now().UnixNano())
+	e, kind, ok := g.ips.acquireEntry(ip, time.Now().UnixNano())
 	if !ok {
 		g.metrics.limits[kind].Add(1)
 		msg := "Too many connections from your address; reconnect later"
@@ -221,15 +236,15 @@ func (g *Gateway) admitAddr(c *Conn, ip ipKey) *refusal {
 		}
 		return &refusal{protocol.CodeOverCapacity, msg}
 	}
-	c.ip = ip
+	c.ipe = e
 	return nil
 }
 
 // releaseAddr uncounts a released connection from its address.
 func (g *Gateway) releaseAddr(c *Conn) {
-	if c.ip.IsValid() {
-		g.ips.release(c.ip)
-		c.ip = ipKey{}
+	if c.ipe != nil {
+		g.ips.releaseEntry(c.ipe)
+		c.ipe = nil
 	}
 }
 

@@ -67,7 +67,7 @@ type poller struct {
 	acceptOff   bool          // lis is out of the epoll set for a pause (pauseAccept)
 	acceptPause time.Duration // the current pause
 	acceptAt    int64         // unix nanos when the pause ends
-	pending     []*Conn       // accepted sockets whose request head is not read yet (stateHandshake)
+	pending     []pendingConn // accepted sockets whose request head is not read yet (stateHandshake)
 
 	done chan struct{}
 }
@@ -329,30 +329,43 @@ func (p *poller) retry() {
 // are then discarded).
 func (p *poller) consume(c *Conn, data []byte) bool {
 	if c.state() != stateOpen {
-		c.rbuf, c.frag = nil, nil
+		c.in = nil
 		return false
 	}
+	in := c.in
 	buf := data
-	if c.rbuf != nil {
-		c.rbuf = append(c.rbuf, data...)
-		buf = c.rbuf
+	var frag *fragments
+	if in != nil {
+		frag = in.frag
+		if in.buf != nil {
+			in.buf = append(in.buf, data...)
+			buf = in.buf
+		}
 	}
 	p.cur = c
-	n, werr := p.dec.decode(buf, p.g.cfg.MaxMessageBytes, &c.frag, p)
+	n, werr := p.dec.decode(buf, p.g.cfg.MaxMessageBytes, &frag, p)
 	p.cur = nil
 	if werr != nil {
-		c.rbuf, c.frag = nil, nil
+		c.in = nil
 		c.closeWith(int(werr.code), werr.reason)
 		return false
 	}
 	rest := buf[n:]
+	var keep []byte
 	switch {
 	case len(rest) == 0:
-		c.rbuf = nil
-	case c.rbuf != nil && cap(c.rbuf) <= 4*len(rest)+4096:
-		c.rbuf = append(c.rbuf[:0], rest...)
+	case in != nil && in.buf != nil && cap(in.buf) <= 4*len(rest)+4096:
+		keep = append(in.buf[:0], rest...)
 	default:
-		c.rbuf = append(make([]byte, 0, len(rest)+512), rest...)
+		keep = append(make([]byte, 0, len(rest)+512), rest...)
+	}
+	switch {
+	case keep == nil && frag == nil:
+		c.in = nil
+	case in == nil:
+		c.in = &inbound{buf: keep, frag: frag}
+	default:
+		in.buf, in.frag = keep, frag
 	}
 	return c.state() == stateOpen
 }
@@ -449,7 +462,7 @@ func (p *poller) release(c *Conn) {
 			p.conns = append(make([]*Conn, 0, 2*len(p.conns)), p.conns...)
 		}
 	}
-	c.rbuf, c.frag = nil, nil
+	c.in = nil
 	p.g.connClosed(c)
 }
 
@@ -464,7 +477,7 @@ func (p *poller) shutdown() {
 		p.dropListener(p.lis)
 	}
 	for len(p.pending) > 0 {
-		c := p.pending[len(p.pending)-1]
+		c := p.pending[len(p.pending)-1].c
 		p.endPending(c)
 		_ = unix.Close(c.fd)
 	}

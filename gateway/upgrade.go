@@ -222,7 +222,7 @@ func (g *Gateway) establish(c *Conn, accept string, ref *refusal, ip ipKey, earl
 			counter.Add(-1)
 			ref = &refusal{protocol.CodeOverQuota, "Application is over connection quota"}
 		} else {
-			c.counter = counter
+			c.counted = true
 		}
 	}
 
@@ -242,7 +242,7 @@ func (g *Gateway) establish(c *Conn, accept string, ref *refusal, ip ipKey, earl
 		first = appendFrame(first, ws.OpText, est)
 	}
 	if len(early) > 0 {
-		c.rbuf, c.seeded = early, true
+		c.in, c.seeded = &inbound{buf: early}, true
 	}
 	if n := g.stats.connections.Add(1); n > g.connPeak.Load() {
 		g.connPeak.Store(n) // approximate under races; trimAfterFlood needs no more
@@ -290,8 +290,8 @@ func (g *Gateway) refuseUnregistered(c *Conn) {
 	c.mu.Unlock()
 	_ = unix.Close(c.fd)
 	g.releaseAddr(c)
-	if c.counter != nil {
-		c.counter.Add(-1)
+	if c.counted {
+		g.connCounter(c.app.ID).Add(-1)
 	}
 	g.stats.connections.Add(-1)
 	g.metrics.disconnected(c)
