@@ -87,52 +87,73 @@ func (p *poller) deliver(b *batch) bool {
 	return true
 }
 
-// deliverOne delivers the first batch the poller took, if any. One batch a
-// loop: between two, the poller's epoll_wait (with no wait while work is
-// left) lets it read its sockets and write those whose send buffer has
-// room again (EPOLLOUT), as it did while the shards queued and it flushed.
-// Poller only.
-func (p *poller) deliverOne() {
+// maxUnit bounds the events one delivery unit coalesces (about a shard's
+// drain, bus.MaxDrain): a socket gets a unit's events in one writev, and a
+// reader that keeps up is not judged slow (enqueueLocked) on a backlog many
+// units deep.
+const maxUnit = 1024
+
+// deliverSome delivers the batches the poller took, the first ones up to
+// maxUnit events as one unit: every event of the unit is queued to its
+// sockets, then each socket it queued to is written once. So when the
+// poller falls behind, the events waiting for a socket go out together, as
+// they did when a shard wrote a whole drain at once; a poller that keeps
+// up gets one event a batch and writes it straight away. Between two
+// units, the poller's epoll_wait (with no wait while work is left) lets it
+// read its sockets and write those whose send buffer has room again
+// (EPOLLOUT). Poller only.
+func (p *poller) deliverSome() {
 	if len(p.work) == 0 {
 		return
 	}
-	b := p.work[0]
-	p.work[0] = nil
-	p.work = p.work[1:]
+	n, events, slots := 0, 0, 0
+	for n < len(p.work) && (n == 0 || events+len(p.work[n].msgs) <= maxUnit) {
+		events += len(p.work[n].msgs)
+		slots += len(p.work[n].conns) + len(p.work[n].msgs)
+		n++
+	}
+	unit := p.work[:n]
+	if events == 1 {
+		p.writeOne(unit[0])
+	} else {
+		p.runUnit(unit)
+	}
+	p.mu.Lock()
+	p.queued -= slots
+	p.taken.Broadcast()
+	p.mu.Unlock()
+	for i, b := range unit {
+		p.g.recycle(b)
+		unit[i] = nil
+	}
+	p.work = p.work[n:]
 	if len(p.work) == 0 {
 		p.work = nil
 	}
-	p.runBatch(b)
-	p.mu.Lock()
-	p.queued -= len(b.conns) + len(b.msgs)
-	p.taken.Broadcast()
-	p.mu.Unlock()
-	p.g.recycle(b)
 }
 
-// runBatch delivers one batch. Sockets are written after each batch, not
-// after all the poller took at once: a batch is at most a shard's drain,
-// so a reader that keeps up is not judged slow (enqueueLocked) on a
-// backlog several batches deep.
-func (p *poller) runBatch(b *batch) {
-	if len(b.msgs) == 1 {
-		// One event: nothing to coalesce, so each socket is written as it
-		// is reached (writeLocked), with no queue slice made per socket.
-		d := &b.msgs[0]
-		for _, c := range b.conns {
-			if c.id == d.excl && d.excl != (protocol.SocketID{}) {
-				continue
-			}
-			c.mu.Lock()
-			if c.state() == stateOpen && (c.replays == nil || !c.holdLocked(d.channel, d.serial, d.prev, d.frame)) {
-				c.writeLocked(d.frame)
-			}
-			c.mu.Unlock()
+// writeOne delivers a unit of one event: nothing to coalesce, so each
+// socket is written as it is reached (writeLocked), with no queue slice
+// made per socket.
+func (p *poller) writeOne(b *batch) {
+	d := &b.msgs[0]
+	for _, c := range b.conns {
+		if c.id == d.excl && d.excl != (protocol.SocketID{}) {
+			continue
 		}
-		return
+		c.mu.Lock()
+		if c.state() == stateOpen && (c.replays == nil || !c.holdLocked(d.channel, d.serial, d.prev, d.frame)) {
+			c.writeLocked(d.frame)
+		}
+		c.mu.Unlock()
 	}
+}
+
+// runUnit queues every event of the unit's batches, in order, then writes
+// each socket it queued to once.
+func (p *poller) runUnit(unit []*batch) {
 	dirty := p.dirty
-	{
+	for _, b := range unit {
 		start := 0
 		for _, d := range b.msgs {
 			for _, c := range b.conns[start:d.end] {

@@ -42,8 +42,8 @@ type poller struct {
 
 	conns       []*Conn  // every registered connection (poller only)
 	again       []*Conn  // connections that hit the read budget with bytes left
-	dirty       []*Conn  // connections queued to by runBatch, to write (deliver.go)
-	work        []*batch // batches taken from batches, delivered one per loop (deliver.go)
+	dirty       []*Conn  // connections queued to by runUnit, to write (deliver.go)
+	work        []*batch // batches taken from batches, delivered a unit per loop (deliver.go)
 	cur         *Conn    // the connection being decoded
 	now         int64
 	lastSweep   int64
@@ -186,7 +186,7 @@ func (p *poller) run() {
 			}
 		}
 		p.retry()
-		p.deliverOne()
+		p.deliverSome()
 		p.resumeAccept()
 		if len(p.pending) > 0 && p.now-p.lastPending >= int64(pendingSweepEvery) {
 			p.lastPending = p.now

@@ -7,6 +7,10 @@
 #   idle:    herald bench idle --conns 10000 --channels 100 --hold 20s
 #   latency: herald bench fanout --conns 10000 --channels 1 --rate 5
 #            --messages 100 (50k deliveries/s offered), p50/p99
+#   max:     herald bench fanout --conns 10000 --channels 1 --messages 200
+#            (as fast as REST takes them), deliveries/s
+#   ch100:   herald bench fanout --conns 10000 --channels 100 --rate 100
+#            --messages 1000, p50/p99
 # Each round runs OLD_BINARY then bin/herald; JSON goes to $BENCH_OUT
 # (default out/bench-edge). It starts and stops only its own servers, by
 # PID; every run is bounded by --timeout.
@@ -34,6 +38,8 @@ for i in $(seq "$ROUNDS"); do
 			connect) args=(connect --conns 5000 --inflight 100 --workers 1) ;;
 			idle) args=(idle --conns 10000 --channels 100 --hold 20s) ;;
 			latency) args=(fanout --conns 10000 --channels 1 --rate 5 --messages 100 --payload 100) ;;
+			max) args=(fanout --conns 10000 --channels 1 --messages 200 --payload 100) ;;
+			ch100) args=(fanout --conns 10000 --channels 100 --rate 100 --messages 1000 --payload 100) ;;
 			esac
 			f="$OUT/$s-$which-$i.json"
 			bin/herald bench "${args[@]}" --url "ws://127.0.0.1:$port" "${CREDS[@]}" \
@@ -42,7 +48,8 @@ for i in $(seq "$ROUNDS"); do
 			case $s in
 			connect) sum=$(jq -r '"connects_per_s \(.results.connects_per_s|floor) inflight \(.params.inflight) p50 \(.results.time_to_established_ms.p50) p99 \(.results.time_to_established_ms.p99) failed \(.results.failed)"' "$f") ;;
 			idle) sum=$(jq -r '"rss_per_conn_bytes \(.results.rss_per_conn_bytes) rss \(.results.rss_before_kib)->\(.results.rss_after_kib) KiB drops \(.results.drops)"' "$f") ;;
-			latency) sum=$(jq -r '"p50 \(.results.latency_ms.p50) p99 \(.results.latency_ms.p99) delivered \(.results.delivered)/\(.results.expected) lost \(.results.lost) dup \(.results.duplicates)"' "$f") ;;
+			latency | ch100) sum=$(jq -r '"p50 \(.results.latency_ms.p50) p99 \(.results.latency_ms.p99) delivered \(.results.delivered)/\(.results.expected) lost \(.results.lost) dup \(.results.duplicates)"' "$f") ;;
+			max) sum=$(jq -r '"deliveries_per_s \(.results.deliveries_per_s|floor) delivered \(.results.delivered)/\(.results.expected) lost \(.results.lost) dup \(.results.duplicates) p50 \(.results.latency_ms.p50) p99 \(.results.latency_ms.p99)"' "$f") ;;
 			esac
 			echo "$s $which round $i (load $load): $sum"
 			kill "$pid"
