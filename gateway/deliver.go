@@ -11,6 +11,11 @@ import "herald/protocol"
 // events a socket got in one batch (and in every batch the poller takes in
 // one wake-up) go out in one writev.
 //
+// A small channel's event (at most directMax local subscribers) is written
+// by the shard itself while none of the shard's batches waits at a poller:
+// then every earlier event of the channel is out already, so the order
+// holds, and the event is out one thread hop sooner.
+//
 // Exactly-once and order are what they were when the shard wrote itself:
 // the set of sockets an event goes to is taken under the hub shard's lock
 // with the channel's last serial (hub.snapshot), one channel is always
@@ -33,10 +38,16 @@ type delivery struct {
 
 // batch is a delivery shard's events for one poller since its last Flush.
 type batch struct {
+	shard  int // the delivery shard that made it (Gateway.outstanding)
 	msgs   []delivery
 	conns  []*Conn
 	marked int // len(conns) when the last delivery was recorded
 }
+
+// directMax is the largest fan-out a delivery shard writes itself, when it
+// has nothing waiting at a poller (Gateway.Deliver): for a few sockets the
+// hand-over to the pollers costs more than the writes, in latency.
+const directMax = 64
 
 // maxKeptBatch is the most socket slots a recycled batch keeps (a batch
 // that grew past it is dropped, so a burst does not pin its memory).
@@ -63,8 +74,10 @@ func (g *Gateway) recycle(b *batch) {
 // events (a batch's len(conns)+len(msgs)): past it the delivery shard waits
 // (deliver), as it waited for its own writes before the pollers wrote, so a
 // poller that falls behind slows its shards (and NATS buffers, with its own
-// limits) instead of growing this queue. 2 MiB of slots a poller.
-const maxQueued = 1 << 18
+// limits) instead of growing this queue. 16 MiB of slots a poller: about
+// 400 events to 5,000 sockets, so that a burst still coalesces deeply
+// (deliverSome), as a shard drain of up to bus.MaxDrain events did.
+const maxQueued = 1 << 21
 
 // deliver queues a batch for the poller, first waiting while the poller has
 // maxQueued or more still to deliver; false when the poller is stopping
@@ -123,6 +136,7 @@ func (p *poller) deliverSome() {
 	p.taken.Broadcast()
 	p.mu.Unlock()
 	for i, b := range unit {
+		p.g.outstanding[b.shard].Add(-1)
 		p.g.recycle(b)
 		unit[i] = nil
 	}

@@ -173,6 +173,9 @@ type Gateway struct {
 	// them (deliver.go).
 	out     [][]*batch
 	batches sync.Pool // of *batch
+	// outstanding[i] counts shard i's batches handed to a poller and not
+	// yet delivered (Deliver's direct path waits for 0).
+	outstanding []atomic.Int64
 
 	closeOnce sync.Once
 	wg        sync.WaitGroup
@@ -237,6 +240,7 @@ func New(cfg Config) (*Gateway, error) {
 		g.pollers = append(g.pollers, p)
 	}
 	g.out = make([][]*batch, cfg.Shards)
+	g.outstanding = make([]atomic.Int64, cfg.Shards)
 	for i := range g.out {
 		g.out[i] = make([]*batch, len(g.pollers))
 	}
@@ -334,8 +338,35 @@ func (g *Gateway) Deliver(shard int, m *bus.Message) {
 	if m.Exclude != "" {
 		excl, _ = protocol.ParseSocketID(m.Exclude)
 	}
+	// Nothing of this shard's is waiting anywhere: an event for a small
+	// channel may be written here at once, as the shards wrote before
+	// (one thread hop less), without passing one of this channel's
+	// earlier events, which are all out already.
+	quiet := g.outstanding[shard].Load() == 0
+	for _, b := range out {
+		quiet = quiet && len(b.msgs) == 0
+	}
 	n := g.hub.snapshot(m.App, m.Channel, m.Serial, out)
 	if n == 0 {
+		return
+	}
+	g.stats.deliveries.Add(uint64(n))
+	g.metrics.app(m.App).deliveries.Add(uint64(n))
+	if quiet && n <= directMax {
+		for _, b := range out {
+			for _, c := range b.conns {
+				if c.id == excl && excl != (protocol.SocketID{}) {
+					continue
+				}
+				c.mu.Lock()
+				if c.state() == stateOpen && (c.replays == nil || !c.holdLocked(m.Channel, m.Serial, m.PrevSerial, frame)) {
+					c.writeLocked(frame)
+				}
+				c.mu.Unlock()
+			}
+			clear(b.conns)
+			b.conns = b.conns[:0]
+		}
 		return
 	}
 	for _, b := range out {
@@ -344,8 +375,6 @@ func (g *Gateway) Deliver(shard int, m *bus.Message) {
 			b.marked = end
 		}
 	}
-	g.stats.deliveries.Add(uint64(n))
-	g.metrics.app(m.App).deliveries.Add(uint64(n))
 }
 
 // Flush hands what Deliver batched since the last Flush of this shard to
@@ -356,8 +385,12 @@ func (g *Gateway) Flush(shard int) {
 		if b == nil || len(b.msgs) == 0 {
 			continue
 		}
+		b.shard = shard
+		g.outstanding[shard].Add(1)
 		if g.pollers[i].deliver(b) {
 			out[i] = nil
+		} else {
+			g.outstanding[shard].Add(-1)
 		}
 	}
 }
