@@ -1,12 +1,15 @@
-// Package gateway owns Herald's WebSocket edge: the upgrade of hijacked
-// fasthttp connections, the epoll pollers, connection state, the local channel
-// index, keep-alive probes and per-socket write queues.
+// Package gateway owns Herald's WebSocket edge: the client port's accept loop
+// (the pollers accept and upgrade /app/ sockets themselves and hand the rest
+// to the HTTP server, accept.go), the upgrade of hijacked fasthttp
+// connections, the epoll pollers, connection state, the local channel index,
+// fan-out (deliver.go), keep-alive probes and per-socket write queues.
 //
 // It is three layers, each testable alone: frame decoding over bytes
 // (frame.go), the epoll poller and write path (poller.go, conn.go), and the
 // Pusher protocol on top (pusher.go). No goroutine belongs to a connection:
-// a few pollers read every socket, and the bus's delivery shards write to
-// them, coalescing every frame queued to a socket into one writev.
+// a few pollers accept, read and write every socket; the bus's delivery
+// shards hand each poller its share of a fan-out, and every frame queued to
+// a socket in one delivery unit goes out in one writev.
 //
 // The epoll layer is written by hand over golang.org/x/sys/unix because the
 // libraries that do it either own the listener (cloudwego/netpoll) or are not
