@@ -16,11 +16,12 @@ RACE_PKGS := ./gateway/ ./bus/ ./client/ ./api/ ./node/ ./presence/ ./cluster/ .
 
 # tests/e2e too: its Herald processes are built without -race, but the Go
 # client (client.Session) runs in the test binary through real failovers.
-# The whole race run takes about 3 minutes on 2 cores.
+# Its tests whose only clients are node or browser processes skip themselves
+# under -race (tests/e2e skipUnderRace): the plain run covers them.
 RACE_PKGS += ./tests/e2e/
 RACE_PKGS += ./debugtap/ ./console/ ./admin/
 
-.PHONY: build run test vet race fuzz bench js-deps chromium clean cluster
+.PHONY: build run test vet race fuzz bench js-deps chromium clean cluster regions test-regions
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/herald
@@ -32,6 +33,14 @@ run: build
 ## cluster: 3 nodes on loopback (configs/cluster/node1..3.yaml: client ports 6001-6003, data in ./data/node1..3) in the foreground; Ctrl-C stops all three
 cluster: build
 	bash scripts/cluster.sh
+
+## regions: two one-node regions on loopback joined by NATS gateways (configs/regions/a.yaml, b.yaml: client ports 6001-6002, data in ./data/region-a, region-b) in the foreground; Ctrl-C stops both
+regions: build
+	bash scripts/regions.sh
+
+## test-regions: the six-process test of two three-node regions (tests/e2e TestRegions2x3, about 30 s; not part of make test)
+test-regions:
+	HERALD_E2E_REGIONS=1 $(GO) test -count=1 -run TestRegions2x3 ./tests/e2e/
 
 ## test: vet, the whole suite (including pusher-js, the pusher SDK and the resume clients end to end, one in headless chromium), then the race detector
 test: js-deps chromium

@@ -35,6 +35,15 @@ type Publisher interface {
 	PublishBatch(ctx context.Context, ps []bus.Publication) ([]uint64, error)
 }
 
+// Submitter is a Publisher that can send a publish without waiting for its
+// acknowledgements (bus.Bus: group commit, bus/commit.go). Through one the
+// NATS API pipelines: a worker submits and takes the next message while a
+// committer waits for the acks and answers (natsapi.go). REST submits and
+// waits in the request's own goroutine; a 200 still means stored.
+type Submitter interface {
+	Submit(ctx context.Context, ps []bus.Publication) *bus.Pending
+}
+
 // Counts answers subscription questions and user commands: on one node the
 // gateway's local index, in a cluster bus.ChannelQueries (every live node's).
 type Counts interface {
@@ -80,6 +89,10 @@ type Config struct {
 	// HandshakeTimeout bounds the wait for a new connection's request
 	// header (gateway.handshake_timeout); 0: RESTReadTimeout (limits.go).
 	HandshakeTimeout time.Duration
+	// NotReady, when set, is asked by every /readyz: a non-empty answer
+	// is why the node cannot serve now (its store is full), and /readyz
+	// answers 503 with it until it is empty again.
+	NotReady func() string
 }
 
 // Server is the client port's HTTP server.
@@ -145,11 +158,25 @@ func (s *Server) Serve(ln net.Listener) error { return s.fs.Serve(ln) }
 // AuthFailures is how many REST requests the signature check refused.
 func (s *Server) AuthFailures() uint64 { return s.authErr.Load() }
 
-// SetReady switches /readyz between 200 and 503.
+// SetReady switches /readyz between 200 and 503 (start, drain); while it
+// is on, Config.NotReady can still turn it 503.
 func (s *Server) SetReady(ok bool) { s.ready.Store(ok) }
 
 // Ready reports what /readyz answers: true for 200.
-func (s *Server) Ready() bool { return s.ready.Load() }
+func (s *Server) Ready() bool { return s.notReady() == "" }
+
+// notReady is why /readyz answers 503, or "" when it answers 200.
+func (s *Server) notReady() string {
+	if !s.ready.Load() {
+		return "not ready"
+	}
+	if s.cfg.NotReady != nil {
+		if why := s.cfg.NotReady(); why != "" {
+			return "not ready: " + why
+		}
+	}
+	return ""
+}
 
 // Shutdown stops accepting and waits for open HTTP requests to finish.
 // Hijacked WebSocket connections are the gateway's to close.
@@ -165,10 +192,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	case string(path) == "/healthz":
 		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ok"}`))
 	case string(path) == "/readyz":
-		if s.ready.Load() {
+		if why := s.notReady(); why == "" {
 			writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ready"}`))
 		} else {
-			writeError(ctx, &protocol.HTTPError{Status: fasthttp.StatusServiceUnavailable, Message: "not ready"})
+			writeError(ctx, &protocol.HTTPError{Status: fasthttp.StatusServiceUnavailable, Message: why})
 		}
 	case string(path) == "/metrics" && s.metrics != nil:
 		s.metrics(ctx)

@@ -25,11 +25,18 @@ import (
 // signature: the NATS credentials (bus.ClientPermissions) authenticate.
 //
 // Subscription callbacks only queue messages; a bounded pool of workers
-// publishes them through Server.Events and Server.BatchEvents, the code
-// path REST uses. Messages are handled concurrently, so two fire-and-forget
-// publishes may be stored in either order (as two concurrent REST calls
-// may): a publisher that needs order waits for each answer or uses
-// batch_events.
+// publishes them through the code path REST uses (Server.Events and
+// Server.BatchEvents). With a Publisher that is a Submitter (bus.Bus) the
+// path is pipelined (group commit, bus/commit.go): a worker validates and
+// submits a message's events, hands the submission to the committers and
+// takes the next message; the committers wait for the acks, in turn, and
+// answer. So the publishes in flight are bounded by QueueLen (the
+// committers' queue), not by the number of workers, and an answer still
+// means stored. When the committers' queue is full the workers wait, the
+// message queue fills, and requests get 503 as before. Messages are
+// handled concurrently, so two fire-and-forget publishes may be stored in
+// either order (as two concurrent REST calls may): a publisher that needs
+// order waits for each answer or uses batch_events.
 
 // Defaults of NATSAPIConfig.
 const (
@@ -41,8 +48,8 @@ type NATSAPIConfig struct {
 	Bus      *bus.Bus             // required: subscribes to herald.*.api.* and sends the replies
 	Server   *Server              // required: Events and BatchEvents do the work
 	Apps     *app.Registry        // required: the app of a subject's <id> token
-	Workers  int                  // publishing goroutines; 0 = 4*GOMAXPROCS
-	QueueLen int                  // messages waiting for a worker; 0 = 4096. Past it requests get 503, fire-and-forget messages are dropped
+	Workers  int                  // publishing goroutines, and as many committers (pipelined); 0 = 4*GOMAXPROCS
+	QueueLen int                  // messages waiting for a worker; 0 = 4096. Past it requests get 503, fire-and-forget messages are dropped. Pipelined, as many submissions may wait for their acks
 	Registry *prometheus.Registry // metrics; nil: none
 	Logger   *slog.Logger         // nil: slog.Default()
 }
@@ -61,7 +68,13 @@ type NATSAPI struct {
 	log  *slog.Logger
 	sub  *bus.APISubscription
 	jobs chan *bus.APIRequest
-	wg   sync.WaitGroup
+	wg   sync.WaitGroup // the workers
+
+	// Pipelined (Server's Publisher is a Submitter): submissions waiting
+	// for their acks, and the committers that wait and answer. nil acks:
+	// each worker publishes and answers itself.
+	acks       chan natsJob
+	committers sync.WaitGroup
 
 	// mu orders queueing against Stop: callbacks hold it shared while they
 	// send to jobs; Stop holds it exclusively to set stopped and close jobs.
@@ -107,6 +120,13 @@ func StartNATSAPI(cfg NATSAPIConfig) (*NATSAPI, error) {
 	if cfg.Registry != nil {
 		if err := a.register(cfg.Registry); err != nil {
 			return nil, err
+		}
+	}
+	if _, ok := cfg.Server.cfg.Publisher.(Submitter); ok {
+		a.acks = make(chan natsJob, cfg.QueueLen)
+		for range cfg.Workers {
+			a.committers.Add(1)
+			go a.committer()
 		}
 	}
 	for range cfg.Workers {
@@ -176,16 +196,55 @@ func (a *NATSAPI) refuse(m *bus.APIRequest, body []byte) {
 	a.reply(m, body)
 }
 
+// natsJob is a message whose events were submitted (sub), or that was
+// answered without publishing (body and status).
+type natsJob struct {
+	m        *bus.APIRequest
+	endpoint string
+	sub      *submission
+	body     []byte
+	status   int
+}
+
 func (a *NATSAPI) worker() {
 	defer a.wg.Done()
 	for m := range a.jobs {
-		a.handle(m)
+		j := a.start(m)
+		if a.acks == nil || j.sub == nil {
+			body, status := j.result()
+			a.finish(m, body, status, j.endpoint)
+			continue
+		}
+		a.acks <- j // waits while the committers are QueueLen behind
 	}
 }
 
-// handle publishes one message and answers it when it asked for an answer.
-func (a *NATSAPI) handle(m *bus.APIRequest) {
-	body, status, endpoint := a.answer(m)
+// committer waits for submissions' acks, in the order they were queued,
+// and answers them.
+func (a *NATSAPI) committer() {
+	defer a.committers.Done()
+	for j := range a.acks {
+		body, status := j.result()
+		a.finish(j.m, body, status, j.endpoint)
+	}
+}
+
+// result is the job's answer, the body and HTTP status REST would answer:
+// for a submission, once the stream acknowledged its events.
+func (j natsJob) result() ([]byte, int) {
+	if j.sub == nil {
+		return j.body, j.status
+	}
+	body, err := j.sub.wait()
+	if err != nil {
+		return errorAnswer(err)
+	}
+	return body, 200
+}
+
+// finish counts one handled message and answers it when it asked for an
+// answer.
+func (a *NATSAPI) finish(m *bus.APIRequest, body []byte, status int, endpoint string) {
 	a.handled.Add(1)
 	a.reqs.WithLabelValues(endpoint, strconv.Itoa(status)).Inc()
 	if m.WantsReply() {
@@ -195,34 +254,41 @@ func (a *NATSAPI) handle(m *bus.APIRequest) {
 	}
 }
 
-// answer runs the request: the body and HTTP status REST would answer, and
-// the endpoint label.
-func (a *NATSAPI) answer(m *bus.APIRequest) (body []byte, status int, endpoint string) {
+// start looks the request up and submits its events; a request refused on
+// the way (unknown subject or app, disabled app, invalid body) comes back
+// with its answer instead.
+func (a *NATSAPI) start(m *bus.APIRequest) natsJob {
 	id, endpoint := m.App, m.Endpoint
 	if !m.Valid {
-		return notFound("Unknown endpoint " + m.Subject), 404, "unknown"
+		return natsJob{m: m, endpoint: "unknown", body: notFound("Unknown endpoint " + m.Subject), status: 404}
 	}
 	app, ok := a.cfg.Apps.ByID(id)
 	if !ok {
-		return notFound("Unknown app " + strconv.Quote(id)), 404, endpoint
+		return natsJob{m: m, endpoint: endpoint, body: notFound("Unknown app " + strconv.Quote(id)), status: 404}
 	}
-	var err error
+	var sub *submission
 	switch endpoint {
 	case bus.APIEvents:
-		body, err = a.cfg.Server.Events(app, m.Data, debugtap.KindNATSPublish)
+		sub = a.cfg.Server.submitEvents(app, m.Data, debugtap.KindNATSPublish)
 	case bus.APIBatchEvents:
-		body, err = a.cfg.Server.BatchEvents(app, m.Data, debugtap.KindNATSPublish)
+		sub = a.cfg.Server.submitBatchEvents(app, m.Data, debugtap.KindNATSPublish)
 	default:
-		return notFound("Unknown endpoint " + m.Subject), 404, "unknown"
+		return natsJob{m: m, endpoint: "unknown", body: notFound("Unknown endpoint " + m.Subject), status: 404}
 	}
-	if err != nil {
-		var he *protocol.HTTPError
-		if !errors.As(err, &he) {
-			he = &protocol.HTTPError{Status: 500, Message: err.Error()}
-		}
-		return he.Body(), he.Status, endpoint
+	if sub.err != nil {
+		body, status := errorAnswer(sub.err)
+		return natsJob{m: m, endpoint: endpoint, body: body, status: status}
 	}
-	return body, 200, endpoint
+	return natsJob{m: m, endpoint: endpoint, sub: sub}
+}
+
+// errorAnswer is the body and status REST answers err with.
+func errorAnswer(err error) ([]byte, int) {
+	var he *protocol.HTTPError
+	if !errors.As(err, &he) {
+		he = &protocol.HTTPError{Status: 500, Message: err.Error()}
+	}
+	return he.Body(), he.Status
 }
 
 func notFound(msg string) []byte { return (&protocol.HTTPError{Status: 404, Message: msg}).Body() }
@@ -236,7 +302,7 @@ func (a *NATSAPI) reply(m *bus.APIRequest, body []byte) {
 
 // Stop drains the subscriptions (messages the server already sent are still
 // queued or refused), then lets the workers finish every queued message and
-// waits for them. If ctx ends first it unsubscribes at once; queued messages
+// the committers answer every submission, and waits for them. If ctx ends first it unsubscribes at once; queued messages
 // are still handled. Calling it again returns the first call's result.
 func (a *NATSAPI) Stop(ctx context.Context) error {
 	a.stopOnce.Do(func() { a.stopErr = a.stop(ctx) })
@@ -255,6 +321,10 @@ func (a *NATSAPI) stop(ctx context.Context) error {
 	close(a.jobs)
 	a.mu.Unlock()
 	a.wg.Wait()
+	if a.acks != nil { // the workers are done: no more submissions
+		close(a.acks)
+		a.committers.Wait()
+	}
 	return err
 }
 

@@ -2,15 +2,19 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"herald/app"
 	"herald/bus"
@@ -53,21 +57,30 @@ type natsTestChannels struct{ Counts }
 func (natsTestChannels) SubscriptionCount(string, string) int { return 7 }
 
 // natsTestAPI runs a real bus (an in-process NATS server, streams off) and a
-// NATS API over pub with two apps, "app" (enabled) and "off" (disabled),
-// and returns it with an unrestricted client connection (the bus's own).
-// Everything is stopped when the test ends, and no goroutine may be left
-// behind.
+// NATS API over pub with three apps, "app" and "other" (enabled) and "off"
+// (disabled), and returns it with an unrestricted client connection (the
+// bus's own). With pub nil the bus itself publishes, streams on: the API
+// is pipelined (bus.Bus is a Submitter). Everything is stopped when the
+// test ends, and no goroutine may be left behind.
 func natsTestAPI(t *testing.T, pub Publisher, workers, queue int) (*NATSAPI, *nats.Conn) {
 	t.Helper()
 	base := testkit.Goroutines()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := bus.Start(bus.Config{DataDir: t.TempDir(), Apps: []string{"app"}, Logger: quiet})
+	cfg := bus.Config{DataDir: t.TempDir(), Apps: []string{"app"}, Logger: quiet}
+	if pub == nil {
+		cfg = bus.DefaultConfig(t.TempDir())
+		cfg.Apps, cfg.Logger = []string{"app", "other"}, quiet
+	}
+	b, err := bus.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if pub == nil {
+		pub = b
+	}
 	off := app.New("off", "k2", "s2")
 	off.Enabled = new(bool)
-	apps := app.NewRegistry([]app.App{app.New("app", "k", "s"), off})
+	apps := app.NewRegistry([]app.App{app.New("app", "k", "s"), app.New("other", "k3", "s3"), off})
 	s := New(Config{Apps: apps, Publisher: pub, Counts: natsTestChannels{}, Logger: quiet, PublishTimeout: 5 * time.Second})
 	a, err := StartNATSAPI(NATSAPIConfig{
 		Bus:      b,
@@ -250,5 +263,105 @@ func TestNATSAPIStop(t *testing.T) {
 	}
 	if err := a.Stop(context.Background()); err != nil {
 		t.Fatalf("second Stop: %v", err)
+	}
+}
+
+// TestNATSAPIPipelined: with the bus as publisher one worker submits and
+// the committers wait for the acks: many concurrent requests, valid and
+// not, each get their own answer, and every valid one is stored exactly
+// once. A store that fails (the other app's stream deleted behind the
+// bus's back) fails only its own requests.
+func TestNATSAPIPipelined(t *testing.T) {
+	a, nc := natsTestAPI(t, nil, 1, 256)
+	if a.acks == nil {
+		t.Fatal("not pipelined over a bus")
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if got := natsTestRequest(t, nc, "herald.other.api.events", `{"name":"e","channels":["a"],"data":"first"}`); got != "{}" {
+		t.Fatalf("first publish to other: %s", got)
+	}
+	if err := js.DeleteStream(ctx, bus.StreamName("other")); err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 120
+	type ask struct{ subj, body, want string }
+	asks := make([]ask, n)
+	for i := range asks {
+		ev := fmt.Sprintf(`{"name":"e","channels":["c%d"],"data":"n%d"}`, i%7, i)
+		switch i % 6 {
+		case 1:
+			asks[i] = ask{"herald.app.api.events", `{`, ""}
+		case 2:
+			asks[i] = ask{"herald.off.api.events", ev, `{"error":"App is disabled","status":403}`}
+		case 3:
+			asks[i] = ask{"herald.other.api.events", ev, "503"}
+		default:
+			asks[i] = ask{"herald.app.api.events", ev, "{}"}
+		}
+	}
+	got := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range asks {
+		wg.Go(func() {
+			m, err := nc.Request(asks[i].subj, []byte(asks[i].body), 10*time.Second)
+			if err != nil {
+				got[i] = err.Error()
+				return
+			}
+			got[i] = string(m.Data)
+		})
+	}
+	wg.Wait()
+	stored := 0
+	for i, as := range asks {
+		switch as.want {
+		case "":
+			if !strings.Contains(got[i], `"status":400`) {
+				t.Errorf("request %d (bad body) answered %s", i, got[i])
+			}
+		case "503":
+			if !strings.Contains(got[i], `"status":503`) || !strings.Contains(got[i], "Could not store the event") {
+				t.Errorf("request %d (stream gone) answered %s", i, got[i])
+			}
+		default:
+			if got[i] != as.want {
+				t.Errorf("request %d answered %s, want %s", i, got[i], as.want)
+			}
+			if as.want == "{}" {
+				stored++
+			}
+		}
+	}
+	st, err := js.Stream(ctx, bus.StreamName("app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int(info.State.Msgs) != stored {
+		t.Fatalf("%d events stored, %d answered {}", info.State.Msgs, stored)
+	}
+	seen := map[string]bool{}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ev struct{ Data string }
+		if err := json.Unmarshal(m.Data, &ev); err != nil || seen[ev.Data] {
+			t.Fatalf("seq %d: %s (err %v, seen before %v)", seq, m.Data, err, seen[ev.Data])
+		}
+		seen[ev.Data] = true
+	}
+	if st := a.Stats(); st.Handled != n+1 || st.Busy != 0 {
+		t.Fatalf("stats %+v", st)
 	}
 }

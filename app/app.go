@@ -92,6 +92,12 @@ type App struct {
 	PreviousSecrets []string `yaml:"previous_secrets"` // default []
 
 	Webhooks []Webhook `yaml:"webhooks"` // default []: where this app's webhooks go (webhook.go)
+
+	// AllowedOrigins are the browser origins whose pages may open a
+	// WebSocket to the app ("https://example.com", "https://*.example.com";
+	// origin.go); an upgrade with another Origin header is closed with
+	// 4009. Empty allows every origin; no Origin header is always allowed.
+	AllowedOrigins []string `yaml:"allowed_origins"` // default []: every origin
 }
 
 // NATS is an app's credentials on the NATS client port. Empty fields take
@@ -130,6 +136,7 @@ func New(id, key, secret string) App {
 
 		PreviousSecrets: []string{}, // empty, not nil: a file's "[]" decodes to an empty list
 		Webhooks:        []Webhook{},
+		AllowedOrigins:  []string{},
 	}
 }
 

@@ -93,6 +93,9 @@ func (a *App) Validate() *FieldError {
 	if err := a.validateWebhooks(); err != nil {
 		return err
 	}
+	if err := a.validateOrigins(); err != nil {
+		return err
+	}
 	return a.validateNATS()
 }
 

@@ -1,7 +1,9 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -244,6 +246,63 @@ func TestFanout(t *testing.T) {
 				t.Fatalf("server stats %+v", res.Server)
 			}
 		})
+	}
+}
+
+// TestPublish: the publish scenario reports events_per_s (the 200s per
+// second) and deliveries_per_s, from several publishers over many channels.
+func TestPublish(t *testing.T) {
+	s := startServer(t)
+	cfg := testConfig(s, PublishBound)
+	cfg.Conns, cfg.Channels, cfg.Publishers, cfg.Messages, cfg.ServerPID = 200, 50, 8, 400, s.pid
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	noChildren(t)
+	f := rep.Results.FanoutResults
+	if rep.Scenario != PublishBound || rep.Params.Publishers != 8 || f == nil {
+		t.Fatalf("scenario %q publishers %d fanout %+v", rep.Scenario, rep.Params.Publishers, f)
+	}
+	if f.Published != 400 || f.PublishErrors != 0 || f.Expected != 400*200/50 || f.Delivered != f.Expected || f.Lost != 0 {
+		t.Fatalf("published %d (errors %d), delivered %d of %d, lost %d", f.Published, f.PublishErrors, f.Delivered, f.Expected, f.Lost)
+	}
+	if f.EventsPerS <= 0 || f.EventsPerS != f.PublishPerS || f.DeliveriesPerS <= 0 {
+		t.Fatalf("events_per_s %v (publish_per_s %v), deliveries_per_s %v", f.EventsPerS, f.PublishPerS, f.DeliveriesPerS)
+	}
+	var out bytes.Buffer
+	if err := json.NewEncoder(&out).Encode(rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, field := range []string{`"events_per_s":`, `"deliveries_per_s":`, `"scenario":"publish"`} {
+		if !strings.Contains(out.String(), field) {
+			t.Fatalf("report lacks %s: %s", field, out.String())
+		}
+	}
+}
+
+// TestPublishDefaults: the publish scenario's unset sizes are 10,000
+// subscribers over 1,000 channels, 8 publishers, 20,000 events.
+func TestPublishDefaults(t *testing.T) {
+	c := DefaultConfig(Config{Scenario: PublishBound, Channels: -1})
+	if c.Conns != 10000 || c.Channels != 1000 || c.Publishers != 8 || c.Messages != 20000 || c.Batch != 1 {
+		t.Fatalf("defaults %+v", c)
+	}
+	c.URL, c.AppID, c.Key, c.Secret = "ws://127.0.0.1:1", "id", "key", "secret"
+	c.RESTURL = " http://127.0.0.1:1/, http://127.0.0.1:2 ,"
+	if got := c.restURLs(); len(got) != 2 || got[0] != "http://127.0.0.1:1" || got[1] != "http://127.0.0.1:2" {
+		t.Fatalf("rest urls %q", got)
+	}
+	if err := c.validate(); err != nil {
+		t.Fatalf("two REST URLs for publish: %v", err)
+	}
+	c.Scenario = Idle
+	if err := c.validate(); err == nil || !strings.Contains(err.Error(), "several URLs") {
+		t.Fatalf("two REST URLs for idle: %v", err)
+	}
+	c = DefaultConfig(Config{Scenario: PublishBound, Conns: 300, Channels: 30, Publishers: 2, Messages: 7})
+	if c.Conns != 300 || c.Channels != 30 || c.Publishers != 2 || c.Messages != 7 {
+		t.Fatalf("explicit sizes changed: %+v", c)
 	}
 }
 

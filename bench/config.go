@@ -19,7 +19,26 @@ const (
 	Storm    = "storm"    // drop N sockets at once and reconnect them: time until all are back
 	Presence = "presence" // presence members join (and a node dies): time until member_added / member_removed reach every node
 	Failover = "failover" // kill a cluster node while publishing: lost and duplicated events, time until every client resumed
+
+	// PublishBound is fanout sized so that publishing is the bound: many
+	// small channels, several concurrent publishers, as fast as they go.
+	// It reports events_per_s (accepted, answered 200) and deliveries_per_s.
+	PublishBound = "publish"
 )
+
+// Defaults of the publish scenario (PublishBound): 1,000 channels of 10
+// subscribers, 8 concurrent REST publishers, 20,000 events.
+const (
+	PublishDefaultConns      = 10000
+	PublishDefaultChannels   = 1000
+	PublishDefaultPublishers = 8
+	PublishDefaultMessages   = 20000
+)
+
+// fanout reports whether the scenario publishes events to subscribers and
+// counts their deliveries: fanout and publish (which is fanout with other
+// defaults).
+func (c *Config) fanout() bool { return c.Scenario == Fanout || c.Scenario == PublishBound }
 
 // Limits of this machine's design (see doc.go).
 const (
@@ -41,7 +60,7 @@ var ErrNotAvailable = errors.New("bench: scenario not available yet")
 type Config struct {
 	Scenario    string
 	URL         string // ws://host:port[/prefix] of the server; several (a cluster's nodes) separated by commas: conn i goes to URL i % len
-	RESTURL     string // http://host:port of the REST API; default: from the first URL
+	RESTURL     string // http://host:port of the REST API; default: from the first URL. fanout and publish: several separated by commas (a cluster's nodes), publisher i posts to URL i % len
 	AppID       string
 	Key         string
 	Secret      string
@@ -94,6 +113,20 @@ type Config struct {
 
 // DefaultConfig returns c with every zero field set to its default.
 func DefaultConfig(c Config) Config {
+	if c.Scenario == PublishBound {
+		if c.Conns == 0 {
+			c.Conns = PublishDefaultConns
+		}
+		if c.Channels <= 0 {
+			c.Channels = PublishDefaultChannels
+		}
+		if c.Publishers == 0 {
+			c.Publishers = PublishDefaultPublishers
+		}
+		if c.Messages == 0 {
+			c.Messages = PublishDefaultMessages
+		}
+	}
 	if c.Channels < 0 {
 		c.Channels = 1
 		if c.Scenario == Connect {
@@ -120,7 +153,7 @@ func DefaultConfig(c Config) Config {
 			c.Converge = 30 * time.Second
 		}
 	}
-	if c.Scenario != Fanout && c.Scenario != Failover {
+	if !c.fanout() && c.Scenario != Failover {
 		c.Messages = 0
 	}
 	if c.Scenario == Presence {
@@ -189,9 +222,9 @@ func DefaultConfig(c Config) Config {
 // validate checks a defaulted config.
 func (c *Config) validate() error {
 	switch c.Scenario {
-	case Connect, Idle, Fanout, Storm, Presence, Failover:
+	case Connect, Idle, Fanout, PublishBound, Storm, Presence, Failover:
 	default:
-		return fmt.Errorf("bench: unknown scenario %q (connect, idle, fanout, storm, presence, failover)", c.Scenario)
+		return fmt.Errorf("bench: unknown scenario %q (connect, idle, fanout, publish, storm, presence, failover)", c.Scenario)
 	}
 	urls := c.urls()
 	if len(urls) == 0 {
@@ -211,12 +244,22 @@ func (c *Config) validate() error {
 		}
 		hosts = append(hosts, u.Hostname())
 	}
-	ru, err := url.Parse(c.RESTURL)
-	if err != nil || ru.Host == "" || (ru.Scheme != "http" && ru.Scheme != "https") {
-		return fmt.Errorf("bench: --rest-url %q: want http://host:port", c.RESTURL)
+	rests := c.restURLs()
+	if len(rests) == 0 || len(rests) > MaxURLs {
+		return fmt.Errorf("bench: --rest-url %q: want http://host:port (at most %d, comma-separated)", c.RESTURL, MaxURLs)
+	}
+	if len(rests) > 1 && !c.fanout() {
+		return fmt.Errorf("bench: --rest-url: several URLs are for the fanout and publish scenarios")
+	}
+	for _, raw := range rests {
+		ru, err := url.Parse(raw)
+		if err != nil || ru.Host == "" || (ru.Scheme != "http" && ru.Scheme != "https") {
+			return fmt.Errorf("bench: --rest-url %q: want http://host:port", raw)
+		}
+		hosts = append(hosts, ru.Hostname())
 	}
 	if !c.AllowRemote {
-		for _, h := range append(hosts, ru.Hostname()) {
+		for _, h := range hosts {
 			if !isLoopback(h) {
 				return fmt.Errorf("bench: %q is not a loopback address; pass --allow-remote to load a remote server", h)
 			}
@@ -265,8 +308,8 @@ func (c *Config) validate() error {
 	switch {
 	case c.AppID == "" || c.Key == "":
 		return errors.New("bench: --app-id and --key are required")
-	case c.Scenario == Fanout && c.Secret == "":
-		return errors.New("bench: --secret is required for fanout")
+	case c.fanout() && c.Secret == "":
+		return errors.New("bench: --secret is required for " + c.Scenario)
 	case c.Conns < 1:
 		return errors.New("bench: --conns must be at least 1")
 	case c.Workers < 1 || c.Workers > c.Conns:
@@ -275,8 +318,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("bench: %d conns over %d workers is more than %d per worker (open-files limit)", c.Conns, c.Workers, MaxPerWorker)
 	case c.PerSource < 1 || c.PerSource > MaxPerSource:
 		return fmt.Errorf("bench: --per-source must be 1..%d", MaxPerSource)
-	case c.Channels < 0 || (c.Scenario == Fanout && c.Channels < 1):
-		return errors.New("bench: --channels must be at least 1 for fanout")
+	case c.Channels < 0 || (c.fanout() && c.Channels < 1):
+		return errors.New("bench: --channels must be at least 1 for " + c.Scenario)
 	case c.Messages < 0 || c.Rate < 0 || c.Pollers < 1 || c.Publishers < 1:
 		return errors.New("bench: --messages, --rate, --pollers and --publishers must be positive")
 	case c.Batch < 1 || c.Batch > 10:
@@ -341,6 +384,18 @@ func (c *Config) urls() []string {
 	var out []string
 	for u := range strings.SplitSeq(c.URL, ",") {
 		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// restURLs splits RESTURL at commas: the REST targets, in order, without
+// trailing slashes.
+func (c *Config) restURLs() []string {
+	var out []string
+	for u := range strings.SplitSeq(c.RESTURL, ",") {
+		if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
 			out = append(out, u)
 		}
 	}

@@ -15,6 +15,10 @@
 //     signed REST API or Herald's NATS API (requests or fire-and-forget,
 //     natspub.go): deliveries/s, exact loss and duplicates, publish →
 //     receive percentiles.
+//   - publish: fanout sized so that publishing is the bound (1,000 channels
+//     of 10 subscribers, 8 concurrent signed REST publishers, each sending
+//     its next event when the last one was answered): events_per_s
+//     accepted (answered 200) and deliveries_per_s.
 //   - storm: drop every socket at once (RST) and redial them all: time until
 //     all are back (established and resubscribed), failures, the attempts
 //     refused with 4100 by admission control (gateway.accept_rate; redialed
@@ -42,7 +46,8 @@
 //
 // Config.URL may list several servers, separated by commas (a cluster's
 // nodes): socket i connects to URL i % len, in every worker, and REST
-// publishes go to the first URL's host unless Config.RESTURL is set.
+// publishes go to the first URL's host unless Config.RESTURL is set (for
+// fanout and publish it may list several, one per publisher in turn).
 // Config.ServerPIDs adds server processes to Config.ServerPID: the report's
 // server CPU and RSS are their sums, with each one's under server.nodes.
 //
@@ -60,7 +65,7 @@
 //
 // # Client design
 //
-// The mass-socket scenarios (connect, idle, fanout, storm) have their own
+// The mass-socket scenarios (connect, idle, fanout, publish, storm) have their own
 // client, for a footprint package client's goroutine per socket cannot
 // have: a worker runs one epoll loop per core over golang.org/x/sys/unix
 // (poller.go): non-blocking connect, upgrade, subscribe and reads all happen

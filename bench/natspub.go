@@ -76,8 +76,8 @@ func (c *Config) validateNATS() error {
 	default:
 		return fmt.Errorf("bench: --publish %q: want %s, %s or %s", c.Publish, PublishREST, PublishNATSRequest, PublishNATSPublish)
 	}
-	if c.Scenario != Fanout {
-		return fmt.Errorf("bench: --publish %s is for the fanout scenario", c.Publish)
+	if !c.fanout() {
+		return fmt.Errorf("bench: --publish %s is for the fanout and publish scenarios", c.Publish)
 	}
 	u, err := url.Parse(c.NATSURL)
 	if err != nil || u.Hostname() == "" || (u.Scheme != "nats" && u.Scheme != "tls") {

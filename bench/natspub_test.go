@@ -66,7 +66,7 @@ func TestNATSPublishErrors(t *testing.T) {
 		{name: "remote", mod: func(c *Config) { c.Publish, c.NATSURL = PublishNATSRequest, "nats://192.0.2.1:4222" }, want: "allow-remote"},
 		{name: "bad url", mod: func(c *Config) { c.Publish, c.NATSURL = PublishNATSPublish, "http://127.0.0.1:4222" }, want: "--nats-url"},
 		{name: "window", mod: func(c *Config) { c.Publish, c.NATSWindow = PublishNATSPublish, -2 }, want: "--nats-window"},
-		{name: "not fanout", mod: func(c *Config) { c.Scenario, c.Publish = Connect, PublishNATSRequest }, want: "fanout scenario"},
+		{name: "not fanout", mod: func(c *Config) { c.Scenario, c.Publish = Connect, PublishNATSRequest }, want: "fanout and publish scenarios"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base

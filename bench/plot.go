@@ -18,11 +18,12 @@ import (
 // a log time axis, and the delivery (or connect) rate over time.
 func (rep *Report) writePlot(path string) error {
 	title := map[string][2]string{
-		Fanout:   {"publish → receive latency", "deliveries/s"},
-		Storm:    {"storm start → back", "connection_established/s"},
-		Connect:  {"dial → connection_established", "connection_established/s"},
-		Idle:     {"dial → connection_established", "connection_established/s"},
-		Presence: {"join → member_added at each remote subscriber", "(no series)"},
+		Fanout:       {"publish → receive latency", "deliveries/s"},
+		PublishBound: {"publish → receive latency", "deliveries/s"},
+		Storm:        {"storm start → back", "connection_established/s"},
+		Connect:      {"dial → connection_established", "connection_established/s"},
+		Idle:         {"dial → connection_established", "connection_established/s"},
+		Presence:     {"join → member_added at each remote subscriber", "(no series)"},
 	}[rep.Scenario]
 
 	cdf := plot.New()

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,7 +22,7 @@ import (
 type publisher struct {
 	cfg    *Config
 	client *http.Client
-	base   string         // REST base URL, no trailing slash
+	bases  []string       // REST base URLs, no trailing slash: publisher w posts to bases[w % len]
 	nats   *natsPublisher // publishing over NATS (Config.Publish); nil: REST
 
 	next      atomic.Int64 // next sequence number to claim
@@ -51,7 +50,7 @@ func newPublisher(cfg *Config) *publisher {
 	return &publisher{
 		cfg:    cfg,
 		client: &http.Client{Transport: tr, Timeout: 15 * time.Second},
-		base:   strings.TrimRight(cfg.RESTURL, "/"),
+		bases:  cfg.restURLs(),
 		errs:   map[string]int64{},
 	}
 }
@@ -118,7 +117,7 @@ func (p *publisher) loop(ctx context.Context, start time.Time, worker int) {
 		if p.nats != nil {
 			reason = p.nats.send(ctx, worker, body)
 		} else {
-			reason = p.post(ctx, body)
+			reason = p.post(ctx, worker, body)
 		}
 		done := time.Now().UnixNano()
 		p.mu.Lock()
@@ -194,13 +193,14 @@ func (p *publisher) appendData(b []byte, seq, sent int64) []byte {
 	return append(b, `\"}`...)
 }
 
-// post sends one signed request; it returns "" on 200, else a reason.
-func (p *publisher) post(ctx context.Context, body []byte) string {
+// post sends one signed request for publisher worker; it returns "" on
+// 200, else a reason.
+func (p *publisher) post(ctx context.Context, worker int, body []byte) string {
 	path := "/apps/" + p.cfg.AppID + "/events"
 	if p.cfg.Batch > 1 {
 		path = "/apps/" + p.cfg.AppID + "/batch_events"
 	}
-	return signedPost(ctx, p.client, p.base, path, p.cfg.Key, p.cfg.Secret, body)
+	return signedPost(ctx, p.client, p.bases[worker%len(p.bases)], path, p.cfg.Key, p.cfg.Secret, body)
 }
 
 // signedPost sends one signed REST publish: "" on 200, else a reason

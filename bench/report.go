@@ -108,6 +108,7 @@ type FanoutResults struct {
 	PublishReasons map[string]int64 `json:"publish_error_reasons,omitempty"`
 	PublishS       float64          `json:"publish_s"`
 	PublishPerS    float64          `json:"publish_per_s"`
+	EventsPerS     float64          `json:"events_per_s"` // events accepted (answered 200) per second: publish_per_s, under the publish scenario's name
 	PublishRTTMs   Percentiles      `json:"publish_rtt_ms"`
 	Expected       int64            `json:"expected"`
 	Delivered      int64            `json:"delivered"`
@@ -168,7 +169,7 @@ type ServerStats struct {
 	Nodes         []ServerStats `json:"nodes,omitempty"`
 }
 
-var phaseNames = map[string]string{Connect: "connect", Idle: "hold", Fanout: "publish+drain", Storm: "storm", Presence: "joins+kill", Failover: "publish+kill+resume"}
+var phaseNames = map[string]string{Connect: "connect", Idle: "hold", Fanout: "publish+drain", PublishBound: "publish+drain", Storm: "storm", Presence: "joins+kill", Failover: "publish+kill+resume"}
 
 // report assembles the Report from the worker results gathered so far.
 func (r *run) report() *Report {
@@ -183,7 +184,7 @@ func (r *run) report() *Report {
 	switch c.Scenario {
 	case Idle:
 		rep.Params.HoldS = c.Hold.Seconds()
-	case Fanout:
+	case Fanout, PublishBound:
 		p := &rep.Params
 		p.RESTURL, p.Messages, p.Payload, p.Publishers, p.Batch, p.DrainS = c.RESTURL, c.Messages, c.Payload, c.Publishers, c.Batch, c.Drain.Seconds()
 		p.Publish = c.Publish
@@ -274,7 +275,7 @@ func (r *run) report() *Report {
 	switch c.Scenario {
 	case Idle:
 		res.IdleResults = r.idleResults(res.Established)
-	case Fanout:
+	case Fanout, PublishBound:
 		res.FanoutResults = r.fanoutResults(&agg, &lat)
 		rep.latency, rep.series = lat, perSecond(delivered)
 	case Storm:
@@ -365,6 +366,7 @@ func (r *run) fanoutResults(agg *workerResult, lat *Histogram) *FanoutResults {
 		if p.first > 0 {
 			fr.PublishS = round3(float64(p.last-p.first) / 1e9)
 			fr.PublishPerS = rate(fr.Published, time.Duration(p.last-p.first))
+			fr.EventsPerS = fr.PublishPerS
 			if agg.LastRecv > p.first {
 				fr.DeliverS = round3(float64(agg.LastRecv-p.first) / 1e9)
 				fr.DeliveriesPerS = rate(fr.Delivered, time.Duration(agg.LastRecv-p.first))
@@ -435,7 +437,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 			ir.SlabDeltaKiB, ir.SlabPerSocket, ir.SUnreclaimPerSock, ir.Sockets)
 	}
 	if fr := res.FanoutResults; fr != nil {
-		row("published", "%d / %d in %.3f s (%.0f/s, errors %d%s)", fr.Published, fr.Messages, fr.PublishS, fr.PublishPerS, fr.PublishErrors, fmtCounts(fr.PublishReasons))
+		row("published", "%d / %d in %.3f s (%.0f events/s, errors %d%s)", fr.Published, fr.Messages, fr.PublishS, fr.PublishPerS, fr.PublishErrors, fmtCounts(fr.PublishReasons))
 		if fr.PublishRTTMs != (Percentiles{}) { // none for fire-and-forget NATS publishes
 			row("publish round trip", "%s", pct(fr.PublishRTTMs))
 		}

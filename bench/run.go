@@ -149,7 +149,7 @@ func (r *run) execute(ctx context.Context) error {
 			}
 		}
 		r.slabAfter = readMeminfo()
-	case Fanout:
+	case Fanout, PublishBound:
 		r.pub = newPublisher(c)
 		done := make(chan struct{})
 		pctx, pcancel := context.WithCancel(ctx)
@@ -300,7 +300,7 @@ func (r *run) spawn() error {
 			First: first, Count: last - first, Channels: c.Channels, Messages: c.Messages,
 			Sources: sources, PerSource: c.PerSource, Pollers: c.Pollers,
 			Inflight: inflight, StormInflight: c.StormInflight,
-			Rate:          c.Rate * float64(last-first) / float64(c.Conns) * boolF(c.Scenario != Fanout),
+			Rate:          c.Rate * float64(last-first) / float64(c.Conns) * boolF(!c.fanout()),
 			DialTimeoutNs: int64(c.DialTimeout), Retries: c.Retries, DropEvery: c.DropEvery,
 			Epoch: r.start.UnixNano(), Buckets: int(int64(c.Timeout)/bucketNs) + 2,
 			Deadline: r.start.Add(c.Timeout + 5*time.Second).UnixNano(),

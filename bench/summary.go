@@ -105,7 +105,13 @@ func summaryResult(rep *Report) string {
 		s += fmt.Sprintf("; kernel slab %s B/socket (%s unreclaimable) over %s sockets", group(ir.SlabPerSocket), group(ir.SUnreclaimPerSock), group(ir.Sockets))
 		parts = append(parts, s)
 	}
-	if fr := res.FanoutResults; fr != nil {
+	if fr := res.FanoutResults; fr != nil && rep.Scenario == PublishBound {
+		l := fr.LatencyMs
+		parts = append(parts, fmt.Sprintf("**%s events/s** accepted (%s/%d, %d publishers, %d errors), **%s deliveries/s** (%s of %s), lost %d, dup %d; publish round trip p50 %.1f / p99 %.1f ms; publish → receive p50 %.1f / p99 %.1f ms",
+			group(int64(fr.EventsPerS)), group(fr.Published), fr.Messages, rep.Params.Publishers, fr.PublishErrors,
+			group(int64(fr.DeliveriesPerS)), group(fr.Delivered), group(fr.Expected), fr.Lost, fr.Duplicates,
+			fr.PublishRTTMs.P50, fr.PublishRTTMs.P99, l.P50, l.P99))
+	} else if fr != nil {
 		l := fr.LatencyMs
 		parts = append(parts, fmt.Sprintf("**%s deliveries/s** (%s of %s), lost %d, dup %d; %s/%d published at %s/s; publish → receive p50 %.1f / p90 %.1f / p99 %.1f / p99.9 %.1f / max %.1f ms",
 			group(int64(fr.DeliveriesPerS)), group(fr.Delivered), group(fr.Expected), fr.Lost, fr.Duplicates,

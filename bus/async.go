@@ -29,6 +29,12 @@ func (b *Bus) PublishAsync(p Publication) error {
 		}
 		return nil
 	}
+	if err := b.refuseFull(); err != nil { // its ack could not come (disk.go)
+		return err
+	}
+	if !b.homeReachable() { // region.go
+		return b.homeUnreachable()
+	}
 	if _, err := b.js.PublishMsgAsync(m, jetstream.WithStallWait(asyncStallWait)); err != nil {
 		return fmt.Errorf("bus: publish %q: %w", m.Subject, err)
 	}

@@ -3,10 +3,15 @@ package bus
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"herald/internal/testkit"
 )
 
 var benchPayload = []byte(`{"event":"message","channel":"private-chat.42","data":"{\"text\":\"hello world, this is a benchmark\"}"}`)
@@ -117,5 +122,73 @@ func TestDeliverOneAllocs(t *testing.T) {
 	msg := liveMsgForBench("app1", "presence-room-42")
 	if n := testing.AllocsPerRun(100, func() { bus.deliverOne(0, m, msg) }); n != 0 {
 		t.Fatalf("deliverOne allocates %v times for a channel without escapes", n)
+	}
+}
+
+// BenchmarkPublishConcurrent: PublishBatch of one publication (one REST
+// trigger) from P goroutines at once, each waiting for its ack before the
+// next, as P concurrent REST publishers do; R1, file store, over 1,000
+// channels.
+func BenchmarkPublishConcurrent(b *testing.B) {
+	for _, p := range []int{1, 8, 64} {
+		b.Run(fmt.Sprintf("publishers=%d", p), func(b *testing.B) {
+			bus := startBus(b, testConfig(b), nopSink{})
+			benchConcurrent(b, bus, p)
+		})
+	}
+}
+
+// benchConcurrent runs b.N single-publication PublishBatch calls from p
+// goroutines and reports msgs/s.
+func benchConcurrent(b *testing.B, bus *Bus, p int) {
+	ctx := context.Background()
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for range p {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				ps := []Publication{{App: "app1", Channel: "ch." + strconv.FormatInt(i%1000, 10), Payload: benchPayload}}
+				if _, err := bus.PublishBatch(ctx, ps); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// BenchmarkPublishConcurrentCluster: as BenchmarkPublishConcurrent, into a
+// 3-node in-process cluster (R3), publishing through one node.
+func BenchmarkPublishConcurrentCluster(b *testing.B) {
+	cfgs := clusterConfigs(b, 3)
+	buses := make([]*Bus, len(cfgs))
+	err := testkit.StartAll(len(cfgs), func(i int) error {
+		bus, err := startWithSink(cfgs[i], nopSink{})
+		buses[i] = bus
+		return err
+	})
+	b.Cleanup(func() {
+		for _, bus := range buses {
+			if bus != nil {
+				bus.Close()
+			}
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, p := range []int{1, 8, 64} {
+		b.Run(fmt.Sprintf("publishers=%d", p), func(b *testing.B) { benchConcurrent(b, buses[0], p) })
 	}
 }

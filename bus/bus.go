@@ -21,6 +21,10 @@
 // cache.go keeps the last event of each cache channel in a second per-app
 // stream, HERALD-CACHE_<app> on herald.<app>.cache.<tok>, read by LastEvent.
 //
+// disk.go watches the embedded store's disk: while it is full, publishes
+// fail at once with ErrStoreFull (StoreState says why), and once it has
+// room again the bus restarts JetStream if that is what recovers it.
+//
 // Where NATS runs is Config.Mode: an embedded server (the default; clustered
 // in cluster.go), an existing deployment the node connects to instead
 // (external.go), or an embedded server that is a leaf node of one (leaf.go).
@@ -86,7 +90,8 @@ type Stats struct {
 
 // Bus is one node's connection to NATS. All methods are safe for concurrent use.
 //
-// Lock order (docs/locks.md): b.mu before b.slowMu; b.appsMu alone. No lock
+// Lock order (docs/locks.md): b.mu before b.slowMu; b.appsMu and
+// b.disk.mu alone. No lock
 // is held while the Sink is called or while waiting on the server.
 type Bus struct {
 	cfg   Config
@@ -110,7 +115,7 @@ type Bus struct {
 	idleQ     []idleRef // refs==0 transitions, oldest first; may hold stale entries
 	idleN     int
 	appsMu    sync.RWMutex
-	apps      map[string]struct{} // apps whose stream has been ensured
+	apps      map[string]uint8 // apps whose streams have been ensured: streamMain, streamCache (publish.go)
 	delivered atomic.Uint64
 
 	slowMu     sync.Mutex // guards slowSubs, slowRetire
@@ -121,8 +126,13 @@ type Bus struct {
 	reconnects atomic.Uint64 // external mode (external.go)
 
 	auth   *clientAuth  // the embedded server's logins (clientauth.go); nil without auth
+	disk   diskState    // the disk watcher's view of the store (disk.go)
 	hist   historyState // history reads and live gap repair (history.go, gapfill.go)
 	starts subStarts    // when each live subscription was made (catchup.go)
+
+	// routeAuth checks the routes that dial in (routeauth.go); nil without
+	// Cluster.Passwords.
+	routeAuth *routeAuth
 }
 
 // Start runs the embedded server, connects to it, ensures the streams of
@@ -151,9 +161,10 @@ func Start(cfg Config) (*Bus, error) {
 		epoch:    time.Now(),
 		done:     make(chan struct{}),
 		subs:     make(map[subKey]*liveSub),
-		apps:     make(map[string]struct{}),
+		apps:     make(map[string]uint8),
 		slowSubs: make(map[*nats.Subscription]struct{}),
 	}
+	b.disk.init()
 	if err := checkMode(cfg); err != nil {
 		return nil, err
 	}
@@ -188,6 +199,11 @@ func Start(cfg Config) (*Bus, error) {
 	}
 	b.wg.Add(1)
 	go b.sweepLoop()
+	if b.watchDisk() { // a full disk, and recovery from it (disk.go)
+		b.checkDisk() // the state is known before the first publish
+		b.wg.Add(1)
+		go b.diskLoop()
+	}
 
 	ctx := context.Background()
 	if cfg.Cluster.Enabled() { // wait for a meta leader, then the streams (cluster.go)
@@ -257,6 +273,11 @@ func (b *Bus) startEmbedded() (*nats.Conn, error) {
 		b.auth = newClientAuth(cfg)
 		cfg.auth = b.auth
 	}
+	if cfg.Cluster.Enabled() && len(cfg.Cluster.Passwords) > 0 {
+		b.routeAuth = newRouteAuth(cfg.Cluster.Passwords, b.log.Warn)
+		cfg.routeAuth = b.routeAuth
+	}
+	cfg.serverError = b.onServerError // a failed store write (disk.go)
 	srv, err := startServer(cfg)
 	if err != nil {
 		return nil, err

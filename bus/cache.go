@@ -146,7 +146,7 @@ func (b *Bus) LastEvent(ctx context.Context, app, channel string) (ev CachedEven
 	if !b.cfg.StreamEnabled || !IsCacheChannel(channel) {
 		return ev, false, nil
 	}
-	if err := b.ensureKnown(ctx, app); err != nil {
+	if err := b.ensureCacheKnown(ctx, app); err != nil {
 		return ev, false, err
 	}
 	e, found, err := b.getCached(ctx, app, CacheSubject(app, channel))
@@ -211,6 +211,9 @@ func apiPrefix(opts jetstream.JetStreamOptions) string {
 // acknowledged with serial by a publish that began at began. It keeps an
 // entry written since began with a higher serial (see the top of this file).
 func (b *Bus) storeCache(ctx context.Context, p *Publication, m *nats.Msg, serial uint64, began time.Time) error {
+	if err := b.ensureCacheKnown(ctx, p.App); err != nil {
+		return err
+	}
 	subj := CacheSubject(p.App, p.Channel)
 	cm := cacheMsg(subj, m, serial)
 	for range cacheCASAttempts {

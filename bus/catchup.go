@@ -2,6 +2,8 @@ package bus
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"sync"
 	"time"
 
@@ -73,7 +75,16 @@ func (b *Bus) scheduleCatchup(sub *nats.Subscription, subj string, shard int) {
 // catchup reads the channel's events stored since the subscription started
 // and below upTo (0: all), and delivers them; it returns the last serial
 // delivered (0 if none) and how many. Runs on the shard's goroutine.
-func (b *Bus) catchup(shard int, sub *nats.Subscription, app, channel string, upTo uint64) (last uint64, n int) {
+//
+// prev is the serial before upTo on the channel (the first live message's
+// PrevSerial; 0 for the tick, which has no live message to go by). The read
+// can be short, like every history read (history.go): the replica that
+// answers may not have applied prev yet, although its live copy went by
+// before the subscription existed. The read is complete when it reached
+// prev, or when prev was stored before the subscription started (then none
+// of the channel's events is owed); otherwise it is made again, from where
+// it got to, up to gapRepairAttempts times.
+func (b *Bus) catchup(shard int, sub *nats.Subscription, app, channel string, upTo, prev uint64) (last uint64, n int) {
 	since, ok := b.starts.get(sub)
 	if !ok {
 		return 0, 0
@@ -89,12 +100,72 @@ func (b *Bus) catchup(shard int, sub *nats.Subscription, app, channel string, up
 		n++
 		return nil
 	}
-	if _, _, err := b.readSubjectSince(ctx, app, StoredSubject(app, channel), since, upTo, deliver); err != nil && !b.closed.Load() {
-		b.log.Warn("bus: catch-up of a new subscription failed", "app", app, "channel", channel, "err", err)
+	subj := StoredSubject(app, channel)
+	for attempt := 1; ; attempt++ {
+		from := since
+		if last > 0 {
+			from = time.Time{} // go on after what was read
+		}
+		_, _, err := b.readSubjectFrom(ctx, app, subj, last, from, upTo, deliver)
+		if err == nil && b.caughtUp(ctx, app, since, last, prev) {
+			break
+		}
+		if attempt == gapRepairAttempts || ctx.Err() != nil || b.closed.Load() || !pause(ctx, gapRepairPause*time.Duration(attempt)) {
+			b.hist.gapFailures.Add(1)
+			if !b.closed.Load() {
+				b.log.Warn("bus: catch-up of a new subscription fell short",
+					"app", app, "channel", channel, "got", last, "want", prev, "err", err)
+			}
+			break
+		}
 	}
 	if n > 0 {
 		b.hist.gapRepairs.Add(1)
 		b.hist.gapMessages.Add(uint64(n))
 	}
 	return last, n
+}
+
+// caughtUp reports whether a catch-up that delivered up to last has all the
+// events owed to a subscription that started at since, given that prev
+// (0: unknown) is the channel's last event before the first live one. An
+// event read at or after since means prev, stored no earlier than it, is
+// owed too; with nothing read, prev's own store time decides.
+func (b *Bus) caughtUp(ctx context.Context, app string, since time.Time, last, prev uint64) bool {
+	if prev == 0 || last >= prev {
+		return true
+	}
+	if last > 0 {
+		return false
+	}
+	stored, found, err := b.storeTimeOf(ctx, app, prev)
+	return err == nil && found && stored.Before(since)
+}
+
+// storeTimeOf is the store time of the message with sequence seq in app's
+// stream, with one direct get; found is false when this replica has none.
+func (b *Bus) storeTimeOf(ctx context.Context, app string, seq uint64) (t time.Time, found bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, historyWait)
+	defer cancel()
+	req, err := json.Marshal(directGetRequest{Seq: seq})
+	if err != nil {
+		return t, false, err
+	}
+	reply, err := b.nc.RequestWithContext(ctx, apiPrefix(b.js.Options())+"DIRECT.GET."+StreamName(app), req)
+	if err != nil {
+		return t, false, fmt.Errorf("bus: stored time of %s #%d: %w", app, seq, err)
+	}
+	h := reply.Header
+	switch st := h.Get(headerStatus); st {
+	case "":
+	case statusNotFound:
+		return t, false, nil
+	default:
+		return t, false, fmt.Errorf("bus: stored time of %s #%d: status %s %s", app, seq, st, h.Get(headerDesc))
+	}
+	t, err = time.Parse(time.RFC3339Nano, h.Get(headerTimeStamp))
+	if err != nil {
+		return t, false, fmt.Errorf("bus: stored time of %s #%d: %w", app, seq, err)
+	}
+	return t, true, nil
 }

@@ -27,12 +27,12 @@ import (
 //
 // Logins accepted:
 //   - the node's own connection: internalUser with the generated password,
-//     full permissions;
+//     full permissions, in the global account;
 //   - an app's user name with its NATS password (nats.password, else the
-//     secret or, while listed, one of previous_secrets), fenced to the app
-//     by ClientPermissions;
+//     secret or, while listed, one of previous_secrets), in the app's own
+//     account (accounts.go) and fenced there by AccountPermissions;
 //   - an app's nkey (nats.nkey), with a signature over the nonce the server
-//     sent (AlwaysEnableNonce), fenced the same way.
+//     sent (AlwaysEnableNonce), placed and fenced the same way.
 //
 // Passwords are compared in constant time, each one listed; a password
 // starting with a bcrypt prefix ("$2a$10$...") is a hash.
@@ -40,10 +40,12 @@ import (
 // clientAuth implements server.Authentication.
 type clientAuth struct {
 	internalPassword string
-	sharedInbox      bool
 	static           []ClientUser  // Config.ClientUsers given by the caller; used when apps is nil
 	apps             *app.Registry // the registry read at every login, or nil
 	idx              atomic.Pointer[userIndex]
+	// accounts are the apps' accounts (accounts.go); set before the server
+	// starts, nil until then (and with no server: the static users' tests).
+	accounts atomic.Pointer[appAccounts]
 }
 
 // userIndex is the logins of one app table (or of the static users).
@@ -55,12 +57,13 @@ type userIndex struct {
 
 // authUser is one app's credentials and permissions.
 type authUser struct {
+	app       string
 	passwords []string // the current one first
 	perms     *server.Permissions
 }
 
 func newClientAuth(cfg Config) *clientAuth {
-	a := &clientAuth{internalPassword: cfg.internalPassword, sharedInbox: cfg.ClientSharedInbox}
+	a := &clientAuth{internalPassword: cfg.internalPassword}
 	switch {
 	case cfg.ClientListen == "":
 		// Only the node's own user may log in (a clustered node without a
@@ -92,10 +95,10 @@ func (a *clientAuth) index() *userIndex {
 	for _, u := range users {
 		p := perms[u.App]
 		if p == nil {
-			p = ClientPermissions(u.App, a.sharedInbox)
+			p = AccountPermissions(u.App)
 			perms[u.App] = p
 		}
-		au := &authUser{passwords: append([]string{u.Password}, u.PreviousPasswords...), perms: p}
+		au := &authUser{app: u.App, passwords: append([]string{u.Password}, u.PreviousPasswords...), perms: p}
 		if u.User != "" && u.User != internalUser {
 			if _, dup := idx.byUser[u.User]; !dup { // app.ValidateSet keeps them unique
 				idx.byUser[u.User] = au
@@ -120,47 +123,59 @@ func (a *clientAuth) Check(c server.ClientAuthentication) bool {
 	if o == nil {
 		return false
 	}
-	perms, ok := a.authorize(o.Username, o.Password, o.Nkey, func(pub nkeys.KeyPair) bool {
+	perms, app, ok := a.authorize(o.Username, o.Password, o.Nkey, func(pub nkeys.KeyPair) bool {
 		return verifyNonce(pub, c.GetNonce(), o.Sig)
 	})
 	if !ok {
 		return false
 	}
 	// Username "" leaves the client's own options as they are.
-	c.RegisterUser(&server.User{Permissions: perms})
+	u := &server.User{Permissions: perms}
+	if app != "" {
+		x := a.accounts.Load()
+		if x == nil {
+			return false // the server is not started yet
+		}
+		acc, err := x.account(app)
+		if err != nil {
+			return false
+		}
+		u.Account = acc
+	}
+	c.RegisterUser(u)
 	return true
 }
 
 // authorize checks one set of credentials and returns the permissions they
-// get (nil: full, the node's own user). signed verifies an nkey's
-// signature; nil accepts a listed nkey without one (a recheck of an
-// established connection).
-func (a *clientAuth) authorize(user, password, nkey string, signed func(nkeys.KeyPair) bool) (*server.Permissions, bool) {
+// get (nil: full, the node's own user) and the app they belong to ("" for
+// the node's own user). signed verifies an nkey's signature; nil accepts a
+// listed nkey without one (a recheck of an established connection).
+func (a *clientAuth) authorize(user, password, nkey string, signed func(nkeys.KeyPair) bool) (*server.Permissions, string, bool) {
 	if nkey != "" {
 		u := a.index().byNkey[nkey]
 		if u == nil {
-			return nil, false
+			return nil, "", false
 		}
 		if signed != nil {
 			pub, err := nkeys.FromPublicKey(nkey)
 			if err != nil || !signed(pub) {
-				return nil, false
+				return nil, "", false
 			}
 		}
-		return u.perms, true
+		return u.perms, u.app, true
 	}
 	if user == "" {
-		return nil, false
+		return nil, "", false
 	}
 	if user == internalUser {
 		if a.internalPassword == "" || !equalPassword(a.internalPassword, password) {
-			return nil, false
+			return nil, "", false
 		}
-		return nil, true
+		return nil, "", true
 	}
 	u := a.index().byUser[user]
 	if u == nil {
-		return nil, false
+		return nil, "", false
 	}
 	ok := false
 	for _, p := range u.passwords { // every one, so the time does not say which matched
@@ -168,7 +183,7 @@ func (a *clientAuth) authorize(user, password, nkey string, signed func(nkeys.Ke
 			ok = true
 		}
 	}
-	return u.perms, ok
+	return u.perms, u.app, ok
 }
 
 // bcryptPrefix is the form of a bcrypt hash, as nats-server recognizes it.
@@ -197,6 +212,14 @@ func verifyNonce(pub nkeys.KeyPair, nonce []byte, sig string) bool {
 	return pub.Verify(nonce, raw) == nil
 }
 
+// accountOf is the account name a login of app is in.
+func accountOf(app string) string {
+	if app == "" {
+		return server.DEFAULT_GLOBAL_ACCOUNT
+	}
+	return AppAccountName(app)
+}
+
 // RecheckClients closes every NATS client connection whose credentials the
 // current app registry no longer accepts: an app removed, its NATS user
 // renamed, a previous secret dropped. Call it after app.Registry.Replace
@@ -209,7 +232,7 @@ func (b *Bus) RecheckClients() (int, error) {
 	closed := 0
 	const page = 1024
 	for offset := 0; ; offset += page {
-		cz, err := b.srv.Connz(&server.ConnzOptions{Offset: offset, Limit: page, Username: true})
+		cz, err := b.srv.Connz(&server.ConnzOptions{Offset: offset, Limit: page, Username: true, Account: ""})
 		if err != nil {
 			return closed, fmt.Errorf("bus: recheck clients: %w", err)
 		}
@@ -224,8 +247,8 @@ func (b *Bus) RecheckClients() (int, error) {
 				continue
 			}
 			o := cl.GetOpts()
-			if _, ok := b.auth.authorize(o.Username, o.Password, o.Nkey, nil); ok {
-				continue
+			if _, app, ok := b.auth.authorize(o.Username, o.Password, o.Nkey, nil); ok && ci.Account == accountOf(app) {
+				continue // still accepted, and in the account of the app it logged in to
 			}
 			if err := b.srv.DisconnectClientByID(ci.Cid); err == nil {
 				closed++

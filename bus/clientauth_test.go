@@ -30,7 +30,7 @@ func TestClientAuthFollowsTheRegistry(t *testing.T) {
 
 	accept := func(user, pw string, want bool) {
 		t.Helper()
-		if _, ok := a.authorize(user, pw, "", nil); ok != want {
+		if _, _, ok := a.authorize(user, pw, "", nil); ok != want {
 			t.Errorf("%s/%s: accepted %v, want %v", user, pw, ok, want)
 		}
 	}
@@ -53,7 +53,7 @@ func TestClientAuthFollowsTheRegistry(t *testing.T) {
 		sig  string
 		want bool
 	}{{good, true}, {forged, false}, {"", false}, {"!!", false}} {
-		_, ok := a.authorize("", "", pub, func(k nkeys.KeyPair) bool { return verifyNonce(k, nonce, tc.sig) })
+		_, _, ok := a.authorize("", "", pub, func(k nkeys.KeyPair) bool { return verifyNonce(k, nonce, tc.sig) })
 		if ok != tc.want {
 			t.Errorf("nkey signature %q: accepted %v, want %v", tc.sig, ok, tc.want)
 		}
@@ -64,7 +64,7 @@ func TestClientAuthFollowsTheRegistry(t *testing.T) {
 	accept("rot", "old", false)
 	accept("rot", "new", true)
 	accept("fixed", "hashed-pw", false) // removed
-	if _, ok := a.authorize("", "", pub, nil); ok {
+	if _, _, ok := a.authorize("", "", pub, nil); ok {
 		t.Error("the removed app's nkey is still accepted")
 	}
 }

@@ -22,8 +22,11 @@ import (
 //	herald.<app>.api.events        body of POST /apps/{id}/events
 //	herald.<app>.api.batch_events  body of POST /apps/{id}/batch_events
 //
-// Every client user is fenced to its app by ClientPermissions; the node's
-// own in-process connection is the only user with full permissions.
+// Every client user logs in to its app's own account (accounts.go), fenced
+// there by AccountPermissions; the node's own in-process connection, in the
+// global account, is the only user with full permissions. ClientPermissions
+// are the grants an external deployment's operator gives app users in one
+// shared account (docs/nats.md "External NATS").
 
 // API endpoints (the last token of an API subject).
 const (
@@ -94,9 +97,11 @@ func ParseAPISubject(subj string) (app, endpoint string, ok bool) {
 	return app, endpoint, true
 }
 
-// InboxPrefix is the inbox prefix an app's NATS clients use for replies
-// (nats.CustomInboxPrefix): _INBOX.<app>. Its client users may subscribe
-// below it, and nowhere else under _INBOX unless ClientSharedInbox is set.
+// InboxPrefix is the inbox prefix an app's NATS clients used for replies
+// before apps had accounts of their own (nats.CustomInboxPrefix):
+// _INBOX.<app>. It still works on the embedded server, as any prefix does,
+// and is what an external deployment's single account needs
+// (ClientPermissions).
 func InboxPrefix(app string) string { return inboxRoot + "." + app }
 
 // ClientPermissions is what app's client users may do: publish API requests
@@ -132,6 +137,18 @@ func ClientPermissions(app string, sharedInbox bool) *server.Permissions {
 		Publish:   &server.SubjectPermission{Allow: pub},
 		Subscribe: &server.SubjectPermission{Allow: sub},
 	}
+}
+
+// AccountPermissions is what app's client users may do in the app's own
+// account (accounts.go): publish exactly what ClientPermissions lists (the
+// API subjects and the reads of its stream), and subscribe to anything,
+// since the account holds nothing but the app's own imports and inboxes.
+// The publish fence keeps the answer to a wrong subject a clear
+// "Permissions Violation" rather than a silent "no responders".
+func AccountPermissions(app string) *server.Permissions {
+	p := ClientPermissions(app, false)
+	p.Subscribe = nil
+	return p
 }
 
 // clientListen splits cfg.ClientListen into the server's Host and Port

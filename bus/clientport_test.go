@@ -79,17 +79,17 @@ func TestClientListenOptions(t *testing.T) {
 	if !ok || o.Users != nil || o.Nkeys != nil || !o.AlwaysEnableNonce {
 		t.Fatalf("auth %T, users %+v, nkeys %+v", o.CustomClientAuthentication, o.Users, o.Nkeys)
 	}
-	if perms, ok := auth.authorize(internalUser, "secret", "", nil); !ok || perms != nil {
-		t.Fatalf("internal user: %v %v", perms, ok)
+	if perms, app, ok := auth.authorize(internalUser, "secret", "", nil); !ok || perms != nil || app != "" {
+		t.Fatalf("internal user: %v %q %v", perms, app, ok)
 	}
-	if perms, ok := auth.authorize("u", "p", "", nil); !ok || perms == nil {
-		t.Fatalf("app user: %v %v", perms, ok)
+	if perms, app, ok := auth.authorize("u", "p", "", nil); !ok || perms == nil || app != "app1" {
+		t.Fatalf("app user: %v %q %v", perms, app, ok)
 	}
-	if perms, ok := auth.authorize("", "", "UNKEY", nil); !ok || perms == nil {
-		t.Fatalf("app nkey: %v %v", perms, ok)
+	if perms, app, ok := auth.authorize("", "", "UNKEY", nil); !ok || perms == nil || app != "app1" {
+		t.Fatalf("app nkey: %v %q %v", perms, app, ok)
 	}
 	for _, bad := range [][3]string{{internalUser, "p", ""}, {"u", "secret", ""}, {"u", "", ""}, {"", "", "UOTHER"}, {"", "p", ""}} {
-		if _, ok := auth.authorize(bad[0], bad[1], bad[2], nil); ok {
+		if _, _, ok := auth.authorize(bad[0], bad[1], bad[2], nil); ok {
 			t.Errorf("accepted %q", bad)
 		}
 	}

@@ -78,8 +78,31 @@ type ClusterConfig struct {
 	Name      string   // NATS cluster name, the same on every node; "" = "herald"
 	Listen    string   // host:port of this node's route listener; "" = standalone (the other fields unused)
 	Advertise string   // host:port other nodes should dial for this node's routes (gossiped); "" = what the server derives from Listen
-	Routes    []string // host:port of every node's route listener, this node's included; at least MinClusterNodes distinct
+	Routes    []string // host:port of every node's route listener, this node's included; at least MinClusterNodes distinct (1 in a region: region.go)
+	// Passwords, when set, close the routes (routeauth.go): Passwords[0]
+	// is sent on every route this node dials, every one is accepted from
+	// routes that dial in; a route without one is refused.
+	Passwords []string
+	// TLS, when its files are set, puts every route in mutual TLS
+	// (routeauth.go): the node presents TLS.CertFile and requires a peer
+	// certificate signed by TLS.CAFile, both ways.
+	TLS RouteTLS
+
+	// Regions (region.go). Region "" is one cluster, no gateways.
+	Region           string          // this cluster's region: the NATS cluster and gateway name (replaces Name); "" = no regions
+	GatewayListen    string          // host:port of this node's NATS gateway listener; required with Region
+	GatewayAdvertise string          // host:port the other regions should dial for this node's gateway (gossiped); "" = what the server derives from GatewayListen
+	Gateways         []GatewayRemote // the other regions' gateways; at least one with Region
+	HomeRegion       string          // the region that holds every stream; "" = the first of Region and the Gateways' names, sorted
 }
+
+// RouteTLS names the PEM files of route TLS; all three or none.
+type RouteTLS struct {
+	CertFile, KeyFile, CAFile string
+}
+
+// Enabled reports whether route TLS is configured.
+func (r RouteTLS) Enabled() bool { return r.CertFile != "" || r.KeyFile != "" || r.CAFile != "" }
 
 // Enabled reports whether the node runs clustered.
 func (c ClusterConfig) Enabled() bool { return c.Listen != "" }
@@ -112,6 +135,9 @@ func clusterHostPort(field, addr string) (host string, port int, err error) {
 func checkCluster(cfg Config) error {
 	c := cfg.Cluster
 	if !c.Enabled() {
+		if err := checkRegion(c); err != nil {
+			return err
+		}
 		if len(c.Routes) > 0 || c.Advertise != "" {
 			return fmt.Errorf("%w: Routes or Advertise set without Listen (set Listen to cluster, or clear them to run standalone)", ErrClusterConfig)
 		}
@@ -131,7 +157,20 @@ func checkCluster(cfg Config) error {
 			return err
 		}
 	}
-	if n := c.nodes(); n < MinClusterNodes {
+	for i, p := range c.Passwords {
+		if p == "" {
+			return fmt.Errorf("%w: Passwords[%d] is empty", ErrClusterConfig, i)
+		}
+	}
+	if c.TLS.Enabled() {
+		if _, err := routeTLSConfig(c.TLS); err != nil {
+			return err
+		}
+	}
+	if err := checkRegion(c); err != nil {
+		return err
+	}
+	if n := c.nodes(); n < MinClusterNodes && !c.regional() {
 		return fmt.Errorf("%w: Routes lists %d node(s): JetStream clustering needs at least %d nodes, "+
 			"each listing every node's route address including its own; run a single node standalone (no Cluster.Listen)",
 			ErrClusterConfig, n, MinClusterNodes)
@@ -154,6 +193,14 @@ func applyCluster(opts *server.Options, cfg Config) {
 		urls[i] = "nats-route://" + r
 	}
 	opts.Routes = server.RoutesFromStr(strings.Join(urls, ","))
+	applyRouteAuth(opts, cfg, cfg.routeAuth)
+	if c.TLS.Enabled() {
+		opts.Cluster.TLSConfig, _ = routeTLSConfig(c.TLS) // checkCluster built it once already
+		opts.Cluster.TLSTimeout = routeTLSTimeout.Seconds()
+	}
+	if c.regional() {
+		applyGateway(opts, c)
+	}
 	opts.LameDuckDuration, opts.LameDuckGracePeriod = lameDuckDuration, lameDuckGrace // drain.go
 	if cfg.ClientListen == "" {
 		// A client listener is required (see the top of this file); only
@@ -268,60 +315,13 @@ func (b *Bus) publishStored(ctx context.Context, m *nats.Msg, opts ...jetstream.
 		if ctx.Err() != nil || !publishRetryable(err) || time.Now().After(horizon) || b.closed.Load() {
 			return nil, err
 		}
+		if !b.homeReachable() { // the gateway to home went down meanwhile (region.go)
+			return nil, fmt.Errorf("%w (last attempt: %w)", b.homeUnreachable(), err)
+		}
 		b.pubRetries.Add(1)
 		b.log.Debug("bus: publish: retrying", "subject", m.Subject, "attempt", attempt, "err", err)
 		if !pause(ctx, publishRetryPause) {
 			return nil, err
-		}
-	}
-}
-
-// publishBatchClustered sends every publication of ps (valid, streams on,
-// apps ensured) with its own Nats-Msg-Id without waiting between them, then
-// collects the acknowledgements in order into serials. When no ack has
-// arrived for publishAttemptWait, or an ack reports a retryable error, the
-// publications still unacknowledged are resent, in input order, with their
-// ids. futs[i] is the future that acknowledged ps[i] (its Msg is the stored
-// message).
-//
-// Order: publications to one channel are stored in input order, except when
-// a leader change drops one in flight while a later one reaches the new
-// leader first; the resent one is then stored after it.
-func (b *Bus) publishBatchClustered(ctx context.Context, ps []Publication, serials []uint64) (futs []jetstream.PubAckFuture, err error) {
-	ctx, cancel := withDefaultDeadline(ctx, clusterPublishWait)
-	defer cancel()
-	msgs := make([]*nats.Msg, len(ps))
-	pending := make([]int, len(ps)) // indexes not yet acknowledged, in order
-	for i := range ps {
-		msgs[i] = b.newMsg(&ps[i])
-		setMsgID(msgs[i])
-		pending[i] = i
-	}
-	futs = make([]jetstream.PubAckFuture, len(ps))
-	horizon := time.Now().Add(b.retryHorizon())
-	for round := 1; ; round++ {
-		for _, i := range pending {
-			f, err := b.js.PublishMsgAsync(msgs[i], jetstream.WithStallWait(batchStallWait))
-			if err != nil {
-				return futs, fmt.Errorf("bus: publish %q: %w", msgs[i].Subject, err)
-			}
-			futs[i] = f
-		}
-		var lastErr error
-		pending, lastErr = b.collectAcks(ctx, futs, pending, serials)
-		if len(pending) == 0 {
-			return futs, nil
-		}
-		if ctx.Err() != nil || !publishRetryable(lastErr) || time.Now().After(horizon) || b.closed.Load() {
-			if ctx.Err() != nil {
-				lastErr = ctx.Err()
-			}
-			return futs, fmt.Errorf("bus: publish %q: %w", msgs[pending[0]].Subject, lastErr)
-		}
-		b.pubRetries.Add(uint64(len(pending)))
-		b.log.Debug("bus: publish batch: resending", "round", round, "unacked", len(pending), "err", lastErr)
-		if !pause(ctx, publishRetryPause) {
-			return futs, fmt.Errorf("bus: publish batch: %w", ctx.Err())
 		}
 	}
 }
@@ -461,7 +461,7 @@ func (b *Bus) ClusterInfo() ClusterInfo {
 		return ci
 	}
 	ci.Clustered, ci.Name, ci.Nodes, ci.Peers, ci.MetaLeader = true, b.cfg.Cluster.Name, b.cfg.Cluster.nodes(), b.Peers(), ""
-	if jsz, err := b.srv.Jsz(nil); err == nil && jsz.Meta != nil {
+	if jsz, err := b.jsz(nil); err == nil && jsz.Meta != nil {
 		ci.MetaLeader = jsz.Meta.Leader
 	}
 	return ci

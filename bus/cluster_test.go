@@ -428,7 +428,7 @@ func TestClusterServerOptions(t *testing.T) {
 	if !ok {
 		t.Fatalf("authentication %T", opts.CustomClientAuthentication)
 	}
-	if _, ok := auth.authorize(internalUser, "pw", "", nil); !ok || len(auth.index().byUser)+len(auth.index().byNkey) != 0 {
+	if _, _, ok := auth.authorize(internalUser, "pw", "", nil); !ok || len(auth.index().byUser)+len(auth.index().byNkey) != 0 {
 		t.Fatalf("logins: the internal user %v, app users %d, want only the internal user", ok, len(auth.index().byUser))
 	}
 	if c := opts.Cluster; c.Name != "c" || c.Host != "10.0.0.1" || c.Port != 6222 || c.Advertise != "public:16222" {

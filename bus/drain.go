@@ -58,6 +58,11 @@ func (b *Bus) StepDown(ctx context.Context) (int, error) {
 	defer cancel()
 	names := b.js.ListStreams(lctx)
 	for si := range names.Info() {
+		if si.Config.Replicas <= 1 {
+			// No other replica to hand it to (a one-node home region:
+			// docs/regions.md); it stays with this node until it stops.
+			continue
+		}
 		if si.Cluster != nil && si.Cluster.Leader == self {
 			leading = append(leading, led{stream: si.Config.Name})
 		}

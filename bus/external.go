@@ -220,7 +220,9 @@ func NodePermissions(jsDomain string) *server.Permissions {
 		jsAPI = "$JS." + jsDomain + ".API.>"
 	}
 	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: []string{subjectRoot + ">", jsAPI, inboxRoot + ".>"}},
+		// $KV.<bucket>.>: writes to the KV buckets (the app registry,
+		// appstore.go; the webhook state, ledgerstate.go).
+		Publish:   &server.SubjectPermission{Allow: []string{subjectRoot + ">", jsAPI, inboxRoot + ".>", "$KV." + AppsBucket + ".>", "$KV." + WebhookStateBucket + ".>"}},
 		Subscribe: &server.SubjectPermission{Allow: []string{subjectRoot + ">", inboxRoot + ".>"}},
 	}
 }

@@ -332,6 +332,9 @@ func TestExternalReconnect(t *testing.T) {
 	if s3 != 1 {
 		t.Fatalf("first serial in the recreated stream: %d", s3)
 	}
+	// The cache stream comes back at the app's next cache channel
+	// (publish.go ensureCacheKnown).
+	publish(t, b, "app1", "cache-x", "cached", "")
 	for _, name := range []string{StreamName("app1"), CacheStreamName("app1")} {
 		if _, err := b.JetStream().Stream(ctxT(t), name); err != nil {
 			t.Fatalf("stream %s not recreated: %v", name, err)

@@ -90,7 +90,7 @@ func (b *Bus) checkGap(shard int, msg *nats.Msg, m *Message) (repaired int, deli
 		// The subscription's first live message: events stored since the
 		// subscription started may not have reached this node (catchup.go).
 		if m.PrevSerial > 0 {
-			_, repaired = b.catchup(shard, msg.Sub, m.App, m.Channel, m.Serial)
+			_, repaired = b.catchup(shard, msg.Sub, m.App, m.Channel, m.Serial, m.PrevSerial)
 		}
 		b.starts.forget(msg.Sub)
 		g.insert(msg.Sub, &gapEntry{last: m.Serial, ts: ts})
@@ -218,7 +218,7 @@ func (b *Bus) catchupTick(shard int, msg *nats.Msg, app, channel string) int {
 	if g.subs[msg.Sub] != nil {
 		return 0 // a live message came first and was checked then
 	}
-	last, n := b.catchup(shard, msg.Sub, app, channel, 0)
+	last, n := b.catchup(shard, msg.Sub, app, channel, 0, 0)
 	b.starts.forget(msg.Sub)
 	if n > 0 {
 		g.insert(msg.Sub, &gapEntry{last: last})

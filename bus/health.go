@@ -61,7 +61,7 @@ func (b *Bus) Health() Health {
 		return h
 	}
 	h.Routes = b.srv.NumRoutes()
-	jsz, err := b.srv.Jsz(&server.JSzOptions{Accounts: true, Streams: true, Consumer: true, Config: true})
+	jsz, err := b.jsz(&server.JSzOptions{Accounts: true, Streams: true, Consumer: true, Config: true})
 	if err != nil || jsz == nil {
 		return h
 	}

@@ -310,7 +310,7 @@ func TestHistoryConcurrent(t *testing.T) {
 		want[c] = publishMixed(t, b, fmt.Sprintf("ch.%d", c), "other", 300, func(i int) string { return fmt.Sprintf(`{"c":%d,"i":%d}`, c, i) })
 	}
 	var wg sync.WaitGroup
-	errs := make(chan error, 64)
+	errs := make(chan error, 128) // one per reader: a full channel would hang the test instead of failing it
 	for g := range 64 {
 		wg.Go(func() {
 			c := g % nch

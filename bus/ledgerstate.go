@@ -104,7 +104,11 @@ func (b *Bus) WebhookState(ctx context.Context) (*WebhookState, error) {
 
 // ensureKV creates or updates a KV bucket, retrying like ensureStream.
 func (b *Bus) ensureKV(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	cfg.Placement = b.placement()
 	return ensure(ctx, b, "kv bucket", cfg.Bucket, func(actx context.Context) (jetstream.KeyValue, error) {
+		if b.remoteRegion() { // only the home region creates (region.go)
+			return b.lookupKV(actx, cfg.Bucket)
+		}
 		return b.js.CreateOrUpdateKeyValue(actx, cfg)
 	})
 }

@@ -30,7 +30,8 @@ import (
 // The webhook state bucket (ledgerstate.go), a JetStream KV bucket named
 // WebhookStateBucket, keys each channel as <app>.<key>, where <key> is the
 // channel name encoded by EncodeKeyToken: KV keys allow fewer bytes than
-// subject tokens do.
+// subject tokens do. The app registry, the KV bucket AppsBucket, keys each
+// app by its id (appstore.go).
 const (
 	subjectRoot  = "herald."
 	storedInfix  = ".msg."
@@ -42,6 +43,11 @@ const (
 	// what its owner emitted as occupancy and presence webhook events
 	// (ledgerstate.go, lifecycle/ledger.go).
 	WebhookStateBucket = "HERALD_WEBHOOK_STATE"
+
+	// AppsBucket is the JetStream KV bucket of the app registry
+	// (apps_source: registry; appstore.go, docs/apps.md): one key per app
+	// id, its app.Record as JSON.
+	AppsBucket = "HERALD_APPS"
 
 	// SysChannelsSubject carries cluster-wide channel queries: every node
 	// answers from its own connections (query.go). Not reachable by app

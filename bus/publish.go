@@ -46,12 +46,36 @@ func (b *Bus) streamConfig(app string) jetstream.StreamConfig {
 	return cfg
 }
 
+// An app's streams, as bits of Bus.apps: which this Bus has ensured.
+const (
+	streamMain  uint8 = 1 << iota // HERALD_<app>
+	streamCache                   // HERALD-CACHE_<app> (cache.go)
+	streamBoth  = streamMain | streamCache
+)
+
 // EnsureApp creates app's streams (the main one and the cache one, cache.go)
 // or updates them to the current config. Each attempt waits at most 2 s
 // (JetStream API requests may go unanswered while a leader is elected);
 // unanswered attempts are retried a few times while ctx allows. With streams
 // off it only validates app.
 func (b *Bus) EnsureApp(ctx context.Context, app string) error {
+	return b.ensureStreams(ctx, app, streamBoth)
+}
+
+// UpdateApp updates app's streams that this Bus has ensured to the current
+// config (an app's replay window changed) and creates none.
+func (b *Bus) UpdateApp(ctx context.Context, app string) error {
+	b.appsMu.RLock()
+	have := b.apps[app]
+	b.appsMu.RUnlock()
+	if have == 0 {
+		return nil
+	}
+	return b.ensureStreams(ctx, app, have)
+}
+
+// ensureStreams creates or updates the streams of app that want names.
+func (b *Bus) ensureStreams(ctx context.Context, app string, want uint8) error {
 	if !ValidApp(app) {
 		return fmt.Errorf("%w: %q", ErrInvalidApp, app)
 	}
@@ -61,13 +85,18 @@ func (b *Bus) EnsureApp(ctx context.Context, app string) error {
 	if b.closed.Load() {
 		return ErrClosed
 	}
-	for _, cfg := range [...]jetstream.StreamConfig{b.streamConfig(app), b.cacheStreamConfig(app)} {
-		if _, err := b.ensureStream(ctx, cfg); err != nil {
+	if want&streamMain != 0 {
+		if _, err := b.ensureStream(ctx, b.streamConfig(app)); err != nil {
+			return err
+		}
+	}
+	if want&streamCache != 0 {
+		if _, err := b.ensureStream(ctx, b.cacheStreamConfig(app)); err != nil {
 			return err
 		}
 	}
 	b.appsMu.Lock()
-	b.apps[app] = struct{}{}
+	b.apps[app] |= want
 	b.appsMu.Unlock()
 	return nil
 }
@@ -78,7 +107,11 @@ func (b *Bus) EnsureApp(ctx context.Context, app string) error {
 // the create itself: in a cluster, a lookup right after it can still miss
 // the new stream.
 func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	cfg.Placement = b.placement()
 	return ensure(ctx, b, "stream", cfg.Name, func(actx context.Context) (jetstream.Stream, error) {
+		if b.remoteRegion() { // only the home region creates (region.go)
+			return b.lookupStream(actx, cfg.Name)
+		}
 		return b.js.CreateOrUpdateStream(actx, cfg)
 	})
 }
@@ -115,6 +148,9 @@ func ensure[T any](ctx context.Context, b *Bus, what, name string, create func(c
 // no answer in time, nobody answering yet, or the service not yet available.
 // A request the server answered with a config error is not retried.
 func retryable(err error) bool {
+	if errors.Is(err, errNotYet) {
+		return true
+	}
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		return apiErr.Code == 503
@@ -125,16 +161,37 @@ func retryable(err error) bool {
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
 }
 
-// ensureKnown ensures app's stream once per Bus lifetime, so a publish to an
-// app added after Start needs no separate EnsureApp call.
+// ensureKnown ensures app's main stream once per Bus lifetime, so a publish
+// to an app added after Start needs no separate EnsureApp call. The cache
+// stream waits for the app's first cache channel (ensureCacheKnown): most
+// apps have none, and a stream costs memory, a file and, in a cluster, a
+// Raft group on every replica (docs/benchmarks.md "Apps at scale").
 func (b *Bus) ensureKnown(ctx context.Context, app string) error {
+	return b.ensureOnce(ctx, app, streamMain)
+}
+
+// ensureCacheKnown ensures app's cache stream once per Bus lifetime.
+func (b *Bus) ensureCacheKnown(ctx context.Context, app string) error {
+	return b.ensureOnce(ctx, app, streamCache)
+}
+
+func (b *Bus) ensureOnce(ctx context.Context, app string, want uint8) error {
 	b.appsMu.RLock()
-	_, ok := b.apps[app]
+	have := b.apps[app]
 	b.appsMu.RUnlock()
-	if ok {
+	if have&want == want {
 		return nil
 	}
-	return b.EnsureApp(ctx, app)
+	return b.ensureStreams(ctx, app, want)
+}
+
+// StreamKnown reports whether app's main stream was ensured by this Bus (at
+// Start, by EnsureApp, or on first use).
+func (b *Bus) StreamKnown(app string) bool {
+	b.appsMu.RLock()
+	have := b.apps[app]
+	b.appsMu.RUnlock()
+	return have&streamMain != 0
 }
 
 // check validates p before anything is sent.
@@ -191,6 +248,12 @@ func (b *Bus) Publish(ctx context.Context, p Publication) (serial uint64, err er
 		}
 		return 0, nil
 	}
+	if err := b.refuseFull(); err != nil { // at once, not after a wait for an ack that cannot come (disk.go)
+		return 0, err
+	}
+	if !b.homeReachable() { // a region cut off from home answers at once (region.go)
+		return 0, b.homeUnreachable()
+	}
 	if err := b.ensureKnown(ctx, p.App); err != nil {
 		return 0, err
 	}
@@ -201,7 +264,7 @@ func (b *Bus) Publish(ctx context.Context, p Publication) (serial uint64, err er
 	}
 	ack, err := b.publishStored(ctx, m) // in cluster mode: retried through a leader change
 	if err != nil {
-		return 0, fmt.Errorf("bus: publish %q: %w", m.Subject, err)
+		return 0, fmt.Errorf("bus: publish %q: %w", m.Subject, b.publishErr(err))
 	}
 	if cache {
 		if err := b.storeCache(ctx, &p, m, ack.Sequence, began); err != nil {
@@ -212,67 +275,14 @@ func (b *Bus) Publish(ctx context.Context, p Publication) (serial uint64, err er
 }
 
 // PublishBatch publishes every publication without waiting between them,
-// then waits for all acknowledgements. serials[i] is the serial of ps[i]
-// (all 0 with streams off). Publications to the same channel are stored in
-// input order. On error, serials holds the serials acknowledged so far (0
-// for the others) and some later publications may have been stored anyway;
-// nothing is sent if a publication fails validation. Cache channels are
-// cached as by Publish (the last publication per channel) before it returns;
-// a failed cache write is an error with every serial filled in.
+// then waits for all acknowledgements: Submit, then Wait (commit.go).
+// serials[i] is the serial of ps[i] (all 0 with streams off). Publications
+// to the same channel are stored in input order. On error, serials holds
+// the serials acknowledged so far (0 for the others) and some later
+// publications may have been stored anyway; nothing is sent if a
+// publication fails validation. Cache channels are cached as by Publish
+// (the last publication per channel) before it returns; a failed cache
+// write is an error with every serial filled in.
 func (b *Bus) PublishBatch(ctx context.Context, ps []Publication) (serials []uint64, err error) {
-	for i := range ps {
-		if err := b.check(&ps[i]); err != nil {
-			return nil, fmt.Errorf("bus: publish batch item %d: %w", i, err)
-		}
-	}
-	serials = make([]uint64, len(ps))
-	if !b.cfg.StreamEnabled {
-		for i := range ps {
-			m := b.newMsg(&ps[i])
-			if err := b.nc.PublishMsg(m); err != nil {
-				return serials, fmt.Errorf("bus: publish %q: %w", m.Subject, err)
-			}
-		}
-		return serials, nil
-	}
-	for i := range ps {
-		if i > 0 && ps[i].App == ps[i-1].App {
-			continue
-		}
-		if err := b.ensureKnown(ctx, ps[i].App); err != nil {
-			return serials, err
-		}
-	}
-	began := time.Now() // for the cache writes (cache.go)
-	if b.replicated() {
-		// Resends through a leader change (cluster.go).
-		futs, err := b.publishBatchClustered(ctx, ps, serials)
-		if err != nil {
-			return serials, err
-		}
-		return serials, b.storeCacheBatch(ctx, ps, futs, serials, began)
-	}
-	futs := make([]jetstream.PubAckFuture, len(ps))
-	for i := range ps {
-		m := b.newMsg(&ps[i])
-		f, err := b.js.PublishMsgAsync(m, jetstream.WithStallWait(batchStallWait))
-		if err != nil {
-			return serials, fmt.Errorf("bus: publish %q: %w", m.Subject, err)
-		}
-		futs[i] = f
-	}
-	for i, f := range futs {
-		select {
-		case ack := <-f.Ok():
-			serials[i] = ack.Sequence
-		case err := <-f.Err():
-			return serials, fmt.Errorf("bus: publish %q: %w", f.Msg().Subject, err)
-		case <-ctx.Done():
-			return serials, fmt.Errorf("bus: publish batch: %w", ctx.Err())
-		}
-	}
-	if err := b.storeCacheBatch(ctx, ps, futs, serials, began); err != nil {
-		return serials, err
-	}
-	return serials, nil
+	return b.Submit(ctx, ps).Wait()
 }

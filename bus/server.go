@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -15,9 +16,10 @@ import (
 // Single node: JetStream standalone, the node connects in-process. Without
 // a client port there is no listener at all (DontListen) and no auth; with
 // one (cfg.ClientListen) the server listens there and requires a user: the
-// node's own, with full permissions, or an app's, fenced to that app
-// (clientport.go). Everyone stays in the global account (accounts built in
-// code hit nats-server#6890, docs/stack.md §5). DontListen must not be
+// node's own, with full permissions, in the global account, or an app's,
+// in the app's own account made while the server runs (accounts.go; never
+// Options.Accounts, which hit nats-server#6890, docs/stack.md §5), fenced
+// there (clientport.go). DontListen must not be
 // combined with a cluster block: nats-server then never opens its route
 // listener and Shutdown hangs (see docs/stack.md §5).
 //
@@ -55,7 +57,15 @@ func startServer(cfg Config) (*server.Server, error) {
 		return nil, fmt.Errorf("bus: new server: %w", err)
 	}
 	debug := cfg.Logger.Enabled(context.Background(), slog.LevelDebug)
-	s.SetLoggerV2(slogLogger{l: cfg.Logger}, debug, false, false)
+	s.SetLoggerV2(slogLogger{l: cfg.Logger, onError: cfg.serverError}, debug, false, false)
+	if cfg.auth != nil && cfg.ClientListen != "" { // the apps' accounts, before any login (accounts.go)
+		x, err := newAppAccounts(s)
+		if err != nil {
+			s.Shutdown()
+			return nil, err
+		}
+		cfg.auth.accounts.Store(x)
+	}
 	s.Start()
 	if !s.ReadyForConnections(readyTimeout) {
 		s.Shutdown()
@@ -66,8 +76,13 @@ func startServer(cfg Config) (*server.Server, error) {
 }
 
 // slogLogger bridges server.Logger to log/slog. Fatalf is logged as an error
-// and does not exit: the embedding process decides.
-type slogLogger struct{ l *slog.Logger }
+// and does not exit: the embedding process decides. onError, when set, also
+// gets every error and warning: the disk watcher learns of a failed store
+// write there (disk.go), which the server reports nowhere else.
+type slogLogger struct {
+	l       *slog.Logger
+	onError func(msg string)
+}
 
 // levelTrace is below slog.LevelDebug; it is only logged when the handler
 // enables it.
@@ -81,11 +96,30 @@ func (g slogLogger) log(level slog.Level, format string, v []any) {
 	g.l.Log(ctx, level, fmt.Sprintf(format, v...), "component", "nats")
 }
 
+// problem logs an error or warning and hands it to onError, formatted once.
+func (g slogLogger) problem(level slog.Level, format string, v []any) {
+	if g.onError == nil {
+		g.log(level, format, v)
+		return
+	}
+	msg := fmt.Sprintf(format, v...)
+	g.onError(msg)
+	g.l.Log(context.Background(), level, msg, "component", "nats")
+}
+
 // Noticef is debug: the embedded server's notices are its start-up banner and
 // routine lifecycle lines, which would drown Herald's own log at info.
 func (g slogLogger) Noticef(format string, v ...any) { g.log(slog.LevelDebug, format, v) }
-func (g slogLogger) Warnf(format string, v ...any)   { g.log(slog.LevelWarn, format, v) }
-func (g slogLogger) Fatalf(format string, v ...any)  { g.log(slog.LevelError, format, v) }
-func (g slogLogger) Errorf(format string, v ...any)  { g.log(slog.LevelError, format, v) }
-func (g slogLogger) Debugf(format string, v ...any)  { g.log(slog.LevelDebug, format, v) }
-func (g slogLogger) Tracef(format string, v ...any)  { g.log(levelTrace, format, v) }
+func (g slogLogger) Warnf(format string, v ...any)   { g.problem(slog.LevelWarn, format, v) }
+func (g slogLogger) Fatalf(format string, v ...any)  { g.problem(slog.LevelError, format, v) }
+func (g slogLogger) Errorf(format string, v ...any) {
+	if strings.Contains(format, "Unknown account") && strings.Contains(fmt.Sprintf(format, v...), `Unknown account "`+accountsPrefix) {
+		// A route refusing an app account's interest: harmless by design
+		// (accounts.go), so not an error.
+		g.log(slog.LevelDebug, format, v)
+		return
+	}
+	g.problem(slog.LevelError, format, v)
+}
+func (g slogLogger) Debugf(format string, v ...any) { g.log(slog.LevelDebug, format, v) }
+func (g slogLogger) Tracef(format string, v ...any) { g.log(levelTrace, format, v) }

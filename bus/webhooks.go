@@ -102,5 +102,9 @@ func (b *Bus) EnsureWebhookStreams(ctx context.Context, cfg WebhookStreamsConfig
 	if err != nil {
 		return nil, fmt.Errorf("bus: webhook jetstream: %w", err)
 	}
-	return &WebhookStreams{JS: js, Outbox: outboxStream, Dead: deadStream, Replicas: b.replicas()}, nil
+	replicas := b.replicas()
+	if b.remoteRegion() { // the home region's count, not this region's (region.go)
+		replicas = outboxStream.CachedInfo().Config.Replicas
+	}
+	return &WebhookStreams{JS: js, Outbox: outboxStream, Dead: deadStream, Replicas: replicas}, nil
 }

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -37,6 +38,10 @@ type Options struct {
 	// LocalAddr is an optional source IP (e.g. "127.0.0.2") or "ip:port" to
 	// bind before dialing, so load tests can exceed one IP's port range.
 	LocalAddr string
+
+	// TLSConfig is the TLS configuration for wss:// URLs (a CA pool for a
+	// self-signed certificate, say); nil: the system roots.
+	TLSConfig *tls.Config
 
 	// WriteTimeout bounds every write on the connection. Default 10s.
 	WriteTimeout time.Duration
@@ -135,7 +140,7 @@ func Dial(ctx context.Context, url string, opt Options) (*Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, opt.DialTimeout)
 	defer cancel()
 
-	d := ws.Dialer{Timeout: opt.DialTimeout}
+	d := ws.Dialer{Timeout: opt.DialTimeout, TLSConfig: opt.TLSConfig}
 	if opt.Header != nil {
 		d.Header = ws.HandshakeHeaderHTTP(opt.Header)
 	}

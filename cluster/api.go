@@ -2,7 +2,8 @@
 // node, the list of live members and what each publishes about itself (its
 // NATS route and HTTP addresses, its boot epoch), channel ownership by
 // rendezvous hashing over live members, and the gossip plumbing other
-// packages (presence) use. It holds no presence data itself.
+// packages (presence) use, encrypted and authenticated with the cluster's
+// keyring when it has one (keyring.go). It holds no presence data itself.
 package cluster
 
 import (
@@ -79,11 +80,17 @@ type Config struct {
 	// through. Unreachable seeds are retried in the background.
 	Seeds []string
 	// Preset is "lan" (memberlist's LAN defaults, tuned so a dead node is
-	// declared within 4.2 s) or "local" (loopback tests: within 2.1 s). See
+	// declared within 4.2 s), "local" (loopback tests: within 2.1 s) or
+	// "wan" (one cluster across regions: within 10.5 s). See
 	// FailureDetection.
 	Preset string
-	Meta   Meta
-	Logger *slog.Logger
+	// SecretKeys, when set, encrypt and authenticate all gossip
+	// (keyring.go): SecretKeys[0] is the key this node sends with, every
+	// key is accepted. Each is 16, 24 or 32 bytes (AES-128/192/256). Nodes
+	// without a key in common never join each other.
+	SecretKeys [][]byte
+	Meta       Meta
+	Logger     *slog.Logger
 }
 
 // The implementation provides (cluster.go, config.go, delegate.go, events.go,
@@ -107,4 +114,6 @@ type Config struct {
 //	func (c *Cluster) Stats() Stats                  // queue depths and drop counters
 //	func (c *Cluster) Leave(timeout time.Duration) error // graceful: others see Left at once
 //	func (c *Cluster) Shutdown() error               // stop without leaving (what a crash looks like to others)
-//	func (c *Cluster) FailureDetection() time.Duration // upper bound until a crashed node is declared dead (4.2 s lan, 2.1 s local, up to 10 nodes), for docs and tests
+//	func (c *Cluster) Encrypted() bool              // gossip is encrypted (SecretKeys)
+//	func (c *Cluster) SetKeys(keys [][]byte) error   // rotate: keys[0] sends, all accepted, the rest removed
+//	func (c *Cluster) FailureDetection() time.Duration // upper bound until a crashed node is declared dead (4.2 s lan, 2.1 s local, 10.5 s wan, up to 10 nodes), for docs and tests

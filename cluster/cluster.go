@@ -58,6 +58,10 @@ type Cluster struct {
 	// Counters for Stats.
 	gossipPruned    atomic.Uint64
 	reliableDropped atomic.Uint64
+	refused         refusals // messages refused for their key (keyring.go)
+
+	keyring *memberlist.Keyring // nil: gossip in clear (no Config.SecretKeys)
+	rejoining       atomic.Bool // a push/pull with missing seeds is running (join.go)
 
 	lifeMu  sync.Mutex // serializes Leave and Shutdown
 	stopped atomic.Bool
@@ -82,6 +86,10 @@ func Start(cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	keyring, err := newKeyring(cfg.SecretKeys)
+	if err != nil {
+		return nil, err
+	}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = discardLogger
@@ -99,6 +107,7 @@ func Start(cfg Config) (*Cluster, error) {
 		claims:        make(map[string]claim),
 		evSignal:      make(chan struct{}, 1),
 		done:          make(chan struct{}),
+		keyring:       keyring,
 	}
 	c.meta.Store(&meta)
 	c.view.Store(&view{})
@@ -109,7 +118,13 @@ func Start(cfg Config) (*Cluster, error) {
 	mc.Delegate = delegate{c}
 	mc.Events = events{c}
 	mc.Conflict = conflicts{c}
-	mc.Logger = newStdLogger(c.log)
+	mc.Logger = newStdLogger(c.log, &c.refused)
+	if keyring != nil {
+		// Refuse anything not sealed with a key of the ring, and never
+		// send in clear (keyring.go).
+		mc.Keyring = keyring
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
 
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -131,7 +146,7 @@ func Start(cfg Config) (*Cluster, error) {
 		}
 	}
 	c.log.Info("cluster: started", "addr", c.addr, "cluster", cfg.Name, "preset", cfg.Preset,
-		"members", len(c.view.Load().members), "failure_detection", c.FailureDetection())
+		"members", len(c.view.Load().members), "failure_detection", c.FailureDetection(), "encrypted", keyring != nil)
 	return c, nil
 }
 
@@ -192,6 +207,7 @@ type Stats struct {
 	GossipPruned    uint64 // messages dropped because the queue was full
 	ReliableQueued  int    // large-broadcast sends waiting
 	ReliableDropped uint64 // large-broadcast sends dropped (queue full)
+	KeyRefused      uint64 // messages refused, or joins that failed, for a key mismatch (keyring.go)
 }
 
 // Stats returns the node's counters.
@@ -202,6 +218,7 @@ func (c *Cluster) Stats() Stats {
 		GossipPruned:    c.gossipPruned.Load(),
 		ReliableQueued:  len(c.reliable),
 		ReliableDropped: c.reliableDropped.Load(),
+		KeyRefused:      c.refused.total(),
 	}
 }
 

@@ -53,6 +53,11 @@ type timing struct {
 // 300 ms (150 ms timeout), suspicion 4 probe intervals (1.2 s), gossip
 // every 50 ms, push/pull every 2 s. Measured: 1.75-2.06 s with 3 nodes.
 //
+// "wan": regions joined over long links (docs/regions.md): memberlist's
+// WAN preset with probes every 1.5 s (1 s timeout), suspicion 4 probe
+// intervals (6 s up to 10 nodes), gossip every 300 ms, push/pull every 20
+// s: a crashed node is declared dead within 10.5 s.
+//
 // Both send each gossip message RetransmitMult (4) × ceil(log10(N+1))
 // times: with DefaultLocalConfig's 2, a 3-node cluster sends a message
 // once per peer, and a peer that one gossip round happens to skip (or one
@@ -93,8 +98,24 @@ func newMemberlistConfig(preset string) (*memberlist.Config, timing, error) {
 		c.DeadNodeReclaimTime = 100 * time.Millisecond
 		c.TCPTimeout = time.Second
 		return c, timing{joinRetry: 250 * time.Millisecond}, nil
+	case "wan":
+		c := memberlist.DefaultWANConfig()
+		// Regions (docs/regions.md): one memberlist across links with
+		// round trips up to a few hundred milliseconds. A probe may take
+		// 1 s before the indirect probes; a crashed node is declared dead
+		// within 10.5 s (FailureDetection, up to 10 nodes).
+		c.ProbeInterval = 1500 * time.Millisecond
+		c.ProbeTimeout = time.Second
+		c.SuspicionMult = 4
+		c.SuspicionMaxTimeoutMult = 3
+		c.GossipInterval = 300 * time.Millisecond
+		c.PushPullInterval = 20 * time.Second
+		c.GossipToTheDeadTime = 30 * time.Second
+		c.DeadNodeReclaimTime = 2 * time.Second
+		c.TCPTimeout = 10 * time.Second
+		return c, timing{joinRetry: 2 * time.Second}, nil
 	}
-	return nil, timing{}, fmt.Errorf("%w %q (want \"lan\" or \"local\")", ErrBadPreset, preset)
+	return nil, timing{}, fmt.Errorf("%w %q (want \"lan\", \"local\" or \"wan\")", ErrBadPreset, preset)
 }
 
 // suspicionTimeout is memberlist's formula (util.go): SuspicionMult ×

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -89,9 +90,42 @@ func (c *Cluster) maintain() {
 					c.log.Info("cluster: joined through seeds", "answered", n,
 						"members", len(c.view.Load().members))
 				}
+			} else if missing := c.missingSeeds(); len(missing) > 0 && c.rejoining.CompareAndSwap(false, true) {
+				// Off this loop: a seed that is down may take the preset's
+				// TCP timeout to fail, and state syncs must not wait.
+				c.wg.Add(1)
+				go func() {
+					defer c.wg.Done()
+					defer c.rejoining.Store(false)
+					if n := c.pushPull(missing); n > 0 {
+						c.log.Info("cluster: rejoined seeds", "answered", n,
+							"members", len(c.view.Load().members))
+					}
+				}()
 			}
 		}
 	}
+}
+
+// missingSeeds is the seeds that are no live member's address, while this
+// node knows fewer other members than it has seeds: the nodes of a group
+// that was cut off together (another region, docs/regions.md) declared
+// each other's nodes dead and would not meet again by themselves once
+// memberlist stops gossiping to the dead. A seed given as a host name
+// never matches a member's address, so it is retried only while some
+// member is missing.
+func (c *Cluster) missingSeeds() []string {
+	members := c.view.Load().members
+	if len(members)-1 >= len(c.seed) {
+		return nil
+	}
+	var out []string
+	for _, s := range c.seed {
+		if !slices.ContainsFunc(members, func(m Member) bool { return m.Addr == s }) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // joinSeeds tries every seed at once and returns how many answered.
@@ -125,6 +159,11 @@ func (c *Cluster) pushPull(addrs []string) int {
 			defer wg.Done()
 			if n, err := c.ml.Join([]string{a}); n > 0 {
 				ok.Add(1)
+			} else if why := keyProblem(errString(err)); why != "" {
+				if c.refused.note(a+" "+why, time.Now()) {
+					c.log.Warn("cluster: could not join a node: "+why,
+						"addr", a, "refused_total", c.refused.total())
+				}
 			} else {
 				c.log.Debug("cluster: push/pull failed", "addr", a, "err", err)
 			}
@@ -162,4 +201,11 @@ func isBoundAddr(seed, bindHost string, bindPort int) bool {
 	}
 	bind := net.ParseIP(bindHost)
 	return ip.Equal(bind) || (bind != nil && bind.IsUnspecified() && ip.IsLoopback())
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }

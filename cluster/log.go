@@ -6,6 +6,7 @@ import (
 	"log"
 	"log/slog"
 	"strings"
+	"time"
 )
 
 // discardLogger is used when Config.Logger is nil.
@@ -14,12 +15,17 @@ var discardLogger = slog.New(slog.DiscardHandler)
 // logBridge turns memberlist's *log.Logger lines ("[DEBUG] memberlist:
 // ...") into slog records: [DEBUG] → Debug, [INFO] → Info, [WARN] → Warn,
 // [ERR]/[ERROR] → Error, anything else → Debug. Each record carries
-// component=memberlist.
-type logBridge struct{ log *slog.Logger }
+// component=memberlist. A message refused for its key (keyring.go) is
+// counted in ref and logged once per remote per minute as one warning
+// that says why; memberlist's own line for it goes to Debug.
+type logBridge struct {
+	log *slog.Logger
+	ref *refusals
+}
 
 // newStdLogger returns the *log.Logger memberlist writes to.
-func newStdLogger(l *slog.Logger) *log.Logger {
-	return log.New(logBridge{l}, "", 0)
+func newStdLogger(l *slog.Logger, ref *refusals) *log.Logger {
+	return log.New(logBridge{l, ref}, "", 0)
 }
 
 var _ io.Writer = logBridge{}
@@ -28,6 +34,12 @@ func (b logBridge) Write(p []byte) (int, error) {
 	line := strings.TrimRight(string(p), "\r\n")
 	level, msg := parseLogLine(line)
 	ctx := context.Background()
+	if why := keyProblem(msg); why != "" && b.ref != nil {
+		if from := remoteOf(msg); b.ref.note(from+" "+why, time.Now()) {
+			b.log.Warn("cluster: refused a node's gossip: "+why, "from", from, "refused_total", b.ref.total())
+		}
+		level = slog.LevelDebug
+	}
 	if b.log.Enabled(ctx, level) {
 		b.log.Log(ctx, level, msg, "component", "memberlist")
 	}

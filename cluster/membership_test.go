@@ -232,10 +232,10 @@ func TestNoGoroutinesLeftBehind(t *testing.T) {
 }
 
 func TestFailureDetectionPresets(t *testing.T) {
-	for _, preset := range []string{"local", "lan"} {
+	for _, preset := range []string{"local", "lan", "wan"} {
 		t.Run(preset, func(t *testing.T) {
-			if preset == "lan" && testing.Short() {
-				t.Skip("lan failure detection takes about 5 s")
+			if preset != "local" && testing.Short() {
+				t.Skip(preset + " failure detection takes 5 to 11 s")
 			}
 			nodes := startN(t, 3, func(c *Config) { c.Preset = preset })
 			fd := nodes[0].FailureDetection()

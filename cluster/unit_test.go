@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -137,7 +138,7 @@ func TestStartRejectsBadConfig(t *testing.T) {
 		},
 		{
 			name: "unknown preset",
-			cfg:  Config{NodeName: "n", Bind: "127.0.0.1:0", Preset: "wan"},
+			cfg:  Config{NodeName: "n", Bind: "127.0.0.1:0", Preset: "moon"},
 			want: "unknown preset",
 		},
 		{
@@ -229,5 +230,28 @@ func TestParseLogLine(t *testing.T) {
 		if level != tc.level || msg != tc.msg {
 			t.Errorf("parseLogLine(%q) = %v %q", tc.in, level, msg)
 		}
+	}
+}
+
+// TestMissingSeeds: while a member is missing, the seeds that are no live
+// member's address are retried (a region cut off and back, docs/regions.md);
+// with every seed a member, none is.
+func TestMissingSeeds(t *testing.T) {
+	c := &Cluster{name: "a1", seed: []string{"10.0.0.2:7946", "10.1.0.1:7946", "10.1.0.2:7946"}}
+	members := func(addrs ...string) {
+		byName := map[string]entry{"a1": {member: Member{Name: "a1", Addr: "10.0.0.1:7946"}}}
+		for i, a := range addrs {
+			n := fmt.Sprintf("m%d", i)
+			byName[n] = entry{member: Member{Name: n, Addr: a}}
+		}
+		c.view.Store(buildView(byName))
+	}
+	members("10.0.0.2:7946") // region b's nodes declared dead
+	if got := c.missingSeeds(); !slices.Equal(got, []string{"10.1.0.1:7946", "10.1.0.2:7946"}) {
+		t.Fatalf("missingSeeds = %v, want region b's seeds", got)
+	}
+	members("10.0.0.2:7946", "10.1.0.1:7946", "10.1.0.2:7946")
+	if got := c.missingSeeds(); got != nil {
+		t.Fatalf("missingSeeds with every seed a member = %v", got)
 	}
 }

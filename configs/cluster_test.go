@@ -166,6 +166,11 @@ func TestClusterValid(t *testing.T) {
 		Routes:      []string{"127.0.0.1:6222", "127.0.0.1:6223", "127.0.0.1:6224"},
 		RouteListen: "127.0.0.1:6222",
 		Preset:      PresetLAN,
+		// Empty lists, as Default's.
+		PreviousSecretKeys: []string{}, PreviousRouteAuth: []string{},
+		// Region keys: their defaults.
+		GatewayListen: DefaultClusterGatewayListen,
+		Gateways:      []RegionGateway{},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got %+v\nwant %+v", c.Cluster, want.Cluster)
@@ -218,11 +223,11 @@ func TestClusterValidation(t *testing.T) {
 		{name: "route_listen not in routes", content: with("route_listen", "  route_listen: 127.0.0.1:6225"), want: "cluster.route_listen: port 6225 is not the port of any of cluster.routes"},
 		{name: "route_listen bad", content: with("route_listen", "  route_listen: six"), want: `cluster.route_listen: "six" must be host:port`},
 		{name: "route_advertise unspecified", content: with("route_advertise", "  route_advertise: '[::]:6222'"), want: "cluster.route_advertise: "},
-		{name: "bad preset", content: with("preset", "  preset: wan"), want: `cluster.preset: "wan" is not one of lan, local`},
+		{name: "bad preset", content: with("preset", "  preset: moon"), want: `cluster.preset: "moon" is not one of lan, local, wan`},
 		{name: "bind on listen", content: with("bind", "  bind: 127.0.0.1:6001"), want: `cluster.bind: "127.0.0.1:6001" is also the address of listen`},
 		{name: "route_listen on bind", content: with("bind", "  bind: 0.0.0.0:6222"), want: `cluster.route_listen: "127.0.0.1:6222" is also the address of cluster.bind`},
 		{name: "bind on nats client port", content: with("bind", "  bind: :4222"), want: `cluster.bind: ":4222" is also the address of bus.client_listen`},
-		{name: "bad preset on a single node", content: "cluster: {preset: wan}", want: "cluster.preset: "},
+		{name: "bad preset on a single node", content: "cluster: {preset: moon}", want: "cluster.preset: "},
 		{name: "node name unknown key", content: with("nodename", "  nodename: x"), want: `cluster.nodename: unknown key`},
 	}
 	for _, tc := range cases {
@@ -307,6 +312,8 @@ func TestClusterEnv(t *testing.T) {
 		Seeds:       []string{"127.0.0.1:7946", "127.0.0.1:7947", "127.0.0.1:7948"},
 		Routes:      []string{"127.0.0.1:6222", "127.0.0.1:6223", "127.0.0.1:6224"},
 		RouteListen: "0.0.0.0:6223", RouteAdvertise: "10.0.0.2:6223", Preset: PresetLocal,
+		PreviousSecretKeys: []string{}, PreviousRouteAuth: []string{},
+		GatewayListen: DefaultClusterGatewayListen, Gateways: []RegionGateway{},
 	}
 	if !reflect.DeepEqual(c.Cluster, want) {
 		t.Fatalf("got  %+v\nwant %+v", c.Cluster, want)

@@ -61,6 +61,10 @@ const (
 	DefaultHTTPMaxBodyBytes    = 1 << 20
 	DefaultHTTPReadBufferBytes = 16384
 
+	// Values of apps_source.
+	AppsFromConfig   = "config"   // the apps of the file (or HERALD_APPS); changed by a reload
+	AppsFromRegistry = "registry" // the HERALD_APPS key-value bucket every node watches (docs/apps.md)
+
 	// The built-in dev app, used when neither the file nor HERALD_APPS lists apps.
 	DevAppID     = "app-id"
 	DevAppKey    = "app-key"
@@ -72,6 +76,9 @@ const (
 	DefaultClusterBind        = "127.0.0.1:7946"
 	DefaultClusterRouteListen = "127.0.0.1:6222"
 	DefaultClusterPreset      = PresetLAN
+	// DefaultClusterGatewayListen is the NATS gateway listener of a node
+	// of a region (cluster.region set; docs/regions.md).
+	DefaultClusterGatewayListen = "127.0.0.1:7222"
 
 	// DefaultAdminListen is the admin API's listener (docs/operations.md):
 	// loopback only, so it needs no token.
@@ -102,6 +109,10 @@ const (
 	// PresetLocal is memberlist's loopback timing: faster probes and gossip,
 	// for tests and clusters on one machine.
 	PresetLocal = "local"
+	// PresetWAN is for one memberlist cluster across regions
+	// (docs/regions.md): slower probes that tolerate round trips up to
+	// about a second; a crashed node is declared dead within 10.5 seconds.
+	PresetWAN = "wan"
 )
 
 // Values of Bus.Mode: where NATS runs.
@@ -140,6 +151,12 @@ type Config struct {
 	Bus     Bus       `yaml:"bus"`
 	HTTP    HTTP      `yaml:"http"`
 	Cluster Cluster   `yaml:"cluster"`
+	TLS     TLS       `yaml:"tls"` // wss:// and https:// on listen (tls.go); default off
+
+	// AppsSource is where the node's apps come from: AppsFromConfig (apps
+	// above) or AppsFromRegistry (the replicated HERALD_APPS bucket,
+	// managed with herald apps; docs/apps.md).
+	AppsSource string `yaml:"apps_source"` // default "config"
 
 	Admin    Admin    `yaml:"admin"`
 	Shutdown Shutdown `yaml:"shutdown"`
@@ -264,7 +281,31 @@ type Cluster struct {
 	Routes         []string `yaml:"routes"`          // NATS route host:port of every node, this one included; at least MinClusterRoutes
 	RouteListen    string   `yaml:"route_listen"`    // this node's NATS route listener; default "127.0.0.1:6222"; its port must be one of Routes'
 	RouteAdvertise string   `yaml:"route_advertise"` // NATS route host:port other nodes use; default "" = NATS's choice (RouteListen's address)
-	Preset         string   `yaml:"preset"`          // memberlist timing: PresetLAN (default) or PresetLocal
+	Preset         string   `yaml:"preset"`          // memberlist timing: PresetLAN (default), PresetLocal or PresetWAN
+	// A closed cluster (closed.go, docs/deploy.md): a shared gossip key and
+	// a shared route password. Never logged, reported or diffed by value.
+	SecretKey          string   `yaml:"secret_key"`           // base64 AES key, 16/24/32 bytes: memberlist gossip encrypted and authenticated; "" = in clear
+	PreviousSecretKeys []string `yaml:"previous_secret_keys"` // older keys still accepted (rotation); needs secret_key
+	RouteAuth          string   `yaml:"route_auth"`           // password every NATS route presents and requires; "" = open routes
+	PreviousRouteAuth  []string `yaml:"previous_route_auth"`  // older route passwords still accepted (rotation); needs route_auth
+	RouteTLS           RouteTLS `yaml:"route_tls"`            // mutual TLS on NATS routes; off by default
+
+	// Regions (docs/regions.md): this cluster is one region of several,
+	// joined to the others by NATS gateways. Region "" (default) is one
+	// cluster and the three keys after it are ignored.
+	Region           string          `yaml:"region"`            // this cluster's region, ^[A-Za-z0-9_.-]{1,64}$, the same on every node of the region
+	GatewayListen    string          `yaml:"gateway_listen"`    // this node's NATS gateway listener; default "127.0.0.1:7222"
+	GatewayAdvertise string          `yaml:"gateway_advertise"` // NATS gateway host:port the other regions use; default "" = gateway_listen's address
+	Gateways         []RegionGateway `yaml:"gateways"`          // the other regions: at least one with region set
+	HomeRegion       string          `yaml:"home_region"`       // the region holding every stream; "" = the first region name, sorted; the same on every node of every region
+}
+
+// RegionGateway is another region: its name and the NATS gateway addresses
+// (host:port) of its nodes, every node's (JetStream counts them to size
+// its one meta group across the regions: docs/regions.md).
+type RegionGateway struct {
+	Name string   `yaml:"name"`
+	URLs []string `yaml:"urls"`
 }
 
 // Enabled reports whether the node is clustered (Name is set).
@@ -310,6 +351,9 @@ func Default() *Config {
 		DataDir: DefaultDataDir,
 		Log:     Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 		Apps:    []app.App{dev},
+
+		AppsSource: AppsFromConfig,
+
 		Gateway: Gateway{
 			ActivityTimeout: Duration(DefaultActivityTimeout),
 			PongTimeout:     Duration(DefaultPongTimeout),
@@ -341,10 +385,15 @@ func Default() *Config {
 			Bind: DefaultClusterBind,
 			// Empty, not nil: a file's "seeds: []" decodes to an empty
 			// list, and the example must equal Default().
-			Seeds:       []string{},
-			Routes:      []string{},
-			RouteListen: DefaultClusterRouteListen,
-			Preset:      DefaultClusterPreset,
+			Seeds:              []string{},
+			Routes:             []string{},
+			RouteListen:        DefaultClusterRouteListen,
+			Preset:             DefaultClusterPreset,
+			PreviousSecretKeys: []string{},
+			PreviousRouteAuth:  []string{},
+			// Empty, not nil, as Seeds.
+			GatewayListen: DefaultClusterGatewayListen,
+			Gateways:      []RegionGateway{},
 		},
 		Admin:    Admin{Listen: DefaultAdminListen},
 		Shutdown: Shutdown{DrainWindow: Duration(DefaultDrainWindow), Deadline: Duration(DefaultDrainDeadline)},

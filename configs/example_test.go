@@ -56,7 +56,7 @@ func TestExampleHasEveryKey(t *testing.T) {
 		}
 		// A list that is empty by default (apps[].webhooks) documents the
 		// keys of its items in a commented-out example.
-		if i := strings.LastIndex(leaf, "[]."); strings.Count(leaf, "[]") > 1 && i > 0 {
+		if i := strings.LastIndex(leaf, "[]."); strings.Count(leaf, "[]") >= 1 && i > 0 {
 			list := leaf[:i]
 			name := leaf[strings.LastIndex(leaf, ".")+1:]
 			if inFile[list] && regexp.MustCompile(`(?m)^\s*#[\s-]*`+regexp.QuoteMeta(name)+`:`).Match(data) {

@@ -29,6 +29,7 @@ func (c *Config) Validate() error {
 		func() *KeyError { return oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error") },
 		func() *KeyError { return oneOf("log.format", c.Log.Format, "text", "json") },
 		c.checkApps,
+		func() *KeyError { return oneOf("apps_source", c.AppsSource, AppsFromConfig, AppsFromRegistry) },
 		func() *KeyError { return c.Gateway.check("gateway") },
 		func() *KeyError { return c.Bus.check("bus") },
 		func() *KeyError { return c.HTTP.check("http") },
@@ -36,6 +37,7 @@ func (c *Config) Validate() error {
 		func() *KeyError { return c.Admin.check("admin") },
 		func() *KeyError { return c.Shutdown.check("shutdown") },
 		func() *KeyError { return c.Webhooks.check("webhooks") },
+		c.TLS.check,
 	}
 	for _, check := range checks {
 		if err := check(); err != nil {
@@ -256,7 +258,7 @@ func (h *HTTP) check(p string) *KeyError {
 func (c *Config) checkCluster() *KeyError {
 	cl := &c.Cluster
 	const p = "cluster"
-	if err := oneOf(p+".preset", cl.Preset, PresetLAN, PresetLocal); err != nil {
+	if err := oneOf(p+".preset", cl.Preset, PresetLAN, PresetLocal, PresetWAN); err != nil {
 		return err
 	}
 	if !cl.Enabled() {
@@ -266,6 +268,9 @@ func (c *Config) checkCluster() *KeyError {
 		return err
 	}
 	if err := checkNodeName(p+".node_name", cl); err != nil {
+		return err
+	}
+	if err := checkClosed(p, cl); err != nil {
 		return err
 	}
 	if err := checkListen(p+".bind", cl.Bind); err != nil {
@@ -281,13 +286,16 @@ func (c *Config) checkCluster() *KeyError {
 			return err
 		}
 	}
+	if err := c.checkRegion(); err != nil {
+		return err
+	}
 	if c.Bus.Mode == BusExternal {
 		// No embedded server, so no NATS routes: the nodes reach each
 		// other through the external deployment (routes, route_listen and
 		// route_advertise are unused).
 		return nil
 	}
-	if err := checkRoutes(p+".routes", cl.Routes); err != nil {
+	if err := checkRoutes(p+".routes", cl.Routes, cl.Region != ""); err != nil {
 		return err
 	}
 	if err := checkListen(p+".route_listen", cl.RouteListen); err != nil {
@@ -321,8 +329,12 @@ func checkNodeName(key string, cl *Cluster) *KeyError {
 
 // checkRoutes checks cluster.routes: at least MinClusterRoutes distinct
 // host:port addresses.
-func checkRoutes(key string, routes []string) *KeyError {
-	if len(routes) < MinClusterRoutes {
+func checkRoutes(key string, routes []string, region bool) *KeyError {
+	if region && len(routes) == 0 {
+		return keyErr(key, "at least 1 is required in a region: this node's own route address (JetStream's meta group "+
+			"spans every region, so a region may be one node)")
+	}
+	if !region && len(routes) < MinClusterRoutes {
 		return keyErr(key, fmt.Sprintf("at least %d are required, got %d: JetStream clustering needs %d or more nodes, "+
 			"and every node lists the route address of every node, its own included", MinClusterRoutes, len(routes), MinClusterRoutes))
 	}
@@ -362,6 +374,9 @@ func (c *Config) checkClusterPorts() *KeyError {
 		{"bus.client_listen", c.Bus.ClientListen},
 		{"cluster.bind", c.Cluster.Bind},
 		{"cluster.route_listen", c.Cluster.RouteListen},
+	}
+	if c.Cluster.Region != "" {
+		ls = append(ls, listener{"cluster.gateway_listen", c.Cluster.GatewayListen})
 	}
 	for i := 2; i < len(ls); i++ {
 		for j := range i {
@@ -472,6 +487,61 @@ func intRange(key string, v, lo, hi int64) *KeyError {
 func durRange(key string, v Duration, lo, hi time.Duration) *KeyError {
 	if v.D() < lo || v.D() > hi {
 		return keyErr(key, fmt.Sprintf("must be from %s to %s, got %s", Duration(lo), Duration(hi), v))
+	}
+	return nil
+}
+
+// checkRegion checks the region keys of the cluster block (docs/regions.md);
+// all are ignored with region "".
+func (c *Config) checkRegion() *KeyError {
+	cl := &c.Cluster
+	const p = "cluster"
+	if cl.Region == "" {
+		return nil
+	}
+	if err := matches(p+".region", cl.Region, clusterNamePattern); err != nil {
+		return err
+	}
+	if c.Bus.Mode != BusEmbedded {
+		return keyErr(p+".region", fmt.Sprintf("needs bus.mode %s: regions are joined by the embedded NATS servers' gateways, bus.mode is %s", BusEmbedded, quote(c.Bus.Mode)))
+	}
+	if err := checkListen(p+".gateway_listen", cl.GatewayListen); err != nil {
+		return err
+	}
+	if cl.GatewayAdvertise != "" {
+		if err := checkAddr(p+".gateway_advertise", cl.GatewayAdvertise); err != nil {
+			return err
+		}
+	}
+	if len(cl.Gateways) == 0 {
+		return keyErr(p+".gateways", "at least 1 is required with cluster.region set: list the other regions' names and gateway addresses")
+	}
+	names := map[string]int{}
+	for i, g := range cl.Gateways {
+		k := fmt.Sprintf("%s.gateways[%d]", p, i)
+		if err := matches(k+".name", g.Name, clusterNamePattern); err != nil {
+			return err
+		}
+		if g.Name == cl.Region {
+			return keyErr(k+".name", fmt.Sprintf("%s is this node's own region (cluster.region): list only the other regions", quote(g.Name)))
+		}
+		if j, dup := names[g.Name]; dup {
+			return keyErr(k+".name", fmt.Sprintf("%s is already %s.gateways[%d].name", quote(g.Name), p, j))
+		}
+		names[g.Name] = i
+		if len(g.URLs) == 0 {
+			return keyErr(k+".urls", "at least 1 is required: the gateway address (host:port) of every node of region "+quote(g.Name))
+		}
+		for j, u := range g.URLs {
+			if err := checkAddr(fmt.Sprintf("%s.urls[%d]", k, j), u); err != nil {
+				return err
+			}
+		}
+	}
+	if cl.HomeRegion != "" {
+		if _, ok := names[cl.HomeRegion]; !ok && cl.HomeRegion != cl.Region {
+			return keyErr(p+".home_region", fmt.Sprintf("%s is neither cluster.region nor a name in cluster.gateways", quote(cl.HomeRegion)))
+		}
 	}
 	return nil
 }

@@ -522,7 +522,7 @@ func (p *poller) upgrade(c *Conn, head, early []byte, more bool) {
 	if g.overBudget() {
 		ref = &overCapacity
 	} else {
-		a, ref = g.admitParts(req.path, req.protocol, req.clientVersion)
+		a, ref = g.admitParts(req.path, req.protocol, req.clientVersion, req.origin)
 	}
 	ip := g.sourceAddrOf(p.pending[c.pidx].peer, req.xff)
 	var seed []byte
@@ -570,7 +570,7 @@ func (p *poller) rest(c *Conn, head, early []byte) []byte {
 type upgradeRequest struct {
 	path, protocol, clientVersion []byte // protocol and clientVersion: nil when absent
 	upgrade, connection, version  []byte
-	key, xff                      []byte
+	key, xff, origin              []byte
 }
 
 // parseHead parses a request head (request line to the blank line) for
@@ -645,6 +645,8 @@ func parseHead(head []byte) (r upgradeRequest, ok bool) {
 			dst = &r.key
 		case foldEq(name, "x-forwarded-for"):
 			dst = &r.xff
+		case foldEq(name, "origin"):
+			dst = &r.origin
 		case foldEq(name, "content-length"):
 			if string(value) != "0" {
 				return r, false

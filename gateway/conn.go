@@ -44,22 +44,22 @@ type Conn struct {
 	poller *poller
 
 	// poller only
-	in       *inbound // bytes of an incomplete frame or message; nil when none (most of the time)
-	lastIn   int64    // unix nanos of the last complete inbound frame
-	pingAt   int64    // unix nanos when a probe was sent; 0 when none is outstanding
-	pidx     int32    // index in poller.conns
-	seeded   bool     // rbuf holds bytes read before registration, not yet parsed
-	dirty    bool     // on the poller's list of sockets to write after its deliveries (deliver.go)
-	ceWarned bool     // the client-event window's 4301 was sent (one per window)
-	subWarn  bool     // the subscribe window's 4303 was sent
-	subs     []subscription
-	user     *signedIn // set by pusher:signin; nil before (most sockets never sign in)
-	born     int64     // unix nanos of registration
-	ceWindow int64     // start of the current client-event rate window
-	subWin   int64     // start of the current subscribe-rate window
-	ceCount  int32     // client events in that window
-	subCount int32     // subscribe and unsubscribe messages in that window
-	ipe      *ipEntry  // the source address's entry in the per-IP limits; nil when not counted
+	in        *inbound // bytes of an incomplete frame or message; nil when none (most of the time)
+	lastIn    int64    // unix nanos of the last complete inbound frame
+	pingAt    int64    // unix nanos when a probe was sent; 0 when none is outstanding
+	pidx      int32    // index in poller.conns
+	seeded    bool     // rbuf holds bytes read before registration, not yet parsed
+	dirty     bool     // on the poller's list of sockets to write after its deliveries (deliver.go)
+	ceWarned  bool     // the client-event window's 4301 was sent (one per window)
+	subs      []subscription
+	user      *signedIn // set by pusher:signin; nil before (most sockets never sign in)
+	born      int64     // unix nanos of registration
+	ceWindow  int64     // start of the current client-event rate window
+	subAt     int64     // unix nanos of the last subscribe or unsubscribe; 0 before the first (limits.go)
+	subWarnAt int64     // unix nanos of the last 4303
+	ceCount   int32     // client events in that window
+	subTokens float32   // subscribe and unsubscribe messages the socket may still send now
+	ipe       *ipEntry  // the source address's entry in the per-IP limits; nil when not counted
 
 	mu        sync.Mutex
 	st        atomic.Uint32      // connState; written under mu, read anywhere

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"herald/app"
 	"herald/client"
+	"herald/internal/testkit"
 	"herald/protocol"
 )
 
@@ -234,5 +236,50 @@ func TestSoketiSubscriptionErrors(t *testing.T) {
 	ev, err := c.WaitFor(ctx5(t), "pusher:subscription_error", "private-x")
 	if err != nil || !strings.Contains(ev.Data, `"type":"AuthError"`) || !strings.Contains(ev.Data, `"status":401`) {
 		t.Fatalf("got %+v %v", ev, err)
+	}
+}
+
+// TestPresenceJoinOfAClosingSocketLeavesNoMember: a presence subscription
+// whose socket is closed while it joins (here: its roster does not fit the
+// write queue, so it is failed as a slow consumer) must not stay a member.
+// It used to: the registry kept the member although the socket never
+// entered the channel, so nothing removed it when the socket went; the
+// channel showed a user who had left, the others never got member_removed,
+// and the ghost counted against max_presence_members for good.
+func TestPresenceJoinOfAClosingSocketLeavesNoMember(t *testing.T) {
+	e := startEdge(t, func(c *Config) { c.WriteQueueBytes = 4096 })
+	const ch = "presence-big"
+	info := strings.Repeat("x", 1000)
+	join := func(c *client.Conn, user string) error {
+		data := `{"user_id":"` + user + `","user_info":{"bio":"` + info + `"}}`
+		_, err := c.SubscribeAuth(ctx5(t), ch, client.SignChannel("app-key", "app-secret", c.SocketID(), ch, data), data)
+		return err
+	}
+	first := dial(t, e.url("app-key"))
+	for i, c := range []*client.Conn{first, dial(t, e.url("app-key")), dial(t, e.url("app-key"))} {
+		if err := join(c, fmt.Sprint("u", i)); err != nil {
+			t.Fatalf("member %d: %v", i, err)
+		}
+	}
+	// The fourth roster is over 4 KiB: the socket is closed with 4100.
+	big := dial(t, e.url("app-key"))
+	if err := join(big, "ghost"); err == nil || !strings.Contains(err.Error(), "4100") {
+		t.Fatalf("fourth member: %v, want the slow consumer's 4100", err)
+	}
+	testkit.WaitFor(t, 5*time.Second, func() error {
+		if got := e.g.Users(e.app.ID, ch); fmt.Sprint(got) != "[u0 u1 u2]" {
+			return fmt.Errorf("members %v, want [u0 u1 u2]", got)
+		}
+		return nil
+	})
+	// What the others saw of it ends with its removal.
+	for {
+		ev, err := first.Next(ctx5(t))
+		if err != nil {
+			t.Fatalf("member u0 never saw the ghost leave: %v", err)
+		}
+		if ev.Event == "pusher_internal:member_removed" && strings.Contains(ev.Data, `"ghost"`) {
+			break
+		}
 	}
 }

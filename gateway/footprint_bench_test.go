@@ -206,10 +206,12 @@ func gc2() {
 	runtime.GC()
 }
 
-// TestConnSize keeps Conn in the 208-byte size class: every socket pays for
+// TestConnSize keeps Conn in the 224-byte size class: every socket pays for
 // each field (docs/design.md, "Idle memory"). Grow it only with the table.
+// (It was 208 until the subscribe budget became a bucket with its own 4303
+// clock, gateway/limits.go allowSubscribe.)
 func TestConnSize(t *testing.T) {
-	if n := unsafe.Sizeof(Conn{}); n > 208 {
-		t.Fatalf("Conn is %d bytes, over the 208-byte size class", n)
+	if n := unsafe.Sizeof(Conn{}); n > 224 {
+		t.Fatalf("Conn is %d bytes, over the 224-byte size class", n)
 	}
 }

@@ -9,7 +9,9 @@
 // Pusher protocol on top (pusher.go). No goroutine belongs to a connection:
 // a few pollers accept, read and write every socket; the bus's delivery
 // shards hand each poller its share of a fan-out, and every frame queued to
-// a socket in one delivery unit goes out in one writev.
+// a socket in one delivery unit goes out in one writev. The one exception is
+// wss:// served directly: a TLS socket is bridged to the poller by two
+// goroutines (tlsbridge.go), the documented slower path.
 //
 // The epoll layer is written by hand over golang.org/x/sys/unix because the
 // libraries that do it either own the listener (cloudwego/netpoll) or are not
@@ -182,6 +184,7 @@ type Gateway struct {
 
 	closeOnce sync.Once
 	wg        sync.WaitGroup
+	tls       bridges // wss:// sockets' bridges (tlsbridge.go)
 	draining  atomic.Bool
 	accept    atomic.Pointer[tokenBucket] // nil: no admission limit; swapped by SetAcceptRate
 }
@@ -466,5 +469,6 @@ func (g *Gateway) Close() {
 			close(g.replayJobs)
 		}
 		g.wg.Wait()
+		g.tls.closeAll()
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sys/unix"
 
+	"herald/app"
 	"herald/protocol"
 )
 
@@ -34,6 +35,7 @@ const (
 	limitClientEventName                   // apps[].max_event_name_length on client events
 	limitClientEventData                   // apps[].max_event_data_bytes on client events
 	limitSlowConsumer                      // gateway.write_queue_bytes
+	limitOrigin                            // apps[].allowed_origins
 	numLimits
 )
 
@@ -42,6 +44,7 @@ var limitNames = [numLimits]string{
 	limitChannels: "channels_per_connection", limitSubscribeRate: "subscribe_rate",
 	limitClientEventRate: "client_event_rate", limitClientEventName: "client_event_name",
 	limitClientEventData: "client_event_data", limitSlowConsumer: "write_queue",
+	limitOrigin: "origin",
 }
 
 // LimitNames lists the gateway's values of the limit label.
@@ -249,23 +252,35 @@ func (g *Gateway) releaseAddr(c *Conn) {
 }
 
 // allowSubscribe counts a subscribe or unsubscribe message against the
-// app's subscribe_rate, per one-second window. Over it the message is
-// dropped, and the first one dropped in a window gets a pusher:error 4303.
-// Poller only.
-func (g *Gateway) allowSubscribe(c *Conn, rate int, channel string) bool {
+// socket's budget: a bucket of the app's max_channels_per_connection tokens
+// (or subscribe_rate, if that is larger), full when the socket connects and
+// refilled at subscribe_rate a second. pusher-js sends every subscription
+// of a connection at once when it connects and again after each reconnect,
+// and never resends one that got no answer: a socket must be able to
+// subscribe to as many channels as it may hold in one burst, or the ones
+// past the rate would be lost for the life of the connection. A socket that
+// keeps subscribing and unsubscribing is held to the rate. Over it the
+// message is dropped and the socket gets a pusher:error 4303, at most one a
+// second. Poller only.
+func (g *Gateway) allowSubscribe(c *Conn, a *app.App, channel string) bool {
 	now := c.poller.now
-	if now-c.subWin >= int64(time.Second) {
-		c.subWin, c.subCount, c.subWarn = now, 0, false
+	rate := float64(a.SubscribeRate)
+	burst := max(rate, float64(a.MaxChannelsPerConnection))
+	if c.subAt == 0 {
+		c.subTokens = float32(burst)
+	} else if now > c.subAt {
+		c.subTokens = float32(min(burst, float64(c.subTokens)+float64(now-c.subAt)*rate/1e9))
 	}
-	if int(c.subCount) < rate {
-		c.subCount++
+	c.subAt = now
+	if c.subTokens >= 1 {
+		c.subTokens--
 		return true
 	}
 	g.metrics.limits[limitSubscribeRate].Add(1)
-	if !c.subWarn {
-		c.subWarn = true
-		c.sendError(protocol.CodeSubscribeRateLimit, "Subscription rejected due to rate limit: at most "+strconv.Itoa(rate)+
-			" subscribe and unsubscribe messages per second (first refused: "+channel+")", "")
+	if c.subWarnAt == 0 || now-c.subWarnAt >= int64(time.Second) {
+		c.subWarnAt = now
+		c.sendError(protocol.CodeSubscribeRateLimit, "Subscription rejected due to rate limit: at most "+strconv.Itoa(a.SubscribeRate)+
+			" subscribe and unsubscribe messages per second after the first "+strconv.Itoa(int(burst))+" (first refused: "+channel+")", "")
 	}
 	return false
 }

@@ -159,18 +159,18 @@ func TestIPLimitsForgetIdleAddresses(t *testing.T) {
 	}
 }
 
-func TestSubscribeRate(t *testing.T) {
-	e := startEdge(t, withApp(func(a *app.App) { a.SubscribeRate = 5 }))
-	c := dial(t, e.url("app-key"))
-	for i := range 20 {
-		if err := c.SendRaw(fmt.Appendf(nil, `{"event":"pusher:subscribe","data":{"channel":"r%d"}}`, i)); err != nil {
+// subscribeBurst sends n subscribes on c at once, then a ping, and counts
+// the acknowledgements and 4303 errors that come before the pong.
+func subscribeBurst(t *testing.T, c *client.Conn, prefix string, n int) (ok, limited int) {
+	t.Helper()
+	for i := range n {
+		if err := c.SendRaw(fmt.Appendf(nil, `{"event":"pusher:subscribe","data":{"channel":"%s%d"}}`, prefix, i)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := c.SendRaw([]byte(`{"event":"pusher:ping","data":{}}`)); err != nil {
 		t.Fatal(err)
 	}
-	ok, errs := 0, 0
 	for {
 		ev, err := c.Next(ctx5(t))
 		if err != nil {
@@ -183,22 +183,66 @@ func TestSubscribeRate(t *testing.T) {
 			if !strings.Contains(ev.Data, "4303") {
 				t.Fatalf("error %s", ev.Data)
 			}
-			errs++
-		}
-		if ev.Event == "pusher:pong" {
-			break
+			limited++
+		case "pusher:pong":
+			return ok, limited
 		}
 	}
-	if ok != 5 || errs != 1 {
-		t.Fatalf("%d subscribed, %d errors; want 5 and one 4303 for the window", ok, errs)
+}
+
+func TestSubscribeRate(t *testing.T) {
+	e := startEdge(t, withApp(func(a *app.App) {
+		a.SubscribeRate = 5
+		a.MaxChannelsPerConnection = 8
+	}))
+	c := dial(t, e.url("app-key"))
+	// A new socket may subscribe to as many channels as it may hold at
+	// once (what pusher-js sends on connecting); past that, 5 a second.
+	ok, errs := subscribeBurst(t, c, "r", 20)
+	if ok != 8 || errs != 1 {
+		t.Fatalf("%d subscribed, %d errors; want the burst of 8 and one 4303", ok, errs)
 	}
-	if n := e.g.LimitRefusals()["subscribe_rate"]; n != 15 {
+	if n := e.g.LimitRefusals()["subscribe_rate"]; n != 12 {
 		t.Fatalf("counted %d", n)
 	}
-	// The next window takes subscribes again.
+	// A second later there is room for 5 messages: an unsubscribe and a
+	// subscribe go through.
 	time.Sleep(1100 * time.Millisecond)
+	if err := c.Unsubscribe("r0"); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Subscribe(ctx5(t), "later"); err != nil {
 		t.Fatal(err)
+	}
+	// Churn is held to the rate: of 20 more messages at once, at most the
+	// 5 refilled in that second (less the two just spent) pass.
+	// Counted from before the churn is sent: the edge may refuse some of
+	// it before this goroutine reads the counter.
+	before := e.g.LimitRefusals()["subscribe_rate"]
+	for i := range 10 {
+		_ = c.SendRaw(fmt.Appendf(nil, `{"event":"pusher:unsubscribe","data":{"channel":"r%d"}}`, i+1))
+		_ = c.SendRaw(fmt.Appendf(nil, `{"event":"pusher:subscribe","data":{"channel":"r%d"}}`, i+1))
+	}
+	if _, errs := subscribeBurst(t, c, "x", 0); errs != 1 {
+		t.Fatalf("%d 4303 errors for a churn of 20 messages; want one", errs)
+	}
+	if n := e.g.LimitRefusals()["subscribe_rate"] - before; n < 14 {
+		t.Fatalf("%d of 20 churn messages refused, want at least 14", n)
+	}
+}
+
+// TestSubscribeBurstOfAReconnect: what pusher-js does after a reconnect,
+// every channel of the connection subscribed at once, is never cut by the
+// rate. The default rate (50 a second) once dropped all but the first 50
+// of them, and pusher-js never resends a subscribe that got no answer.
+func TestSubscribeBurstOfAReconnect(t *testing.T) {
+	e := startEdge(t, nil) // defaults: subscribe_rate 50, max_channels_per_connection 1000
+	for range 2 {          // a connection, then the reconnect
+		c := dial(t, e.url("app-key"))
+		if ok, errs := subscribeBurst(t, c, "page-", 300); ok != 300 || errs != 0 {
+			t.Fatalf("%d of 300 subscribed at once, %d 4303 errors", ok, errs)
+		}
+		c.Close()
 	}
 }
 

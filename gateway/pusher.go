@@ -90,7 +90,7 @@ func (g *Gateway) subscribe(c *Conn, msg protocol.Message) {
 	}
 	name := sd.Channel
 	a := g.appOf(c)
-	if !g.allowSubscribe(c, a.SubscribeRate, name) {
+	if !g.allowSubscribe(c, a, name) {
 		return
 	}
 	if err := protocol.ValidateChannelName(name, a.MaxChannelNameLength); err != nil {
@@ -195,7 +195,9 @@ func (g *Gateway) presenceMember(c *Conn, a *app.App, name string, sd protocol.S
 // joinPresence adds the member to the registry; inside the registry's
 // joined hook the connection gets its roster and enters the channel, so the
 // roster and the member events that follow it are consistent. The hook runs
-// join under the registry's lock. Lock order: docs/locks.md.
+// join under the registry's lock. It reports whether the connection is now
+// a member; when it is not, the registry holds no member for it either.
+// Lock order: docs/locks.md.
 func (g *Gateway) joinPresence(c *Conn, name string, m presence.Member, maxMembers int) bool {
 	var lc *localChannel
 	err := g.presence.Join(c.app.ID, name, presence.ConnID(c.id.String()), m, maxMembers,
@@ -207,6 +209,15 @@ func (g *Gateway) joinPresence(c *Conn, name string, m presence.Member, maxMembe
 	}
 	if err != nil {
 		c.refuse(name, "LimitReached", "Presence channel is full: at most "+strconv.Itoa(maxMembers)+" members", 4100)
+		return false
+	}
+	if lc == nil {
+		// The socket began closing before it entered the channel (join
+		// refused it: closed elsewhere, or its roster overflowed its write
+		// queue). The registry has the member all the same, and leaveAll
+		// will not remove it (it is not in c.subs): undo the join here, or
+		// the member stays for good.
+		g.presence.Leave(c.app.ID, name, presence.ConnID(c.id.String()))
 		return false
 	}
 	return true
@@ -248,7 +259,7 @@ func (g *Gateway) unsubscribe(c *Conn, msg protocol.Message) {
 		c.sendError(0, err.Error(), "")
 		return
 	}
-	if !g.allowSubscribe(c, g.appOf(c).SubscribeRate, name) {
+	if !g.allowSubscribe(c, g.appOf(c), name) {
 		return
 	}
 	for i := range c.subs {

@@ -136,12 +136,13 @@ func hasToken(v []byte, token string) bool {
 // everything it needs from ctx, which fasthttp reuses after the hijack.
 func (g *Gateway) admit(ctx *fasthttp.RequestCtx) (*app.App, *refusal) {
 	args := ctx.QueryArgs()
-	return g.admitParts(ctx.Path(), args.Peek("protocol"), args.Peek("version"))
+	return g.admitParts(ctx.Path(), args.Peek("protocol"), args.Peek("version"), ctx.Request.Header.Peek("Origin"))
 }
 
-// admitParts is admit over the request's path and its protocol and version
-// query values (nil when absent), however they were parsed.
-func (g *Gateway) admitParts(path, proto, version []byte) (*app.App, *refusal) {
+// admitParts is admit over the request's path, its protocol and version
+// query values and its Origin header (nil when absent), however they were
+// parsed.
+func (g *Gateway) admitParts(path, proto, version, origin []byte) (*app.App, *refusal) {
 	key, ok := bytes.CutPrefix(path, []byte("/app/"))
 	if !ok || len(key) == 0 || bytes.IndexByte(key, '/') >= 0 {
 		return nil, &refusal{protocol.CodePathNotFound, "Path not found"}
@@ -152,6 +153,13 @@ func (g *Gateway) admitParts(path, proto, version []byte) (*app.App, *refusal) {
 		return nil, &refusal{protocol.CodeAppNotFound, "App key " + strconv.Quote(string(key)) + " does not exist"}
 	case !a.IsEnabled():
 		return nil, &refusal{protocol.CodeAppDisabled, "App is disabled"}
+	}
+	// apps[].allowed_origins (app/origin.go): a browser page of another
+	// origin is refused as an unauthorized connection, 4009, which
+	// pusher-js does not retry. No Origin header: a server client.
+	if len(origin) > 0 && !a.OriginAllowed(origin) {
+		g.metrics.limits[limitOrigin].Add(1)
+		return nil, &refusal{protocol.CodeUnauthorized, "Origin not allowed"}
 	}
 	if proto == nil {
 		if g.cfg.RequireProtocol {
@@ -179,8 +187,15 @@ func (g *Gateway) admitParts(path, proto, version []byte) (*app.App, *refusal) {
 // connection fasthttp already served (a keep-alive REST client's, or one
 // whose request head came in pieces).
 func (g *Gateway) adopt(nc net.Conn, accept string, a *app.App, ref *refusal, ip ipKey) {
-	early := drainBuffered(nc)
-	fd, err := detachFD(nc)
+	var early []byte
+	var fd int
+	var err error
+	if tc := tlsOf(nc); tc != nil {
+		fd, err = g.bridgeTLS(nc, tc) // wss:// (tlsbridge.go)
+	} else {
+		early = drainBuffered(nc)
+		fd, err = detachFD(nc)
+	}
 	if err != nil {
 		g.log.Warn("websocket upgrade failed", "err", err)
 		return
@@ -352,4 +367,4 @@ func detachFD(nc net.Conn) (int, error) {
 	return fd, nil
 }
 
-var errNotTCP = errors.New("gateway: hijacked connection is not TCP (terminate TLS in front of Herald)")
+var errNotTCP = errors.New("gateway: hijacked connection is neither TCP nor TLS")

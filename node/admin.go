@@ -37,6 +37,7 @@ func (n *Node) serveAdmin() {
 func (n *Node) adminRoutes(s *admin.Server) {
 	s.Handle("GET /status", n.statusHandler) // status.go
 	s.Handle("POST /reload", n.reloadHandler)
+	n.appsRoutes(s) // /apps (appsadmin.go, docs/apps.md)
 	if n.webhooks != nil {
 		n.webhooks.Routes(s) // GET /webhooks/status, POST /webhooks/replay
 	}

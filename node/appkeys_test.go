@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"reflect"
 	"slices"
 	"strings"
@@ -225,6 +226,25 @@ var keyCases = []keyCase{
 			t.Fatalf("connection that never signs in: close %d, want 4009", code)
 		}
 	}},
+	{"allowed_origins", func(a *app.App) { a.AllowedOrigins = []string{"https://*.example.com"} }, func(t *testing.T, k keyApp) {
+		k.dial(t) // no Origin header: a server client
+		withOrigin := func(o string) (*client.Conn, error) {
+			return client.Dial(ctxT(t), k.url(), client.Options{Header: http.Header{"Origin": {o}}})
+		}
+		c, err := withOrigin("https://app.example.com")
+		if err != nil {
+			t.Fatalf("listed origin: %v", err)
+		}
+		c.Close()
+		before := k.n.limitRefusals()["origin"]
+		var ce *client.CloseError
+		if _, err := withOrigin("https://evil.test"); !errors.As(err, &ce) || ce.Code != 4009 {
+			t.Fatalf("origin not listed: %v, want 4009", err)
+		}
+		if got := k.n.limitRefusals()["origin"]; got != before+1 {
+			t.Fatalf("herald_limit_refusals_total{limit=origin} %d, want %d", got, before+1)
+		}
+	}},
 	{"max_channels_per_connection", func(a *app.App) { a.MaxChannelsPerConnection = 2 }, func(t *testing.T, k keyApp) {
 		c := k.dial(t)
 		for _, ch := range []string{"m1", "m2"} {
@@ -237,15 +257,19 @@ var keyCases = []keyCase{
 		}
 	}},
 	{"subscribe_rate", func(a *app.App) { a.SubscribeRate = 2 }, func(t *testing.T, k keyApp) {
+		// A new socket's burst is max_channels_per_connection (1000)
+		// messages; the churn after it is held to the rate.
 		c := k.dial(t)
-		for i := range 5 {
-			if err := c.SendRaw(fmt.Appendf(nil, `{"event":"pusher:subscribe","data":{"channel":"s%d"}}`, i)); err != nil {
-				t.Fatal(err)
+		for range 505 {
+			for _, ev := range []string{"subscribe", "unsubscribe"} {
+				if err := c.SendRaw(fmt.Appendf(nil, `{"event":"pusher:%s","data":{"channel":"s"}}`, ev)); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 		ev, err := c.WaitFor(ctxT(t), client.EventError, "")
 		if err != nil || !strings.Contains(ev.Data, "4303") {
-			t.Fatalf("no 4303 after 5 subscribes at rate 2: %+v %v", ev, err)
+			t.Fatalf("no 4303 after 1010 subscribe and unsubscribe messages at rate 2: %+v %v", ev, err)
 		}
 	}},
 	{"max_concurrent_rest_requests", func(a *app.App) { a.MaxConcurrentRESTRequests = 1 }, func(t *testing.T, k keyApp) {

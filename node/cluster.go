@@ -35,8 +35,10 @@ func (n *Node) startCluster() error {
 		Advertise: cc.Advertise,
 		Seeds:     cc.Seeds,
 		Preset:    cc.Preset,
-		Meta:      cluster.Meta{Boot: time.Now().UnixNano(), HTTP: n.ln.Addr().String(), Route: route},
-		Logger:    n.log.With("part", "cluster"),
+		// Encrypted and authenticated gossip (closed.go); nil: in clear.
+		SecretKeys: cc.GossipKeys(),
+		Meta:       cluster.Meta{Boot: time.Now().UnixNano(), HTTP: n.ln.Addr().String(), Route: route},
+		Logger:     n.log.With("part", "cluster"),
 	})
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
@@ -74,7 +76,16 @@ func clusterBus(cc configs.Cluster, bc *bus.Config) {
 		return
 	}
 	bc.ServerName = cc.LocalName()
-	bc.Cluster = bus.ClusterConfig{Name: cc.Name, Listen: cc.RouteListen, Advertise: cc.RouteAdvertise, Routes: cc.Routes}
+	bc.Cluster = bus.ClusterConfig{Name: cc.Name, Listen: cc.RouteListen, Advertise: cc.RouteAdvertise, Routes: cc.Routes,
+		Passwords: cc.RoutePasswords(), // closed routes (closed.go); nil: open
+		TLS:       bus.RouteTLS{CertFile: cc.RouteTLS.CertFile, KeyFile: cc.RouteTLS.KeyFile, CAFile: cc.RouteTLS.CAFile}}
+	if cc.Region != "" { // docs/regions.md
+		bc.Cluster.Region, bc.Cluster.GatewayListen, bc.Cluster.HomeRegion = cc.Region, cc.GatewayListen, cc.HomeRegion
+		bc.Cluster.GatewayAdvertise = cc.GatewayAdvertise
+		for _, g := range cc.Gateways {
+			bc.Cluster.Gateways = append(bc.Cluster.Gateways, bus.GatewayRemote{Name: g.Name, URLs: g.URLs})
+		}
+	}
 	bc.ReadyTimeout = clusterReadyTimeout
 }
 

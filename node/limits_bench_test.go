@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"strings"
 	"sync"
@@ -57,7 +58,11 @@ func BenchmarkLimits(b *testing.B) {
 }
 
 func benchConnect(b *testing.B, n *Node) {
-	url := "ws://" + n.Addr().String() + "/app/app-key?protocol=7"
+	benchConnectTo(b, "ws://"+n.Addr().String()+"/app/app-key?protocol=7", nil)
+}
+
+// benchConnectTo is benchConnect to a URL, with a TLS config for wss://.
+func benchConnectTo(b *testing.B, url string, tc *tls.Config) {
 	jobs := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -66,7 +71,7 @@ func benchConnect(b *testing.B, n *Node) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			opt := client.Options{LocalAddr: fmt.Sprintf("127.0.0.%d", w+1), QueueSize: 16}
+			opt := client.Options{LocalAddr: fmt.Sprintf("127.0.0.%d", w+1), QueueSize: 16, TLSConfig: tc}
 			for range jobs {
 				c, err := client.Dial(context.Background(), url, opt)
 				if err != nil {
@@ -93,13 +98,17 @@ func benchConnect(b *testing.B, n *Node) {
 }
 
 func benchFanOut(b *testing.B, n *Node) {
+	benchFanOutTo(b, n, "ws://"+n.Addr().String()+"/app/app-key?protocol=7", nil)
+}
+
+// benchFanOutTo is benchFanOut to a URL, with a TLS config for wss://.
+func benchFanOutTo(b *testing.B, n *Node, url string, tc *tls.Config) {
 	const subs = 500
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	url := "ws://" + n.Addr().String() + "/app/app-key?protocol=7"
 	conns := make([]*client.Conn, subs)
 	for i := range conns {
-		c, err := client.Dial(context.Background(), url, client.Options{LocalAddr: fmt.Sprintf("127.0.1.%d", i%200+1), QueueSize: 256})
+		c, err := client.Dial(context.Background(), url, client.Options{LocalAddr: fmt.Sprintf("127.0.1.%d", i%200+1), QueueSize: 256, TLSConfig: tc})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -43,7 +43,12 @@ func (n *Node) registerMetrics(reg *prometheus.Registry) {
 	gauge("herald_bus_pending", "Live messages waiting in the delivery shards.", func() float64 { return float64(b.Stats().Pending) })
 	counter("herald_bus_publish_retries_total", "Publications resent after an unanswered attempt (stream leader changes).", func() float64 { return float64(b.Stats().PublishRetries) })
 	counter("herald_bus_gap_repairs_total", "Live gaps found and repaired from the stream.", func() float64 { return float64(b.Stats().GapRepairs) })
+	if cl := n.cl; cl != nil { // a closed cluster (closed.go)
+		counter("herald_cluster_gossip_refused_total", "Gossip messages and joins refused for a key mismatch (cluster.secret_key).", func() float64 { return float64(cl.Stats().KeyRefused) })
+		counter("herald_cluster_routes_refused_total", "NATS routes refused for their credentials (cluster.route_auth).", func() float64 { return float64(b.RoutesRefused()) })
+	}
 	reg.MustRegister(n.latency, &collector{n: n})
+	n.registerStoreMetrics(reg) // node/disk.go
 }
 
 // collector emits the labelled families from one snapshot per scrape.
@@ -76,12 +81,13 @@ var (
 	dStreamMessages = desc("herald_jetstream_stream_messages", "Messages stored in the stream (the replay window).", "stream")
 	dConsPending    = desc("herald_jetstream_consumer_pending", "Messages of the stream not yet delivered to its consumers, summed.", "stream")
 	dAckPending     = desc("herald_jetstream_consumer_ack_pending", "Messages delivered to the stream's consumers and not yet acknowledged, summed.", "stream")
+	dGateway        = desc("herald_region_gateway_connected", "With cluster.region: 1 while this node's gateway to the region is connected (docs/regions.md).", "region")
 	dLimits         = desc("herald_limit_refusals_total", "Requests, messages and sockets refused by a limit (docs/limits.md), by limit.", "limit")
 )
 
 var allDescs = []*prometheus.Desc{dAppConnections, dConnects, dDisconnects, dSubscriptions, dSubscribes, dMessagesIn,
 	dDeliveries, dAuthFailures, dResumes, dReplayed, dRereads, dMembers, dNATSConnected, dNATSRoutes, dMetaLeader, dPeers,
-	dStreamLeader, dStreamReplicas, dStreamCurrent, dStreamMessages, dConsPending, dAckPending, dLimits}
+	dStreamLeader, dStreamReplicas, dStreamCurrent, dStreamMessages, dConsPending, dAckPending, dLimits, dGateway}
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range allDescs {
@@ -136,6 +142,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ci := n.bus.ClusterInfo()
 	emit(dMetaLeader, prometheus.GaugeValue, b2f(ci.MetaLeader != ""))
 	emit(dPeers, prometheus.GaugeValue, float64(ci.Peers))
+	if ri, ok := n.bus.Regions(); ok {
+		for _, g := range ri.Gateways {
+			emit(dGateway, prometheus.GaugeValue, b2f(g.Connected), g.Name)
+		}
+	}
 	for _, s := range h.Streams {
 		emit(dStreamLeader, prometheus.GaugeValue, b2f(s.Leader != ""), s.Name)
 		emit(dStreamReplicas, prometheus.GaugeValue, float64(s.Replicas), s.Name)

@@ -198,6 +198,10 @@ func TestMetricsAfterRealTraffic(t *testing.T) {
 		{"herald_jetstream_stream_messages", G, []string{"stream", "HERALD_app-id"}, 2, 2},
 		{"herald_jetstream_consumer_pending", G, []string{"stream", "HERALD_app-id"}, 0, 0},
 		{"herald_jetstream_consumer_ack_pending", G, []string{"stream", "HERALD_app-id"}, 0, 0},
+		{"herald_store_full", G, nil, 0, 0},
+		{"herald_store_free_bytes", G, nil, 1, 1e18},
+		{"herald_publish_refusals_total", C, []string{"reason", "disk_full"}, 0, 0},
+		{"herald_store_recoveries_total", C, nil, 0, 0},
 		{"go_goroutines", G, nil, 1, 1e6},
 		{"process_open_fds", G, nil, 1, 1e6},
 	}

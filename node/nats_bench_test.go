@@ -20,8 +20,8 @@ import (
 //
 //	go test ./node/ -run '^$' -bench 'Publish' -benchtime 20000x -count 3
 //
-// NATSRequest waits for each answer; NATSRequest16 and REST16 run 16
-// requesters at once (own NATS connection each; one keep-alive HTTP client
+// NATSRequest waits for each answer; NATSRequest16, NATSRequest64 and
+// REST16 run 16 (64) requesters at once (own NATS connection each; one keep-alive HTTP client
 // with 16 connections, requests signed as a Pusher SDK signs them);
 // NATSFireAndForget* publish without reply subjects and count until every
 // message was handled or dropped.
@@ -73,9 +73,17 @@ func BenchmarkPublishNATSRequest(b *testing.B) {
 	reportEvents(b, b.N)
 }
 
-func BenchmarkPublishNATSRequest16(b *testing.B) {
+func BenchmarkPublishNATSRequest16(b *testing.B) { benchNATSRequests(b, 16) }
+
+// BenchmarkPublishNATSRequest64: 64 requesters, 8 times the API's workers
+// on 2 cores: what the pipelined NATS API (api/natsapi.go) keeps in flight.
+func BenchmarkPublishNATSRequest64(b *testing.B) { benchNATSRequests(b, 64) }
+
+// benchNATSRequests runs requesters NATS connections, each sending a
+// request and waiting for its answer.
+func benchNATSRequests(b *testing.B, requesters int) {
 	n := startBenchNode(b)
-	conns := make([]*nats.Conn, 16)
+	conns := make([]*nats.Conn, requesters)
 	for i := range conns {
 		conns[i] = benchNATSConn(b, n)
 	}

@@ -41,11 +41,13 @@ type Node struct {
 	http  *api.Server
 	nats  *api.NATSAPI  // nil without a NATS client port
 	admin *admin.Server // nil when admin.listen is off
+	certs *certs        // the client port's TLS certificate; nil without TLS (tls.go)
 
 	tap     *debugtap.Tap    // debug events (console.go)
 	console *console.Console // the debug console's endpoints and answers
 
 	apps      *app.Registry
+	registry  *registrySource // apps_source: registry (apps.go); nil with apps from the config
 	lifecycle *lifecycle.Decider
 	latency   prometheus.Histogram // publish-to-socket-write, sampled by the bus (metrics.go)
 	webhooks  *webhook.Sender      // nil with streams off
@@ -90,6 +92,10 @@ func StartWith(cfg *configs.Config, log *slog.Logger, src Source) (*Node, error)
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	n.ln = &patientListener{Listener: ln, log: log}
+	if n.ln, err = n.listenTLS(n.ln); err != nil { // tls.go
+		_ = ln.Close()
+		return nil, err
+	}
 	if err := n.startAdmin(); err != nil {
 		_ = ln.Close()
 		return nil, err
@@ -98,21 +104,25 @@ func StartWith(cfg *configs.Config, log *slog.Logger, src Source) (*Node, error)
 		n.closeParts()
 		return nil, err
 	}
-	// The pollers accept on the client port and upgrade /app/ sockets
-	// themselves; the rest reaches fasthttp through their listener
-	// (gateway/accept.go).
-	gl, err := n.gw.Listen(ln)
-	if err != nil {
-		_ = ln.Close()
-		n.closeParts()
-		return nil, err
+	if !n.cfg.TLS.Enabled() {
+		// The pollers accept on the client port and upgrade /app/ sockets
+		// themselves; the rest reaches fasthttp through their listener
+		// (gateway/accept.go). A TLS port keeps fasthttp's accept: its
+		// sockets are upgraded after crypto/tls (gateway/tlsbridge.go).
+		gl, err := n.gw.Listen(ln)
+		if err != nil {
+			_ = ln.Close()
+			n.closeParts()
+			return nil, err
+		}
+		n.ln = &patientListener{Listener: gl, log: log}
 	}
-	n.ln = &patientListener{Listener: gl, log: log}
+	n.registryLive()
 	go func() { n.serveErr <- n.http.Serve(n.ln) }()
 	n.serveAdmin()
 	n.http.SetReady(true)
 	log.Info("herald node started", "listen", ln.Addr().String(), "admin", n.AdminURL(), "data_dir", cfg.DataDir,
-		"apps", len(cfg.Apps), "stream", cfg.Bus.Stream.IsEnabled(), "nats", n.bus.ClientURL())
+		"apps", n.apps.Table().Len(), "apps_source", cfg.AppsSource, "stream", cfg.Bus.Stream.IsEnabled(), "nats", n.bus.ClientURL())
 	return n, nil
 }
 
@@ -123,13 +133,25 @@ func (n *Node) startParts() error {
 			return err
 		}
 	}
-	n.apps = app.NewRegistry(cfg.Apps)
+	if n.fromRegistry() {
+		n.apps = app.NewRegistry(nil) // filled from the bucket once the bus runs (apps.go)
+	} else {
+		n.apps = app.NewRegistry(cfg.Apps)
+	}
+	if cfg.Bus.ClientSharedInbox && cfg.Bus.Mode != configs.BusExternal {
+		n.log.Warn("config: bus.client_shared_inbox is obsolete and ignored: every app's NATS users have an account of their own, where the default _INBOX. prefix works and is private (docs/nats.md)")
+	}
 	n.latency = newDeliveryLatency()
 	b, err := bus.Start(n.busConfig())
 	if err != nil {
 		return err
 	}
 	n.bus = b
+	if n.fromRegistry() {
+		if err := n.startRegistry(); err != nil {
+			return err
+		}
+	}
 	reg := prometheus.NewRegistry()
 	n.startTap()                                 // before the webhook sender, which reports its deliveries to it
 	if err := n.startWebhooks(reg); err != nil { // node/webhooks.go
@@ -208,6 +230,7 @@ func (n *Node) startParts() error {
 		Tap:            n.tap,
 
 		HandshakeTimeout: cfg.Gateway.HandshakeTimeout.D(),
+		NotReady:         n.storeNotReady, // a full disk (node/disk.go)
 	})
 	if err := n.startConsole(); err != nil {
 		return err
@@ -306,6 +329,7 @@ func (n *Node) NATSURL() string { return n.bus.ClientURL() }
 func (n *Node) Err() <-chan error { return n.serveErr }
 
 func (n *Node) closeParts() {
+	n.stopRegistry() // no registry change applies while the parts stop
 	// The console's streams end before the admin listener waits for them.
 	n.stopConsole()
 	if n.nats != nil { // before the bus: it publishes through the bus's connection

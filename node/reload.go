@@ -26,6 +26,9 @@ import (
 //     a removed app with 4001; no other socket is touched. NATS clients the
 //     new apps no longer accept are closed (bus.RecheckClients).
 //   - log.level, when the process logger has a slog.LevelVar (Source.Level).
+//   - the TLS certificate (tls.cert_file, tls.key_file), read again on every
+//     reload and swapped under the listener's GetCertificate (tls.go): new
+//     connections get the new one, open sockets are not touched.
 //
 // Every other key is read once at start: a reload that changes one logs it
 // as needing a restart and lists it in Changes.NeedsRestart, and applies
@@ -60,6 +63,14 @@ type Changes struct {
 	// AcceptRate is the new gateway.accept_rate when it changed (applied
 	// at once); nil when it did not.
 	AcceptRate *int `json:"accept_rate,omitempty"`
+	// TLSCertNotAfter is the expiry of the certificate the client port
+	// serves from now on, when the reload read a different one from
+	// tls.cert_file; "" when it did not change or TLS is off.
+	TLSCertNotAfter string `json:"tls_cert_not_after,omitempty"`
+	// GossipKeys and RoutePasswords are set when the cluster's gossip
+	// keyring or the route passwords accepted were replaced (closed.go).
+	GossipKeys     bool `json:"gossip_keys,omitempty"`
+	RoutePasswords bool `json:"route_passwords,omitempty"`
 	// NeedsRestart lists the keys that differ from the running config but
 	// are read only at start; they were not applied.
 	NeedsRestart []string `json:"needs_restart"`
@@ -74,7 +85,7 @@ type Changes struct {
 // None reports whether the reload changed nothing at all.
 func (c *Changes) None() bool {
 	return len(c.AppsAdded)+len(c.AppsRemoved)+len(c.AppsChanged)+len(c.AppsDisabled)+len(c.AppsEnabled)+
-		len(c.NeedsRestart) == 0 && c.LogLevel == "" && c.AcceptRate == nil
+		len(c.NeedsRestart) == 0 && c.LogLevel == "" && c.AcceptRate == nil && c.TLSCertNotAfter == "" && !c.GossipKeys && !c.RoutePasswords
 }
 
 // ErrNoSource: the node was started without a way to read its config again
@@ -88,7 +99,8 @@ type ops struct {
 	started time.Time
 	reload  sync.Mutex // one reload at a time
 
-	acceptRate int // gateway.accept_rate in force; under reload
+	acceptRate int        // gateway.accept_rate in force; under reload
+	closed     closedKeys // closed-cluster keys in force; under reload (closed.go)
 
 	mu        sync.Mutex // guards the fields below
 	level     string     // log.level in force
@@ -102,6 +114,7 @@ func (o *ops) init(cfg *configs.Config, src Source) {
 	now := time.Now()
 	o.src, o.started, o.level, o.loadedAt = src, now, cfg.Log.Level, now
 	o.acceptRate = cfg.Gateway.AcceptRate
+	o.initClosed(cfg)
 }
 
 func (o *ops) applied(level string) {
@@ -147,9 +160,56 @@ func (n *Node) Reload(cfg *configs.Config) (Changes, error) {
 		n.refuse(err)
 		return Changes{}, err
 	}
+	cert, err := n.reloadCert(cfg) // tls.go
+	if err != nil {
+		n.refuse(err)
+		return Changes{}, err
+	}
 	var ch Changes
-	old := n.apps.Table()
-	next := app.NewTable(cfg.Apps)
+	fromFile := !n.fromRegistry()
+	if fromFile {
+		ch = diffApps(n.apps.Table(), app.NewTable(cfg.Apps))
+	}
+	n.ops.mu.Lock()
+	level := n.ops.level
+	n.ops.mu.Unlock()
+	live := n.reloadClosed(cfg, &ch)
+	for _, k := range configs.Diff(n.cfg, cfg) {
+		if live[k] || k == "apps" || k == "gateway.accept_rate" || (k == "log.level" && n.ops.src.Level != nil) ||
+			(cert != nil && (k == "tls.cert_file" || k == "tls.key_file")) {
+			continue
+		}
+		ch.NeedsRestart = append(ch.NeedsRestart, k)
+	}
+	if r := cfg.Gateway.AcceptRate; r != n.ops.acceptRate {
+		n.gw.SetAcceptRate(r)
+		n.ops.acceptRate, ch.AcceptRate = r, &r
+	}
+	if cfg.Log.Level != level && n.ops.src.Level != nil {
+		var l slog.Level
+		_ = l.UnmarshalText([]byte(cfg.Log.Level)) // Validate checked it
+		n.ops.src.Level.Set(l)
+		ch.LogLevel, level = cfg.Log.Level, cfg.Log.Level
+	}
+
+	ch.TLSCertNotAfter = n.swapCert(cert)
+	if fromFile { // with apps_source: registry the file's apps are only a seed (apps.go)
+		n.apps.Replace(cfg.Apps)
+		n.applyApps(&ch)
+	}
+	n.ops.applied(level)
+	if len(ch.NeedsRestart) > 0 {
+		n.log.Warn("config reload: these keys need a restart and were not applied", "keys", ch.NeedsRestart)
+	}
+	n.log.Info("config reloaded", "added", ch.AppsAdded, "removed", ch.AppsRemoved, "changed", ch.AppsChanged,
+		"disabled", ch.AppsDisabled, "enabled", ch.AppsEnabled, "log_level", ch.LogLevel,
+		"closed_sockets", ch.ClosedSockets, "closed_nats_clients", ch.ClosedNATSClients)
+	return ch, nil
+}
+
+// diffApps is what changes from the apps of old to those of next.
+func diffApps(old, next *app.Table) Changes {
+	var ch Changes
 	for _, a := range old.All() {
 		b, ok := next.ByID(a.ID)
 		switch {
@@ -170,36 +230,50 @@ func (n *Node) Reload(cfg *configs.Config) (Changes, error) {
 			ch.AppsAdded = append(ch.AppsAdded, b.ID)
 		}
 	}
-	n.ops.mu.Lock()
-	level := n.ops.level
-	n.ops.mu.Unlock()
-	for _, k := range configs.Diff(n.cfg, cfg) {
-		if k == "apps" || k == "gateway.accept_rate" || (k == "log.level" && n.ops.src.Level != nil) {
-			continue
-		}
-		ch.NeedsRestart = append(ch.NeedsRestart, k)
-	}
-	if r := cfg.Gateway.AcceptRate; r != n.ops.acceptRate {
-		n.gw.SetAcceptRate(r)
-		n.ops.acceptRate, ch.AcceptRate = r, &r
-	}
-	if cfg.Log.Level != level && n.ops.src.Level != nil {
-		var l slog.Level
-		_ = l.UnmarshalText([]byte(cfg.Log.Level)) // Validate checked it
-		n.ops.src.Level.Set(l)
-		ch.LogLevel, level = cfg.Log.Level, cfg.Log.Level
-	}
+	return ch
+}
 
-	n.apps.Replace(cfg.Apps)
-	n.applyApps(&ch)
-	n.ops.applied(level)
-	if len(ch.NeedsRestart) > 0 {
-		n.log.Warn("config reload: these keys need a restart and were not applied", "keys", ch.NeedsRestart)
+// diffAppsOf is diffApps for the apps with ids only: what a registry
+// change can have touched, so a change among thousands of apps compares
+// a few (apps.go).
+func diffAppsOf(old, next *app.Table, ids []string) Changes {
+	var ch Changes
+	for _, id := range ids {
+		a, had := old.ByID(id)
+		b, has := next.ByID(id)
+		switch {
+		case had && !has:
+			ch.AppsRemoved = append(ch.AppsRemoved, id)
+		case !had && has:
+			ch.AppsAdded = append(ch.AppsAdded, id)
+		case had && has:
+			if a.IsEnabled() && !b.IsEnabled() {
+				ch.AppsDisabled = append(ch.AppsDisabled, id)
+			} else if !a.IsEnabled() && b.IsEnabled() {
+				ch.AppsEnabled = append(ch.AppsEnabled, id)
+			}
+			if !sameApp(a, b) {
+				ch.AppsChanged = append(ch.AppsChanged, id)
+			}
+		}
 	}
-	n.log.Info("config reloaded", "added", ch.AppsAdded, "removed", ch.AppsRemoved, "changed", ch.AppsChanged,
-		"disabled", ch.AppsDisabled, "enabled", ch.AppsEnabled, "log_level", ch.LogLevel,
-		"closed_sockets", ch.ClosedSockets, "closed_nats_clients", ch.ClosedNATSClients)
-	return ch, nil
+	return ch
+}
+
+// swapApps swaps in a new list of apps and does what follows from the
+// difference (applyApps). ids, when not nil, are the only apps that may
+// differ. ops.reload is held.
+func (n *Node) swapApps(list []app.App, ids []string) Changes {
+	next := app.NewTable(list)
+	var ch Changes
+	if ids == nil {
+		ch = diffApps(n.apps.Table(), next)
+	} else {
+		ch = diffAppsOf(n.apps.Table(), next, ids)
+	}
+	n.apps.Replace(list)
+	n.applyApps(&ch)
+	return ch
 }
 
 // reloadStreamWait bounds the stream updates of one reload (a cluster may be
@@ -213,7 +287,13 @@ func (n *Node) applyApps(ch *Changes) {
 	ctx, cancel := context.WithTimeout(context.Background(), reloadStreamWait)
 	defer cancel()
 	for _, id := range slices.Concat(ch.AppsAdded, ch.AppsChanged) {
-		if err := n.bus.EnsureApp(ctx, id); err != nil {
+		ensure := n.bus.EnsureApp
+		if n.fromRegistry() {
+			// Registry apps get their streams on first use (bus.ensureKnown):
+			// thousands of idle apps cost no streams (docs/apps.md).
+			ensure = n.bus.UpdateApp
+		}
+		if err := ensure(ctx, id); err != nil {
 			// Not fatal: a publish ensures the stream again (bus.ensureKnown).
 			n.log.Warn("config reload: app stream not updated", "app", id, "err", err)
 			ch.Warnings = append(ch.Warnings, fmt.Sprintf("app %s: stream not updated: %v", id, err))
@@ -254,6 +334,9 @@ func sameApp(a, b *app.App) bool {
 		}
 		if len(p.Webhooks) == 0 {
 			p.Webhooks = nil
+		}
+		if len(p.AllowedOrigins) == 0 {
+			p.AllowedOrigins = nil
 		}
 	}
 	return reflect.DeepEqual(x, y)

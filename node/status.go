@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	"herald/admin"
@@ -22,9 +23,12 @@ type Status struct {
 	Ready         bool               `json:"ready"`          // what /readyz answers
 	Draining      bool               `json:"draining"`       // new sockets are refused with 4200
 	Connections   int64              `json:"connections"`    // WebSocket connections on this node
+	AppsSource    string             `json:"apps_source"`    // "config" or "registry" (docs/apps.md)
 	Apps          []AppStatus        `json:"apps"`
 	Cluster       *ClusterStatus     `json:"cluster,omitempty"` // absent on a single node
+	Regions       *bus.RegionInfo    `json:"regions,omitempty"` // absent without cluster.region (docs/regions.md)
 	Streams       []bus.StreamHealth `json:"streams,omitempty"` // one per app; absent with streams off
+	Store         *bus.StoreState    `json:"store,omitempty"`   // the store's disk (node/disk.go); absent with streams off or in external mode
 	Config        ConfigStatus       `json:"config"`
 }
 
@@ -40,6 +44,13 @@ type AppStatus struct {
 type ClusterStatus struct {
 	Name    string         `json:"name"`
 	Members []MemberStatus `json:"members"`
+	// A closed cluster (closed.go): whether gossip is encrypted and routes
+	// need the password, and how many of each were refused since start.
+	// Never the keys themselves.
+	GossipEncrypted bool   `json:"gossip_encrypted"`
+	RouteAuth       bool   `json:"route_auth"`
+	GossipRefused   uint64 `json:"gossip_refused"`
+	RoutesRefused   uint64 `json:"routes_refused"`
 }
 
 // MemberStatus is one cluster member. Only live members are listed
@@ -80,7 +91,8 @@ func (n *Node) Status(ctx context.Context) Status {
 	}
 	if n.cl != nil {
 		s.Node = n.cl.LocalName()
-		cs := &ClusterStatus{Name: n.cfg.Cluster.Name}
+		cs := &ClusterStatus{Name: n.cfg.Cluster.Name, GossipEncrypted: n.cl.Encrypted(), RouteAuth: n.bus.RoutesClosed(),
+			GossipRefused: n.cl.Stats().KeyRefused, RoutesRefused: n.bus.RoutesRefused()}
 		for _, m := range n.cl.Members() {
 			cs.Members = append(cs.Members, MemberStatus{Name: m.Name, Address: m.Addr, HTTP: m.Meta.HTTP,
 				Route: m.Meta.Route, State: "alive", Self: m.Name == s.Node})
@@ -89,11 +101,25 @@ func (n *Node) Status(ctx context.Context) Status {
 	} else if h, err := os.Hostname(); err == nil {
 		s.Node = h
 	}
+	if ri, ok := n.bus.Regions(); ok {
+		s.Regions = &ri
+	}
 	t := n.apps.Table()
 	for _, a := range t.All() {
 		s.Apps = append(s.Apps, AppStatus{ID: a.ID, Key: a.Key, Enabled: a.IsEnabled(), Connections: n.gw.AppConnections(a.ID)})
 	}
-	s.Streams = n.bus.StreamHealth(ctx, t.IDs())
+	s.AppsSource = n.cfg.AppsSource
+	ids := t.IDs()
+	if n.fromRegistry() {
+		// Registry apps get streams on first use: only those this node has
+		// used are asked about (one JetStream request each).
+		ids = slices.DeleteFunc(ids, func(id string) bool { return !n.bus.StreamKnown(id) })
+	}
+	s.Streams = n.bus.StreamHealth(ctx, ids)
+	if n.bus.StreamEnabled() && n.bus.Server() != nil {
+		st := n.bus.StoreState()
+		s.Store = &st
+	}
 	n.ops.mu.Lock()
 	s.Config = ConfigStatus{File: n.ops.src.Path, LoadedAt: n.ops.loadedAt, Reloads: n.ops.reloads,
 		LastReloadError: n.ops.lastErr, LastReloadErrorAt: n.ops.lastErrAt}

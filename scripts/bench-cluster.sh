@@ -14,6 +14,11 @@
 #   fanout-1000ch  30,000 subscribers, 1,000 channels, 20,000 events
 #   fanout-1000ch-batch10  the same, 10 events per REST request
 #                  (batch_events): the publisher is no longer the bound
+#   publish        the publish-bound scenario: 10,000 subscribers over
+#                  1,000 channels, 8 concurrent REST publishers to node 1,
+#                  20,000 events: events_per_s and deliveries_per_s
+#   publish-spread the same with publisher i posting to node i % 3 (a load
+#                  balancer in front of the cluster)
 #   presence       3 presence subscribers (one per node): 20 joins on node 1
 #                  timed until member_added reaches nodes 2 and 3; then
 #                  kill -9 of node 3 timed until member_removed reaches
@@ -30,17 +35,23 @@
 #                after it below 32768)
 #   BENCH_OUT    output directory (default out/bench-cluster)
 #   BENCH_ONLY   run only these scenarios (space-separated names)
+#   BENCH_FLAGS  more `herald bench` flags for every scenario (they win over
+#                the fixed ones, e.g. "--publishers 32")
+#   BENCH_SERVER the node binary (default bin/herald); the load generator is
+#                always the freshly built bin/herald
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 1
 OUT=${BENCH_OUT:-out/bench-cluster}
 PORT=${BENCH_PORT:-24001}
 ONLY=${BENCH_ONLY:-}
+SERVER_BIN=${BENCH_SERVER:-bin/herald}
 CREDS=(--app-id app-id --key app-key --secret app-secret)
 TMP=$(mktemp -d -t herald-bench-cluster.XXXXXX)
 PIDS=()    # the running nodes, node1..node3
 CLIENT=()  # their client ports
 URLS=      # ws://127.0.0.1:P1,ws://...:P2,ws://...:P3
+RESTS=     # http://127.0.0.1:P1,... (@REST_ALL@ in a scenario's flags)
 
 log() { echo "bench-cluster.sh: $*" >&2; }
 
@@ -96,6 +107,7 @@ start_cluster() {
 	local seeds="\"127.0.0.1:${ml[0]}\", \"127.0.0.1:${ml[1]}\", \"127.0.0.1:${ml[2]}\""
 	local rts="\"127.0.0.1:${routes[0]}\", \"127.0.0.1:${routes[1]}\", \"127.0.0.1:${routes[2]}\""
 	URLS=
+	RESTS=
 	for i in 0 1 2; do
 		local n=node$((i + 1)) dir="$TMP/$name"
 		mkdir -p "$dir/data-$n"
@@ -120,9 +132,10 @@ apps:
     secret: app-secret
 EOF
 		URLS+="${URLS:+,}ws://127.0.0.1:${CLIENT[$i]}"
+		RESTS+="${RESTS:+,}http://127.0.0.1:${CLIENT[$i]}"
 	done
 	for i in 1 2 3; do
-		bin/herald serve --config "$TMP/$name/node$i.yaml" >"$TMP/$name/node$i.log" 2>&1 &
+		"$SERVER_BIN" serve --config "$TMP/$name/node$i.yaml" >"$TMP/$name/node$i.log" 2>&1 &
 		PIDS+=("$!")
 	done
 	log "$name: nodes ${PIDS[*]} on client ports ${CLIENT[*]}"
@@ -155,7 +168,7 @@ run() {
 	local extra=()
 	if [[ $scenario == presence ]]; then extra=(--kill-pid "${PIDS[2]}"); fi
 	bin/herald bench "$scenario" --url "$URLS" --rest-url "http://127.0.0.1:${CLIENT[0]}" "${CREDS[@]}" \
-		--server-pid "$pids" --timeout 3m --plot "$OUT/$name.png" "${extra[@]}" "$@" >"$OUT/$name.json"
+		--server-pid "$pids" --timeout 3m --plot "$OUT/$name.png" "${extra[@]}" "${@//@REST_ALL@/$RESTS}" ${BENCH_FLAGS:-} >"$OUT/$name.json"
 	local rc=$?
 	if [[ $rc -ne 0 ]]; then
 		FAILED+=("$name (exit $rc)")
@@ -174,6 +187,8 @@ START=$(date +%s)
 run fanout-1ch    fanout   --conns 30000 --channels 1    --messages 200   --payload 100
 run fanout-1000ch fanout   --conns 30000 --channels 1000 --messages 20000 --payload 100
 run fanout-1000ch-batch10 fanout --conns 30000 --channels 1000 --messages 20000 --payload 100 --batch 10
+run publish       publish  --conns 10000 --channels 1000 --publishers 8 --messages 20000
+run publish-spread publish --conns 10000 --channels 1000 --publishers 8 --messages 20000 --rest-url @REST_ALL@
 run presence      presence --conns 3 --joins 20
 
 log "done in $(($(date +%s) - START)) s; reports in $OUT/"

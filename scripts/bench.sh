@@ -11,6 +11,9 @@
 #   BENCH_PORT   first port to try for the server (default 16001)
 #   BENCH_HOLD   idle hold time (default 30s)
 #   BENCH_OUT    output directory (default out/bench)
+#   BENCH_ONLY   run only these scenarios (space-separated names)
+#   BENCH_FLAGS  more `herald bench` flags for every scenario (they win over
+#                the fixed ones, e.g. "--publishers 32")
 #   BENCH_SERVER the server binary to measure (default bin/herald); the load
 #                generator is always the freshly built bin/herald, so two
 #                builds of the server compare under the same client
@@ -21,6 +24,7 @@ OUT=${BENCH_OUT:-out/bench}
 HOLD=${BENCH_HOLD:-30s}
 PORT=${BENCH_PORT:-16001}
 SERVER_BIN=${BENCH_SERVER:-bin/herald}
+ONLY=${BENCH_ONLY:-}
 CREDS=(--app-id app-id --key app-key --secret app-secret)
 SERVER_PID=
 TMP=$(mktemp -d -t herald-bench.XXXXXX)
@@ -72,10 +76,11 @@ FAILED=()
 # run NAME SCENARIO FLAGS...: one scenario against a fresh server.
 run() {
 	local name=$1 scenario=$2; shift 2
+	if [[ -n $ONLY && " $ONLY " != *" $name "* ]]; then return; fi
 	log "== $name: herald bench $scenario $*"
 	if ! start_server "$name"; then FAILED+=("$name (server did not start)"); return; fi
 	bin/herald bench "$scenario" --url "ws://127.0.0.1:$PORT" "${CREDS[@]}" \
-		--server-pid "$SERVER_PID" --timeout 3m --plot "$OUT/$name.png" "$@" >"$OUT/$name.json"
+		--server-pid "$SERVER_PID" --timeout 3m --plot "$OUT/$name.png" "$@" ${BENCH_FLAGS:-} >"$OUT/$name.json"
 	local rc=$?
 	if [[ $rc -ne 0 ]]; then
 		FAILED+=("$name (exit $rc)")
@@ -97,6 +102,7 @@ run idle-100ch     idle    --conns 15000 --channels 100 --hold "$HOLD"
 run fanout-1ch     fanout  --conns 10000 --channels 1    --messages 200   --payload 100
 run fanout-1000ch  fanout  --conns 10000 --channels 1000 --messages 20000 --payload 100
 run storm          storm   --conns 10000 --channels 1
+run publish        publish --conns 10000 --channels 1000 --publishers 8 --messages 20000
 
 log "done in $(($(date +%s) - START)) s; reports in $OUT/"
 echo "## herald bench ($(date -u +%Y-%m-%d))"

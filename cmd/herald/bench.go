@@ -26,6 +26,10 @@ Scenarios:
   fanout    N subscribers over --channels channels, --messages events through
             REST or NATS (--publish; at --rate per second, or as fast as it
             takes them): deliveries/s, lost, publish → receive latency
+  publish   the publish-bound scenario: fanout with --conns 10000 over
+            --channels 1000 (10 subscribers each), --publishers 8 concurrent
+            signed REST publishers sending --messages 20000 as fast as the
+            answers come: events_per_s (answered 200) and deliveries_per_s
   storm     drop N sockets at once and reconnect them: time until all are back
   presence  --conns subscribers (default: one per --url) on a presence channel;
             --joins members join (and leave) on the first URL, one at a time:
@@ -79,6 +83,13 @@ func benchCmd(args []string) error {
 	if cfg.Scenario == bench.Presence && !flagSet(fs, "conns") {
 		cfg.Conns = 0 // one subscriber per --url
 	}
+	if cfg.Scenario == bench.PublishBound { // flags left out take the scenario's defaults (bench.DefaultConfig)
+		for name, v := range map[string]*int{"conns": &cfg.Conns, "messages": &cfg.Messages, "publishers": &cfg.Publishers} {
+			if !flagSet(fs, name) {
+				*v = 0
+			}
+		}
+	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("bench: unexpected argument %q", fs.Arg(0))
 	}
@@ -105,7 +116,7 @@ func benchFlags(c *bench.Config) *flag.FlagSet {
 	}
 	c.URL = "ws://127.0.0.1:6001"
 	fs.Var(&urlList{dst: &c.URL}, "url", "server WebSocket `URL` (ws://host:port); several (a cluster's nodes) comma-separated or repeated: conn i goes to URL i % count")
-	fs.StringVar(&c.RESTURL, "rest-url", "", "REST base `URL` (default: the first --url with http://)")
+	fs.StringVar(&c.RESTURL, "rest-url", "", "REST base `URL` (default: the first --url with http://); fanout, publish: several comma-separated, publisher i posts to URL i % count")
 	fs.StringVar(&c.AppID, "app-id", "app-id", "app `id`")
 	fs.StringVar(&c.Key, "key", "app-key", "app `key`")
 	fs.StringVar(&c.Secret, "secret", "app-secret", "app `secret` (signs REST requests)")

@@ -9,6 +9,8 @@
 //	herald webhooks status [--json] | replay --app ID --since DURATION
 //	herald drain [--admin URL] [--token T] [--wait]
 //	herald tap --admin URL --app ID [--channel PREFIX] [--json]
+//	herald keygen
+//	herald apps create|list|show|update|rotate|disable|enable|delete [--admin URL] [ID]
 //	herald version
 package main
 
@@ -56,6 +58,10 @@ func main() {
 		err = drainCmd(args)
 	case "tap":
 		err = tapCmd(args)
+	case "keygen":
+		err = keygenCmd(args, os.Stdout) // keygen.go
+	case "apps":
+		err = appsCmd(args) // apps.go
 	case "version":
 		fmt.Println("herald", version)
 	case "help":
@@ -89,6 +95,11 @@ func usage(w io.Writer) {
   herald webhooks replay --app ID --since DURATION [--admin URL]      send dead-lettered webhooks again
   herald drain [--admin URL] [--token T] [--wait]                     drain a node: sockets move elsewhere, then it exits
   herald tap --admin URL --app ID [--channel PREFIX] [--json]         print a node's live debug events (docs/console.md)
+  herald keygen                                                       print a fresh cluster.secret_key (or route_auth)
+  herald apps create [--id ID] [--name NAME] [--set KEY=VALUE]       create an app in the registry; prints its id, key and secret (docs/apps.md)
+  herald apps list | show ID | update ID --set KEY=VALUE              list, show or change registry apps
+  herald apps rotate ID [--overlap 24h] | disable ID | enable ID | delete ID
+                                                                      (every apps subcommand takes --admin URL --token T --json)
   herald version                                                      print the version
 `)
 }

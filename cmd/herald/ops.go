@@ -131,9 +131,20 @@ func printStatus(out io.Writer, s *node.Status) {
 		fmt.Fprintf(w, "\tlast reload refused %s: %s\n", s.Config.LastReloadErrorAt.Format(time.RFC3339), s.Config.LastReloadError)
 	}
 	fmt.Fprintf(w, "connections\t%d\n", s.Connections)
+	if st := s.Store; st != nil {
+		line := fmt.Sprintf("%s free of %s", mib(st.FreeBytes), mib(st.TotalBytes))
+		if st.Full {
+			line = fmt.Sprintf("FULL (%s) since %s, publishes refused with 507; %s", st.Reason, st.Since.Format(time.RFC3339), line)
+		}
+		fmt.Fprintf(w, "store\t%s; %d publish(es) refused, %d recovery(ies)\n", line, st.Refusals, st.Recoveries)
+	}
 	w.Flush()
 
-	fmt.Fprintln(out, "\napps")
+	src := s.AppsSource
+	if src == "" {
+		src = "config" // a node from before apps_source
+	}
+	fmt.Fprintf(out, "\napps (%d, from the %s)\n", len(s.Apps), src)
 	w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "  ID\tKEY\tENABLED\tCONNECTIONS")
 	for _, a := range s.Apps {
@@ -143,6 +154,8 @@ func printStatus(out io.Writer, s *node.Status) {
 
 	if s.Cluster != nil {
 		fmt.Fprintf(out, "\ncluster %s: %d member(s)\n", s.Cluster.Name, len(s.Cluster.Members))
+		fmt.Fprintf(out, "  gossip encrypted: %s (%d refused), routes authenticated: %s (%d refused)\n",
+			yesNo(s.Cluster.GossipEncrypted), s.Cluster.GossipRefused, yesNo(s.Cluster.RouteAuth), s.Cluster.RoutesRefused)
 		w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(w, "  NAME\tADDRESS\tSTATE\tCLIENT PORT\tROUTE")
 		for _, m := range s.Cluster.Members {
@@ -151,6 +164,20 @@ func printStatus(out io.Writer, s *node.Status) {
 				name += " (this node)"
 			}
 			fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\n", name, m.Address, m.State, m.HTTP, m.Route)
+		}
+		w.Flush()
+	}
+
+	if r := s.Regions; r != nil {
+		fmt.Fprintf(out, "\nregion %s (home region %s)\n", r.Region, r.Home)
+		w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "  GATEWAY\tCONNECTED\tRTT\tINBOUND")
+		for _, g := range r.Gateways {
+			rtt := g.RTT
+			if rtt == "" {
+				rtt = "-"
+			}
+			fmt.Fprintf(w, "  %s\t%s\t%s\t%d\n", g.Name, yesNo(g.Connected), rtt, g.Inbound)
 		}
 		w.Flush()
 	}
@@ -173,6 +200,9 @@ func printStatus(out io.Writer, s *node.Status) {
 		w.Flush()
 	}
 }
+
+// mib writes a byte count in MiB, with one decimal.
+func mib(n uint64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 func yesNo(b bool) string {
 	if b {
@@ -220,6 +250,9 @@ func describe(ch *node.Changes) string {
 	line("apps enabled", ch.AppsEnabled)
 	if ch.LogLevel != "" {
 		fmt.Fprintf(&b, "log level: %s\n", ch.LogLevel)
+	}
+	if ch.TLSCertNotAfter != "" {
+		fmt.Fprintf(&b, "tls certificate: new one served (not after %s)\n", ch.TLSCertNotAfter)
 	}
 	if ch.ClosedSockets > 0 {
 		fmt.Fprintf(&b, "sockets closed: %d\n", ch.ClosedSockets)

@@ -90,12 +90,17 @@ func TestTapCommand(t *testing.T) {
 			}
 			lines = append(lines, m)
 		}
+		// The tap's events are not ordered across kinds (a subscribe's may
+		// come after a later publish's): wait for every kind asked for.
+		var news, subscribed bool
 		for _, m := range lines {
-			if m["kind"] == "rest_publish" && m["channel"] == "news" {
-				return nil
-			}
+			news = news || (m["kind"] == "rest_publish" && m["channel"] == "news")
+			subscribed = subscribed || m["kind"] == "subscribed"
 		}
-		return fmt.Errorf("no rest_publish on news in %d lines", len(lines))
+		if !news || !subscribed {
+			return fmt.Errorf("rest_publish on news %v, subscribed %v in %d lines", news, subscribed, len(lines))
+		}
+		return nil
 	})
 	kinds := map[any]bool{}
 	for _, m := range lines {

@@ -62,11 +62,11 @@ type event struct {
 // run publishes one event and writes the answer (a request) or nothing
 // (fire-and-forget) to out.
 func run(o options, out io.Writer) error {
+	// Default options: each app's users have a NATS account of their own
+	// on Herald's server, so the default _INBOX. replies are private
+	// (docs/nats.md "Accounts").
 	nc, err := nats.Connect(o.server,
 		nats.UserInfo(o.user, o.password),
-		// Herald lets an app's users receive replies only on inboxes under
-		// _INBOX.<app id> (unless bus.client_shared_inbox is on).
-		nats.CustomInboxPrefix("_INBOX."+o.app),
 		nats.Name("nats-publisher"),
 	)
 	if err != nil {

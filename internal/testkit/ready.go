@@ -17,9 +17,15 @@ var ErrExited = errors.New("process exited before it was ready")
 // has passed, and returns an error with the last answer. It may be called
 // from any goroutine.
 func WaitReady(addr string, timeout time.Duration, exited <-chan struct{}) error {
-	c := &http.Client{Timeout: time.Second}
+	return WaitReadyURL("http://"+addr+"/readyz", nil, timeout, exited)
+}
+
+// WaitReadyURL is WaitReady for a whole /readyz URL, with a transport of
+// the caller's (https:// to a node with a test certificate); nil: the
+// default one.
+func WaitReadyURL(url string, rt http.RoundTripper, timeout time.Duration, exited <-chan struct{}) error {
+	c := &http.Client{Timeout: time.Second, Transport: rt}
 	defer c.CloseIdleConnections()
-	url := "http://" + addr + "/readyz"
 	err := poll(timeout, 50*time.Millisecond, exited, func() error {
 		resp, err := c.Get(url)
 		if err != nil {

@@ -464,6 +464,7 @@ func startControl(t *testing.T, c *clusterControl) string {
 // leader of the app's stream (HERALD_E2E_CLUSTER_VICTIM=follower: a node
 // leading neither that stream nor the JetStream meta group).
 func TestClusterPusherJS(t *testing.T) {
+	skipUnderRace(t)
 	if testing.Short() {
 		t.Skip("starts a three-node cluster")
 	}

@@ -50,6 +50,7 @@ func requireBrowser(t *testing.T) {
 // event from the page and receive it with pusher-js, filter by channel,
 // inspect a socket, take a screenshot.
 func TestConsoleBrowser(t *testing.T) {
+	skipUnderRace(t)
 	requireBrowser(t)
 	const token = "e2e-console-token"
 	cfg := map[string]any{
@@ -80,6 +81,7 @@ func TestConsoleBrowser(t *testing.T) {
 // TestConsoleCluster: in a three-node cluster, an event published on node
 // 1 shows on a console opened on node 3, named with node 1's name.
 func TestConsoleCluster(t *testing.T) {
+	skipUnderRace(t)
 	if testing.Short() {
 		t.Skip("starts a three-node cluster")
 	}

@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -187,6 +188,17 @@ const (
 // if the test failed.
 func startHerald(t *testing.T, extraArgs ...string) *Herald {
 	t.Helper()
+	return startHeraldWith(t, heraldOpts{}, extraArgs...)
+}
+
+// heraldOpts is what startHeraldWith adds to startHerald's process.
+type heraldOpts struct {
+	env []string        // more environment (HERALD_TLS_CERT_FILE=...)
+	tls *http.Transport // the client port serves TLS: readiness over https:// with this transport
+}
+
+func startHeraldWith(t *testing.T, o heraldOpts, extraArgs ...string) *Herald {
+	t.Helper()
 	bin := heraldBinary(t)
 	// TempDir first: cleanups run last-in first-out, so the process is gone
 	// before its data directory is removed.
@@ -205,6 +217,7 @@ func startHerald(t *testing.T, extraArgs ...string) *Herald {
 	// (drain_test.go sets its own).
 	cmd.Env = append(os.Environ(), "HERALD_BUS_CLIENT_LISTEN=127.0.0.1:0", "HERALD_ADMIN_LISTEN=127.0.0.1:0",
 		"HERALD_SHUTDOWN_DRAIN_WINDOW=0s")
+	cmd.Env = append(cmd.Env, o.env...)
 	cmd.Stdout = h.output
 	cmd.Stderr = h.output
 	// Own process group (and, on Linux, SIGKILL if the test binary dies), so
@@ -237,7 +250,11 @@ func startHerald(t *testing.T, extraArgs ...string) *Herald {
 		}
 	})
 
-	if err := testkit.WaitReady(h.Addr, readyTimeout, exited); err != nil {
+	ready := func() error { return testkit.WaitReady(h.Addr, readyTimeout, exited) }
+	if o.tls != nil {
+		ready = func() error { return testkit.WaitReadyURL("https://"+h.Addr+"/readyz", o.tls, readyTimeout, exited) }
+	}
+	if err := ready(); err != nil {
 		select {
 		case <-exited:
 			// The cleanup above logs the output.
@@ -275,6 +292,15 @@ func stop(cmd *exec.Cmd, exited <-chan struct{}) bool {
 // TestPusherJS runs the node tests in tests/js (real pusher-js and the real
 // `pusher` server SDK) against one Herald node.
 func TestPusherJS(t *testing.T) {
+	skipUnderRace(t)
+	h := startHerald(t)
+	runJS(t, h, "tests/js/")
+}
+
+// runJS runs `node --test` on target (a tests/js file or the directory)
+// against h, with env added to the environment.
+func runJS(t *testing.T, h *Herald, target string, env ...string) {
+	t.Helper()
 	jsDir := filepath.Join(moduleRoot, "tests", "js")
 	if _, err := os.Stat(filepath.Join(jsDir, "node_modules")); err != nil {
 		t.Fatalf("%s is missing: run `make test` (npm ci in tests/js) first", filepath.Join(jsDir, "node_modules"))
@@ -284,19 +310,18 @@ func TestPusherJS(t *testing.T) {
 		t.Fatalf("node not found in PATH (Node.js 20 or later is needed): %v", err)
 	}
 
-	h := startHerald(t)
-
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	// node runs each test file in a child process; the whole group is killed
 	// if the deadline passes.
-	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "tests/js/")
+	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", target)
 	cmd.Dir = moduleRoot
 	cmd.Env = append(os.Environ(),
 		"HERALD_HOST="+h.Host,
 		"HERALD_PORT="+strconv.Itoa(h.Port),
 		"NO_COLOR=1",
 	)
+	cmd.Env = append(cmd.Env, env...)
 	setProcAttrs(cmd)
 	cmd.Cancel = func() error { killGroup(cmd); return nil }
 	cmd.WaitDelay = 10 * time.Second
@@ -312,12 +337,12 @@ func TestPusherJS(t *testing.T) {
 	untrack(cmd)
 	out := []byte(output.String())
 	if ctx.Err() == context.DeadlineExceeded {
-		t.Fatalf("node --test tests/js/ did not finish within 5 minutes; output:\n%s", out)
+		t.Fatalf("node --test %s did not finish within 5 minutes; output:\n%s", target, out)
 	}
 	if err != nil {
-		t.Fatalf("node --test tests/js/ failed (%v); output:\n%s", err, out)
+		t.Fatalf("node --test %s failed (%v); output:\n%s", target, err, out)
 	}
-	t.Logf("node --test tests/js/ passed:\n%s", summary(out))
+	t.Logf("node --test %s passed:\n%s", target, summary(out))
 }
 
 // summary keeps the spec reporter's "ℹ" lines (totals and diagnostics) and
@@ -337,4 +362,16 @@ func summary(out []byte) string {
 		return string(out)
 	}
 	return b.String()
+}
+
+// skipUnderRace skips a test whose every client is a node or browser process:
+// the Herald processes are built without -race, so the race run of `make
+// test` (Makefile RACE_PKGS) would only repeat the plain run's minutes. Tests
+// that run Go clients (client.Session, the SDK, webhook receivers) in the test
+// binary keep running under the race detector.
+func skipUnderRace(t *testing.T) {
+	t.Helper()
+	if raceEnabled {
+		t.Skip("no Go client in the test binary: the plain run covers it, the race run adds nothing")
+	}
 }

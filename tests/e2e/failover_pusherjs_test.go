@@ -18,6 +18,7 @@ import (
 // withResume (clients/js), run by tests/js/failover-client.mjs in one node
 // process; see that file for how a client moves to the next node.
 func TestFailoverJS(t *testing.T) {
+	skipUnderRace(t)
 	requireClientJSDeps(t)
 	if _, err := os.Stat(filepath.Join(moduleRoot, "tests", "js", "node_modules", "pusher-js")); err != nil {
 		t.Fatalf("tests/js/node_modules/pusher-js is missing: run `make test` (npm ci in tests/js) first")

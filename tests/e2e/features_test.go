@@ -113,6 +113,7 @@ func startFeatureHerald(t *testing.T) *Herald {
 // TestPusherJSFeatures runs the channel-feature node tests (channels.test.mjs,
 // echo.test.mjs) against a Herald started with the feature apps.
 func TestPusherJSFeatures(t *testing.T) {
+	skipUnderRace(t)
 	h := startFeatureHerald(t)
 	apps, err := json.Marshal(featureApps)
 	if err != nil {

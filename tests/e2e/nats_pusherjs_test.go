@@ -207,6 +207,7 @@ func npEv(channel, event, data string) npEvent {
 // would arrive before the barrier copy on its channel and be read in place of
 // one: the per-step event check then fails.
 func TestNATSPublisherToPusherJS(t *testing.T) {
+	skipUnderRace(t)
 	h := startHerald(t)
 	url := npNATSAddr(t, h)
 

@@ -61,6 +61,7 @@ func requireClientJSDeps(t *testing.T) {
 // TestResumeJS runs clients/js's node tests: withResume over stock pusher-js
 // and under Laravel Echo, across cut connections, against a real Herald.
 func TestResumeJS(t *testing.T) {
+	skipUnderRace(t)
 	requireClientJSDeps(t)
 	h := startResumeHerald(t)
 	runNodeTests(t, h, []string{"HERALD_RESUME_WINDOW=" + strconv.Itoa(resumeWindow)},
@@ -76,6 +77,7 @@ func TestResumeJS(t *testing.T) {
 // test cuts the page's connection and publishes, and the page must report
 // every event exactly once.
 func TestResumeJSBrowser(t *testing.T) {
+	skipUnderRace(t)
 	requireClientJSDeps(t)
 	if _, err := os.Stat(chromiumPath); err != nil {
 		t.Fatalf("%s is missing: run scripts/setup-chromium.sh (make test does): %v", chromiumPath, err)
