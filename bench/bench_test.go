@@ -178,12 +178,16 @@ func TestConnect(t *testing.T) {
 	s := startServer(t)
 	cfg := testConfig(s, Connect)
 	cfg.Channels = 0
+	cfg.Inflight = 50
 	res := runBench(t, cfg)
 	if res.Established != 200 || res.Failed != 0 || res.Attempted != 200 {
 		t.Fatalf("established %d failed %d attempted %d, want 200/0/200 (failures %v)", res.Established, res.Failed, res.Attempted, res.Failures)
 	}
 	if res.TimeToEstablishedMs.P50 <= 0 || res.ConnectsPerS <= 0 || res.ClientCPU.TotalS <= 0 {
 		t.Fatalf("missing measurements: %+v", res)
+	}
+	if want := max(1, (cfg.Inflight+cfg.Workers-1)/cfg.Workers) * cfg.Workers; cfg.Inflight > 0 && res.ConnectInflight != want {
+		t.Fatalf("connect_inflight %d, want %d (--inflight %d over %d workers)", res.ConnectInflight, want, cfg.Inflight, cfg.Workers)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -60,13 +61,17 @@ type Params struct {
 // Results are the measurements. The connect-phase fields are there for
 // every scenario; the embedded scenario parts only for their scenario.
 type Results struct {
-	DurationS           float64          `json:"duration_s"`
-	Attempted           int              `json:"attempted"`
-	Established         int64            `json:"established"`
-	Failed              int64            `json:"failed"`
-	Failures            map[string]int64 `json:"failures"`
-	ConnectS            float64          `json:"connect_s"`
-	ConnectsPerS        float64          `json:"connects_per_s"`
+	DurationS    float64          `json:"duration_s"`
+	Attempted    int              `json:"attempted"`
+	Established  int64            `json:"established"`
+	Failed       int64            `json:"failed"`
+	Failures     map[string]int64 `json:"failures"`
+	ConnectS     float64          `json:"connect_s"`
+	ConnectsPerS float64          `json:"connects_per_s"`
+	// ConnectInflight is how many dial attempts were allowed in flight
+	// at once over all workers while connecting (0: no limit): connects_per_s
+	// means little without it.
+	ConnectInflight     int              `json:"connect_inflight"`
 	TimeToEstablishedMs Percentiles      `json:"time_to_established_ms"`
 	Subscribed          int64            `json:"subscribed"`
 	Drops               int64            `json:"drops"`
@@ -263,6 +268,9 @@ func (r *run) report() *Report {
 		res.ConnectS = round3(d.Seconds())
 		res.ConnectsPerS = rate(res.Established, d)
 	}
+	if c.Inflight > 0 {
+		res.ConnectInflight = max(1, (c.Inflight+c.Workers-1)/c.Workers) * c.Workers // what each worker was given (run.spawn)
+	}
 	rep.latency, rep.series = conn, perSecond(connected)
 	switch c.Scenario {
 	case Idle:
@@ -414,7 +422,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 		}
 	}
 	row("established", "%d / %d  (failed %d%s)", res.Established, res.Attempted, res.Failed, fmtCounts(res.Failures))
-	row("connect", "%.3f s, %.0f conns/s", res.ConnectS, res.ConnectsPerS)
+	row("connect", "%.3f s, %.0f conns/s, %s in flight", res.ConnectS, res.ConnectsPerS, inflightText(res.ConnectInflight))
 	row("time to established", "%s", pct(res.TimeToEstablishedMs))
 	if rep.Params.Channels > 0 {
 		row("subscribed", "%d", res.Subscribed)
@@ -489,4 +497,12 @@ func fmtCounts(m map[string]int64) string {
 		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
 	}
 	return ": " + strings.Join(parts, ", ")
+}
+
+// inflightText is a dial concurrency for people: "unlimited" for 0.
+func inflightText(n int) string {
+	if n <= 0 {
+		return "unlimited"
+	}
+	return strconv.Itoa(n)
 }

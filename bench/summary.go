@@ -95,8 +95,8 @@ func summaryResult(rep *Report) string {
 		parts = append(parts, "**FAILED: "+strings.ReplaceAll(rep.Error, "|", "/")+"**")
 	}
 	ttl := res.TimeToEstablishedMs
-	parts = append(parts, fmt.Sprintf("%s/%d established, %s conns/s, time to established p50 %.1f / p99 %.1f ms, failed %d%s",
-		group(res.Established), res.Attempted, group(int64(res.ConnectsPerS)), ttl.P50, ttl.P99, res.Failed, fmtCounts(res.Failures)))
+	parts = append(parts, fmt.Sprintf("%s/%d established, %s conns/s (%s in flight), time to established p50 %.1f / p99 %.1f ms, failed %d%s",
+		group(res.Established), res.Attempted, group(int64(res.ConnectsPerS)), inflightText(res.ConnectInflight), ttl.P50, ttl.P99, res.Failed, fmtCounts(res.Failures)))
 	if ir := res.IdleResults; ir != nil {
 		s := fmt.Sprintf("held %.0f s over %s, %d drops", ir.HoldS, plural(rep.Params.Channels, "channel"), res.Drops)
 		if ir.RSSAfterKiB > 0 {

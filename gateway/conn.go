@@ -22,6 +22,9 @@ const (
 	stateOpen    connState = iota
 	stateClosing           // close frame queued; waiting for the peer or the close timeout
 	stateClosed            // fd closed; nothing may touch it
+	// stateHandshake: accepted by a poller, its request head not read yet
+	// (accept.go); it has no app and gets no frames.
+	stateHandshake
 )
 
 // maxIovecs caps one writev call. Linux allows 1024; each call here carries at
@@ -39,38 +42,67 @@ type Conn struct {
 	app    *app.App // the app as it was when the connection was accepted
 	id     protocol.SocketID
 	poller *poller
-	// counter is the app's connection counter this connection was counted
-	// in (its connection limit); nil when it was not.
-	counter *atomic.Int64
 
 	// poller only
-	rbuf      []byte     // bytes of an incomplete frame; nil when none
-	frag      *fragments // an incomplete fragmented message; nil when none
-	lastIn    int64      // unix nanos of the last complete inbound frame
-	pingAt    int64      // unix nanos when a probe was sent; 0 when none is outstanding
-	pidx      int32      // index in poller.conns
-	seeded    bool       // rbuf holds bytes read before registration, not yet parsed
-	ceWarned  bool       // the current client-event window's 4301 was sent (one per window)
+	in        *inbound // bytes of an incomplete frame or message; nil when none (most of the time)
+	lastIn    int64    // unix nanos of the last complete inbound frame
+	pingAt    int64    // unix nanos when a probe was sent; 0 when none is outstanding
+	pidx      int32    // index in poller.conns
+	seeded    bool     // rbuf holds bytes read before registration, not yet parsed
+	dirty     bool     // on the poller's list of sockets to write after its deliveries (deliver.go)
+	ceWarned  bool     // the client-event window's 4301 was sent (one per window)
 	subs      []subscription
-	userID    string          // set by pusher:signin
-	userInfo  json.RawMessage // the signed-in user's user_info, or nil
-	born      int64           // unix nanos of registration
-	ceWindow  int64           // start of the current client-event rate window
-	subAt     int64           // unix nanos of the last subscribe or unsubscribe; 0 before the first (limits.go)
-	subWarnAt int64           // unix nanos of the last 4303
-	ceCount   int32           // client events in that window
-	subTokens float32         // subscribe and unsubscribe messages the socket may still send now
-	ip        ipKey           // the source address counted in the per-IP limits; zero when not counted
+	user      *signedIn // set by pusher:signin; nil before (most sockets never sign in)
+	born      int64     // unix nanos of registration
+	ceWindow  int64     // start of the current client-event rate window
+	subAt     int64     // unix nanos of the last subscribe or unsubscribe; 0 before the first (limits.go)
+	subWarnAt int64     // unix nanos of the last 4303
+	ceCount   int32     // client events in that window
+	subTokens float32   // subscribe and unsubscribe messages the socket may still send now
+	ipe       *ipEntry  // the source address's entry in the per-IP limits; nil when not counted
 
 	mu        sync.Mutex
 	st        atomic.Uint32      // connState; written under mu, read anywhere
 	blocked   bool               // the kernel refused bytes; the poller flushes on EPOLLOUT
 	reason    closeReason        // why it is closing, set once with the close (metrics.go)
-	dirty     uint64             // bit i set: the connection is on delivery shard i's flush list
+	counted   bool               // counted in its app's connections (connCounter); set before registration, never changed
 	queue     [][]byte           // frames waiting for the kernel; queue[0] may be partly written
 	queued    int                // bytes in queue
 	closingAt int64              // unix nanos when stateClosing began
 	replays   map[string]*replay // channels whose live events are held for a replay; nil when none
+}
+
+// inbound is what a connection has read but not yet handled: the bytes
+// of an incomplete frame (or, before the upgrade, of its request head,
+// accept.go) and an incomplete fragmented message. Kept apart, since an
+// idle socket has neither.
+type inbound struct {
+	buf  []byte     // nil when none
+	frag *fragments // nil when none
+}
+
+// signedIn is a connection's pusher:signin (users.go): kept apart, since
+// few sockets sign in and every one pays for a field (docs/design.md, "Idle
+// memory").
+type signedIn struct {
+	id   string
+	info json.RawMessage // the user's user_info, or nil
+}
+
+// userID is the signed-in user's id, "" before pusher:signin.
+func (c *Conn) userID() string {
+	if c.user == nil {
+		return ""
+	}
+	return c.user.id
+}
+
+// userInfo is the signed-in user's user_info, or nil.
+func (c *Conn) userInfo() json.RawMessage {
+	if c.user == nil {
+		return nil
+	}
+	return c.user.info
 }
 
 // errConnClosed reports a write to a connection that is closing or closed.
@@ -105,10 +137,14 @@ func (c *Conn) send(frame []byte) error {
 // false is returned. c.mu must be held and the connection open.
 func (c *Conn) enqueueLocked(frame []byte) bool {
 	g := c.poller.g
-	if c.queued+len(frame) > g.cfg.WriteQueueBytes && !c.blocked {
-		// A delivery batch queues before it writes (Gateway.Flush); one
+	if c.queued+len(frame) > g.cfg.WriteQueueBytes {
+		// A delivery batch queues before it writes (deliver.go); one
 		// larger than the bound must not fail a reader that keeps up, so
-		// the kernel is offered what waits before the socket is judged.
+		// the kernel is offered what waits before the socket is judged,
+		// even when the last write was refused: the poller queuing this
+		// batch is the one that would see the EPOLLOUT that clears
+		// blocked, and it sees it only after the batch.
+		c.blocked = false
 		c.flushLocked()
 	}
 	if c.queued+len(frame) > g.cfg.WriteQueueBytes {
@@ -237,6 +273,38 @@ func (c *Conn) flushLocked() {
 	c.queue = nil // release the backing array while idle
 	if c.state() == stateClosing {
 		_ = unix.Shutdown(c.fd, unix.SHUT_WR)
+	}
+}
+
+// writeLocked queues one frame and writes it now: with nothing waiting, by
+// one write(2) straight from the frame, so an idle socket gets an event
+// without a queue being made for it; otherwise behind what waits. c.mu must
+// be held and the connection open.
+func (c *Conn) writeLocked(frame []byte) {
+	if c.blocked || len(c.queue) > 0 {
+		if c.enqueueLocked(frame) {
+			c.flushLocked()
+		}
+		return
+	}
+	for {
+		n, err := unix.Write(c.fd, frame)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			n = 0
+		case err != nil:
+			c.abortLocked()
+			return
+		default:
+			c.poller.g.stats.writes.Add(1)
+		}
+		if n < len(frame) {
+			c.appendLocked(frame[n:]) // the rest waits for EPOLLOUT
+			c.blocked = true
+		}
+		return
 	}
 }
 

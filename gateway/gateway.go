@@ -1,14 +1,17 @@
-// Package gateway owns Herald's WebSocket edge: the upgrade of hijacked
-// fasthttp connections, the epoll pollers, connection state, the local channel
-// index, keep-alive probes and per-socket write queues.
+// Package gateway owns Herald's WebSocket edge: the client port's accept loop
+// (the pollers accept and upgrade /app/ sockets themselves and hand the rest
+// to the HTTP server, accept.go), the upgrade of hijacked fasthttp
+// connections, the epoll pollers, connection state, the local channel index,
+// fan-out (deliver.go), keep-alive probes and per-socket write queues.
 //
 // It is three layers, each testable alone: frame decoding over bytes
 // (frame.go), the epoll poller and write path (poller.go, conn.go), and the
 // Pusher protocol on top (pusher.go). No goroutine belongs to a connection:
-// a few pollers read every socket, and the bus's delivery shards write to
-// them, coalescing every frame queued to a socket into one writev. The one
-// exception is wss:// served directly: a TLS socket is bridged to the poller
-// by two goroutines (tlsbridge.go), the documented slower path.
+// a few pollers accept, read and write every socket; the bus's delivery
+// shards hand each poller its share of a fan-out, and every frame queued to
+// a socket in one delivery unit goes out in one writev. The one exception is
+// wss:// served directly: a TLS socket is bridged to the poller by two
+// goroutines (tlsbridge.go), the documented slower path.
 //
 // The epoll layer is written by hand over golang.org/x/sys/unix because the
 // libraries that do it either own the listener (cloudwego/netpoll) or are not
@@ -65,6 +68,13 @@ type Config struct {
 	UserAuthTimeout time.Duration // apps with user_authentication: sign in within this or 4009; 0: app.UserAuthenticationTimeout (30 s)
 	AcceptRate      int           // new sockets a second (gateway.accept_rate); past it they are closed with 4100; 0: no limit (admission.go)
 	Logger          *slog.Logger
+	// For the sockets the pollers accept themselves (Listen, accept.go):
+	// HandshakeTimeout is how long one may take to send its request head
+	// (gateway.handshake_timeout; 0: 5 s), MaxHeaderBytes the largest head
+	// upgraded on a poller; a larger one goes to the HTTP server, whose
+	// read buffer (http.read_buffer_bytes) it should be (0: 16384).
+	HandshakeTimeout time.Duration
+	MaxHeaderBytes   int
 
 	// Per source address (limits.go, docs/limits.md); 0 is off.
 	MaxConnectionsPerIP int            // open sockets per address; over it 4100
@@ -125,13 +135,15 @@ type Stats struct {
 }
 
 type counters struct {
-	connections   atomic.Int64
-	connects      atomic.Uint64
-	messagesIn    atomic.Uint64
-	deliveries    atomic.Uint64
-	writes        atomic.Uint64
-	slowConsumers atomic.Uint64
-	admission     atomic.Uint64
+	connections       atomic.Int64
+	connects          atomic.Uint64
+	messagesIn        atomic.Uint64
+	deliveries        atomic.Uint64
+	writes            atomic.Uint64
+	slowConsumers     atomic.Uint64
+	admission         atomic.Uint64
+	handoffs          atomic.Uint64 // sockets the pollers handed to the HTTP server (accept.go)
+	handshakeTimeouts atomic.Uint64 // sockets the pollers closed with a 408 (accept.go)
 }
 
 // sharedFrames are frames every connection may be sent; built once.
@@ -161,9 +173,14 @@ type Gateway struct {
 	counts     counts
 	stop       chan struct{}
 
-	// dirty[i] lists the connections delivery shard i queued frames to since
-	// its last Flush; only shard i's goroutine touches it.
-	dirty [][]*Conn
+	// out[i] are delivery shard i's batches, one per poller, filled by
+	// Deliver and handed over by Flush; only shard i's goroutine touches
+	// them (deliver.go).
+	out     [][]*batch
+	batches sync.Pool // of *batch
+	// outstanding[i] counts shard i's batches handed to a poller and not
+	// yet delivered (Deliver's direct path waits for 0).
+	outstanding []atomic.Int64
 
 	closeOnce sync.Once
 	wg        sync.WaitGroup
@@ -187,6 +204,12 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 5 * time.Second
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = 16384
+	}
 	if cfg.UserAuthTimeout <= 0 {
 		cfg.UserAuthTimeout = app.UserAuthenticationTimeout
 	}
@@ -199,21 +222,20 @@ func New(cfg Config) (*Gateway, error) {
 		maxFDs = 1 << 24
 	}
 	g := &Gateway{
-		cfg:   cfg,
-		log:   cfg.Logger,
-		ids:   protocol.NewSocketIDs(cfg.SocketIDNode),
-		hub:   newHub(),
-		fds:   make([]atomic.Pointer[Conn], maxFDs),
-		stop:  make(chan struct{}),
-		dirty: make([][]*Conn, cfg.Shards),
+		cfg:  cfg,
+		log:  cfg.Logger,
+		ids:  protocol.NewSocketIDs(cfg.SocketIDNode),
+		hub:  newHub(),
+		fds:  make([]atomic.Pointer[Conn], maxFDs),
+		stop: make(chan struct{}),
 	}
 	g.SetAcceptRate(cfg.AcceptRate)
 	g.ips = ipLimits{maxOpen: int32(min(cfg.MaxConnectionsPerIP, 1<<30)), rate: float64(cfg.AcceptRatePerIP),
 		burst: float64(max(cfg.AcceptRatePerIP, 1)), m: make(map[ipKey]*ipEntry)}
 	g.frames.ping = appendFrame(nil, ws.OpText, protocol.AppendPing(nil))
 	g.frames.pong = appendFrame(nil, ws.OpText, protocol.AppendPong(nil))
-	for range cfg.Pollers {
-		p, err := newPoller(g)
+	for i := range cfg.Pollers {
+		p, err := newPoller(g, i)
 		if err != nil {
 			for _, p := range g.pollers {
 				_ = unix.Close(p.epfd)
@@ -222,6 +244,11 @@ func New(cfg Config) (*Gateway, error) {
 			return nil, err
 		}
 		g.pollers = append(g.pollers, p)
+	}
+	g.out = make([][]*batch, cfg.Shards)
+	g.outstanding = make([]atomic.Int64, cfg.Shards)
+	for i := range g.out {
+		g.out[i] = make([]*batch, len(g.pollers))
 	}
 	for _, p := range g.pollers {
 		g.wg.Add(1)
@@ -296,47 +323,82 @@ func (g *Gateway) Stats() Stats {
 	}
 }
 
-// Deliver queues a live message to every local subscriber of its channel
-// except an excluded socket. The WebSocket frame is built once and shared.
-// Called by the bus's delivery shard goroutine; it writes nothing itself:
-// Flush does, once per batch, so that a socket receiving several events gets
-// them in one writev. Lock order: docs/locks.md (hub shard, then Conn.mu).
+// Deliver hands a live message to the pollers that have local subscribers
+// of its channel. The WebSocket frame is built once and shared. Called by
+// the bus's delivery shard goroutine, which copies the subscribers of each
+// poller into that poller's batch (hub.snapshot) and writes nothing: Flush
+// hands the batches over, and each poller queues the frames to its own
+// sockets and writes each of them once (poller.deliver), so the write of
+// one event to 10,000 sockets runs on every poller at once, and a socket
+// receiving several events still gets them in one writev. Lock order:
+// docs/locks.md (hub shard; the pollers take Conn.mu later, alone).
 func (g *Gateway) Deliver(shard int, m *bus.Message) {
+	out := g.out[shard]
+	for i, b := range out {
+		if b == nil {
+			out[i] = g.newBatch()
+		}
+	}
+	frame := eventFrame(m.Payload, m.Serial)
 	var excl protocol.SocketID
 	if m.Exclude != "" {
 		excl, _ = protocol.ParseSocketID(m.Exclude)
 	}
-	frame := eventFrame(m.Payload, m.Serial)
-	bit := uint64(1) << uint(shard)
-	list := &g.dirty[shard]
-	n := g.hub.fanout(m.App, m.Channel, m.Serial, func(c *Conn) {
-		if c.id == excl {
-			return
-		}
-		c.mu.Lock()
-		if c.state() == stateOpen && (c.replays == nil || !c.holdLocked(m.Channel, m.Serial, m.PrevSerial, frame)) &&
-			c.enqueueLocked(frame) && c.dirty&bit == 0 {
-			c.dirty |= bit
-			*list = append(*list, c)
-		}
-		c.mu.Unlock()
-	})
+	// Nothing of this shard's is waiting anywhere: an event for a small
+	// channel may be written here at once, as the shards wrote before
+	// (one thread hop less), without passing one of this channel's
+	// earlier events, which are all out already.
+	quiet := g.outstanding[shard].Load() == 0
+	for _, b := range out {
+		quiet = quiet && len(b.msgs) == 0
+	}
+	n := g.hub.snapshot(m.App, m.Channel, m.Serial, out)
+	if n == 0 {
+		return
+	}
 	g.stats.deliveries.Add(uint64(n))
 	g.metrics.app(m.App).deliveries.Add(uint64(n))
+	if quiet && n <= directMax {
+		for _, b := range out {
+			for _, c := range b.conns {
+				if c.id == excl && excl != (protocol.SocketID{}) {
+					continue
+				}
+				c.mu.Lock()
+				if c.state() == stateOpen && (c.replays == nil || !c.holdLocked(m.Channel, m.Serial, m.PrevSerial, frame)) {
+					c.writeLocked(frame)
+				}
+				c.mu.Unlock()
+			}
+			clear(b.conns)
+			b.conns = b.conns[:0]
+		}
+		return
+	}
+	for _, b := range out {
+		if end := len(b.conns); end > b.marked {
+			b.msgs = append(b.msgs, delivery{frame: frame, channel: m.Channel, serial: m.Serial, prev: m.PrevSerial, excl: excl, end: end})
+			b.marked = end
+		}
+	}
 }
 
-// Flush writes what Deliver queued since the last Flush of this shard.
+// Flush hands what Deliver batched since the last Flush of this shard to
+// the pollers.
 func (g *Gateway) Flush(shard int) {
-	bit := uint64(1) << uint(shard)
-	list := g.dirty[shard]
-	for _, c := range list {
-		c.mu.Lock()
-		c.dirty &^= bit
-		c.flushLocked()
-		c.mu.Unlock()
+	out := g.out[shard]
+	for i, b := range out {
+		if b == nil || len(b.msgs) == 0 {
+			continue
+		}
+		b.shard = shard
+		g.outstanding[shard].Add(1)
+		if g.pollers[i].deliver(b) {
+			out[i] = nil
+		} else {
+			g.outstanding[shard].Add(-1)
+		}
 	}
-	clear(list)
-	g.dirty[shard] = list[:0]
 }
 
 // eventFrame builds the WebSocket frame of a stored event: the Pusher JSON
@@ -366,11 +428,11 @@ func eventFrame(payload []byte, serial uint64) []byte {
 func (g *Gateway) connClosed(c *Conn) {
 	g.leaveAll(c)
 	g.releaseAddr(c)
-	if c.userID != "" {
+	if c.userID() != "" {
 		g.users.remove(c)
 	}
-	if c.counter != nil {
-		c.counter.Add(-1)
+	if c.counted {
+		g.connCounter(c.app.ID).Add(-1)
 	}
 	g.stats.connections.Add(-1)
 	g.metrics.disconnected(c)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,14 +63,19 @@ func (e *edge) url(key string) string {
 // TestMain fails the package when goroutines outlive the tests.
 func TestMain(m *testing.M) { testkit.Main(m) }
 
-func startEdge(t *testing.T, mutate func(*Config)) *edge {
+// viaFasthttp makes startEdge serve every socket the way fasthttp hands
+// it over (ServeUpgrade and its hijack) instead of the pollers' own accept;
+// tests that set it must not run in parallel.
+var viaFasthttp bool
+
+func startEdge(t testing.TB, mutate func(*Config)) *edge {
 	t.Helper()
 	return startEdgeWith(t, mutate, nil)
 }
 
 // startEdgeWith is startEdge with the bus config adjustable too. The bus
 // starts first, so mutate sees (and may change) the gateway's dependencies.
-func startEdgeWith(t *testing.T, mutate func(*Config), mutateBus func(*bus.Config)) *edge {
+func startEdgeWith(t testing.TB, mutate func(*Config), mutateBus func(*bus.Config)) *edge {
 	t.Helper()
 	base := testkit.Goroutines()
 	off := app.New("off", "off-key", "s")
@@ -115,8 +121,26 @@ func startEdgeWith(t *testing.T, mutate func(*Config), mutateBus func(*bus.Confi
 	}
 	// Idle fasthttp workers expire fast, so goroutine counts show what the
 	// edge itself holds.
-	srv := &fasthttp.Server{Handler: g.ServeUpgrade, KeepHijackedConns: true, MaxIdleWorkerDuration: 100 * time.Millisecond}
-	go srv.Serve(ln)
+	handler := func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) == "/healthz" { // a stand-in for the REST API sharing the port
+			ctx.SetBodyString("ok")
+			return
+		}
+		g.ServeUpgrade(ctx)
+	}
+	srv := &fasthttp.Server{Handler: handler, KeepHijackedConns: true, MaxIdleWorkerDuration: 100 * time.Millisecond}
+	if viaFasthttp {
+		go srv.Serve(ln)
+	} else {
+		// The pollers accept and upgrade (accept.go); what they hand over
+		// is served by fasthttp, as on a node.
+		gl, err := g.Listen(ln)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Serve(gl)
+		ln = gl
+	}
 	t.Cleanup(func() {
 		_ = srv.Shutdown()
 		g.Close()
@@ -410,16 +434,26 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 	data := strings.Repeat("x", 8000)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// The publisher stays at most keepUp events ahead of the reader that
+	// keeps up, so that it does keep up however fast the node delivers
+	// (its pollers write in parallel) and however slowly this process
+	// reads; the socket that never reads falls behind all the same.
+	var read atomic.Int64
 	go func() {
 		for ctx.Err() == nil {
 			if _, err := fast.Next(ctx); err != nil {
 				return
 			}
+			read.Add(1)
 		}
 	}()
+	const keepUp = 200
 	for i := 0; e.g.Stats().SlowConsumers == 0; i++ {
 		if ctx.Err() != nil || i > 20000 {
 			t.Fatalf("no slow-consumer close after %d events", i)
+		}
+		for int64(i*20)-read.Load() > keepUp && ctx.Err() == nil && e.g.Stats().SlowConsumers == 0 {
+			time.Sleep(time.Millisecond)
 		}
 		ps := make([]bus.Publication, 20)
 		for j := range ps {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"hash/maphash"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -13,12 +14,18 @@ import (
 const hubShards = 64
 
 // localChannel is a channel with at least one subscriber on this node.
+// Its subscribers are kept per poller (parts[i] are poller i's), so that a
+// fan-out hands each poller its own sockets to write (Gateway.Deliver), and
+// only poller i changes parts[i] (subscribes and unsubscribes run on the
+// connection's poller), under the shard's lock. A slot in a slice costs 8
+// bytes where a map entry cost about twice that (docs/design.md, "Idle
+// memory").
 type localChannel struct {
-	app  *app.App // the app when the channel got its first local subscriber
-	name string
-	subs map[*Conn]struct{}
-	last atomic.Uint64 // serial of the last event delivered here (the socket inspector, inspect.go)
-	peak int           // most subscribers since subs was last rebuilt (remove)
+	app   *app.App // the app when the channel got its first local subscriber
+	name  string
+	parts [][]*Conn     // by poller index; a connection's place is its subscription's idx
+	n     int           // subscribers in all parts
+	last  atomic.Uint64 // serial of the last event delivered here (the socket inspector, inspect.go)
 }
 
 type chanKey struct {
@@ -62,46 +69,84 @@ func (h *hub) shard(app, name string) *hubShard {
 	return &h.shards[mh.Sum64()%hubShards]
 }
 
-// add subscribes c to the channel. It returns the channel, whether c was
-// already subscribed, and whether c is the channel's first local subscriber.
-func (h *hub) add(c *Conn, name string) (lc *localChannel, dup, first bool) {
+// add subscribes c to the channel (c must not be subscribed already: the
+// caller checks its subscriptions). It returns the channel, c's place in
+// it (the subscription's idx, for remove), and whether c is the channel's
+// first local subscriber. Called on c's poller.
+func (h *hub) add(c *Conn, name string) (lc *localChannel, idx int32, first bool) {
 	s := h.shard(c.app.ID, name)
 	k := chanKey{c.app.ID, name}
+	pi := c.poller.idx
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	lc = s.chans[k]
 	if lc == nil {
-		lc = &localChannel{app: c.app, name: name, subs: make(map[*Conn]struct{}, 1)}
+		lc = &localChannel{app: c.app, name: name, parts: make([][]*Conn, len(c.poller.g.pollers))}
 		s.chans[k] = lc
 		s.peak = max(s.peak, len(s.chans))
 		first = true
 	}
-	if _, dup = lc.subs[c]; !dup {
-		lc.subs[c] = struct{}{}
-		lc.peak = max(lc.peak, len(lc.subs))
+	part := lc.parts[pi]
+	if part == nil {
+		part = make([]*Conn, 0, 1)
 	}
-	return lc, dup, first
+	idx = int32(len(part))
+	lc.parts[pi] = append(part, c)
+	lc.n++
+	return lc, idx, first
 }
 
-// remove unsubscribes c and reports whether the channel has no local
-// subscriber left.
-func (h *hub) remove(c *Conn, lc *localChannel) (last bool) {
-	s := h.shard(lc.app.ID, lc.name)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(lc.subs, c)
-	if len(lc.subs) > 0 {
-		lc.subs, lc.peak = shrunk(lc.subs, lc.peak)
+// remove unsubscribes c, whose subscription to the channel is s, and
+// reports whether the channel has no local subscriber left. The last
+// subscriber of c's part takes its place, and that connection's
+// subscription learns its new idx. Called on c's poller, which owns every
+// connection of the part.
+func (h *hub) remove(c *Conn, s *subscription) (last bool) {
+	lc := s.lc
+	sh := h.shard(lc.app.ID, lc.name)
+	pi := c.poller.idx
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	part := lc.parts[pi]
+	i := int(s.idx)
+	if i >= len(part) || part[i] != c {
+		if i = slices.Index(part, c); i < 0 {
+			return false // not in the index (cannot happen: join adds before it records)
+		}
+	}
+	end := len(part) - 1
+	if moved := part[end]; moved != c {
+		part[i] = moved
+		for j := range moved.subs {
+			if moved.subs[j].lc == lc {
+				moved.subs[j].idx = int32(i)
+				break
+			}
+		}
+	}
+	part[end] = nil
+	part = part[:end]
+	switch {
+	case len(part) == 0:
+		part = nil
+	case cap(part) > 64 && len(part) < cap(part)/4:
+		// A slice keeps the array of its largest size: give back a
+		// channel's memory once most of its subscribers have left.
+		part = append(make([]*Conn, 0, 2*len(part)), part...)
+	}
+	lc.parts[pi] = part
+	lc.n--
+	if lc.n > 0 {
 		return false
 	}
-	delete(s.chans, chanKey{lc.app.ID, lc.name})
-	s.chans, s.peak = shrunk(s.chans, s.peak)
+	delete(sh.chans, chanKey{lc.app.ID, lc.name})
+	sh.chans, sh.peak = shrunk(sh.chans, sh.peak)
 	return true
 }
 
 // shrunk returns m rebuilt at its size when it has fallen to a quarter of
-// its peak: a Go map keeps the buckets of its largest size, so a channel
-// that once had 100,000 subscribers would hold their memory after they
+// its peak: a Go map keeps the buckets of its largest size, so a shard
+// that once had 100,000 channels would hold their memory after they
 // left. Rebuilding costs one copy per four-fold fall.
 func shrunk[K comparable, V any](m map[K]V, peak int) (map[K]V, int) {
 	if peak < 256 || len(m) >= peak/4 {
@@ -129,10 +174,36 @@ func (h *hub) fanout(app, name string, serial uint64, fn func(*Conn)) int {
 	if serial > 0 {
 		lc.last.Store(serial)
 	}
-	for c := range lc.subs {
-		fn(c)
+	for _, part := range lc.parts {
+		for _, c := range part {
+			fn(c)
+		}
 	}
-	return len(lc.subs)
+	return lc.n
+}
+
+// snapshot appends the channel's local subscribers, poller by poller, to
+// out[i] (one per poller), holding the shard's read lock, and returns how
+// many there were; a serial above 0 is recorded as the channel's last
+// under the same lock, so a connection is either in the snapshot or
+// entered the index after last was set (resume.go relies on it).
+func (h *hub) snapshot(app, name string, serial uint64, out []*batch) int {
+	s := h.shard(app, name)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	lc := s.chans[chanKey{app, name}]
+	if lc == nil {
+		return 0
+	}
+	if serial > 0 {
+		lc.last.Store(serial)
+	}
+	for i, part := range lc.parts {
+		if len(part) > 0 {
+			out[i].conns = append(out[i].conns, part...)
+		}
+	}
+	return lc.n
 }
 
 // last returns the serial of the last event delivered on the channel here,
@@ -154,7 +225,7 @@ func (h *hub) count(app, name string) int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if lc := s.chans[chanKey{app, name}]; lc != nil {
-		return len(lc.subs)
+		return lc.n
 	}
 	return 0
 }
@@ -167,7 +238,7 @@ func (h *hub) channels(app string, fn func(name string, subs int)) {
 		s.mu.RLock()
 		for k, lc := range s.chans {
 			if k.app == app {
-				fn(k.name, len(lc.subs))
+				fn(k.name, lc.n)
 			}
 		}
 		s.mu.RUnlock()

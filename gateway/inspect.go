@@ -118,8 +118,8 @@ func (p *poller) inspect(app string, id protocol.SocketID) *SocketInfo {
 			App:           app,
 			ConnectedAt:   time.Unix(0, c.born),
 			LastActivity:  time.Unix(0, c.lastIn),
-			UserID:        c.userID,
-			UserInfo:      append(json.RawMessage(nil), c.userInfo...),
+			UserID:        c.userID(),
+			UserInfo:      append(json.RawMessage(nil), c.userInfo()...),
 			Subscriptions: []SubscriptionInfo{},
 		}
 		c.mu.Lock()

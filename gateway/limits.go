@@ -78,11 +78,17 @@ func keyOf(a netip.Addr) ipKey {
 // is not itself a trusted proxy. It reads ctx before the hijack.
 func (g *Gateway) sourceAddr(ctx *fasthttp.RequestCtx) ipKey {
 	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	return g.sourceAddrOf(peer, ctx.Request.Header.Peek("X-Forwarded-For"))
+}
+
+// sourceAddrOf is sourceAddr over the TCP peer and the X-Forwarded-For
+// value (the first such header, as fasthttp's Peek gives it), however the
+// request was parsed.
+func (g *Gateway) sourceAddrOf(peer netip.Addr, xff []byte) ipKey {
 	peer = peer.Unmap()
 	if !g.trusted(peer) {
 		return keyOf(peer)
 	}
-	xff := ctx.Request.Header.Peek("X-Forwarded-For")
 	for len(xff) > 0 {
 		var part []byte
 		if i := bytes.LastIndexByte(xff, ','); i >= 0 {
@@ -138,6 +144,14 @@ func (l *ipLimits) on() bool { return l.maxOpen > 0 || l.rate > 0 }
 
 // acquire counts a new socket from ip at now, or says which limit refuses it.
 func (l *ipLimits) acquire(ip ipKey, now int64) (limitKind, bool) {
+	_, kind, ok := l.acquireEntry(ip, now)
+	return kind, ok
+}
+
+// acquireEntry is acquire, returning the address's entry: a connection
+// keeps the pointer (8 bytes, where the address is 24) to release it, and
+// the entry stays in the table while its open count is above 0.
+func (l *ipLimits) acquireEntry(ip ipKey, now int64) (*ipEntry, limitKind, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if now-l.lastSweep >= int64(ipSweepEvery) {
@@ -152,15 +166,15 @@ func (l *ipLimits) acquire(ip ipKey, now int64) (limitKind, bool) {
 	if l.rate > 0 {
 		e.refill(now, l.rate, l.burst)
 		if e.tokens < 1 {
-			return limitAcceptRatePerIP, false
+			return nil, limitAcceptRatePerIP, false
 		}
 	}
 	if l.maxOpen > 0 && e.open >= l.maxOpen {
-		return limitConnectionsPerIP, false
+		return nil, limitConnectionsPerIP, false
 	}
 	e.tokens--
 	e.open++
-	return 0, true
+	return e, 0, true
 }
 
 func (l *ipLimits) release(ip ipKey) {
@@ -168,6 +182,13 @@ func (l *ipLimits) release(ip ipKey) {
 	if e := l.m[ip]; e != nil {
 		e.open--
 	}
+	l.mu.Unlock()
+}
+
+// releaseEntry uncounts one socket from the entry acquireEntry gave.
+func (l *ipLimits) releaseEntry(e *ipEntry) {
+	l.mu.Lock()
+	e.open--
 	l.mu.Unlock()
 }
 
@@ -209,7 +230,7 @@ func (g *Gateway) admitAddr(c *Conn, ip ipKey) *refusal {
 	if !g.ips.on() || !ip.IsValid() {
 		return nil
 	}
-	kind, ok := g.ips.acquire(ip, time.Now().UnixNano())
+	e, kind, ok := g.ips.acquireEntry(ip, time.Now().UnixNano())
 	if !ok {
 		g.metrics.limits[kind].Add(1)
 		msg := "Too many connections from your address; reconnect later"
@@ -218,15 +239,15 @@ func (g *Gateway) admitAddr(c *Conn, ip ipKey) *refusal {
 		}
 		return &refusal{protocol.CodeOverCapacity, msg}
 	}
-	c.ip = ip
+	c.ipe = e
 	return nil
 }
 
 // releaseAddr uncounts a released connection from its address.
 func (g *Gateway) releaseAddr(c *Conn) {
-	if c.ip.IsValid() {
-		g.ips.release(c.ip)
-		c.ip = ipKey{}
+	if c.ipe != nil {
+		g.ips.releaseEntry(c.ipe)
+		c.ipe = nil
 	}
 }
 

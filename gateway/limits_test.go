@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -360,17 +361,27 @@ func TestSlowConsumerEndsOnFrameBoundary(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// The publisher stays at most keepUp events ahead of the reader that
+	// keeps up, so that it does keep up however fast the node delivers
+	// (its pollers write in parallel) and however slowly this process
+	// reads; the socket that never reads falls behind all the same.
+	var read atomic.Int64
 	go func() {
 		for ctx.Err() == nil {
 			if _, err := fast.Next(ctx); err != nil {
 				return
 			}
+			read.Add(1)
 		}
 	}()
 	data := strings.Repeat("y", 3001) // odd sizes: the kernel's cut falls inside a frame
+	const keepUp = 200
 	for i := 0; e.g.Stats().SlowConsumers == 0; i++ {
 		if ctx.Err() != nil || i > 20000 {
 			t.Fatalf("no slow-consumer close after %d events", i)
+		}
+		for int64(i*10)-read.Load() > keepUp && ctx.Err() == nil && e.g.Stats().SlowConsumers == 0 {
+			time.Sleep(time.Millisecond)
 		}
 		ps := make([]bus.Publication, 10)
 		for j := range ps {

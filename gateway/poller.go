@@ -22,6 +22,10 @@ const (
 	// finish the closing handshake before the socket is released anyway.
 	closeTimeout = 5 * time.Second
 	sweepEvery   = time.Second
+	// pendingSweepEvery is how often sockets whose request head is not in
+	// yet are checked against gateway.handshake_timeout (accept.go): the
+	// deadline holds to within it.
+	pendingSweepEvery = 100 * time.Millisecond
 )
 
 // poller owns an epoll instance and the connections registered with it. One
@@ -29,28 +33,46 @@ const (
 // connections, and is the only goroutine that closes their file descriptors.
 type poller struct {
 	g      *Gateway
+	idx    int // in g.pollers; the part of a channel's subscribers that are this poller's (hub.go)
 	epfd   int
 	wakefd int
 	dec    frameDecoder
 	buf    []byte
 	events []unix.EpollEvent
 
-	conns     []*Conn // every registered connection (poller only)
-	again     []*Conn // connections that hit the read budget with bytes left
-	cur       *Conn   // the connection being decoded
-	now       int64
-	lastSweep int64
+	conns       []*Conn  // every registered connection (poller only)
+	again       []*Conn  // connections that hit the read budget with bytes left
+	dirty       []*Conn  // connections queued to by runUnit, to write (deliver.go)
+	work        []*batch // batches taken from batches, delivered a unit per loop (deliver.go)
+	cur         *Conn    // the connection being decoded
+	now         int64
+	lastSweep   int64
+	lastPending int64 // the last sweepPending
 
 	mu       sync.Mutex
 	incoming []*Conn  // registered but not yet in conns
 	tasks    []func() // run on the poller's goroutine at its next wake-up (inspect.go)
-	left     []*Conn  // began closing since the last loop: their subscriptions end at once (leaving)
+	batches  []*batch // live events to queue to this poller's sockets (deliver.go)
+	spare    []*batch // the other half of batches' double buffer
+	// queued counts the socket slots and events in batches and work
+	// (maxQueued); taken is signalled when the poller has delivered a batch
+	// (deliver waits on it).
+	queued   int
+	taken    sync.Cond
+	left     []*Conn // began closing since the last loop: their subscriptions end at once (leaving)
 	stopping bool
+
+	// accepting (accept.go); poller only
+	lis         *Listener     // the client port, when this poller accepts on it
+	acceptOff   bool          // lis is out of the epoll set for a pause (pauseAccept)
+	acceptPause time.Duration // the current pause
+	acceptAt    int64         // unix nanos when the pause ends
+	pending     []pendingConn // accepted sockets whose request head is not read yet (stateHandshake)
 
 	done chan struct{}
 }
 
-func newPoller(g *Gateway) (*poller, error) {
+func newPoller(g *Gateway, idx int) (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: epoll_create1: %w", err)
@@ -66,14 +88,17 @@ func newPoller(g *Gateway) (*poller, error) {
 		unix.Close(wakefd)
 		return nil, fmt.Errorf("gateway: register eventfd: %w", err)
 	}
-	return &poller{
+	p := &poller{
 		g:      g,
+		idx:    idx,
 		epfd:   epfd,
 		wakefd: wakefd,
 		buf:    make([]byte, readBufferSize),
 		events: make([]unix.EpollEvent, 256),
 		done:   make(chan struct{}),
-	}, nil
+	}
+	p.taken.L = &p.mu
+	return p, nil
 }
 
 // errPollerStopping: the poller takes no more connections; the caller still
@@ -115,6 +140,7 @@ func (p *poller) wake() {
 func (p *poller) stop() {
 	p.mu.Lock()
 	p.stopping = true
+	p.taken.Broadcast()
 	p.mu.Unlock()
 	p.wake()
 	<-p.done
@@ -124,7 +150,13 @@ func (p *poller) run() {
 	defer close(p.done)
 	for {
 		timeout := int(sweepEvery / time.Millisecond)
-		if len(p.again) > 0 {
+		if p.acceptOff {
+			timeout = min(timeout, max(1, int((p.acceptAt-time.Now().UnixNano())/int64(time.Millisecond))))
+		}
+		if len(p.pending) > 0 {
+			timeout = min(timeout, int(pendingSweepEvery/time.Millisecond))
+		}
+		if len(p.again) > 0 || len(p.work) > 0 {
 			timeout = 0
 		}
 		n, err := unix.EpollWait(p.epfd, p.events, timeout)
@@ -145,11 +177,21 @@ func (p *poller) run() {
 				_, _ = unix.Read(p.wakefd, b[:])
 				continue
 			}
+			if p.lis != nil && int(ev.Fd) == p.lis.fd {
+				p.accept()
+				continue
+			}
 			if c := p.g.fds[ev.Fd].Load(); c != nil && c.poller == p {
 				p.handle(c, ev.Events)
 			}
 		}
 		p.retry()
+		p.deliverSome()
+		p.resumeAccept()
+		if len(p.pending) > 0 && p.now-p.lastPending >= int64(pendingSweepEvery) {
+			p.lastPending = p.now
+			p.sweepPending()
+		}
 		if p.now-p.lastSweep >= int64(sweepEvery) {
 			p.lastSweep = p.now
 			p.sweep()
@@ -161,8 +203,9 @@ func (p *poller) run() {
 // the poller is stopping.
 func (p *poller) absorb() bool {
 	p.mu.Lock()
-	in, stopping, tasks := p.incoming, p.stopping, p.tasks
-	p.incoming, p.tasks = nil, nil
+	in, stopping, tasks, batches := p.incoming, p.stopping, p.tasks, p.batches
+	p.incoming, p.tasks, p.batches = nil, nil, p.spare[:0]
+	p.spare = batches
 	p.mu.Unlock()
 	for _, c := range in {
 		// A connection that is already closing (its app was refused, or
@@ -174,6 +217,8 @@ func (p *poller) absorb() bool {
 	for _, f := range tasks {
 		f()
 	}
+	p.work = append(p.work, batches...)
+	clear(batches)
 	return stopping
 }
 
@@ -210,6 +255,12 @@ func (p *poller) unsubscribeLeft() {
 }
 
 func (p *poller) handle(c *Conn, events uint32) {
+	if c.state() == stateHandshake {
+		if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			p.handshake(c)
+		}
+		return
+	}
 	if c.seeded {
 		c.seeded = false
 		if !p.consume(c, nil) {
@@ -278,30 +329,43 @@ func (p *poller) retry() {
 // are then discarded).
 func (p *poller) consume(c *Conn, data []byte) bool {
 	if c.state() != stateOpen {
-		c.rbuf, c.frag = nil, nil
+		c.in = nil
 		return false
 	}
+	in := c.in
 	buf := data
-	if c.rbuf != nil {
-		c.rbuf = append(c.rbuf, data...)
-		buf = c.rbuf
+	var frag *fragments
+	if in != nil {
+		frag = in.frag
+		if in.buf != nil {
+			in.buf = append(in.buf, data...)
+			buf = in.buf
+		}
 	}
 	p.cur = c
-	n, werr := p.dec.decode(buf, p.g.cfg.MaxMessageBytes, &c.frag, p)
+	n, werr := p.dec.decode(buf, p.g.cfg.MaxMessageBytes, &frag, p)
 	p.cur = nil
 	if werr != nil {
-		c.rbuf, c.frag = nil, nil
+		c.in = nil
 		c.closeWith(int(werr.code), werr.reason)
 		return false
 	}
 	rest := buf[n:]
+	var keep []byte
 	switch {
 	case len(rest) == 0:
-		c.rbuf = nil
-	case c.rbuf != nil && cap(c.rbuf) <= 4*len(rest)+4096:
-		c.rbuf = append(c.rbuf[:0], rest...)
+	case in != nil && in.buf != nil && cap(in.buf) <= 4*len(rest)+4096:
+		keep = append(in.buf[:0], rest...)
 	default:
-		c.rbuf = append(make([]byte, 0, len(rest)+512), rest...)
+		keep = append(make([]byte, 0, len(rest)+512), rest...)
+	}
+	switch {
+	case keep == nil && frag == nil:
+		c.in = nil
+	case in == nil:
+		c.in = &inbound{buf: keep, frag: frag}
+	default:
+		in.buf, in.frag = keep, frag
 	}
 	return c.state() == stateOpen
 }
@@ -356,7 +420,7 @@ func (p *poller) sweep() {
 			continue
 		}
 		switch {
-		case c.app != nil && c.app.UserAuthentication && c.userID == "" && p.now-c.born >= int64(p.g.cfg.UserAuthTimeout):
+		case c.app != nil && c.app.UserAuthentication && c.userID() == "" && p.now-c.born >= int64(p.g.cfg.UserAuthTimeout):
 			c.closeWith(4009, "Connection not signed in within 30 seconds")
 		case c.pingAt == 0 && p.now-c.lastIn >= activity:
 			c.pingAt = p.now
@@ -381,7 +445,9 @@ func (p *poller) release(c *Conn) {
 	c.dropQueueLocked()
 	c.mu.Unlock()
 
-	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	// No EPOLL_CTL_DEL: this is the socket's only descriptor (adopt closed
+	// the net.Conn's, accept.go made no other), and closing the last one
+	// takes it out of the epoll set.
 	p.g.fds[c.fd].Store(nil)
 	_ = unix.Close(c.fd)
 
@@ -396,13 +462,25 @@ func (p *poller) release(c *Conn) {
 			p.conns = append(make([]*Conn, 0, 2*len(p.conns)), p.conns...)
 		}
 	}
-	c.rbuf, c.frag = nil, nil
+	c.in = nil
 	p.g.connClosed(c)
 }
 
 // shutdown closes every connection with 4200 so clients reconnect at once
 // (to another node, or to this one when it is back), then releases them.
 func (p *poller) shutdown() {
+	for _, b := range p.work {
+		p.g.recycle(b)
+	}
+	p.work = nil
+	if p.lis != nil {
+		p.dropListener(p.lis)
+	}
+	for len(p.pending) > 0 {
+		c := p.pending[len(p.pending)-1].c
+		p.endPending(c)
+		_ = unix.Close(c.fd)
+	}
 	for _, c := range p.conns {
 		c.closeWith(4200, "Server shutting down")
 	}

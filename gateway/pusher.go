@@ -15,6 +15,7 @@ const maxPresenceUserIDBytes = 128
 // subscription is one channel a connection is subscribed to.
 type subscription struct {
 	lc   *localChannel
+	idx  int32 // the connection's place in lc.parts[its poller] (hub.remove keeps it)
 	kind protocol.ChannelKind
 	user string // presence channels: the member's user id
 }
@@ -121,7 +122,7 @@ func (g *Gateway) subscribe(c *Conn, msg protocol.Message) {
 			return
 		}
 	case protocol.ServerToUser:
-		if id, _ := protocol.ServerToUserID(name); c.userID == "" || id != c.userID {
+		if id, _ := protocol.ServerToUserID(name); c.userID() == "" || id != c.userID() {
 			g.metrics.auth[authChannel].Add(1)
 			c.refuse(name, "AuthError", "Subscribing to "+name+" requires being signed in as that user", 401)
 			return
@@ -169,12 +170,12 @@ func (g *Gateway) presenceMember(c *Conn, a *app.App, name string, sd protocol.S
 	if sd.ChannelData == "" {
 		// A signed-in user joins as itself (docs/protocol.md §2.7; the
 		// signature then covers "socket_id:channel" only).
-		if c.userID == "" {
+		if c.userID() == "" {
 			c.refuse(name, "InvalidChannelData", "Presence subscriptions need channel_data or a signed-in user", 4009)
 			return presence.Member{}, false
 		}
-		id := protocol.AppendJSONString(nil, c.userID)
-		return presence.Member{ID: c.userID, IDJSON: id, Info: c.userInfo}, true
+		id := protocol.AppendJSONString(nil, c.userID())
+		return presence.Member{ID: c.userID(), IDJSON: id, Info: c.userInfo()}, true
 	}
 	pm, err := protocol.ParseChannelData(sd.ChannelData)
 	switch {
@@ -239,8 +240,8 @@ func (g *Gateway) join(c *Conn, name string, kind protocol.ChannelKind, user str
 	if !ok {
 		return nil
 	}
-	lc, _, first := g.hub.add(c, name)
-	c.subs = append(c.subs, subscription{lc: lc, kind: kind, user: user})
+	lc, idx, first := g.hub.add(c, name)
+	c.subs = append(c.subs, subscription{lc: lc, idx: idx, kind: kind, user: user})
 	g.metrics.subscribed(name, 1)
 	if first {
 		g.cfg.Bus.Subscribe(c.app.ID, name)
@@ -286,7 +287,7 @@ func (g *Gateway) leave(c *Conn, s subscription) {
 		c.endResumeLocked(s.lc.name, r)
 	}
 	c.mu.Unlock()
-	if g.hub.remove(c, s.lc) {
+	if g.hub.remove(c, &s) {
 		g.cfg.Bus.Unsubscribe(s.lc.app.ID, s.lc.name)
 	}
 	g.metrics.subscribed(s.lc.name, -1)

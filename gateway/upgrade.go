@@ -79,21 +79,40 @@ func (g *Gateway) overBudget() bool {
 // Sec-WebSocket-Accept value, or an HTTP status and message.
 func checkHandshake(ctx *fasthttp.RequestCtx) (accept string, status int, msg string) {
 	h := &ctx.Request.Header
-	if !ctx.IsGet() {
+	return checkHandshakeParts(ctx.IsGet(), h.Peek("Upgrade"), h.Peek("Connection"), h.Peek("Sec-WebSocket-Version"), h.Peek("Sec-WebSocket-Key"))
+}
+
+// checkHandshakeParts is checkHandshake over the request's method and
+// header values, however they were parsed (fasthttp, or the pollers'
+// own reader in accept.go).
+func checkHandshakeParts(get bool, upgrade, connection, version, key []byte) (accept string, status int, msg string) {
+	if !get {
 		return "", fasthttp.StatusMethodNotAllowed, "WebSocket upgrades must use GET"
 	}
-	if !hasToken(h.Peek("Upgrade"), "websocket") || !hasToken(h.Peek("Connection"), "upgrade") {
+	if !hasToken(upgrade, "websocket") || !hasToken(connection, "upgrade") {
 		return "", fasthttp.StatusBadRequest, "Expected a WebSocket upgrade request"
 	}
-	if string(h.Peek("Sec-WebSocket-Version")) != "13" {
+	if string(version) != "13" {
 		return "", fasthttp.StatusUpgradeRequired, "Unsupported WebSocket version; use 13"
 	}
-	key := h.Peek("Sec-WebSocket-Key")
-	if raw, err := base64.StdEncoding.DecodeString(string(key)); err != nil || len(raw) != 16 {
+	var raw [18]byte // 24 characters of padded base64 decode to 16 bytes (18 with the padding's room)
+	if len(key) != 24 {
 		return "", fasthttp.StatusBadRequest, "Invalid Sec-WebSocket-Key"
 	}
-	sum := sha1.Sum(append(append(make([]byte, 0, len(key)+len(wsGUID)), key...), wsGUID...))
-	return base64.StdEncoding.EncodeToString(sum[:]), 0, ""
+	if n, err := base64.StdEncoding.Decode(raw[:], key); err != nil || n != 16 {
+		return "", fasthttp.StatusBadRequest, "Invalid Sec-WebSocket-Key"
+	}
+	return acceptKey(key), 0, ""
+}
+
+// acceptKey is the Sec-WebSocket-Accept value of a Sec-WebSocket-Key.
+func acceptKey(key []byte) string {
+	var buf [64]byte
+	h := sha1.New()
+	h.Write(key)
+	h.Write([]byte(wsGUID))
+	sum := h.Sum(buf[:0])
+	return base64.StdEncoding.EncodeToString(sum)
 }
 
 // hasToken reports whether a comma-separated header value holds the token,
@@ -116,7 +135,14 @@ func hasToken(v []byte, token string) bool {
 // admit decides whether the Pusher protocol accepts the connection. It reads
 // everything it needs from ctx, which fasthttp reuses after the hijack.
 func (g *Gateway) admit(ctx *fasthttp.RequestCtx) (*app.App, *refusal) {
-	path := ctx.Path()
+	args := ctx.QueryArgs()
+	return g.admitParts(ctx.Path(), args.Peek("protocol"), args.Peek("version"), ctx.Request.Header.Peek("Origin"))
+}
+
+// admitParts is admit over the request's path, its protocol and version
+// query values and its Origin header (nil when absent), however they were
+// parsed.
+func (g *Gateway) admitParts(path, proto, version, origin []byte) (*app.App, *refusal) {
 	key, ok := bytes.CutPrefix(path, []byte("/app/"))
 	if !ok || len(key) == 0 || bytes.IndexByte(key, '/') >= 0 {
 		return nil, &refusal{protocol.CodePathNotFound, "Path not found"}
@@ -131,19 +157,18 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx) (*app.App, *refusal) {
 	// apps[].allowed_origins (app/origin.go): a browser page of another
 	// origin is refused as an unauthorized connection, 4009, which
 	// pusher-js does not retry. No Origin header: a server client.
-	if o := ctx.Request.Header.Peek("Origin"); len(o) > 0 && !a.OriginAllowed(o) {
+	if len(origin) > 0 && !a.OriginAllowed(origin) {
 		g.metrics.limits[limitOrigin].Add(1)
 		return nil, &refusal{protocol.CodeUnauthorized, "Origin not allowed"}
 	}
-	args := ctx.QueryArgs()
-	if v := args.Peek("protocol"); v == nil {
+	if proto == nil {
 		if g.cfg.RequireProtocol {
 			return nil, &refusal{protocol.CodeNoProtocol, "No protocol version supplied"}
 		}
-	} else if n, err := strconv.Atoi(string(v)); err != nil || n < 5 || n > 7 {
+	} else if n, err := strconv.Atoi(string(proto)); err != nil || n < 5 || n > 7 {
 		return nil, &refusal{protocol.CodeUnsupportedProtocol, "Unsupported protocol version"}
 	}
-	if v := args.Peek("version"); v != nil && !versionRE.Match(v) {
+	if version != nil && !versionRE.Match(version) {
 		return nil, &refusal{protocol.CodeInvalidVersion, "Invalid version string format"}
 	}
 	if g.draining.Load() {
@@ -157,6 +182,10 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx) (*app.App, *refusal) {
 // descriptor and closes the net.Conn (whose runtime state a poller does not
 // need), writes the 101 response together with the first Pusher frame, and
 // registers the descriptor. It returns at once; no goroutine stays behind.
+// Most sockets never come this way: the pollers accept and upgrade them
+// themselves (accept.go); this is the path of an upgrade that arrived on a
+// connection fasthttp already served (a keep-alive REST client's, or one
+// whose request head came in pieces).
 func (g *Gateway) adopt(nc net.Conn, accept string, a *app.App, ref *refusal, ip ipKey) {
 	var early []byte
 	var fd int
@@ -176,6 +205,29 @@ func (g *Gateway) adopt(nc net.Conn, accept string, a *app.App, ref *refusal, ip
 		return
 	}
 	c := &Conn{fd: fd, app: a, poller: g.pollers[fd%len(g.pollers)]}
+	ref = g.establish(c, accept, ref, ip, early)
+
+	// Queue, register, then write: once the client has its first frame the
+	// connection must already be the poller's, or a poller stopping in
+	// between would never close it.
+	if err := c.poller.register(c); err != nil {
+		if errors.Is(err, errPollerStopping) {
+			g.refuseUnregistered(c)
+		} else {
+			g.log.Warn("register connection", "err", err)
+		}
+		return
+	}
+	g.opened(c, ref)
+}
+
+// establish counts a new connection (per-IP limits, the app's quota, the
+// gateway's counters) and queues its first bytes: the 101 response and,
+// unless it is refused, pusher:connection_established. It returns the
+// refusal, if any, to close it with once it is registered (opened). c.app
+// is the app admit found (nil when refused before).
+func (g *Gateway) establish(c *Conn, accept string, ref *refusal, ip ipKey, early []byte) *refusal {
+	a := c.app
 	if ref == nil {
 		ref = g.admitAddr(c, ip) // per source address (limits.go)
 	}
@@ -185,11 +237,16 @@ func (g *Gateway) adopt(nc net.Conn, accept string, a *app.App, ref *refusal, ip
 			counter.Add(-1)
 			ref = &refusal{protocol.CodeOverQuota, "Application is over connection quota"}
 		} else {
-			c.counter = counter
+			c.counted = true
 		}
 	}
 
-	first := make([]byte, 0, 256)
+	var first []byte
+	if ref == nil {
+		first = make([]byte, 0, 256)
+	} else {
+		first = make([]byte, 0, 160)
+	}
 	first = append(first, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
 	first = append(first, accept...)
 	first = append(first, "\r\n\r\n"...)
@@ -200,34 +257,28 @@ func (g *Gateway) adopt(nc net.Conn, accept string, a *app.App, ref *refusal, ip
 		first = appendFrame(first, ws.OpText, est)
 	}
 	if len(early) > 0 {
-		c.rbuf, c.seeded = early, true
+		c.in, c.seeded = &inbound{buf: early}, true
 	}
 	if n := g.stats.connections.Add(1); n > g.connPeak.Load() {
 		g.connPeak.Store(n) // approximate under races; trimAfterFlood needs no more
 	}
 	g.stats.connects.Add(1)
 	g.metrics.connected(ref)
-
-	// Queue, register, then write: once the client has its first frame the
-	// connection must already be the poller's, or a poller stopping in
-	// between would never close it.
 	c.mu.Lock()
 	c.appendLocked(first)
 	c.mu.Unlock()
-	if err := c.poller.register(c); err != nil {
-		if errors.Is(err, errPollerStopping) {
-			g.refuseUnregistered(c)
-		} else {
-			g.log.Warn("register connection", "err", err)
-		}
-		return
-	}
+	return ref
+}
+
+// opened writes a registered connection's first bytes, or closes it with
+// its refusal.
+func (g *Gateway) opened(c *Conn, ref *refusal) {
 	if ref == nil {
 		// A reload may have disabled or removed the app since admit looked
 		// it up. CloseApp scans the registered sockets after the registry
 		// swap and this check follows the registration, so one of the two
 		// sees the change (apps.go).
-		if code, reason, ok := g.usable(a.ID); !ok {
+		if code, reason, ok := g.usable(c.app.ID); !ok {
 			ref = &refusal{code, reason}
 		}
 	}
@@ -239,7 +290,7 @@ func (g *Gateway) adopt(nc net.Conn, accept string, a *app.App, ref *refusal, ip
 	}
 	c.mu.Unlock()
 	if ref == nil {
-		g.cfg.Tap.Connected(a.ID, c.id)
+		g.cfg.Tap.Connected(c.app.ID, c.id)
 	}
 }
 
@@ -254,8 +305,8 @@ func (g *Gateway) refuseUnregistered(c *Conn) {
 	c.mu.Unlock()
 	_ = unix.Close(c.fd)
 	g.releaseAddr(c)
-	if c.counter != nil {
-		c.counter.Add(-1)
+	if c.counted {
+		g.connCounter(c.app.ID).Add(-1)
 	}
 	g.stats.connections.Add(-1)
 	g.metrics.disconnected(c)
@@ -290,6 +341,9 @@ func drainBuffered(nc net.Conn) []byte {
 func detachFD(nc net.Conn) (int, error) {
 	if u, ok := nc.(interface{ UnsafeConn() net.Conn }); ok {
 		nc = u.UnsafeConn()
+	}
+	if pc, ok := nc.(*prefixConn); ok { // handed over by a poller (accept.go); drainBuffered read its prefix
+		nc = pc.TCPConn
 	}
 	tcp, ok := nc.(*net.TCPConn)
 	if !ok {

@@ -27,7 +27,7 @@ func (u *userIndex) add(c *Conn) {
 	if u.m == nil {
 		u.m = make(map[userKey]map[*Conn]struct{})
 	}
-	k := userKey{c.app.ID, c.userID}
+	k := userKey{c.app.ID, c.userID()}
 	set := u.m[k]
 	if set == nil {
 		set = make(map[*Conn]struct{}, 1)
@@ -39,7 +39,7 @@ func (u *userIndex) add(c *Conn) {
 func (u *userIndex) remove(c *Conn) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	k := userKey{c.app.ID, c.userID}
+	k := userKey{c.app.ID, c.userID()}
 	if set := u.m[k]; set != nil {
 		delete(set, c)
 		if len(set) == 0 {
@@ -73,7 +73,7 @@ func (g *Gateway) signin(c *Conn, msg protocol.Message) {
 	if err == nil {
 		ud, err = protocol.ParseUserData(sd.UserData)
 	}
-	if err == nil && c.userID != "" && c.userID != ud.ID {
+	if err == nil && c.userID() != "" && c.userID() != ud.ID {
 		err = &protocol.Error{Code: protocol.CodeUnauthorized, Message: "Connection is already signed in as another user"}
 	}
 	if err != nil {
@@ -85,8 +85,8 @@ func (g *Gateway) signin(c *Conn, msg protocol.Message) {
 		c.sendError(protocol.CodeUnauthorized, err.Error(), "")
 		return
 	}
-	if c.userID == "" {
-		c.userID, c.userInfo = ud.ID, ud.UserInfo
+	if c.userID() == "" {
+		c.user = &signedIn{id: ud.ID, info: ud.UserInfo}
 		g.users.add(c)
 	}
 	c.sendJSON(protocol.AppendSigninSuccess(nil, sd.UserData))

@@ -15,6 +15,11 @@ import (
 // node down with every connected client at exactly the moment it is fullest.
 // Instead Accept waits, with a growing pause, until a descriptor frees up;
 // the connections already open are untouched.
+//
+// The client port's accept4 now runs on the gateway's pollers, which pause
+// the same way themselves (gateway/accept.go pauseAccept); this wraps the
+// listener they hand fasthttp its connections through, and stays for any
+// listener whose Accept can fail so.
 type patientListener struct {
 	net.Listener
 	log      *slog.Logger

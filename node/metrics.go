@@ -166,6 +166,8 @@ func (n *Node) limitRefusals() map[string]uint64 {
 			out[k] = v
 		}
 	}
+	// The pollers answer late request heads too (gateway/accept.go).
+	out["handshake_timeout"] += n.gw.HandshakeTimeouts()
 	return out
 }
 

@@ -104,6 +104,19 @@ func StartWith(cfg *configs.Config, log *slog.Logger, src Source) (*Node, error)
 		n.closeParts()
 		return nil, err
 	}
+	if !n.cfg.TLS.Enabled() {
+		// The pollers accept on the client port and upgrade /app/ sockets
+		// themselves; the rest reaches fasthttp through their listener
+		// (gateway/accept.go). A TLS port keeps fasthttp's accept: its
+		// sockets are upgraded after crypto/tls (gateway/tlsbridge.go).
+		gl, err := n.gw.Listen(ln)
+		if err != nil {
+			_ = ln.Close()
+			n.closeParts()
+			return nil, err
+		}
+		n.ln = &patientListener{Listener: gl, log: log}
+	}
 	n.registryLive()
 	go func() { n.serveErr <- n.http.Serve(n.ln) }()
 	n.serveAdmin()
@@ -171,6 +184,9 @@ func (n *Node) startParts() error {
 		MaxConnectionsPerIP: cfg.Gateway.MaxConnectionsPerIP,
 		AcceptRatePerIP:     cfg.Gateway.AcceptRatePerIP,
 		TrustedProxies:      trustedProxies(cfg.Gateway.TrustedProxies),
+
+		HandshakeTimeout: cfg.Gateway.HandshakeTimeout.D(),
+		MaxHeaderBytes:   cfg.HTTP.ReadBufferBytes,
 	}
 	if b.StreamEnabled() {
 		gcfg.Replayer = b
