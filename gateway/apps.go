@@ -46,8 +46,11 @@ func (g *Gateway) usable(id string) (code int, reason string, ok bool) {
 func (g *Gateway) CloseApp(appID string, code int, reason string) int {
 	n := 0
 	for i := range g.fds {
+		// State first: a socket still in its handshake (accept.go) is in
+		// the table while its poller sets c.app; the poller stores
+		// stateOpen after that, so an open state makes c.app safe to read.
 		c := g.fds[i].Load()
-		if c == nil || c.app == nil || c.app.ID != appID || c.state() != stateOpen {
+		if c == nil || c.state() != stateOpen || c.app == nil || c.app.ID != appID {
 			continue
 		}
 		c.closeWith(code, reason)
