@@ -14,6 +14,9 @@
 #   fanout-1000ch  30,000 subscribers, 1,000 channels, 20,000 events
 #   fanout-1000ch-batch10  the same, 10 events per REST request
 #                  (batch_events): the publisher is no longer the bound
+#   latency        10,000 subscribers (3,334 per node), 1 channel, 10 events
+#                  of 100 bytes a second (100k deliveries/s offered): p50/p99
+#   ch100          10,000 subscribers over 100 channels, 100 events/s: p50/p99
 #   publish        the publish-bound scenario: 10,000 subscribers over
 #                  1,000 channels, 8 concurrent REST publishers to node 1,
 #                  20,000 events: events_per_s and deliveries_per_s
@@ -187,6 +190,8 @@ START=$(date +%s)
 run fanout-1ch    fanout   --conns 30000 --channels 1    --messages 200   --payload 100
 run fanout-1000ch fanout   --conns 30000 --channels 1000 --messages 20000 --payload 100
 run fanout-1000ch-batch10 fanout --conns 30000 --channels 1000 --messages 20000 --payload 100 --batch 10
+run latency       fanout   --conns 10000 --channels 1    --rate 10  --messages 100  --payload 100
+run ch100         fanout   --conns 10000 --channels 100  --rate 100 --messages 1000 --payload 100
 run publish       publish  --conns 10000 --channels 1000 --publishers 8 --messages 20000
 run publish-spread publish --conns 10000 --channels 1000 --publishers 8 --messages 20000 --rest-url @REST_ALL@
 run presence      presence --conns 3 --joins 20
