@@ -178,7 +178,6 @@ func TestRegionsHomeMoves(t *testing.T) {
 	b.cfg.Cluster.HomeRegion = "b"
 	began := time.Now()
 	b.restart(t)
-	a.bus.cfg.Cluster.HomeRegion = "b" // as a restarted a would have it; a only looks streams up now
 	testkit.WaitFor(t, 20*time.Second, func() error {
 		info, err := streamInfo(b.bus, StreamName("app1"))
 		if err != nil {
@@ -190,6 +189,17 @@ func TestRegionsHomeMoves(t *testing.T) {
 		return nil
 	})
 	t.Logf("home moved to b %s after b's restart began (streams and bucket created or moved)", time.Since(began).Round(time.Millisecond))
+	// a restarted with the new home, as the runbook's rolling restart has
+	// it: it only looks streams up now, through its gateway to b.
+	a.close(t)
+	a.cfg.Cluster.HomeRegion = "b"
+	a.restart(t)
+	testkit.WaitFor(t, 20*time.Second, func() error {
+		if !a.bus.homeReachable() {
+			return errors.New("a has no gateway to b yet")
+		}
+		return nil
+	})
 	s, err := a.bus.Publish(ctx, Publication{App: "app1", Channel: "c", Payload: []byte(`{"event":"e","data":"after"}`)})
 	if err != nil || s != last+1 {
 		t.Fatalf("publish in a after the move: serial %d, %v; want %d", s, err, last+1)
