@@ -36,6 +36,13 @@ func (n *Node) registerMetrics(reg *prometheus.Registry) {
 	gauge("herald_connections", "Open WebSocket connections, refused ones still closing included.", func() float64 { return float64(gw.Stats().Connections) })
 	counter("herald_socket_writes_total", "writev system calls to sockets.", func() float64 { return float64(gw.Stats().Writes) })
 	counter("herald_slow_consumer_closes_total", "Sockets closed because their write queue overflowed.", func() float64 { return float64(gw.Stats().SlowConsumers) })
+	counter("herald_accept_pauses_total", "Times accepting on the client port paused because the process was out of descriptors or the kernel out of socket memory; waiting connections stay in the backlog.", func() float64 {
+		v := n.fhAccept.exhausts.Load()
+		if n.pollAccept != nil {
+			v += n.pollAccept.AcceptPauses()
+		}
+		return float64(v)
+	})
 	counter("herald_admission_closes_total", "Sockets closed with 4100 at the upgrade: over gateway.accept_rate.", func() float64 { return float64(gw.Stats().AdmissionCloses) })
 	gauge("herald_bus_live_subscriptions", "Channels this node receives live messages for.", func() float64 { return float64(b.Stats().LiveSubscriptions) })
 	counter("herald_bus_delivered_total", "Live messages the bus handed to the gateway.", func() float64 { return float64(b.Stats().Delivered) })

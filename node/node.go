@@ -43,6 +43,12 @@ type Node struct {
 	admin *admin.Server // nil when admin.listen is off
 	certs *certs        // the client port's TLS certificate; nil without TLS (tls.go)
 
+	// What accepts on the client port, for herald_accept_pauses_total: the
+	// listener fasthttp serves, and the pollers' own accept (nil on a TLS
+	// port, where fasthttp accepts).
+	fhAccept   *patientListener
+	pollAccept *gateway.Listener
+
 	tap     *debugtap.Tap    // debug events (console.go)
 	console *console.Console // the debug console's endpoints and answers
 
@@ -91,7 +97,8 @@ func StartWith(cfg *configs.Config, log *slog.Logger, src Source) (*Node, error)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
-	n.ln = &patientListener{Listener: ln, log: log}
+	n.fhAccept = &patientListener{Listener: ln, log: log}
+	n.ln = n.fhAccept
 	if n.ln, err = n.listenTLS(n.ln); err != nil { // tls.go
 		_ = ln.Close()
 		return nil, err
@@ -115,7 +122,8 @@ func StartWith(cfg *configs.Config, log *slog.Logger, src Source) (*Node, error)
 			n.closeParts()
 			return nil, err
 		}
-		n.ln = &patientListener{Listener: gl, log: log}
+		n.pollAccept, n.fhAccept = gl, &patientListener{Listener: gl, log: log}
+		n.ln = n.fhAccept
 	}
 	n.registryLive()
 	go func() { n.serveErr <- n.http.Serve(n.ln) }()
