@@ -372,6 +372,9 @@ func (b *Bus) cycleJetStream() error {
 			return fmt.Errorf("bus: shut JetStream down: %w", err)
 		}
 	}
+	if err := b.waitJetStreamDown(jetStreamDownWait); err != nil {
+		return err
+	}
 	// The state recorded before the restart is the old store's.
 	b.disk.mu.Lock()
 	if b.disk.writeErr.Load() != nil {
@@ -389,6 +392,33 @@ func (b *Bus) cycleJetStream() error {
 	})
 	if err != nil {
 		return fmt.Errorf("bus: enable JetStream: %w", err)
+	}
+	return nil
+}
+
+// jetStreamDownWait bounds waitJetStreamDown: nats-server's shutdown waits
+// up to 2 s for a meta leader transfer and 10 s for its cluster routine.
+const jetStreamDownWait = 15 * time.Second
+
+// waitJetStreamDown waits until the server's JetStream is wholly shut
+// down. JetStreamEnabled turns false at the start of a shutdown, and a
+// server out of space shuts its JetStream down by itself in a goroutine
+// (nats-server's "will be DISABLED"), so a disabled JetStream may still be
+// stopping: the last steps clear the server's JetStream and then its
+// clustered flag. Enabling JetStream before them gave a node whose new
+// JetStream the old shutdown marked not clustered (its stream replicas
+// never caught up) and file stores nobody stopped (leaked goroutines).
+func (b *Bus) waitJetStreamDown(d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for b.srv.JetStreamConfig() != nil || b.srv.JetStreamIsClustered() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bus: JetStream still shutting down after %v", d)
+		}
+		select {
+		case <-b.done:
+			return errors.New("bus: closed while JetStream shut down")
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 	return nil
 }

@@ -260,7 +260,13 @@ func TestClusterNodeDiskFull(t *testing.T) {
 	})
 	publish(t, full, "app1", "news", `{"event":"before"}`, "")
 
-	// Publish through each node while the third one's disk fills.
+	// Publish through each node while the third one's disk fills. At most
+	// maxBatches each, paced: the stream must still fit on the third node's
+	// 48 MiB once the space is back, or its replica can never catch up
+	// (JetStream answers its catch-up "insufficient resources" and the node
+	// stays full, rightly). Unpaced, a fast run stored 45 MB of 4 KB events
+	// on the other two.
+	const maxBatches = 150 // 6 MB per node
 	stop := make(chan struct{})
 	done := make(chan error, len(nodes))
 	for _, n := range nodes {
@@ -272,6 +278,11 @@ func TestClusterNodeDiskFull(t *testing.T) {
 					return
 				default:
 				}
+				if i >= maxBatches {
+					<-stop
+					continue
+				}
+				time.Sleep(5 * time.Millisecond)
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				_, err := b.PublishBatch(ctx, bigBatch(10))
 				cancel()
