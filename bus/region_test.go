@@ -159,12 +159,16 @@ func TestRegionsPublishOnceEverywhere(t *testing.T) {
 
 // TestRegionsHomeMoves is step 3 of the runbook (docs/regions.md): region
 // b restarted as the home region updates the streams' placement, and
-// JetStream moves them to b with their messages and sequences.
+// JetStream moves them to b with their messages and sequences. A backend
+// publishes through a all along: every publish acknowledged before, during
+// or after the move is in the moved stream with its serial and payload,
+// serials only grow, and a publish that fails says so (nothing is
+// acknowledged and lost).
 func TestRegionsHomeMoves(t *testing.T) {
 	cfgs := regionConfigs(t)
 	nodes := startNodes(t, cfgs)
 	a, b := nodes[0], nodes[1]
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var last uint64
 	for i := range 5 {
@@ -174,6 +178,36 @@ func TestRegionsHomeMoves(t *testing.T) {
 		}
 		last = s
 	}
+
+	// The backend on a, publishing one event after another through the
+	// move.
+	type result struct {
+		serial  uint64
+		payload string
+		err     error
+		at      time.Time
+	}
+	var results []result
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	pubBus := a.bus
+	go func() {
+		defer close(stopped)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			payload := fmt.Sprintf(`{"event":"e","data":"move-%d"}`, i)
+			pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+			s, err := pubBus.Publish(pctx, Publication{App: "app1", Channel: "c", Payload: []byte(payload)})
+			pcancel()
+			results = append(results, result{s, payload, err, time.Now()})
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+
 	b.close(t)
 	b.cfg.Cluster.HomeRegion = "b"
 	began := time.Now()
@@ -183,12 +217,72 @@ func TestRegionsHomeMoves(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if info.Cluster == nil || info.Cluster.Name != "b" || info.Cluster.Leader == "" || info.State.LastSeq != last {
-			return fmt.Errorf("stream in %+v, last seq %d, want in b with last seq %d", info.Cluster, info.State.LastSeq, last)
+		if info.Cluster == nil || info.Cluster.Name != "b" || info.Cluster.Leader == "" || info.State.LastSeq < last {
+			return fmt.Errorf("stream in %+v, last seq %d, want in b with last seq %d or more", info.Cluster, info.State.LastSeq, last)
 		}
 		return nil
 	})
-	t.Logf("home moved to b %s after b's restart began (streams and bucket created or moved)", time.Since(began).Round(time.Millisecond))
+	moved := time.Now()
+	t.Logf("home moved to b %s after b's restart began (streams and bucket created or moved)", moved.Sub(began).Round(time.Millisecond))
+	time.Sleep(time.Second) // publishes after the move, still through a
+	close(stop)
+	<-stopped
+
+	var acked, failed, during int
+	var prev uint64 = last
+	want := map[uint64]string{}
+	var firstFail, lastFail time.Time
+	for _, r := range results {
+		if r.err != nil {
+			failed++
+			if firstFail.IsZero() {
+				firstFail = r.at
+			}
+			lastFail = r.at
+			continue
+		}
+		acked++
+		if r.at.After(began) && r.at.Before(moved) {
+			during++
+		}
+		if r.serial <= prev {
+			t.Errorf("publish %q acknowledged with serial %d after serial %d", r.payload, r.serial, prev)
+		}
+		prev = r.serial
+		want[r.serial] = r.payload
+	}
+	if failed > 0 {
+		t.Logf("%d of %d publishes through a failed, from %v to %v after b's restart began (last error: %v)",
+			failed, len(results), firstFail.Sub(began).Round(time.Millisecond), lastFail.Sub(began).Round(time.Millisecond), results[len(results)-1].err)
+		for _, r := range results {
+			if r.err != nil {
+				t.Logf("a failed publish: %v", r.err)
+				break
+			}
+		}
+	}
+	if acked == 0 || results[len(results)-1].err != nil {
+		t.Fatalf("%d of %d publishes through a acknowledged, the last one %v: want publishing to work again after the move", acked, len(results), results[len(results)-1].err)
+	}
+	t.Logf("%d publishes through a acknowledged (%d while the stream moved), %d failed", acked, during, failed)
+	got := map[uint64]string{}
+	if _, err := b.bus.History(ctx, "app1", "c", last, func(serial uint64, payload []byte, _ string) error {
+		got[serial] = string(payload)
+		return nil
+	}); err != nil {
+		t.Fatalf("history in b after the move: %v", err)
+	}
+	for serial, payload := range want {
+		if got[serial] != payload {
+			t.Errorf("serial %d acknowledged as %s, stream has %q", serial, payload, got[serial])
+		}
+	}
+	info, err := streamInfo(b.bus, StreamName("app1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last = info.State.LastSeq
+
 	// a restarted with the new home, as the runbook's rolling restart has
 	// it: it only looks streams up now, through its gateway to b.
 	a.close(t)
