@@ -60,8 +60,8 @@ type Cluster struct {
 	reliableDropped atomic.Uint64
 	refused         refusals // messages refused for their key (keyring.go)
 
-	keyring *memberlist.Keyring // nil: gossip in clear (no Config.SecretKeys)
-	rejoining       atomic.Bool // a push/pull with missing seeds is running (join.go)
+	keyring   *memberlist.Keyring // nil: gossip in clear (no Config.SecretKeys)
+	rejoining atomic.Bool         // a push/pull with missing seeds is running (join.go)
 
 	lifeMu  sync.Mutex // serializes Leave and Shutdown
 	stopped atomic.Bool
