@@ -3,7 +3,6 @@ package bench
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"net"
 	"net/url"
 	"os"
@@ -13,11 +12,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-// clockTicks is USER_HZ, the unit of /proc/PID/stat times; 100 on every
-// Linux architecture Go supports.
-const clockTicks = 100
+	"herald/internal/procfs"
+)
 
 // procStat is what the bench reads about the server process.
 type procStat struct {
@@ -29,23 +26,11 @@ type procStat struct {
 // readProcStat reads /proc/PID/stat (CPU) and /proc/PID/status (memory).
 func readProcStat(pid int) (procStat, error) {
 	var st procStat
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	cpu, err := procfs.CPU(pid)
 	if err != nil {
 		return st, err
 	}
-	// The command name is in parentheses and may hold spaces: split after it.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return st, errors.New("bench: unexpected /proc stat format")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// Fields after ")" start at field 3 (state); utime and stime are 14 and 15.
-	if len(f) < 13 {
-		return st, errors.New("bench: short /proc stat")
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	stt, _ := strconv.ParseFloat(f[12], 64)
-	st.cpu = (ut + stt) / clockTicks
+	st.cpu = cpu.Seconds()
 	status, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return st, err

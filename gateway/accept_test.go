@@ -16,8 +16,6 @@ import (
 	"herald/internal/testkit"
 )
 
-const testUpgradeHeaders = "Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-
 // rawDial opens a TCP connection to the edge with a read deadline.
 func rawDial(t *testing.T, e *edge) net.Conn {
 	t.Helper()
@@ -71,7 +69,7 @@ func TestPollerUpgrade(t *testing.T) {
 	e := startEdge(t, nil)
 	c := rawDial(t, e)
 	ping := clientFrame(true, ws.OpText, []byte(`{"event":"pusher:ping","data":{}}`))
-	req := "GET /app/app-key?protocol=7&client=js&version=8.4.0&flash=false HTTP/1.1\r\n" + testUpgradeHeaders + "\r\n"
+	req := "GET /app/app-key?protocol=7&client=js&version=8.4.0&flash=false HTTP/1.1\r\n" + testkit.UpgradeHeaders + "\r\n"
 	if _, err := c.Write(append([]byte(req), ping...)); err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +100,7 @@ func TestPollerUpgrade(t *testing.T) {
 func TestPollerUpgradeHeadInPieces(t *testing.T) {
 	e := startEdge(t, nil)
 	c := rawDial(t, e)
-	req := "GET /app/app-key?protocol=7 HTTP/1.1\r\n" + testUpgradeHeaders + "\r\n"
+	req := "GET /app/app-key?protocol=7 HTTP/1.1\r\n" + testkit.UpgradeHeaders + "\r\n"
 	for _, part := range []string{req[:3], req[3:20], req[20:]} {
 		if _, err := c.Write([]byte(part)); err != nil {
 			t.Fatal(err)
@@ -132,7 +130,7 @@ func TestHandOffToHTTP(t *testing.T) {
 	}
 	expectStatus(t, br, "200", "ok")
 	// The same connection upgrades: fasthttp's hijack path.
-	if _, err := io.WriteString(c, "GET /app/app-key?protocol=7 HTTP/1.1\r\n"+testUpgradeHeaders+"\r\n"); err != nil {
+	if _, err := io.WriteString(c, "GET /app/app-key?protocol=7 HTTP/1.1\r\n"+testkit.UpgradeHeaders+"\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	if est := readEstablished(t, br); !strings.Contains(est, "pusher:connection_established") {
@@ -158,7 +156,7 @@ func TestHandOffToHTTP(t *testing.T) {
 
 	// An escaped path is fasthttp's to decode; it upgrades there.
 	c3 := rawDial(t, e)
-	if _, err := io.WriteString(c3, "GET /app/app%2Dkey?protocol=7 HTTP/1.1\r\n"+testUpgradeHeaders+"\r\n"); err != nil {
+	if _, err := io.WriteString(c3, "GET /app/app%2Dkey?protocol=7 HTTP/1.1\r\n"+testkit.UpgradeHeaders+"\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	if est := readEstablished(t, bufio.NewReader(c3)); !strings.Contains(est, "pusher:connection_established") {
@@ -262,7 +260,7 @@ func TestHijackPath(t *testing.T) {
 // the HTTP server.
 func TestParseHead(t *testing.T) {
 	h := func(line, extra string) []byte {
-		return []byte(line + "\r\n" + testUpgradeHeaders + extra + "\r\n")
+		return []byte(line + "\r\n" + testkit.UpgradeHeaders + extra + "\r\n")
 	}
 	r, ok := parseHead(h("GET /app/k?protocol=7&version=8.4.0&protocol=5&flag HTTP/1.1", "X-Forwarded-For: 1.2.3.4\r\nx-forwarded-for: 5.6.7.8\r\n"))
 	if !ok || string(r.path) != "/app/k" || string(r.protocol) != "7" || string(r.clientVersion) != "8.4.0" ||

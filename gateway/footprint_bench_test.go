@@ -11,6 +11,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
+
+	"herald/internal/testkit"
 )
 
 // The edge's connection costs, so that a regression shows in one command
@@ -80,7 +82,7 @@ func edgeAddr(b *testing.B, e *edge) netip.AddrPort {
 	return ap
 }
 
-var benchUpgrade = []byte("GET /app/app-key?protocol=7&client=js&version=8.4.0&flash=false HTTP/1.1\r\n" + testUpgradeHeaders + "\r\n")
+var benchUpgrade = []byte("GET /app/app-key?protocol=7&client=js&version=8.4.0&flash=false HTTP/1.1\r\n" + testkit.UpgradeHeaders + "\r\n")
 
 // BenchmarkHandshake is one connect to pusher:connection_established and
 // its close: the pollers' own accept and upgrade (poller), and fasthttp's

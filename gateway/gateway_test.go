@@ -424,8 +424,7 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 	}
 	defer slow.Close()
 	_ = slow.(*net.TCPConn).SetReadBuffer(4096)
-	req := "GET /app/app-key?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	req := "GET /app/app-key?protocol=7 HTTP/1.1\r\n" + testkit.UpgradeHeaders + "\r\n"
 	sub := clientFrame(true, 0x1, []byte(`{"event":"pusher:subscribe","data":{"channel":"firehose"}}`))
 	if _, err := slow.Write(append([]byte(req), sub...)); err != nil {
 		t.Fatal(err)
@@ -482,8 +481,7 @@ func TestNoGoroutinePerConnection(t *testing.T) {
 	e := startEdge(t, nil)
 	const n = 2000
 	// Raw sockets: the Go test client itself has a goroutine per connection.
-	req := "GET /app/app-key?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	req := "GET /app/app-key?protocol=7 HTTP/1.1\r\n" + testkit.UpgradeHeaders + "\r\n"
 	before := runtime.NumGoroutine()
 	conns := make([]net.Conn, 0, n)
 	defer func() {

@@ -347,8 +347,7 @@ func TestSlowConsumerEndsOnFrameBoundary(t *testing.T) {
 	// loopback MSS leaves the window shut between the sender's zero-window
 	// probes, which back off for seconds, and the late read would stall.
 	defer slow.Close()
-	req := "GET /app/app-key?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	req := "GET /app/app-key?protocol=7 HTTP/1.1\r\n" + testkit.UpgradeHeaders + "\r\n"
 	sub := clientFrame(true, ws.OpText, []byte(`{"event":"pusher:subscribe","data":{"channel":"hose"}}`))
 	if _, err := slow.Write(append([]byte(req), sub...)); err != nil {
 		t.Fatal(err)

@@ -272,8 +272,6 @@ func jsonError(t *testing.T, what string, status int, ctype, body string, want i
 	}
 }
 
-const upgradeHeaders = "Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-
 func TestHostileInput(t *testing.T) {
 	h := app.New("h", "h-key", "h-secret")
 	h.ClientEvents = true
@@ -314,12 +312,12 @@ func TestHostileInput(t *testing.T) {
 				req  string
 				want int
 			}{
-				{"POST upgrade", "POST /app/h-key HTTP/1.1\r\n" + upgradeHeaders + "Content-Length: 0\r\n\r\n", 405},
+				{"POST upgrade", "POST /app/h-key HTTP/1.1\r\n" + testkit.UpgradeHeaders + "Content-Length: 0\r\n\r\n", 405},
 				{"no Upgrade header", "GET /app/h-key HTTP/1.1\r\nHost: x\r\n\r\n", 400},
-				{"bad key", "GET /app/h-key HTTP/1.1\r\n" + strings.Replace(upgradeHeaders, "dGhlIHNhbXBsZSBub25jZQ==", "short", 1) + "\r\n", 400},
-				{"version 8", "GET /app/h-key HTTP/1.1\r\n" + strings.Replace(upgradeHeaders, "Version: 13", "Version: 8", 1) + "\r\n", 426},
-				{"100 KB query string", "GET /app/h-key?x=" + strings.Repeat("a", 100<<10) + " HTTP/1.1\r\n" + upgradeHeaders + "\r\n", 431},
-				{"huge header", "GET /app/h-key HTTP/1.1\r\n" + upgradeHeaders + "Cookie: " + strings.Repeat("c", 64<<10) + "\r\n\r\n", 431},
+				{"bad key", "GET /app/h-key HTTP/1.1\r\n" + strings.Replace(testkit.UpgradeHeaders, "dGhlIHNhbXBsZSBub25jZQ==", "short", 1) + "\r\n", 400},
+				{"version 8", "GET /app/h-key HTTP/1.1\r\n" + strings.Replace(testkit.UpgradeHeaders, "Version: 13", "Version: 8", 1) + "\r\n", 426},
+				{"100 KB query string", "GET /app/h-key?x=" + strings.Repeat("a", 100<<10) + " HTTP/1.1\r\n" + testkit.UpgradeHeaders + "\r\n", 431},
+				{"huge header", "GET /app/h-key HTTP/1.1\r\n" + testkit.UpgradeHeaders + "Cookie: " + strings.Repeat("c", 64<<10) + "\r\n\r\n", 431},
 				{"garbage", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http at all\r\n\r\n", 400},
 				{"bad request line", "GET\r\n\r\n", 400},
 			} {
@@ -521,7 +519,7 @@ func TestHostileInput(t *testing.T) {
 			}
 			stop := make(chan struct{})
 			defer close(stop)
-			req := "GET /app/h-key?protocol=7 HTTP/1.1\r\n" + upgradeHeaders + "X-Pad: " + strings.Repeat("p", 200) + "\r\n\r\n"
+			req := "GET /app/h-key?protocol=7 HTTP/1.1\r\n" + testkit.UpgradeHeaders + "X-Pad: " + strings.Repeat("p", 200) + "\r\n\r\n"
 			for range 50 { // a byte every 100 ms
 				c, err := net.Dial("tcp", addr)
 				if err != nil {
@@ -583,7 +581,7 @@ func TestHostileInput(t *testing.T) {
 					t.Fatal(err)
 				}
 				slow = append(slow, c)
-				req := "GET /app/h-key?protocol=7 HTTP/1.1\r\n" + upgradeHeaders + "\r\n"
+				req := "GET /app/h-key?protocol=7 HTTP/1.1\r\n" + testkit.UpgradeHeaders + "\r\n"
 				sub := wsFrame(true, 0, 1, []byte(`{"event":"pusher:subscribe","data":{"channel":"hose"}}`), true)
 				if _, err := c.Write(append([]byte(req), sub...)); err != nil {
 					t.Fatal(err)
@@ -750,7 +748,7 @@ func rawUpgrade(addr, path string) (string, net.Conn) {
 		return "dial: " + err.Error(), nil
 	}
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Write([]byte("GET " + path + " HTTP/1.1\r\n" + upgradeHeaders + "\r\n")); err != nil {
+	if _, err := c.Write([]byte("GET " + path + " HTTP/1.1\r\n" + testkit.UpgradeHeaders + "\r\n")); err != nil {
 		return "write", c
 	}
 	r := bufio.NewReader(c)

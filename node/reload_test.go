@@ -42,8 +42,7 @@ func openBystanders(t *testing.T, n *Node, appID, key string, count int) *bystan
 			c.Close()
 		}
 	})
-	req := "GET /app/" + key + "?protocol=7 HTTP/1.1\r\nHost: herald\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	req := "GET /app/" + key + "?protocol=7 HTTP/1.1\r\n" + testkit.UpgradeHeaders + "\r\n"
 	buf := make([]byte, 4096)
 	for range count {
 		c, err := net.Dial("tcp", n.Addr().String())

@@ -21,6 +21,7 @@ import (
 	"herald/bus"
 	"herald/client"
 	"herald/configs"
+	"herald/internal/testkit"
 	"herald/protocol"
 )
 
@@ -238,7 +239,7 @@ func TestTLSSlowConsumer(t *testing.T) {
 			t.Fatal(err)
 		}
 		slow = append(slow, c)
-		req := "GET /app/app-key?protocol=7 HTTP/1.1\r\n" + upgradeHeaders + "\r\n"
+		req := "GET /app/app-key?protocol=7 HTTP/1.1\r\n" + testkit.UpgradeHeaders + "\r\n"
 		sub := wsFrame(true, 0, 1, []byte(`{"event":"pusher:subscribe","data":{"channel":"hose"}}`), true)
 		if _, err := c.Write(append([]byte(req), sub...)); err != nil {
 			t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"herald/client"
+	"herald/internal/procfs"
 	"herald/internal/testkit"
 )
 
@@ -131,8 +132,7 @@ func dialUpgrade(t *testing.T, addr string) *upgradeSock {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	req := "GET /app/app-key?protocol=7&client=raw&version=1 HTTP/1.1\r\nHost: " + addr +
-		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	req := "GET /app/app-key?protocol=7&client=raw&version=1 HTTP/1.1\r\n" + testkit.UpgradeHeaders + "\r\n"
 	if _, err := io.WriteString(c, req); err != nil {
 		t.Fatalf("write the upgrade: %v", err)
 	}
@@ -168,24 +168,14 @@ func openFDs(t *testing.T, pid int) int {
 	return len(ents)
 }
 
-// processCPU is the user and system CPU process pid has used
-// (/proc/PID/stat, in clock ticks of 10 ms).
+// processCPU is the user and system CPU process pid has used.
 func processCPU(t *testing.T, pid int) time.Duration {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	d, err := procfs.CPU(pid)
 	if err != nil {
-		t.Fatalf("stat of %d: %v", pid, err)
+		t.Fatalf("CPU of %d: %v", pid, err)
 	}
-	// Fields after the command name, which is in parentheses: state is
-	// field 3, utime 14 and stime 15.
-	rest := string(b[strings.LastIndexByte(string(b), ')')+2:])
-	f := strings.Fields(rest)
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("stat of %d: %q", pid, b)
-	}
-	return time.Duration(ut+st) * 10 * time.Millisecond
+	return d
 }
 
 // metricValue reads one unlabelled metric from base's /metrics.
