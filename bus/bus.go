@@ -73,6 +73,18 @@ type Sink interface {
 	Flush(shard int)
 }
 
+// ObservingSink is a Sink whose Flush hands the writes on to goroutines of
+// its own (the gateway's pollers, gateway/deliver.go), so that the batch is
+// not yet written when Flush returns. For a batch DeliveryLatency samples,
+// the bus calls FlushObserved instead of Flush, with the batch's stored
+// time (Unix nanoseconds, health.go), and the Sink takes the sample once
+// the last of those writes is done: the histogram then ends at the socket
+// write whoever writes.
+type ObservingSink interface {
+	Sink
+	FlushObserved(shard int, stored int64, obs Observer)
+}
+
 // Stats are counters for metrics.
 type Stats struct {
 	LiveSubscriptions  int    // NATS subscriptions on live subjects, including those in their grace period
@@ -97,6 +109,7 @@ type Bus struct {
 	cfg   Config
 	log   *slog.Logger
 	sink  Sink
+	osink ObservingSink // sink, when it is one (StartDelivery)
 	srv   *server.Server
 	nc    *nats.Conn
 	js    jetstream.JetStream
@@ -249,6 +262,7 @@ func (b *Bus) StartDelivery(sink Sink) error {
 		return ErrClosed
 	}
 	b.sink = sink
+	b.osink, _ = sink.(ObservingSink)
 	for i := range b.shards {
 		b.wg.Add(1)
 		go b.shardLoop(i)

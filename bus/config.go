@@ -59,7 +59,8 @@ type Config struct {
 	Logger           *slog.Logger  // nil = slog.Default()
 	// DeliveryLatency, when set, is given one sample per delivery batch:
 	// seconds from the batch's first event being stored to the Sink's
-	// Flush having written it (health.go). Streams on only.
+	// Flush having written it (health.go), or, for an ObservingSink, to the
+	// Sink's own writers having written it. Streams on only.
 	DeliveryLatency Observer
 
 	// NATS client port (clientport.go). With ClientListen "" the server

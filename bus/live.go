@@ -193,8 +193,13 @@ func (b *Bus) shardLoop(i int) {
 			}
 		}
 		b.delivered.Add(uint64(n))
-		b.sink.Flush(i)
-		if stored != 0 {
+		switch {
+		case stored == 0:
+			b.sink.Flush(i)
+		case b.osink != nil:
+			b.osink.FlushObserved(i, stored, b.cfg.DeliveryLatency)
+		default:
+			b.sink.Flush(i)
 			b.cfg.DeliveryLatency.Observe(float64(time.Now().UnixNano()-stored) / 1e9)
 		}
 	}

@@ -73,10 +73,13 @@ type Listener struct {
 	lastLog  atomic.Int64  // unix nanos of the last warning about it
 }
 
-// handoff is a socket for fasthttp with the bytes the poller read from it.
+// handoff is a socket for fasthttp with the bytes the poller read from it
+// and when its head is due (Unix nanoseconds: accepted plus
+// gateway.handshake_timeout).
 type handoff struct {
-	fd  int
-	pre []byte
+	fd     int
+	pre    []byte
+	headBy int64
 }
 
 // Listen makes the pollers accept on ln, which must be a TCP listener; the
@@ -135,7 +138,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 				l.g.log.Warn("hand a connection to the HTTP server", "err", err)
 				continue
 			}
-			return &prefixConn{TCPConn: nc, pre: h.pre}, nil
+			return &prefixConn{TCPConn: nc, pre: h.pre, headBy: time.Unix(0, h.headBy)}, nil
 		}
 		l.mu.Unlock()
 		select {
@@ -166,7 +169,7 @@ func fileConn(fd int) (*net.TCPConn, error) {
 }
 
 // push queues a socket for Accept; after Close it is closed instead.
-func (l *Listener) push(fd int, pre []byte) {
+func (l *Listener) push(fd int, pre []byte, headBy int64) {
 	l.mu.Lock()
 	select {
 	case <-l.closed:
@@ -175,7 +178,7 @@ func (l *Listener) push(fd int, pre []byte) {
 		return
 	default:
 	}
-	l.queue = append(l.queue, handoff{fd, pre})
+	l.queue = append(l.queue, handoff{fd, pre, headBy})
 	l.mu.Unlock()
 	select {
 	case l.ready <- struct{}{}:
@@ -219,7 +222,23 @@ func (l *Listener) drop() {
 // come first. detachFD unwraps it when fasthttp hands an upgrade back.
 type prefixConn struct {
 	*net.TCPConn
-	pre []byte
+	pre    []byte
+	headBy time.Time // the head's deadline from the poller; zero once applied
+}
+
+// SetReadDeadline keeps the first deadline fasthttp sets, its ReadTimeout
+// for the first request's head (api/api.go), no later than the deadline
+// the head had on the poller: a head begun there gets
+// gateway.handshake_timeout in all, not that again from the hand-over.
+// Later deadlines (a REST body's, a keep-alive wait) are fasthttp's own.
+func (c *prefixConn) SetReadDeadline(t time.Time) error {
+	if !c.headBy.IsZero() {
+		if t.IsZero() || t.After(c.headBy) {
+			t = c.headBy
+		}
+		c.headBy = time.Time{}
+	}
+	return c.TCPConn.SetReadDeadline(t)
 }
 
 func (c *prefixConn) Read(b []byte) (int, error) {
@@ -476,7 +495,7 @@ func (p *poller) handOff(c *Conn, data []byte) {
 		return
 	}
 	p.g.stats.handoffs.Add(1)
-	p.lis.push(c.fd, pre)
+	p.lis.push(c.fd, pre, c.born+int64(p.g.cfg.HandshakeTimeout))
 }
 
 // sweepPending answers the sockets that have not sent a whole request head

@@ -1,6 +1,12 @@
 package gateway
 
-import "herald/protocol"
+import (
+	"sync/atomic"
+	"time"
+
+	"herald/bus"
+	"herald/protocol"
+)
 
 // A live event's fan-out runs on the pollers (Gateway.Deliver, Flush): the
 // delivery shard that received it copies the channel's subscribers of each
@@ -41,7 +47,38 @@ type batch struct {
 	shard  int // the delivery shard that made it (Gateway.outstanding)
 	msgs   []delivery
 	conns  []*Conn
-	marked int // len(conns) when the last delivery was recorded
+	marked int        // len(conns) when the last delivery was recorded
+	mark   *flushMark // the sampled Flush that handed it over, or nil
+}
+
+// flushMark is one sampled Flush (Gateway.FlushObserved) whose batches went
+// to pollers: each poller releases it when its batch is written, and the
+// last release takes the delivery-latency sample, so that it ends at the
+// socket write of the slowest poller, not at the hand-over.
+type flushMark struct {
+	left   atomic.Int32 // batches not yet written, plus the Flush's own reference
+	stored int64        // Unix nanoseconds (bus.Bus.storedAt)
+	obs    bus.Observer
+}
+
+func (g *Gateway) newMark(stored int64, obs bus.Observer) *flushMark {
+	m, ok := g.marks.Get().(*flushMark)
+	if !ok {
+		m = new(flushMark)
+	}
+	m.stored, m.obs = stored, obs
+	m.left.Store(1)
+	return m
+}
+
+// done releases one reference; nil-safe.
+func (m *flushMark) done(g *Gateway) {
+	if m == nil || m.left.Add(-1) != 0 {
+		return
+	}
+	m.obs.Observe(float64(time.Now().UnixNano()-m.stored) / 1e9)
+	m.obs = nil
+	g.marks.Put(m)
 }
 
 // directMax is the largest fan-out a delivery shard writes itself, when it
@@ -66,7 +103,7 @@ func (g *Gateway) recycle(b *batch) {
 	}
 	clear(b.conns)
 	clear(b.msgs)
-	b.conns, b.msgs, b.marked = b.conns[:0], b.msgs[:0], 0
+	b.conns, b.msgs, b.marked, b.mark = b.conns[:0], b.msgs[:0], 0, nil
 	g.batches.Put(b)
 }
 
@@ -136,6 +173,7 @@ func (p *poller) deliverSome() {
 	p.taken.Broadcast()
 	p.mu.Unlock()
 	for i, b := range unit {
+		b.mark.done(p.g)
 		p.g.outstanding[b.shard].Add(-1)
 		p.g.recycle(b)
 		unit[i] = nil

@@ -178,6 +178,7 @@ type Gateway struct {
 	// them (deliver.go).
 	out     [][]*batch
 	batches sync.Pool // of *batch
+	marks   sync.Pool // of *flushMark
 	// outstanding[i] counts shard i's batches handed to a poller and not
 	// yet delivered (Deliver's direct path waits for 0).
 	outstanding []atomic.Int64
@@ -385,20 +386,36 @@ func (g *Gateway) Deliver(shard int, m *bus.Message) {
 
 // Flush hands what Deliver batched since the last Flush of this shard to
 // the pollers.
-func (g *Gateway) Flush(shard int) {
+func (g *Gateway) Flush(shard int) { g.FlushObserved(shard, 0, nil) }
+
+// FlushObserved is Flush for a batch the bus samples (bus.ObservingSink):
+// obs gets the seconds from stored (Unix nanoseconds) to the last poller
+// having written its part, or to now when the shard wrote it all itself.
+func (g *Gateway) FlushObserved(shard int, stored int64, obs bus.Observer) {
+	var mark *flushMark
+	if obs != nil {
+		mark = g.newMark(stored, obs)
+	}
 	out := g.out[shard]
 	for i, b := range out {
 		if b == nil || len(b.msgs) == 0 {
 			continue
 		}
 		b.shard = shard
+		if mark != nil {
+			mark.left.Add(1)
+			b.mark = mark
+		}
 		g.outstanding[shard].Add(1)
 		if g.pollers[i].deliver(b) {
 			out[i] = nil
 		} else {
 			g.outstanding[shard].Add(-1)
+			b.mark = nil
+			mark.done(g) // nil-safe
 		}
 	}
+	mark.done(g) // the flush's own reference
 }
 
 // eventFrame builds the WebSocket frame of a stored event: the Pusher JSON

@@ -473,3 +473,38 @@ func TestHostileInput(t *testing.T) {
 	time.Sleep(6 * time.Second)
 	t.Logf("RSS at start %d KiB, at the end %d KiB; limit refusals %v", start, rssKiB(), n.limitRefusals())
 }
+
+// TestHandshakeDeadlineAfterHandOff: a socket silent for most of
+// gateway.handshake_timeout whose first bytes are not a WebSocket upgrade
+// goes from the pollers to the HTTP server (gateway/accept.go), and its
+// head is still due handshake_timeout after it connected, not that again
+// from the hand-over.
+func TestHandshakeDeadlineAfterHandOff(t *testing.T) {
+	const timeout = time.Second
+	n := startNode(t, func(c *configs.Config) { c.Gateway.HandshakeTimeout = configs.Duration(timeout) })
+	c, err := net.Dial("tcp", n.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	began := time.Now()
+	time.Sleep(timeout * 8 / 10)
+	if _, err := c.Write([]byte("POST /apps/app-id/events HTTP/1.1\r\nHost: x\r\n")); err != nil { // and no more
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * timeout))
+	b, err := io.ReadAll(c)
+	took := time.Since(began)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("still open %v after connecting, handshake_timeout %v", took, timeout)
+	}
+	t.Logf("closed %v after connecting with %q", took.Round(time.Millisecond), b)
+	if !bytes.Contains(b, []byte("408")) {
+		t.Errorf("answer %q, want a 408", b)
+	}
+	// Without the poller's deadline it would be about 1.8 × timeout.
+	if took > timeout*3/2 {
+		t.Errorf("closed %v after connecting, want handshake_timeout (%v)", took, timeout)
+	}
+}
