@@ -239,11 +239,9 @@ func TestStoreFailureLines(t *testing.T) {
 // nodes read with no lock (nats-server v2.15's setJetStreamExportSubs
 // against apiDispatch, the path of its own config reload too), and the
 // other nodes' requests cannot be held off. `make test` runs it without
-// -race first.
+// -race (scripts/race-skipped.sh).
 func TestClusterNodeDiskFull(t *testing.T) {
-	if raceEnabled {
-		t.Skip("skipped under -race: nats-server's JetStream restart races with API requests routed from other nodes (see the comment)")
-	}
+	skipUnderRace(t, "nats-server's JetStream restart races with API requests routed from other nodes (see the comment)")
 	cfgs := clusterConfigs(t, 3)
 	dir := testkit.Tmpfs(t, 48<<20)
 	cfgs[2].DataDir = dir

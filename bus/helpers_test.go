@@ -13,6 +13,16 @@ import (
 // TestMain fails the package when goroutines outlive the tests.
 func TestMain(m *testing.M) { testkit.Main(m) }
 
+// skipUnderRace skips a test the race detector cannot run (why says what
+// races). It must be the test's first statement: `make test` runs such
+// tests in its plain run (scripts/race-skipped.sh finds them there).
+func skipUnderRace(t *testing.T, why string) {
+	t.Helper()
+	if raceEnabled {
+		t.Skip("skipped under -race: " + why)
+	}
+}
+
 // testConfig is a single-node config in a fresh temp dir, app "app1".
 func testConfig(t testing.TB) Config {
 	cfg := DefaultConfig(t.TempDir())
