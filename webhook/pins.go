@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"herald/bus"
 )
@@ -34,6 +36,15 @@ import (
 
 // pinsWait bounds collecting the senders' answers.
 const pinsWait = time.Second
+
+// A consumer whose leader was on the lost node answers its info request
+// only once a new leader is elected (seconds), so each request has its own
+// short deadline, and several run at once: one such consumer must not hold
+// up the others' release (releasePins), and the next pass asks it again.
+const (
+	pinsInfoTimeout  = 2 * time.Second
+	pinsInfoParallel = 8
+)
 
 // PeerGone says that another node left or was declared dead: the sender
 // releases the pins its lanes held (above). It does not block.
@@ -72,7 +83,6 @@ func (s *Sender) startPins() error {
 func (s *Sender) pinLoop() {
 	defer s.wg.Done()
 	defer func() { _ = s.pinSub.Unsubscribe() }()
-	ackWait := s.consumerConfig("", "", 0).AckWait
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -82,33 +92,77 @@ func (s *Sender) pinLoop() {
 		s.lostMu.Lock()
 		at := s.lostAt
 		s.lostMu.Unlock()
-		// Once membership has settled, the consumers with nothing pending;
-		// after AckWait, the others.
-		sleep(s.ctx, pinsWait)
-		if s.releasePins(at, false) {
-			sleep(s.ctx, time.Until(at.Add(ackWait+time.Second)))
-			s.releasePins(at, true)
+		s.releaseAfter(at)
+	}
+}
+
+// releaseAfter releases the pins of the loss at `at`: once membership has
+// settled, those of consumers with nothing pending; after AckWait, the
+// others. A pass that could not decide everything (a sender did not
+// answer, or a consumer's info or unpin failed: the dead node's JetStream
+// groups elect new leaders for seconds after it) is tried again within
+// seconds, until the server's own PinnedTTL would have moved the pins
+// anyway.
+func (s *Sender) releaseAfter(at time.Time) {
+	cc := s.consumerConfig("", "", 0)
+	pendingAt := at.Add(cc.AckWait + time.Second)
+	wait := pinsWait
+	for {
+		sleep(s.ctx, wait)
+		if s.ctx.Err() != nil {
+			return
+		}
+		pendingToo := !time.Now().Before(pendingAt)
+		left, unsure := s.releasePins(at, pendingToo)
+		switch {
+		case unsure && time.Since(at) < cc.PinnedTTL:
+			wait = min(2*wait, 5*time.Second)
+		case left && !pendingToo:
+			wait = time.Until(pendingAt)
+		default:
+			return
 		}
 	}
 }
 
 // releasePins unpins every consumer pinned before lost to a lane no live
-// sender claims, and reports whether some were left because they had
-// events pending (pendingToo false).
-func (s *Sender) releasePins(lost time.Time, pendingToo bool) (left bool) {
+// sender claims. It reports whether some were left because they had events
+// pending (pendingToo false), and whether it could not tell for some (no
+// answer from every sender, a consumer's info or its unpin failed).
+func (s *Sender) releasePins(lost time.Time, pendingToo bool) (left, unsure bool) {
 	if s.ctx.Err() != nil {
-		return false
+		return false, false
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
 	claimed, err := s.claimedPins(ctx)
 	if err != nil {
-		s.log.Debug("webhook: not releasing pins", "err", err)
-		return !pendingToo
+		s.log.Debug("webhook: not releasing pins yet", "err", err)
+		return false, true
 	}
-	for _, l := range s.lanes.all() {
-		info, err := l.cons.Info(ctx)
-		if err != nil {
+	lanes := s.lanes.all()
+	infos := make([]*jetstream.ConsumerInfo, len(lanes))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, pinsInfoParallel)
+	for i, l := range lanes {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			ictx, cancel := context.WithTimeout(ctx, pinsInfoTimeout)
+			defer cancel()
+			info, err := l.cons.Info(ictx)
+			if err != nil {
+				s.log.Debug("webhook: pins: consumer info", "consumer", l.name, "err", err)
+				return
+			}
+			infos[i] = info
+		})
+	}
+	wg.Wait()
+	for i, l := range lanes {
+		info := infos[i]
+		if info == nil {
+			unsure = true
 			continue
 		}
 		for _, g := range info.PriorityGroups {
@@ -121,12 +175,13 @@ func (s *Sender) releasePins(lost time.Time, pendingToo bool) (left bool) {
 			}
 			if err := s.streams.Outbox.UnpinConsumer(ctx, l.name, priorityGroup); err != nil {
 				s.log.Debug("webhook: unpin", "consumer", l.name, "err", err)
+				unsure = true
 				continue
 			}
 			s.log.Info("webhook: released a delivery lane pinned to a node that is gone", "consumer", l.name, "pending", info.NumAckPending)
 		}
 	}
-	return left
+	return left, unsure
 }
 
 // claimedPins asks every sender (this one included) for its lanes' pins;

@@ -256,7 +256,7 @@ func startCluster(t *testing.T, spec clusterSpec) []*clusterNode {
 		wg.Wait()
 		if t.Failed() {
 			for _, nd := range nodes {
-				out := nd.output.String()
+				out := withoutRouteRetries(nd.output.String())
 				if spec.outputTail > 0 && len(out) > spec.outputTail {
 					out = "...\n" + out[len(out)-spec.outputTail:]
 				}
@@ -586,4 +586,23 @@ func TestClusterPusherJS(t *testing.T) {
 		t.Fatalf("cluster.test.mjs skipped its test; output:\n%s", out)
 	}
 	t.Logf("node --test tests/js/cluster.test.mjs passed in %v:\n%s", time.Since(begin).Round(time.Millisecond), out)
+}
+
+// withoutRouteRetries drops nats-server's once-a-second "Error trying to
+// connect to route" lines for a dead node from a node's output, and says
+// how many: after a kill they would fill the tail a failed test logs.
+func withoutRouteRetries(out string) string {
+	var b strings.Builder
+	dropped := 0
+	for line := range strings.Lines(out) {
+		if strings.Contains(line, "Error trying to connect to route") {
+			dropped++
+			continue
+		}
+		b.WriteString(line)
+	}
+	if dropped > 0 {
+		fmt.Fprintf(&b, "(%d route reconnect errors left out)\n", dropped)
+	}
+	return b.String()
 }
