@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"herald/cluster"
 	"herald/internal/testkit"
@@ -82,12 +84,36 @@ func TestHostileWrongClusterKey(t *testing.T) {
 			t.Errorf("node %d status: gossip_encrypted %v route_auth %v", i+1, st.GossipEncrypted, st.RouteAuth)
 		}
 	}
+	// No stranger keeps a route. It holds one for the moment between a
+	// node's INFO and its refusal at every retry, so a busy box can catch
+	// the count at 1; an admitted route would stay.
+	testkit.WaitFor(t, 5*time.Second, func() error {
+		for i, sr := range strangers {
+			if n := sr.NumRoutes(); n != 0 {
+				return fmt.Errorf("stranger NATS server %d has %d routes", i, n)
+			}
+		}
+		return nil
+	})
+	// And none of the cluster's messages reaches one.
+	var leaked atomic.Int64
 	for i, sr := range strangers {
-		if n := sr.NumRoutes(); n != 0 {
-			t.Errorf("stranger NATS server %d has %d routes", i, n)
+		nc, err := nats.Connect(sr.ClientURL())
+		if err != nil {
+			t.Fatalf("stranger %d: %v", i, err)
+		}
+		t.Cleanup(nc.Close)
+		if _, err := nc.Subscribe(">", func(*nats.Msg) { leaked.Add(1) }); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
 		}
 	}
 	deliversAcross(t, nodes[1], nodes[0], "closed-2")
+	if n := leaked.Load(); n != 0 {
+		t.Errorf("the strangers received %d of the cluster's messages", n)
+	}
 	by.check(t)
 
 	// Nothing the node reports carries a secret.
