@@ -145,8 +145,8 @@ func (s *Sender) releasePins(lost time.Time, pendingToo bool) (left, unsure bool
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, pinsInfoParallel)
 	for i, l := range lanes {
+		sem <- struct{}{} // as bus/cache.go: at most pinsInfoParallel goroutines, however many lanes
 		wg.Go(func() {
-			sem <- struct{}{}
 			defer func() { <-sem }()
 			ictx, cancel := context.WithTimeout(ctx, pinsInfoTimeout)
 			defer cancel()
